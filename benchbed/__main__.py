@@ -1,0 +1,5 @@
+import sys
+
+from benchbed.cli import main
+
+sys.exit(main())

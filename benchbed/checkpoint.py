@@ -1,0 +1,51 @@
+"""Checkpoints: the state dict plus every site's kernel, loadable with ``weights_only=True``."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchbed.errors import BenchbedError
+from benchbed.models import build_model
+from benchbed.sites import apply_site_specs, site_specs
+
+FORMAT = "benchbed-checkpoint/1"
+
+
+def save_checkpoint(model: nn.Module, path: Path, *, model_name: str, num_classes: int,
+                    input_shape: tuple[int, int, int], mean: tuple, std: tuple) -> None:
+    payload = {"format": FORMAT, "model": model_name, "num_classes": num_classes, "input_shape": list(input_shape),
+               "mean": list(mean), "std": list(std), "sites": site_specs(model),
+               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, *, expect_model: str | None = None, expect_classes: int | None = None) -> nn.Module:
+    """Rebuild the model a checkpoint describes. Only tensors and plain data are unpickled."""
+    path = Path(path).expanduser()
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise BenchbedError(f"no checkpoint at {path}") from None
+    except Exception as exc:  # torch raises several types for truncated, foreign or tampered files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BenchbedError(f"checkpoint {path} is unreadable or unsafe ({first[:160]}); "
+                            "re-create it with `benchbed run` or point the suite at another file") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise BenchbedError(f"{path} is not a benchbed checkpoint ({FORMAT}); save models with benchbed")
+    if expect_model and payload["model"] != expect_model:
+        raise BenchbedError(f"checkpoint {path} holds a {payload['model']}, the suite wants {expect_model}")
+    if expect_classes and payload["num_classes"] != expect_classes:
+        raise BenchbedError(f"checkpoint {path} has {payload['num_classes']} classes, the dataset {expect_classes}")
+    model = build_model(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
+                        mean=payload["mean"], std=payload["std"])
+    try:
+        apply_site_specs(model, payload["sites"])
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise BenchbedError(f"checkpoint {path} does not match its model ({str(exc).splitlines()[0][:160]})") from None
+    return model

@@ -1,0 +1,107 @@
+"""``benchbed`` command line: run, validate, plugins, leaderboard, publish."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from benchbed.errors import BenchbedError, SuiteError
+
+
+def _run(args: argparse.Namespace) -> int:
+    from benchbed.leaderboard import render
+    from benchbed.runner import SuiteRun
+
+    run = SuiteRun(args.suite, out=args.out, quiet=args.quiet)
+    counts = run.run()
+    board = render([run.run_dir], run.run_dir, stem="leaderboard")
+    print(f"{counts['ok']} ok, {counts['error']} failed, {counts['over_budget']} over budget, "
+          f"{counts['skipped']} already done; leaderboard: {board}")
+    return 1 if counts["error"] else 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from benchbed.config import load_suite
+    from benchbed.plugins import Methods, plugin_manager
+    from benchbed.runner import plan
+
+    methods = Methods(plugin_manager())
+    suite, _ = load_suite(args.suite, methods)
+    print(f"{args.suite}: valid — {len(plan(suite, methods))} entries "
+          f"({len(suite.methods)} methods × {len(suite.budgets)} budgets × {len(suite.seeds)} seeds)")
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from benchbed.plugins import Methods, plugin_manager
+
+    methods = Methods(plugin_manager()).all
+    if args.json:
+        print(json.dumps([{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
+                           "description": m.info.description, "paper": m.info.paper,
+                           "options": m.info.options.model_json_schema()} for m in methods.values()], indent=2))
+    else:
+        print(tabulate([[m.name, m.package, m.version, ", ".join(m.hooks), m.info.description]
+                        for m in methods.values()], headers=["method", "package", "version", "hooks", "description"]))
+    return 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from benchbed.leaderboard import render
+
+    print(render([Path(args.run_dir)], Path(args.run_dir), stem="leaderboard"))
+    return 0
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from benchbed.leaderboard import render
+
+    print(render([Path(d) for d in args.run_dirs], Path(args.to)))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchbed", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a suite (resumes an earlier run in the same directory)")
+    run.add_argument("suite")
+    run.add_argument("--out", help="run directory (default runs/<suite name>)")
+    run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
+    run.set_defaults(func=_run)
+    val = sub.add_parser("validate", help="check a suite file without running it")
+    val.add_argument("suite")
+    val.set_defaults(func=_validate)
+    plug = sub.add_parser("plugins", help="list installed methods")
+    plug.add_argument("--json", action="store_true")
+    plug.set_defaults(func=_plugins)
+    board = sub.add_parser("leaderboard", help="re-render a run directory's leaderboard")
+    board.add_argument("run_dir")
+    board.set_defaults(func=_leaderboard)
+    pub = sub.add_parser("publish", help="merge runs of one suite into the published leaderboard")
+    pub.add_argument("run_dirs", nargs="+")
+    pub.add_argument("--to", default="leaderboards")
+    pub.set_defaults(func=_publish)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SuiteError as exc:
+        for problem in exc.problems:
+            print(f"{exc.path}: {problem}", file=sys.stderr)
+        return 2
+    except BenchbedError as exc:
+        print(f"benchbed: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("benchbed: interrupted; finished entries are kept, run again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

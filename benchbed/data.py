@@ -1,0 +1,163 @@
+"""Dataset registry. Images are held as uint8 (N, C, H, W) tensors, resident on the training device;
+batches are converted, augmented and shuffled on that device. The validation split is carved out of
+train with a fixed seed, so every method of a suite selects on the same images and never on test."""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from benchbed.errors import BenchbedError
+
+
+@dataclass(frozen=True)
+class DataBundle:
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int
+    flip: bool
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device | str) -> "DataBundle":
+        move = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+        return replace(self, **move)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y),
+                "classes": self.num_classes, "input_shape": list(self.input_shape),
+                "augment": {"crop_padding": self.crop_padding, "flip": self.flip}}
+
+
+def to_float(x_u8: torch.Tensor) -> torch.Tensor:
+    x = x_u8.float().div_(255)
+    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+
+
+def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop with zero padding and horizontal flip, for a whole batch at once on its device."""
+    n, _, h, w = x.shape
+    if padding:
+        padded = F.pad(x, (padding,) * 4)
+        dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device, generator=generator)
+        dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), device=x.device, generator=generator)
+        rows = dy + torch.arange(h, device=x.device).view(1, h, 1)
+        cols = dx + torch.arange(w, device=x.device).view(1, 1, w)
+        x = padded.permute(0, 2, 3, 1)[torch.arange(n, device=x.device).view(n, 1, 1), rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        flips = torch.rand(n, 1, 1, 1, device=x.device, generator=generator) < 0.5
+        x = torch.where(flips, x.flip(3), x)
+    return x
+
+
+def train_batches(data: DataBundle, batch_size: int, generator: torch.Generator, *,
+                  augmented: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One shuffled epoch of float batches in [0, 1]; the last partial batch is dropped."""
+    n = len(data.train_y)
+    order = torch.randperm(n, device=data.train_x.device, generator=generator)
+    for start in range(0, n - batch_size + 1 if n >= batch_size else 0, batch_size):
+        idx = order[start:start + batch_size]
+        x = to_float(data.train_x[idx])
+        if augmented:
+            x = augment(x, data.crop_padding, data.flip, generator)
+        yield x, data.train_y[idx]
+    if n < batch_size:  # a tiny training set still trains, as one full-size batch
+        yield to_float(data.train_x[order]), data.train_y[order]
+
+
+def eval_batches(x_u8: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for start in range(0, len(y), batch_size):
+        yield to_float(x_u8[start:start + batch_size]), y[start:start + batch_size]
+
+
+# -- registry ---------------------------------------------------------------------------------
+
+def _split(x: np.ndarray, y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified: ``fraction`` of every class goes to the second part."""
+    rng = np.random.default_rng(seed)
+    second = []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        rng.shuffle(idx)
+        second.extend(idx[: int(round(fraction * len(idx)))])
+    mask = np.zeros(len(y), bool)
+    mask[second] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
+
+
+def _bundle(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+            num_classes: int, val_fraction: float, split_seed: int, crop_padding: int, flip: bool) -> DataBundle:
+    keep, val = _split(train_x, train_y, val_fraction, split_seed)
+    floats = train_x[keep].astype(np.float64) / 255
+    mean = tuple(float(v) for v in floats.mean(axis=(0, 2, 3)))
+    std = tuple(float(v) for v in floats.std(axis=(0, 2, 3)))
+    t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
+    return DataBundle(name, t(train_x[keep], torch.uint8), t(train_y[keep], torch.long),
+                      t(train_x[val], torch.uint8), t(train_y[val], torch.long),
+                      t(test_x, torch.uint8), t(test_y, torch.long),
+                      num_classes, mean, std, crop_padding, flip)
+
+
+def _digits(root: Path, download: bool, val_fraction: float, split_seed: int) -> DataBundle:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    y = digits.target.astype(np.int64)
+    # scikit-learn ships no test split: a fixed stratified 20% (seed 0) is ours, whatever the suite.
+    train, test = _split(x, y, 0.2, seed=0)
+    return _bundle("digits", x[train], y[train], x[test], y[test], 10, val_fraction, split_seed,
+                   crop_padding=1, flip=False)
+
+
+def _cifar(which: str) -> Callable[[Path, bool, float, int], DataBundle]:
+    def load(root: Path, download: bool, val_fraction: float, split_seed: int) -> DataBundle:
+        from torchvision import datasets
+
+        cls = datasets.CIFAR10 if which == "cifar10" else datasets.CIFAR100
+        try:
+            train = cls(str(root), train=True, download=download)
+            test = cls(str(root), train=False, download=download)
+        except RuntimeError as exc:
+            hint = "set `dataset.download: true` in the suite" if not download else "check the network and the root"
+            raise BenchbedError(f"{which} not found or corrupt under {root} ({exc}); {hint}") from exc
+        nchw = lambda d: np.ascontiguousarray(d.transpose(0, 3, 1, 2))  # noqa: E731
+        return _bundle(which, nchw(train.data), np.asarray(train.targets), nchw(test.data), np.asarray(test.targets),
+                       len(train.classes), val_fraction, split_seed, crop_padding=4, flip=True)
+
+    return load
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    load: Callable[[Path, bool, float, int], DataBundle]
+    input_shape: tuple[int, int, int]
+    num_classes: int
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "digits": DatasetSpec(_digits, (1, 8, 8), 10),
+    "cifar10": DatasetSpec(_cifar("cifar10"), (3, 32, 32), 10),
+    "cifar100": DatasetSpec(_cifar("cifar100"), (3, 32, 32), 100),
+}
+
+
+def load_dataset(name: str, root: str | Path = "data", download: bool = False, val_fraction: float = 0.1,
+                 split_seed: int = 0) -> DataBundle:
+    if name not in DATASETS:
+        raise BenchbedError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return DATASETS[name].load(Path(root).expanduser(), download, val_fraction, split_seed)

@@ -1,0 +1,24 @@
+"""The core's own hook implementations, registered ``trylast`` so that a method's override wins."""
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from benchbed import cost
+from benchbed.config import EvaluationSettings, SecureCostSettings
+from benchbed.context import EntryContext
+from benchbed.hookspecs import hookimpl
+from benchbed.training import accuracy
+
+
+@hookimpl(trylast=True)
+def evaluate(ctx: EntryContext, model: nn.Module, settings: EvaluationSettings) -> dict[str, Any]:
+    data = ctx.data
+    return {"clean_accuracy": accuracy(model, data.test_x, data.test_y, settings.batch_size),
+            "val_accuracy": accuracy(model, data.val_x, data.val_y, settings.batch_size)}
+
+
+@hookimpl(trylast=True)
+def secure_cost(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings) -> dict[str, Any]:
+    return cost.price(model, settings)

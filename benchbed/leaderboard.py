@@ -1,0 +1,201 @@
+"""Leaderboards from run records: markdown (tabulate), a JSON twin, and a Pareto plot.
+
+Several runs of one suite (typically different seeds) merge into one board: every number is the
+mean over seeds, ± the sample standard deviation when there is more than one."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from benchbed.errors import BenchbedError
+from benchbed.records import entry_records, read_json, write_json
+
+# Metric keys the core knows how to title; any other scalar metric gets a column under its own name.
+METRIC_TITLES = {"clean_accuracy": "clean acc %", "corruption_accuracy": "corruption acc %",
+                 "pgd_accuracy": "PGD acc %"}
+PERCENT = {"clean_accuracy", "val_accuracy", "corruption_accuracy", "pgd_accuracy"}
+INTEGER = {"relus", "drelus", "rounds"}
+
+
+def _flatten(record: dict) -> dict[str, Any]:
+    row = {"method": record["method"], "budget": record["budget"], "seed": record["seed"],
+           "status": record["status"], "relus": record.get("relus"), "drelus": record.get("drelus"),
+           "epochs_used": record["compute"]["used"]["epochs"], "seconds_used": record["compute"]["used"]["seconds"]}
+    for key, value in (record.get("metrics") or {}).items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[key] = value
+    cost = record.get("secure_cost")
+    if cost:
+        row["comm_mb"], row["rounds"] = cost["comm_mb"], cost["rounds"]
+        for net, seconds in cost["latency_s"].items():
+            row[f"latency_{net}"] = seconds
+    return row
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
+    """The suite metadata shared by ``run_dirs`` and all their entry records."""
+    metas, records, seen = [], [], {}
+    for run_dir in run_dirs:
+        meta_path = Path(run_dir) / "suite.json"
+        if not meta_path.exists():
+            raise BenchbedError(f"{run_dir} is not a benchbed run directory (no suite.json); pass the --out of `benchbed run`")
+        meta = read_json(meta_path)
+        meta["run_dir"] = str(run_dir)
+        for name in ("data.json", "teacher.json"):
+            if (Path(run_dir) / name).exists():
+                meta[name.removesuffix(".json")] = read_json(Path(run_dir) / name)
+        metas.append(meta)
+        for record in entry_records(Path(run_dir)):
+            if record["entry"] in seen:
+                raise BenchbedError(f"entry {record['entry']} is in both {seen[record['entry']]} and {run_dir}; "
+                                    "merge runs of different seeds")
+            seen[record["entry"]] = run_dir
+            records.append(record)
+    if len({m["fingerprint"] for m in metas}) > 1:
+        raise BenchbedError("these runs are of different suite configurations and cannot be merged: "
+                            + ", ".join(f"{m['run_dir']} ({m['suite']['name']})" for m in metas))
+    if not records:
+        raise BenchbedError(f"no entry records in {', '.join(map(str, run_dirs))}; run the suite first")
+    merged = dict(metas[0])
+    merged["seeds"] = sorted({r["seed"] for r in records})
+    merged["run_dirs"] = [m["run_dir"] for m in metas]
+    return merged, records
+
+
+def table(records: list[dict]) -> pd.DataFrame:
+    """One row per (method, budget): means and standard deviations over the finished seeds."""
+    frame = pd.DataFrame([_flatten(r) for r in records if r["status"] == "ok"])
+    if frame.empty:
+        return frame
+    frame["budget"] = frame["budget"].astype("Int64")
+    numeric = [c for c in frame.columns if c not in ("method", "budget", "seed", "status")]
+    grouped = frame.groupby(["method", "budget"], dropna=False)
+    mean = grouped[numeric].mean()
+    std = grouped[numeric].std(ddof=1)
+    out = mean.join(std, rsuffix="_std")
+    out["seeds"] = grouped["seed"].count()
+    out = out.reset_index()
+    return out.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="last")
+
+
+def _cell(row: pd.Series, key: str) -> str:
+    value, spread = row.get(key), row.get(f"{key}_std")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    scale, digits = (100, 2) if key in PERCENT else (1, 0 if key in INTEGER or abs(value) >= 100 else 3)
+    text = f"{value * scale:,.{digits}f}"
+    if spread is not None and not (isinstance(spread, float) and math.isnan(spread)) and row["seeds"] > 1:
+        text += f" ± {spread * scale:,.{digits}f}"
+    return text
+
+
+def _columns(frame: pd.DataFrame, networks: list[str]) -> list[tuple[str, str]]:
+    cols = [("relus", "ReLUs"), ("drelus", "DReLUs"), ("clean_accuracy", "clean acc %")]
+    cols += [(k, METRIC_TITLES.get(k, k)) for k in frame.columns
+             if k not in ("relus", "drelus", "clean_accuracy", "val_accuracy", "epochs_used", "seconds_used", "seeds",
+                          "comm_mb", "rounds", "budget", "method") and not k.endswith("_std")
+             and not k.startswith("latency_")]
+    if "comm_mb" in frame.columns:
+        cols += [("comm_mb", "comm MB"), ("rounds", "rounds")] + [(f"latency_{n}", f"{n} s") for n in networks]
+    cols += [("epochs_used", "epochs used"), ("seconds_used", "seconds used")]
+    return cols
+
+
+def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
+    suite, data, teacher = meta["suite"], meta.get("data", {}), meta.get("teacher", {})
+    first = next((r for r in records if r.get("versions")), {})
+    versions = first.get("versions", {})
+    commit = first.get("source_commit", {})
+    hardware = first.get("hardware", {})
+    cost = suite["secure_cost"]
+    teacher_text = (f"trained here ({suite['teacher']['recipe']['epochs']:g} epochs, seed {suite['teacher']['seed']})"
+                    if suite["teacher"].get("recipe") else f"loaded from {suite['teacher']['checkpoint']}")
+    lines = [
+        f"- **Data:** {suite['dataset']['name']}: {data.get('train', '?')} train / {data.get('val', '?')} validation "
+        f"(split seed {suite['dataset']['split_seed']}) / {data.get('test', '?')} test images. "
+        "Checkpoints are selected on validation; test is read once, at the end.",
+        f"- **Model:** {suite['model']['name']}; ReLU convention: "
+        + ("every site counted, stem included." if suite["model"]["count_stem"]
+           else "the stem ReLU is kept and not counted (SNL/AutoReP convention)."),
+        f"- **Teacher:** one all-ReLU teacher shared by every entry, {teacher_text}; "
+        f"test accuracy {100 * teacher.get('clean_accuracy', float('nan')):.2f}%.",
+        f"- **Budgets (DReLUs over counted sites):** {', '.join(f'{b:,}' for b in suite['budgets'])}.",
+        f"- **Compute per entry (mask search + finetune, identical for every method):** "
+        + ", ".join(f"{k} {v:g}" for k, v in suite["compute"].items() if v is not None) + ".",
+        f"- **Seeds:** {', '.join(map(str, meta['seeds']))}; cells are mean ± sample std over seeds.",
+    ]
+    if cost["enabled"]:
+        nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
+        lines.append(f"- **3PC cost:** profile `{cost['profile']}`, non-linear layers only; {nets}.")
+    lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
+                 f"{hardware.get('cpu_count', '?')} CPUs; **versions:** "
+                 + ", ".join(f"{k} {v}" for k, v in versions.items())
+                 + f"; **commit:** {commit.get('commit') or 'unknown'}{' (dirty)' if commit.get('dirty') else ''}.")
+    return lines
+
+
+def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None) -> Path:
+    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir``; return the markdown path."""
+    meta, records = load_runs([Path(d) for d in run_dirs])
+    stem = stem or meta["suite"]["name"]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    frame = table(records)
+    networks = list(meta["suite"]["secure_cost"]["networks"]) if meta["suite"]["secure_cost"]["enabled"] else []
+    lines = [f"# Leaderboard: {meta['suite']['name']}", ""]
+    if meta["suite"].get("description"):
+        lines += [meta["suite"]["description"], ""]
+    lines += ["## Protocol", ""] + protocol_lines(meta, records) + ["", "## Results", ""]
+    if frame.empty:
+        lines.append("No entry finished.")
+    else:
+        cols = _columns(frame, networks)
+        body = [[row["method"], "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
+                + [_cell(row, key) for key, _ in cols] for _, row in frame.iterrows()]
+        lines.append(tabulate(body, headers=["method", "budget", "seeds"] + [t for _, t in cols],
+                              tablefmt="github", disable_numparse=True))
+    unfinished = [r for r in records if r["status"] != "ok"]
+    if unfinished:
+        lines += ["", "## Entries that did not finish", ""]
+        lines += [f"- `{r['entry']}`: **{r['status']}** — {r.get('error', '')}" for r in unfinished]
+    md_path = out_dir / f"{stem}.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    write_json(out_dir / f"{stem}.json", {
+        "suite": meta["suite"], "seeds": meta["seeds"], "run_dirs": meta["run_dirs"],
+        "protocol": protocol_lines(meta, records),
+        "rows": [] if frame.empty else frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
+        "entries": [{k: r.get(k) for k in ("entry", "method", "budget", "seed", "status", "error", "relus", "drelus",
+                                           "metrics", "secure_cost", "compute", "notes")} for r in records]})
+    if not frame.empty:
+        _plot(frame, out_dir / f"{stem}.png", meta["suite"]["name"])
+    return md_path
+
+
+def _plot(frame: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for method, rows in frame.groupby("method"):
+        rows = rows.sort_values("drelus")
+        err = 100 * rows["clean_accuracy_std"].fillna(0)
+        if rows["budget"].isna().all():
+            ax.axhline(100 * rows["clean_accuracy"].iloc[0], ls="--", color="grey", lw=1,
+                       label=f"{method} ({int(rows['drelus'].iloc[0]):,} ReLUs)")
+        else:
+            ax.errorbar(rows["drelus"], 100 * rows["clean_accuracy"], yerr=err, marker="o", capsize=3, label=method)
+    ax.set_xscale("log")
+    ax.set_xlabel("DReLUs per image (counted sites)")
+    ax.set_ylabel("clean test accuracy (%)")
+    ax.set_title(f"{title}: accuracy vs ReLU budget")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,396 @@
+"""ReLU sites: every ReLU of a model is a named module whose behaviour a method can switch.
+
+A site holds a *kernel* that decides what it computes. The standard kernels are the only ones
+that counting, pricing, checkpoints and export understand:
+
+- ``ReLUKernel``    plain ReLU: one DReLU per pixel;
+- ``MaskedKernel``  per-pixel or per-channel 0/1 mask: kept pixels go through ReLU, the others
+                    through a per-channel polynomial ``c2·x² + c1·x + c0`` (identity by default);
+                    a site that is all polynomial is a mask of zeros with coefficients;
+- ``PatchKernel``   per channel a patch size: the sign of each patch's mean (one DReLU per patch)
+                    gates every pixel of the patch; a channel may also be identity or zero.
+
+A method may install a kernel of its own while it searches (e.g. SNL's continuous alphas), but it
+must freeze every site into a standard kernel before it hands the model back.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchbed.errors import BenchbedError
+
+Shape = tuple[int, int, int]
+
+IDENTITY = (0, 0)
+ZERO = (-1, -1)
+
+
+class SiteKernel(nn.Module):
+    """What a site computes, and what it costs on a map of ``shape`` = (C, H, W)."""
+
+    kind: str = "custom"
+    standard: bool = False
+
+    def relus(self, shape: Shape) -> int:
+        """Pixels whose output goes through a comparison-gated nonlinearity."""
+        raise BenchbedError(f"kernel {type(self).__name__} has no ReLU count; freeze it first")
+
+    def drelus(self, shape: Shape) -> int:
+        """Secure comparisons (DReLUs) one image needs at this site."""
+        raise BenchbedError(f"kernel {type(self).__name__} has no DReLU count; freeze it first")
+
+    def poly_pixels(self, shape: Shape) -> int:
+        """Pixels that go through a polynomial with a square term (one secure multiplication each)."""
+        return 0
+
+    def spec(self) -> dict:
+        """Primitive/tensor description from which ``kernel_from_spec`` rebuilds this kernel."""
+        raise BenchbedError(f"kernel {type(self).__name__} cannot be saved; freeze it first")
+
+
+class ReLUKernel(SiteKernel):
+    kind = "relu"
+    standard = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
+
+    def relus(self, shape: Shape) -> int:
+        return math.prod(shape)
+
+    drelus = relus
+
+    def spec(self) -> dict:
+        return {"kind": self.kind}
+
+
+class MaskedKernel(SiteKernel):
+    """``mask·relu(x) + (1−mask)·p(x)``, mask of shape (C,H,W) or (C,1,1), p per channel."""
+
+    kind = "masked"
+    standard = True
+
+    def __init__(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None):
+        super().__init__()
+        if mask.dim() != 3:
+            raise BenchbedError(f"a site mask must be (C,H,W) or (C,1,1), got shape {tuple(mask.shape)}")
+        self.register_buffer("mask", (mask != 0).to(torch.float32))
+        channels = mask.shape[0]
+        if coeffs is None:
+            coeffs = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
+        if coeffs.shape != (channels, 3):
+            raise BenchbedError(f"polynomial coefficients must be (C,3)=({channels},3), got {tuple(coeffs.shape)}")
+        # Trainable so that finetuning may adapt the polynomial; the mask itself never trains.
+        self.coeffs = nn.Parameter(coeffs.detach().clone().float())
+
+    @property
+    def per_channel(self) -> bool:
+        return self.mask.shape[1:] == (1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.coeffs.to(x.dtype)
+        c2, c1, c0 = (c[:, i].view(1, -1, 1, 1) for i in range(3))
+        poly = (c2 * x + c1) * x + c0
+        return torch.where(self.mask.to(torch.bool), F.relu(x), poly)
+
+    def _kept(self, shape: Shape) -> int:
+        return int(self.mask.expand(shape).sum().item())
+
+    def relus(self, shape: Shape) -> int:
+        return self._kept(shape)
+
+    drelus = relus
+
+    def poly_pixels(self, shape: Shape) -> int:
+        square = (self.coeffs[:, 0] != 0).float().view(-1, 1, 1)
+        return int(((1 - self.mask) * square).expand(shape).sum().item())
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "mask": self.mask.detach().cpu(), "coeffs": self.coeffs.detach().cpu()}
+
+
+class PatchKernel(SiteKernel):
+    """One DReLU per patch: ``x · 1[mean(x over patch) > 0]`` broadcast over the patch.
+
+    ``sizes[c]`` is ``(h, w)`` for channel c, ``IDENTITY`` = (0, 0) to remove its ReLU, or
+    ``ZERO`` = (-1, -1) to zero the channel. Border patches are cut by the map (ceil division).
+    The gate carries no gradient; gradients pass to x through the multiplication.
+    """
+
+    kind = "patch"
+    standard = True
+
+    def __init__(self, sizes: Sequence[tuple[int, int]] | torch.Tensor):
+        super().__init__()
+        sizes = torch.as_tensor(sizes, dtype=torch.long).reshape(-1, 2)
+        for h, w in sizes.tolist():
+            if not ((h >= 1 and w >= 1) or (h, w) in (IDENTITY, ZERO)):
+                raise BenchbedError(f"patch size ({h},{w}) is neither h,w >= 1, identity (0,0) nor zero (-1,-1)")
+        self.register_buffer("sizes", sizes)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for c, hw in enumerate(map(tuple, sizes.tolist())):
+            groups.setdefault(hw, []).append(c)
+        self._groups = [(hw, torch.tensor(idx)) for hw, idx in sorted(groups.items())]
+        order = torch.cat([idx for _, idx in self._groups])
+        self.register_buffer("_inverse", torch.argsort(order), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        parts = []
+        for (h, w), idx in self._groups:
+            xs = x.index_select(1, idx.to(x.device))
+            if (h, w) == IDENTITY:
+                parts.append(xs)
+            elif (h, w) == ZERO:
+                parts.append(torch.zeros_like(xs))
+            else:
+                kh, kw = min(h, height), min(w, width)
+                with torch.no_grad():
+                    # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
+                    gate = F.avg_pool2d(xs, (kh, kw), stride=(kh, kw), ceil_mode=True) > 0
+                    gate = gate.repeat_interleave(kh, 2).repeat_interleave(kw, 3)[..., :height, :width]
+                parts.append(xs * gate.to(xs.dtype))
+        return torch.cat(parts, 1).index_select(1, self._inverse)
+
+    def _per_channel(self, shape: Shape) -> Iterator[tuple[tuple[int, int], int]]:
+        _, height, width = shape
+        for h, w in self.sizes.tolist():
+            if (h, w) == IDENTITY or (h, w) == ZERO:
+                yield (h, w), 0
+            else:
+                yield (h, w), math.ceil(height / min(h, height)) * math.ceil(width / min(w, width))
+
+    def relus(self, shape: Shape) -> int:
+        _, height, width = shape
+        return sum(height * width for hw, _ in self._per_channel(shape) if hw not in (IDENTITY, ZERO))
+
+    def drelus(self, shape: Shape) -> int:
+        return sum(n for _, n in self._per_channel(shape))
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "sizes": self.sizes.detach().cpu()}
+
+
+def kernel_from_spec(spec: dict) -> SiteKernel:
+    kind = spec.get("kind")
+    if kind == "relu":
+        return ReLUKernel()
+    if kind == "masked":
+        return MaskedKernel(spec["mask"], spec["coeffs"])
+    if kind == "patch":
+        return PatchKernel(spec["sizes"])
+    raise BenchbedError(f"unknown site kernel kind {kind!r} in checkpoint")
+
+
+class ReLUSite(nn.Module):
+    """One ReLU of a model. Its name is its module path; ``role`` marks the stem ReLU."""
+
+    def __init__(self, role: str = "body"):
+        super().__init__()
+        self.role = role
+        self.counted = True
+        self.shape: Shape | None = None
+        self.kernel: SiteKernel = ReLUKernel()
+        # Moves with .to()/.cuda() so that a kernel switched in later lands on the model's device.
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shape is None:
+            self.shape = tuple(x.shape[1:])
+        return self.kernel(x)
+
+    def _require_shape(self) -> Shape:
+        if self.shape is None:
+            raise BenchbedError("site shape unknown: call benchbed.sites.trace_shapes(model, input_shape) first")
+        return self.shape
+
+    # -- switching -------------------------------------------------------------------------
+    def set_kernel(self, kernel: SiteKernel) -> None:
+        self.kernel = kernel.to(self._anchor.device)
+
+    def set_relu(self) -> None:
+        self.set_kernel(ReLUKernel())
+
+    def set_mask(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None) -> None:
+        shape = self._require_shape()
+        if mask.dim() == 1:
+            mask = mask.view(-1, 1, 1)
+        if mask.shape not in (torch.Size(shape), torch.Size((shape[0], 1, 1))):
+            raise BenchbedError(f"mask of shape {tuple(mask.shape)} does not fit site of shape {shape}")
+        self.set_kernel(MaskedKernel(mask.detach(), coeffs))
+
+    def set_polynomial(self, coeffs: torch.Tensor) -> None:
+        shape = self._require_shape()
+        self.set_kernel(MaskedKernel(torch.zeros(shape[0], 1, 1), coeffs))
+
+    def set_patches(self, sizes: Sequence[tuple[int, int]] | torch.Tensor) -> None:
+        shape = self._require_shape()
+        kernel = PatchKernel(sizes)
+        if kernel.sizes.shape[0] != shape[0]:
+            raise BenchbedError(f"{kernel.sizes.shape[0]} patch sizes for a site with {shape[0]} channels")
+        self.set_kernel(kernel)
+
+    # -- cost --------------------------------------------------------------------------------
+    @property
+    def numel(self) -> int:
+        return math.prod(self._require_shape())
+
+    @property
+    def relus(self) -> int:
+        return self.kernel.relus(self._require_shape())
+
+    @property
+    def drelus(self) -> int:
+        return self.kernel.drelus(self._require_shape())
+
+    @property
+    def poly_pixels(self) -> int:
+        return self.kernel.poly_pixels(self._require_shape())
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}, shape={self.shape}, kind={self.kernel.kind}"
+
+
+# -- whole-model views -------------------------------------------------------------------------
+
+def sites(model: nn.Module) -> dict[str, ReLUSite]:
+    """Every site of ``model`` by module path, in forward-definition order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, ReLUSite)}
+
+
+def counted_sites(model: nn.Module) -> dict[str, ReLUSite]:
+    """The sites a ReLU budget covers (and that methods may linearize)."""
+    return {name: s for name, s in sites(model).items() if s.counted}
+
+
+@torch.no_grad()
+def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """Record every site's (C,H,W) with one forward pass of a zero image."""
+    for site in sites(model).values():
+        site.shape = None
+    param = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    model.train(was_training)
+    missing = [n for n, s in sites(model).items() if s.shape is None]
+    if missing:
+        raise BenchbedError(f"sites never reached by a forward pass: {', '.join(missing)}")
+
+
+def set_stem_counted(model: nn.Module, counted: bool) -> None:
+    """The counting convention: SNL/AutoReP leave the stem ReLU out of the budget, knapsack/RLNet count it."""
+    for site in sites(model).values():
+        if site.role == "stem":
+            site.counted = counted
+
+
+@dataclass(frozen=True)
+class SiteCount:
+    name: str
+    shape: Shape
+    kind: str
+    counted: bool
+    relus: int
+    drelus: int
+    poly_pixels: int
+
+
+def site_counts(model: nn.Module) -> list[SiteCount]:
+    return [SiteCount(n, s._require_shape(), s.kernel.kind, s.counted, s.relus, s.drelus, s.poly_pixels)
+            for n, s in sites(model).items()]
+
+
+def relu_count(model: nn.Module, counted_only: bool = True) -> int:
+    return sum(s.relus for s in (counted_sites(model) if counted_only else sites(model)).values())
+
+
+def drelu_count(model: nn.Module, counted_only: bool = True) -> int:
+    return sum(s.drelus for s in (counted_sites(model) if counted_only else sites(model)).values())
+
+
+def capacity(model: nn.Module) -> int:
+    """Pixels of all counted sites: the largest ReLU budget the model admits."""
+    return sum(s.numel for s in counted_sites(model).values())
+
+
+def site_specs(model: nn.Module) -> dict[str, dict]:
+    specs = {}
+    for name, site in sites(model).items():
+        if not site.kernel.standard:
+            raise BenchbedError(f"site {name} still runs a {type(site.kernel).__name__}; "
+                                "a method must freeze its sites to relu/masked/patch kernels")
+        specs[name] = {**site.kernel.spec(), "counted": site.counted, "shape": list(site._require_shape())}
+    return specs
+
+
+def apply_site_specs(model: nn.Module, specs: dict[str, dict]) -> None:
+    own = sites(model)
+    if set(own) != set(specs):
+        raise BenchbedError("checkpoint sites do not match the model's sites "
+                            f"(missing {sorted(set(own) - set(specs))[:3]}, extra {sorted(set(specs) - set(own))[:3]})")
+    for name, spec in specs.items():
+        own[name].shape = tuple(spec["shape"])
+        own[name].counted = bool(spec["counted"])
+        own[name].set_kernel(kernel_from_spec(spec))
+
+
+# -- bring your own model ------------------------------------------------------------------------
+
+def convert_relus(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
+    """Turn every ``nn.ReLU`` of ``model`` into its own ``ReLUSite`` and trace the site shapes.
+
+    A ReLU module that the forward pass calls more than once (torchvision's ResNet blocks reuse
+    ``self.relu``) would make several ReLUs share one site; those models are rewritten with
+    ``torch.fx`` so that every call gets a site of its own.
+    """
+    calls: dict[str, int] = {}
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
+               for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    param = next(model.parameters())
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+        model.train(was_training)
+    for h in handles:
+        h.remove()
+    if any(n > 1 for n in calls.values()):
+        model = _split_shared_relus(model)
+    else:
+        for name in calls:
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, ReLUSite())
+    trace_shapes(model, input_shape)
+    if not sites(model):
+        raise BenchbedError("the model has no nn.ReLU modules to convert into sites")
+    return model
+
+
+def _split_shared_relus(model: nn.Module) -> nn.Module:
+    import torch.fx
+
+    try:
+        graph_module = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx cannot trace data-dependent control flow
+        raise BenchbedError(f"the model reuses one nn.ReLU module for several ReLUs and cannot be traced "
+                            f"by torch.fx ({exc.__class__.__name__}); give each ReLU its own module") from exc
+    relu_calls = [node for node in graph_module.graph.nodes
+                  if node.op == "call_module" and isinstance(graph_module.get_submodule(node.target), nn.ReLU)]
+    seen: dict[str, int] = {}
+    for node in relu_calls:
+        k = seen.get(node.target, 0)
+        seen[node.target] = k + 1
+        target = f"{node.target}_{k}".replace(".", "_") if k else node.target
+        graph_module.add_submodule(target, ReLUSite())
+        node.target = target
+    graph_module.delete_all_unused_submodules()
+    graph_module.recompile()
+    return graph_module

@@ -1,0 +1,168 @@
+"""The core training loop every method and the teacher use, plus the losses they share.
+
+Runs on whatever device the context holds: data already resident there, bf16 autocast and
+channels_last on CUDA, no host synchronisation inside an epoch. Model selection reads the
+validation split only."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from benchbed.context import EntryContext
+from benchbed.data import eval_batches
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class TrainRecipe(BaseModel):
+    """Optimiser and schedule for one training stage."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(30, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(128, ge=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75],
+                                    description="step schedule: fractions of training at which lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+def make_optimizer(params: Iterable[nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
+                           weight_decay=recipe.weight_decay)
+
+
+def lr_factor(recipe: TrainRecipe, step: int, total_steps: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base lr at ``step``: linear warm-up, then the recipe's schedule."""
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    if recipe.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    if recipe.schedule == "step":
+        return recipe.gamma ** sum(progress >= m for m in recipe.milestones)
+    return 1.0
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton distillation: batch-mean KL(teacher_T ‖ student_T) × T²."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(teacher_logits.float() / t, 1),
+                    reduction="batchmean", log_target=True) * t * t
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
+    return lambda logits, y, x: F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+
+
+def distillation(teacher: nn.Module, temperature: float = 4.0, kd_weight: float = 1.0,
+                 ce_weight: float = 1.0, label_smoothing: float = 0.0) -> LossFn:
+    """``ce_weight·CE + kd_weight·KD(T)`` against a frozen teacher evaluated on the same batch."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            teacher_logits = teacher(x)
+        ce = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        return ce_weight * ce + kd_weight * kd_loss(logits, teacher_logits, temperature)
+
+    return loss
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=y.device)
+    autocast = torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=y.device.type == "cuda")
+    for x, yb in eval_batches(x_u8, y, batch_size):
+        with autocast:
+            correct += (model(x).argmax(1) == yb).sum()
+    model.train(was_training)
+    return correct.item() / max(1, len(y))
+
+
+@dataclass
+class FitResult:
+    epochs: float
+    best_epoch: int
+    best_val_accuracy: float
+    stopped_by_budget: bool
+    history: list[dict] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        return {"epochs": round(self.epochs, 4), "best_epoch": self.best_epoch,
+                "best_val_accuracy": self.best_val_accuracy, "stopped_by_budget": self.stopped_by_budget}
+
+
+def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: float | None = None,
+        loss_fn: LossFn | None = None, params: Iterable[nn.Parameter] | None = None,
+        extra_loss: Callable[[], torch.Tensor] | None = None, select_on_val: bool = True,
+        on_epoch_end: Callable[[int, float], bool | None] | None = None, label: str = "train") -> FitResult:
+    """Train ``model`` for ``epochs`` (default: the recipe's), never past the entry's compute budget.
+
+    ``loss_fn(logits, y, x)`` defaults to cross-entropy; ``extra_loss()`` is added every step
+    (e.g. a sparsity penalty). After every epoch the validation accuracy is measured; with
+    ``select_on_val`` the best epoch's weights are restored at the end. ``on_epoch_end(epoch,
+    val_accuracy)`` may return True to stop early.
+    """
+    epochs = min(recipe.epochs if epochs is None else epochs, ctx.clock.remaining_epochs())
+    n_train = len(ctx.data.train_y)
+    batch_size = min(recipe.batch_size, n_train)
+    steps_per_epoch = max(1, n_train // batch_size)
+    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    loss_fn = loss_fn or cross_entropy(recipe.label_smoothing)
+    optimizer = make_optimizer(model.parameters() if params is None else params, recipe)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(recipe, s, total_steps, steps_per_epoch))
+    if ctx.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    best_acc, best_state, best_epoch, history = -1.0, None, -1, []
+    step, epoch = 0, 0
+    while step < total_steps and not ctx.clock.exhausted:
+        model.train()
+        for x, y in ctx.train_batches(batch_size):
+            with ctx.autocast:
+                logits = model(x)
+            loss = loss_fn(logits, y, x)
+            if extra_loss is not None:
+                loss = loss + extra_loss()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            if step >= total_steps:
+                break
+        val_acc = accuracy(model, ctx.data.val_x, ctx.data.val_y)
+        history.append({"epoch": epoch, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]})
+        ctx.progress(label, step / total_steps, 1.0)
+        if select_on_val and val_acc > best_acc:
+            best_acc, best_epoch = val_acc, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        epoch += 1
+        if on_epoch_end is not None and on_epoch_end(epoch - 1, val_acc):
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if not select_on_val and history:
+        best_acc, best_epoch = history[-1]["val_accuracy"], history[-1]["epoch"]
+    return FitResult(step / steps_per_epoch, best_epoch, best_acc, ctx.clock.exhausted_at is not None, history)
