@@ -38,26 +38,28 @@ def _flatten(record: dict) -> dict[str, Any]:
 
 def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
     """The suite metadata shared by ``run_dirs`` and all their entry records."""
-    metas, records, seen = [], [], {}
-    for run_dir in run_dirs:
-        meta_path = Path(run_dir) / "suite.json"
+    metas = []
+    for run_dir in map(Path, run_dirs):
+        meta_path = run_dir / "suite.json"
         if not meta_path.exists():
             raise BenchbedError(f"{run_dir} is not a benchbed run directory (no suite.json); pass the --out of `benchbed run`")
         meta = read_json(meta_path)
         meta["run_dir"] = str(run_dir)
-        for name in ("data.json", "teacher.json"):
-            if (Path(run_dir) / name).exists():
-                meta[name.removesuffix(".json")] = read_json(Path(run_dir) / name)
+        for name in ("data", "teacher"):
+            if (run_dir / f"{name}.json").exists():
+                meta[name] = read_json(run_dir / f"{name}.json")
         metas.append(meta)
-        for record in entry_records(Path(run_dir)):
-            if record["entry"] in seen:
-                raise BenchbedError(f"entry {record['entry']} is in both {seen[record['entry']]} and {run_dir}; "
-                                    "merge runs of different seeds")
-            seen[record["entry"]] = run_dir
-            records.append(record)
     if len({m["fingerprint"] for m in metas}) > 1:
         raise BenchbedError("these runs are of different suite configurations and cannot be merged: "
                             + ", ".join(f"{m['run_dir']} ({m['suite']['name']})" for m in metas))
+    records, seen = [], {}
+    for meta in metas:
+        for record in entry_records(Path(meta["run_dir"])):
+            if record["entry"] in seen:
+                raise BenchbedError(f"entry {record['entry']} is in both {seen[record['entry']]} and {meta['run_dir']}; "
+                                    "merge runs of different seeds")
+            seen[record["entry"]] = meta["run_dir"]
+            records.append(record)
     if not records:
         raise BenchbedError(f"no entry records in {', '.join(map(str, run_dirs))}; run the suite first")
     merged = dict(metas[0])
@@ -76,7 +78,7 @@ def table(records: list[dict]) -> pd.DataFrame:
     grouped = frame.groupby(["method", "budget"], dropna=False)
     mean = grouped[numeric].mean()
     std = grouped[numeric].std(ddof=1)
-    out = mean.join(std, rsuffix="_std")
+    out = mean.join(std.add_suffix("_std"))
     out["seeds"] = grouped["seed"].count()
     out = out.reset_index()
     return out.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="last")

@@ -1,0 +1,68 @@
+"""Shared helpers: tiny suites on scikit-learn's digits that run in seconds on a CPU."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import yaml
+
+from benchbed.plugins import Methods, plugin_manager
+
+TINY_SUITE = {
+    "name": "tiny",
+    "dataset": {"name": "digits", "val_fraction": 0.15},
+    "model": {"name": "resnet_narrow"},
+    "teacher": {"recipe": {"epochs": 2, "lr": 0.05, "batch_size": 64}},
+    "budgets": [64, 512],
+    "compute": {"epochs": 1},
+    "methods": [{"name": "all_relu"}, {"name": "random_mask", "options": {"finetune": {"batch_size": 64}}}],
+    "secure_cost": {"enabled": True},
+    "seeds": [0],
+    "device": "cpu",
+}
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """``write_suite(**changes)`` writes the tiny suite with ``changes`` merged in and returns its path."""
+
+    def write(name: str = "suite.yaml", **changes) -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(_merge(TINY_SUITE, changes), sort_keys=False))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def methods_with():
+    """``methods_with(plugin, ...)``: the installed methods plus test plugins registered by name."""
+
+    def make(*plugins: tuple[str, object]) -> Methods:
+        pm = plugin_manager()
+        for name, plugin in plugins:
+            pm.register(plugin, name=name)
+        pm.check_pending()
+        return Methods(pm)
+
+    return make
+
+
+def plugin(**hooks) -> ModuleType:
+    """A plugin module made of hook functions (each already decorated with ``hookimpl``)."""
+    module = ModuleType("test_plugin")
+    for name, fn in hooks.items():
+        setattr(module, name, fn)
+    return module

@@ -1,0 +1,116 @@
+"""Bad input: one clear line naming the file and field, a non-zero exit, no finished result lost."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from benchbed.checkpoint import load_checkpoint
+from benchbed.cli import main
+from benchbed.errors import BenchbedError
+
+
+def run_cli(*args: str, capsys) -> tuple[int, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_valid_suite_validates(write_suite, capsys):
+    code = main(["validate", str(write_suite())])
+    assert code == 0
+    assert "3 entries" in capsys.readouterr().out
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path, capsys):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ndataset: [digits\nmodel: {}\n")
+    code, err = run_cli("validate", str(path), capsys=capsys)
+    assert code == 2
+    assert err.startswith(f"{path}: line ") and "not valid YAML" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_every_schema_error_is_reported_with_its_field_path(write_suite, capsys):
+    path = write_suite(budgets=[64, -3], compute={"epochs": -1}, bogus_field=1,
+                       teacher={"recipe": {"lr": "fast"}})
+    code, err = run_cli("validate", str(path), capsys=capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert all(line.startswith(f"{path}: ") for line in lines)
+    for field in ("budgets:", "compute.epochs:", "bogus_field:", "teacher.recipe.lr:"):
+        assert any(field in line for line in lines), (field, lines)
+
+
+def test_unknown_method_and_unknown_option(write_suite, capsys):
+    path = write_suite(methods=[{"name": "snl_typo"}, {"name": "random_mask", "options": {"lr_typo": 1}}])
+    code, err = run_cli("validate", str(path), capsys=capsys)
+    assert code == 2
+    assert "methods.0.name: unknown method 'snl_typo'; installed:" in err
+    assert "methods.1.options.lr_typo: Extra inputs are not permitted" in err
+
+
+def test_impossible_budget_is_refused_before_any_work(write_suite, tmp_path, capsys):
+    path = write_suite(budgets=[64, 10_000])
+    code, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet", capsys=capsys)
+    assert code == 2
+    assert "budgets.1: 10,000 exceeds the 4,608 counted ReLUs of resnet_narrow" in err
+    assert not (tmp_path / "run").exists(), "nothing may start before the suite is valid"
+
+
+def test_teacher_needs_exactly_one_source(write_suite, capsys):
+    path = write_suite(teacher={"recipe": None})
+    code, err = run_cli("validate", str(path), capsys=capsys)
+    assert code == 2 and "teacher:" in err and "exactly one" in err
+
+
+def test_missing_dataset_with_download_off(write_suite, tmp_path, capsys):
+    path = write_suite(dataset={"name": "cifar100", "root": str(tmp_path / "nothing"), "download": False},
+                       model={"name": "resnet_narrow"})
+    code, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet", capsys=capsys)
+    assert code == 2
+    assert err.count("\n") == 1
+    assert "cifar100 not found" in err and "download: true" in err
+
+
+def test_corrupt_checkpoint(tmp_path):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(BenchbedError, match="unreadable or unsafe"):
+        load_checkpoint(path)
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_tampered_checkpoint_is_not_unpickled(tmp_path, capsys):
+    path = tmp_path / "tampered.pt"
+    torch.save({"format": "benchbed-checkpoint/1", "payload": Exploit()}, path)
+    with pytest.raises(BenchbedError, match="unreadable or unsafe"):
+        load_checkpoint(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_foreign_checkpoint(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, path)
+    with pytest.raises(BenchbedError, match="not a benchbed checkpoint"):
+        load_checkpoint(path)
+
+
+def test_suite_with_corrupt_teacher_checkpoint_fails_in_one_line(write_suite, tmp_path, capsys):
+    bad = tmp_path / "teacher.pt"
+    bad.write_bytes(b"not a checkpoint")
+    path = write_suite(teacher={"recipe": None, "checkpoint": str(bad)})
+    code, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet", capsys=capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and "unreadable or unsafe" in err
+
+
+def test_unknown_command_line_usage_exits_non_zero():
+    result = subprocess.run([sys.executable, "-m", "benchbed", "frobnicate"], capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid choice" in result.stderr

@@ -1,0 +1,166 @@
+"""The plugin contract: documented hookspecs, entry-point discovery, disabling, dispatch, overrides."""
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+import typing
+
+import pytest
+
+from benchbed import hookspecs
+from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, hookimpl
+from benchbed.errors import BenchbedError
+from benchbed.plugins import DISABLE_ENV, Methods, plugin_manager
+from benchbed.records import entry_records
+from benchbed.runner import SuiteRun
+from conftest import plugin
+
+SPECS = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
+         if hasattr(fn, f"{hookspecs.PROJECT}_spec")}
+
+
+def test_the_four_hooks_of_the_design_exist():
+    assert {"build_mask", "finetune", "evaluate", "secure_cost"} <= set(SPECS)
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_hookspec_is_documented_and_typed(name):
+    fn = SPECS[name]
+    assert fn.__doc__ and len(fn.__doc__.split()) >= 15, f"{name} needs a docstring that explains the contract"
+    hints = typing.get_type_hints(fn)
+    params = inspect.signature(fn).parameters
+    assert all(p in hints for p in params), f"{name}: every argument needs a type"
+    assert "return" in hints, f"{name}: the return type must be declared"
+
+
+def test_every_hook_is_exercised_by_a_run(write_suite, tmp_path):
+    called = set()
+    pm = plugin_manager()
+    pm.add_hookcall_monitoring(lambda name, impls, kwargs: called.add(name), lambda *a: None)
+    SuiteRun(write_suite(), out=tmp_path / "run", quiet=True, methods=Methods(pm)).run()
+    assert called == set(SPECS)
+
+
+def test_builtins_come_through_the_entry_point_group():
+    methods = Methods(plugin_manager()).all
+    assert {"all_relu", "random_mask"} <= set(methods)
+    assert methods["random_mask"].package == "benchbed"
+    assert methods["random_mask"].hooks == ("build_mask", "finetune", "method_info")
+
+
+FAKE_PLUGIN = '''
+from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, counted_sites, hookimpl
+import torch
+
+class Options(Strict):
+    keep_first: bool = True
+
+@hookimpl
+def method_info():
+    return MethodInfo(description="keeps the first budget pixels", paper="none", options=Options)
+
+@hookimpl
+def build_mask(ctx, model):
+    left = ctx.budget
+    for site in counted_sites(model).values():
+        flat = torch.zeros(site.numel)
+        flat[: min(left, site.numel)] = 1
+        left -= int(flat.sum())
+        site.set_mask(flat.view(site.shape))
+    return MaskResult(model, {"left": left})
+
+@hookimpl
+def finetune(ctx, model):
+    return FinetuneResult(model, {})
+'''
+
+
+@pytest.fixture
+def third_party(tmp_path, monkeypatch):
+    """A separately 'installed' distribution that registers a method through the entry-point group."""
+    site_dir = tmp_path / "site"
+    dist = site_dir / "fake_bb_plugin-0.3.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-bb-plugin\nVersion: 0.3.0\n")
+    (dist / "entry_points.txt").write_text("[benchbed]\nfirst_pixels = fake_bb_plugin\n")
+    (site_dir / "fake_bb_plugin.py").write_text(textwrap.dedent(FAKE_PLUGIN))
+    monkeypatch.syspath_prepend(str(site_dir))
+    return site_dir
+
+
+def test_third_party_plugin_registers_through_an_entry_point(third_party, write_suite, tmp_path):
+    method = Methods(plugin_manager()).get("first_pixels")
+    assert (method.package, method.version) == ("fake-bb-plugin", "0.3.0")
+    suite = write_suite(methods=[{"name": "first_pixels", "options": {"keep_first": True}}])
+    counts = SuiteRun(suite, out=tmp_path / "run", quiet=True).run()
+    assert counts["ok"] == 2
+    records = {r["budget"]: r for r in entry_records(tmp_path / "run")}
+    assert records[64]["drelus"] == 64 and records[512]["drelus"] == 512
+    assert records[64]["method_version"] == "0.3.0"
+
+
+def test_plugins_command_lists_the_third_party_method(third_party):
+    env = {**os.environ, "PYTHONPATH": str(third_party)}
+    out = subprocess.run([sys.executable, "-m", "benchbed", "plugins"], env=env, capture_output=True, text=True, check=True)
+    line = next(l for l in out.stdout.splitlines() if l.startswith("first_pixels"))
+    assert "fake-bb-plugin" in line and "0.3.0" in line and "build_mask" in line
+
+
+def test_disable_env_blocks_a_plugin(monkeypatch):
+    monkeypatch.setenv(DISABLE_ENV, "random_mask, nonexistent")
+    assert "random_mask" not in Methods(plugin_manager()).all
+    with pytest.raises(BenchbedError, match="unknown method 'random_mask'"):
+        Methods(plugin_manager()).get("random_mask")
+
+
+def test_unknown_hook_is_caught_by_check_pending():
+    class Typo:
+        @hookimpl
+        def build_masks(self, ctx, model):  # misspelt hook name
+            return None
+
+    pm = plugin_manager()
+    pm.register(Typo(), name="typo")
+    with pytest.raises(Exception, match="build_masks"):
+        pm.check_pending()
+
+
+def test_method_missing_required_hooks_is_reported(methods_with):
+    methods = methods_with(("half", plugin(method_info=hookimpl(lambda: MethodInfo(description="x")))))
+    with pytest.raises(BenchbedError, match="half.*does not implement build_mask, finetune"):
+        methods.all
+
+
+class _Opts(Strict):
+    pass
+
+
+def _method(tag: str, calls: list, evaluate=None):
+    def build_mask(ctx, model):
+        calls.append((tag, "build_mask"))
+        return MaskResult(model)
+
+    def finetune(ctx, model):
+        calls.append((tag, "finetune"))
+        return FinetuneResult(model)
+
+    hooks = dict(method_info=hookimpl(lambda: MethodInfo(description=tag, options=_Opts, budgeted=False)),
+                 build_mask=hookimpl(build_mask), finetune=hookimpl(finetune))
+    if evaluate is not None:
+        hooks["evaluate"] = hookimpl(evaluate)
+    return plugin(**hooks)
+
+
+def test_dispatch_reaches_only_the_entrys_method_and_overrides_win(methods_with, write_suite, tmp_path):
+    calls: list = []
+    own_metrics = lambda ctx, model, settings: {"clean_accuracy": 0.5, "val_accuracy": 0.5, "own": 1.0}  # noqa: E731
+    methods = methods_with(("alpha", _method("alpha", calls)), ("beta", _method("beta", calls, evaluate=own_metrics)))
+    suite = write_suite(methods=[{"name": "alpha"}, {"name": "beta"}])
+    SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    assert calls == [("alpha", "build_mask"), ("alpha", "finetune"), ("beta", "build_mask"), ("beta", "finetune")]
+    records = {r["method"]: r for r in entry_records(tmp_path / "run")}
+    assert records["beta"]["metrics"]["own"] == 1.0, "a method's evaluate overrides the core default"
+    assert "own" not in records["alpha"]["metrics"], "and only for that method"

@@ -1,0 +1,161 @@
+"""The runner: identical compute budgets enforced, failures isolated, records complete, resume after a kill."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from benchbed import compute
+from benchbed.api import FinetuneResult, MaskResult, MethodInfo, SiteKernel, Strict, TrainRecipe, fit, hookimpl
+from benchbed.errors import BenchbedError
+from benchbed.records import entry_records
+from benchbed.runner import SuiteRun
+from benchbed.sites import counted_sites, sites
+from conftest import plugin
+
+
+class _Opts(Strict):
+    pass
+
+
+def _method(build_mask, finetune=None, budgeted=True):
+    return plugin(method_info=hookimpl(lambda: MethodInfo(description="test", options=_Opts, budgeted=budgeted)),
+                  build_mask=hookimpl(build_mask),
+                  finetune=hookimpl(finetune or (lambda ctx, model: FinetuneResult(model))))
+
+
+def _all_ones(ctx, model):
+    left = ctx.budget
+    for site in counted_sites(model).values():
+        flat = torch.zeros(site.numel)
+        flat[:min(left, site.numel)] = 1
+        left -= int(flat.sum())
+        site.set_mask(flat.view(site.shape))
+    return MaskResult(model)
+
+
+def _records(run_dir):
+    return {r["entry"]: r for r in entry_records(run_dir)}
+
+
+def test_greedy_method_is_held_to_the_epoch_budget(write_suite, methods_with, tmp_path):
+    def greedy_finetune(ctx, model):
+        result = fit(model, ctx, TrainRecipe(epochs=1000, lr=0.01, batch_size=64))
+        for _ in range(10):  # keeps asking for more data after the budget ran out
+            assert list(ctx.train_batches(64)) == []
+        return FinetuneResult(model, result.summary())
+
+    methods = methods_with(("greedy", _method(_all_ones, greedy_finetune)))
+    suite = write_suite(methods=[{"name": "greedy"}], compute={"epochs": 1.5})
+    SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    for record in _records(tmp_path / "run").values():
+        assert record["status"] == "ok"
+        assert record["compute"]["limit"]["epochs"] == 1.5
+        assert 1.4 < record["compute"]["used"]["epochs"] <= 1.5
+        assert record["compute"]["exhausted"] == "epochs"
+        assert record["finetune"]["stopped_by_budget"] is True
+
+
+def test_method_ignoring_the_clock_is_stopped_and_flagged(write_suite, methods_with, tmp_path, monkeypatch):
+    monkeypatch.setattr(compute, "GRACE_SECONDS", 0.2)
+
+    def spin(ctx, model):
+        while True:  # never looks at ctx.clock
+            time.sleep(0.01)
+
+    methods = methods_with(("spinner", _method(spin)))
+    suite = write_suite(methods=[{"name": "spinner"}, {"name": "random_mask"}], compute={"epochs": None, "seconds": 0.5},
+                        budgets=[64])
+    counts = SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    assert counts == {"ok": 1, "over_budget": 1, "error": 0, "skipped": 0}
+    records = _records(tmp_path / "run")
+    spinner = records["spinner__64__s0"]
+    assert spinner["status"] == "over_budget" and "compute budget" in spinner["error"]
+    assert 0.5 < spinner["compute"]["used"]["seconds"] < 1.5
+    assert records["random_mask__64__s0"]["status"] == "ok"
+
+
+def test_failures_are_recorded_and_the_others_go_on(write_suite, methods_with, tmp_path):
+    def boom(ctx, model):
+        raise RuntimeError("mask search diverged")
+
+    def too_many(ctx, model):
+        return MaskResult(model)  # leaves every ReLU in place
+
+    class Soft(SiteKernel):
+        def forward(self, x):
+            return x
+
+    def unfrozen(ctx, model):
+        next(iter(sites(model).values())).set_kernel(Soft())
+        return MaskResult(model)
+
+    methods = methods_with(("boom", _method(boom)), ("too_many", _method(too_many)), ("unfrozen", _method(unfrozen)))
+    suite = write_suite(methods=[{"name": "boom"}, {"name": "too_many"}, {"name": "unfrozen"}, {"name": "all_relu"}],
+                        budgets=[64])
+    counts = SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    assert counts["error"] == 3 and counts["ok"] == 1
+    records = _records(tmp_path / "run")
+    assert records["boom__64__s0"]["error"] == "RuntimeError: mask search diverged"
+    assert "over the budget of 64" in records["too_many__64__s0"]["error"]
+    assert "unfrozen" in records["unfrozen__64__s0"]["error"]
+    assert records["all_relu__all__s0"]["status"] == "ok"
+
+
+def test_record_holds_everything_the_result_depends_on(write_suite, tmp_path):
+    SuiteRun(write_suite(), out=tmp_path / "run", quiet=True).run()
+    record = _records(tmp_path / "run")["random_mask__64__s0"]
+    assert record["status"] == "ok" and record["drelus"] == 64 and record["relus"] == 64
+    assert record["relus_all_sites"] == 64
+    for key in ("options", "seed", "versions", "source_commit", "hardware", "started", "finished", "compute",
+                "metrics", "secure_cost", "checkpoint", "method_version"):
+        assert key in record, key
+    assert record["options"]["kd_temperature"] == 4.0
+    assert record["versions"]["torch"].startswith("2.")
+    assert 0 <= record["metrics"]["clean_accuracy"] <= 1
+    assert (tmp_path / "run" / "entries" / record["checkpoint"]).exists()
+    suite = json.loads((tmp_path / "run" / "suite.json").read_text())
+    assert suite["suite"]["budgets"] == [64, 512]
+
+
+def test_stem_convention_is_applied(write_suite, tmp_path):
+    SuiteRun(write_suite(model={"count_stem": False}, budgets=[64]), out=tmp_path / "run", quiet=True).run()
+    records = _records(tmp_path / "run")
+    assert records["random_mask__64__s0"]["drelus"] == 64
+    assert records["random_mask__64__s0"]["drelus_all_sites"] == 64 + 16 * 8 * 8, "the stem ReLU stays and is priced"
+    assert records["all_relu__all__s0"]["relus"] == 4608 - 1024
+
+
+def test_a_run_directory_belongs_to_one_suite(write_suite, tmp_path):
+    SuiteRun(write_suite(budgets=[64], methods=[{"name": "all_relu"}]), out=tmp_path / "run", quiet=True).run()
+    with pytest.raises(BenchbedError, match="different suite configuration"):
+        SuiteRun(write_suite(budgets=[65], methods=[{"name": "all_relu"}]), out=tmp_path / "run", quiet=True).run()
+
+
+def test_resume_after_a_killed_run(write_suite, tmp_path):
+    suite = write_suite(budgets=[16, 64, 256, 1024], compute={"epochs": 3},
+                        methods=[{"name": "random_mask", "options": {"finetune": {"batch_size": 64}}}])
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "benchbed", "run", str(suite), "--out", str(run_dir), "--quiet"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 180
+    while time.time() < deadline and len(list((run_dir / "entries").glob("*.json"))) < 1:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {p.name: p.read_text() for p in (run_dir / "entries").glob("*.json")}
+    assert 1 <= len(done_before) < 4, "the kill must land mid-run"
+
+    counts = SuiteRun(suite, out=run_dir, quiet=True).run()
+    assert counts["skipped"] == len(done_before)
+    assert counts["ok"] == 4 - len(done_before)
+    for name, text in done_before.items():
+        assert (run_dir / "entries" / name).read_text() == text, "finished records are never redone"
+    assert {r["status"] for r in entry_records(run_dir)} == {"ok"}
+    assert len(entry_records(run_dir)) == 4

@@ -1,0 +1,32 @@
+"""The embedded suite, end to end, exactly as the README runs it."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchbed.plugins import Methods, plugin_manager
+from benchbed.records import entry_records
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_smoke_suite_end_to_end(tmp_path):
+    out = tmp_path / "smoke"
+    result = subprocess.run([sys.executable, "-m", "benchbed", "run", str(ROOT / "suites" / "smoke.yaml"),
+                             "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"leaderboard: {out / 'leaderboard.md'}" in result.stdout
+    records = entry_records(out)
+    assert records and all(r["status"] == "ok" for r in records), [r.get("error") for r in records]
+    installed = set(Methods(plugin_manager()).all)
+    assert {r["method"] for r in records} == installed, "the smoke suite runs every installed method"
+    board = (out / "leaderboard.md").read_text()
+    for method in installed:
+        assert f"| {method}" in board
+    budgeted = [r for r in records if r["budget"] is not None]
+    assert all(r["drelus"] == r["budget"] for r in budgeted), "every method lands exactly on its budget"
+    assert (out / "leaderboard.png").exists() and (out / "leaderboard.json").exists()
