@@ -150,6 +150,23 @@ def _errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
     return [f"{_loc(prefix + tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
 
 
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def validate_options(model: type[BaseModel], given: dict[str, Any]) -> BaseModel:
+    """A method's options: what the suite gives, merged into the method's defaults at every depth,
+    so that ``search: {lr: 0.01}`` changes the lr and keeps the rest of the method's search recipe."""
+    try:
+        defaults = model().model_dump()
+    except ValidationError:  # options without a default for every field: nothing to merge into
+        return model.model_validate(given)
+    return model.model_validate(_deep_merge(defaults, given))
+
+
 def load_suite(path: str | Path, methods: "Methods") -> tuple[Suite, dict[str, BaseModel]]:
     """Parse and validate ``path``; return the suite and every method's validated options."""
     path = str(path)
@@ -176,7 +193,7 @@ def load_suite(path: str | Path, methods: "Methods") -> tuple[Suite, dict[str, B
             problems.append(f"methods.{i}.name: unknown method {entry.name!r}; installed: {', '.join(installed) or 'none'}")
             continue
         try:
-            options[entry.name] = installed[entry.name].info.options.model_validate(entry.options)
+            options[entry.name] = validate_options(installed[entry.name].info.options, entry.options)
         except ValidationError as exc:
             problems.extend(_errors(exc, ("methods", i, "options")))
     problems += _budget_problems(suite)

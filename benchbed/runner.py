@@ -117,9 +117,9 @@ class SuiteRun:
             self.reporter.log(f"teacher: reusing {path}")
             source = None
         else:
-            model = self._new_model(data).to(self.device)
             clock = ComputeClock(None, None, len(data.train_y))
-            ctx = self._context("teacher", None, cfg.seed, data, None, clock, cfg.recipe)
+            ctx = self._context("teacher", None, cfg.seed, data, None, clock, cfg.recipe)  # seeds the init too
+            model = self._new_model(data).to(self.device)
             self.reporter.log(f"teacher: training {self.suite.model.name} for {cfg.recipe.epochs:g} epochs")
             with clock.running():
                 result = fit(model, ctx, cfg.recipe, label="teacher")

@@ -41,8 +41,11 @@ class TrainRecipe(BaseModel):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
 
 
-def make_optimizer(params: Iterable[nn.Parameter], recipe: TrainRecipe) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def make_optimizer(params: Iterable[nn.Parameter] | Iterable[dict], recipe: TrainRecipe) -> torch.optim.Optimizer:
+    """``params``: parameters, or parameter groups (dicts) with their own lr / weight decay."""
+    params = list(params)
+    if not (params and isinstance(params[0], dict)):
+        params = [p for p in params if p.requires_grad]
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov and recipe.momentum > 0,
@@ -113,7 +116,7 @@ class FitResult:
 
 
 def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: float | None = None,
-        loss_fn: LossFn | None = None, params: Iterable[nn.Parameter] | None = None,
+        loss_fn: LossFn | None = None, params: Iterable[nn.Parameter] | Iterable[dict] | None = None,
         extra_loss: Callable[[], torch.Tensor] | None = None, select_on_val: bool = True,
         on_epoch_end: Callable[[int, float], bool | None] | None = None, label: str = "train") -> FitResult:
     """Train ``model`` for ``epochs`` (default: the recipe's), never past the entry's compute budget.

@@ -66,3 +66,38 @@ def plugin(**hooks) -> ModuleType:
     for name, fn in hooks.items():
         setattr(module, name, fn)
     return module
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from benchbed.data import load_dataset
+
+    return load_dataset("digits", val_fraction=0.15)
+
+
+@pytest.fixture
+def make_ctx(digits, tmp_path):
+    """``make_ctx(options, budget=…, epochs=…)``: an entry context on digits with an (untrained) narrow
+    ResNet teacher, and a fresh student copy of it, for exercising one method's hooks directly."""
+    import torch
+
+    from benchbed.compute import ComputeClock
+    from benchbed.context import EntryContext
+    from benchbed.models import build_model
+
+    def make(options, budget: int | None = 256, epochs: float = 2.0, seed: int = 0, method: str = "m"):
+        torch.manual_seed(seed)
+        teacher = build_model("resnet_narrow", num_classes=10, input_shape=digits.input_shape,
+                              mean=digits.mean, std=digits.std).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        student = copy.deepcopy(teacher).train()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        ctx = EntryContext(method=method, budget=budget, seed=seed, data=digits, teacher=teacher,
+                           clock=ComputeClock(epochs, None, len(digits.train_y)), device=torch.device("cpu"),
+                           options=options, generator=torch.Generator().manual_seed(seed), workdir=tmp_path,
+                           log=lambda m: None)
+        return ctx, student
+
+    return make

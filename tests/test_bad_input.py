@@ -114,3 +114,14 @@ def test_suite_with_corrupt_teacher_checkpoint_fails_in_one_line(write_suite, tm
 def test_unknown_command_line_usage_exits_non_zero():
     result = subprocess.run([sys.executable, "-m", "benchbed", "frobnicate"], capture_output=True, text=True)
     assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+def test_partial_nested_options_keep_the_methods_other_defaults():
+    from benchbed.config import validate_options
+    from benchbed_plugins.snl import Options
+
+    opts = validate_options(Options, {"search": {"lr": 0.01}})
+    assert opts.search.lr == 0.01
+    assert opts.search.optimizer == "adam" and opts.search.schedule == "constant", "the rest stays SNL's"
+    with pytest.raises(Exception, match="lr_typo"):
+        validate_options(Options, {"search": {"lr_typo": 0.01}})

@@ -1,0 +1,156 @@
+"""SNL — Selective Network Linearization (Cho et al., ICML 2022, arXiv 2202.02340).
+
+Mask search: every ReLU pixel (or channel) of every counted site gets a trainable alpha, initialised
+to 1, and the site computes ``alpha·relu(x) + (1−alpha)·x``. Weights and alphas train together on
+CE + KD(teacher, T) + lambda·Σ|alpha|; lambda grows ×1.1 after every epoch (from epoch 5 on) in
+which the count of alive alphas (> 1e-2) did not reach a new low. The search stops once the alive
+count is within the budget, or when its share of the compute budget is spent; either way the mask
+is the top-``budget`` alphas, so every entry lands exactly on its budget (the reference code stops
+slightly under it). Finetune: mask frozen, CE + KD, SGD + cosine, best epoch on validation — the
+reference picked it on test.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from benchbed.api import (BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, SiteKernel, Strict,
+                          TrainRecipe, counted_sites, distillation, fit, hookimpl)
+
+
+class Options(Strict):
+    granularity: Literal["pixel", "channel"] = "pixel"
+    lambda_init: float = Field(1e-5, gt=0, description="initial weight of the L1 penalty on alphas")
+    lambda_growth: float = Field(1.1, ge=1, description="lambda multiplier after an epoch without a new low")
+    lambda_patience_start: int = Field(5, ge=0, description="first epoch at which lambda may grow")
+    alive_threshold: float = Field(1e-2, description="an alpha above this counts as a live ReLU")
+    alpha_lr: float | None = Field(None, gt=0, description="lr of the alphas (default: the search lr)")
+    search: TrainRecipe = Field(
+        default_factory=lambda: TrainRecipe(epochs=1000, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                            batch_size=128, schedule="constant"),
+        description="mask search; its epochs are a cap, the search stops at the budget")
+    search_share: float = Field(0.5, gt=0, le=1, description="largest share of the entry's compute the search may use")
+    finetune: TrainRecipe = Field(
+        default_factory=lambda: TrainRecipe(epochs=100, optimizer="sgd", lr=1e-3, momentum=0.9, nesterov=False,
+                                            weight_decay=5e-4, batch_size=128, schedule="cosine"),
+        description="finetune with the mask frozen; its epochs are cut to what is left of the compute budget")
+    kd_temperature: float = Field(4.0, gt=0)
+    kd_weight: float = Field(1.0, ge=0)
+
+
+@hookimpl
+def method_info() -> MethodInfo:
+    return MethodInfo(description="learned per-pixel ReLU masks: L1 on alphas with a growing lambda, "
+                                  "top-k to the exact budget, then finetune with KD",
+                      paper="Cho et al., ICML 2022, arXiv:2202.02340", options=Options)
+
+
+class AlphaKernel(SiteKernel):
+    """``alpha·relu(x) + (1−alpha)·x`` with one unclamped trainable alpha per pixel or channel."""
+
+    kind = "snl_alpha"
+
+    def __init__(self, shape: tuple[int, int, int], granularity: str, threshold: float):
+        super().__init__()
+        size = shape if granularity == "pixel" else (shape[0], 1, 1)
+        self.alpha = nn.Parameter(torch.ones(size))
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.alpha.to(x.dtype) * (torch.relu(x) - x)
+
+    def relus(self, shape: tuple[int, int, int]) -> int:
+        return int((self.alpha > self.threshold).expand(shape).sum().item())
+
+    drelus = relus
+
+
+def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Options) -> float:
+    """SNL's schedule: grow lambda when an epoch (from ``lambda_patience_start`` on) set no new low."""
+    if epoch >= opts.lambda_patience_start and alive >= best_alive:
+        return lam * opts.lambda_growth
+    return lam
+
+
+def binarize(alphas: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, int]], budget: int) -> dict[str, torch.Tensor]:
+    """Masks keeping the ``budget`` largest alphas (pixels); channel alphas keep whole channels, largest
+    first, skipping any that would overshoot, so they land on the budget or just under it."""
+    names = list(alphas)
+    per_channel = [alphas[n].shape[1:] == (1, 1) and shapes[n][1:] != (1, 1) for n in names]
+    if not any(per_channel):
+        flat = torch.cat([alphas[n].detach().flatten().float().cpu() for n in names])
+        keep = torch.zeros_like(flat)
+        # A stable sort makes ties (e.g. untouched alphas of 1.0) deterministic: earlier sites win.
+        keep[torch.sort(flat, descending=True, stable=True).indices[:budget]] = 1
+        return {n: part.view(alphas[n].shape) for n, part in zip(names, keep.split([alphas[n].numel() for n in names]))}
+    values, owners = [], []
+    for n in names:
+        a = alphas[n].detach().flatten().float().cpu()
+        values.append(a)
+        owners += [(n, c, shapes[n][1] * shapes[n][2]) for c in range(len(a))]
+    order = torch.sort(torch.cat(values), descending=True, stable=True).indices.tolist()
+    masks = {n: torch.zeros(shapes[n][0], 1, 1) for n in names}
+    left = budget
+    for i in order:
+        n, c, size = owners[i]
+        if size <= left:
+            masks[n][c] = 1
+            left -= size
+    return masks
+
+
+@hookimpl
+def build_mask(ctx: EntryContext, model) -> MaskResult:
+    opts: Options = ctx.options
+    sites = counted_sites(model)
+    if ctx.budget is None:
+        raise BenchbedError("snl needs a ReLU budget")
+    kernels = {n: AlphaKernel(s.shape, opts.granularity, opts.alive_threshold) for n, s in sites.items()}
+    for name, site in sites.items():
+        site.set_kernel(kernels[name])
+    alphas = [k.alpha for k in kernels.values()]
+    alpha_ids = {id(a) for a in alphas}
+    weights = [p for p in model.parameters() if id(p) not in alpha_ids]
+    params = [{"params": weights}, {"params": alphas, "lr": opts.alpha_lr or opts.search.lr, "weight_decay": 0.0}]
+    alive = lambda: sum(s.relus for s in sites.values())  # noqa: E731
+
+    state = {"lambda": opts.lambda_init, "best": alive(), "reached": False, "trace": []}
+    search_epochs = min(opts.search.epochs, opts.search_share * ctx.clock.remaining_epochs())
+    seconds_cap = opts.search_share * ctx.clock.remaining_seconds()
+    start_seconds = ctx.clock.seconds_used
+
+    def after_epoch(epoch: int, val_acc: float) -> bool:
+        count = alive()
+        state["trace"].append({"epoch": epoch, "alive": count, "lambda": state["lambda"], "val_accuracy": val_acc})
+        state["lambda"] = next_lambda(state["lambda"], epoch, count, state["best"], opts)
+        state["best"] = min(state["best"], count)
+        state["reached"] = count <= ctx.budget
+        return state["reached"] or ctx.clock.seconds_used - start_seconds >= seconds_cap
+
+    penalty = lambda: state["lambda"] * sum(a.abs().sum() for a in alphas)  # noqa: E731
+    result = fit(model, ctx, opts.search, epochs=search_epochs, params=params, extra_loss=penalty,
+                 loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
+                 select_on_val=False, on_epoch_end=after_epoch, label=f"{ctx.method} mask search")
+    final_alive = alive()
+    masks = binarize({n: k.alpha for n, k in kernels.items()}, {n: s.shape for n, s in sites.items()}, ctx.budget)
+    for name, site in sites.items():
+        site.set_mask(masks[name])
+    info = {"search_epochs": round(result.epochs, 4), "search_seconds": round(ctx.clock.seconds_used - start_seconds, 3),
+            "alive_at_stop": final_alive, "budget_reached_by_search": state["reached"],
+            "final_lambda": state["lambda"], "binarized_to": sum(s.relus for s in sites.values()),
+            "trace": state["trace"]}
+    if not state["reached"]:
+        ctx.notes["snl"] = (f"search stopped by the compute budget at {final_alive:,} live ReLUs; "
+                            f"mask = top-{ctx.budget:,} alphas")
+    return MaskResult(model, info)
+
+
+@hookimpl
+def finetune(ctx: EntryContext, model) -> FinetuneResult:
+    opts: Options = ctx.options
+    result = fit(model, ctx, opts.finetune, loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
+                 label=f"{ctx.method} finetune")
+    return FinetuneResult(model, result.summary())

@@ -1,0 +1,121 @@
+"""SNL: alpha semantics, lambda schedule, exact budgets, frozen masks, validation-only selection."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchbed import training
+from benchbed.config import validate_options
+from benchbed.models import build_model
+from benchbed.sites import MaskedKernel, counted_sites, drelu_count, relu_count, set_stem_counted
+from benchbed_plugins import snl
+
+
+def test_alpha_site_output_is_the_convex_mix():
+    torch.manual_seed(0)
+    kernel = snl.AlphaKernel((3, 4, 4), "pixel", 1e-2)
+    with torch.no_grad():
+        kernel.alpha.copy_(torch.randn(3, 4, 4) * 2)  # unclamped: negative and above 1 too
+    x = torch.randn(5, 3, 4, 4)
+    a, xn = kernel.alpha.detach().numpy(), x.numpy()
+    expected = a * np.maximum(xn, 0) + (1 - a) * xn
+    np.testing.assert_allclose(kernel(x).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert kernel.relus((3, 4, 4)) == int((a > 1e-2).sum())
+
+
+def test_alpha_gradient_is_relu_minus_identity():
+    kernel = snl.AlphaKernel((2, 1, 3), "channel", 1e-2)
+    x = torch.randn(4, 2, 1, 3)
+    kernel(x).sum().backward()
+    expected = (torch.relu(x) - x).sum(dim=(0, 2, 3)).view(2, 1, 1)
+    torch.testing.assert_close(kernel.alpha.grad, expected)
+
+
+def test_lambda_grows_only_without_a_new_low_from_the_patience_epoch_on():
+    opts = snl.Options(lambda_init=1.0, lambda_growth=1.1, lambda_patience_start=2)
+    lam, best, seen = 1.0, 100, []
+    for epoch, alive in enumerate([100, 100, 90, 95, 90, 80, 80]):
+        lam = snl.next_lambda(lam, epoch, alive, best, opts)
+        best = min(best, alive)
+        seen.append(round(lam, 6))
+    # epochs 0,1: too early; 2: new low (90); 3: 95 no low -> grow; 4: 90 ties the low -> grow; 5: new low; 6: grow
+    assert seen == [1.0, 1.0, 1.0, 1.1, 1.21, 1.21, 1.331]
+
+
+@pytest.mark.parametrize("count_stem,budget", [(True, 15_000), (False, 15_000), (True, 100_000), (False, 400_000)])
+def test_binarize_hits_the_budget_exactly_on_resnet18(count_stem, budget):
+    model = build_model("resnet18_cifar", num_classes=100, input_shape=(3, 32, 32))
+    set_stem_counted(model, count_stem)
+    sites = counted_sites(model)
+    gen = torch.Generator().manual_seed(0)
+    alphas = {n: torch.rand(s.shape, generator=gen) for n, s in sites.items()}
+    masks = snl.binarize(alphas, {n: s.shape for n, s in sites.items()}, budget)
+    for n, s in sites.items():
+        s.set_mask(masks[n])
+    assert relu_count(model) == drelu_count(model) == budget
+    # the kept pixels are exactly the largest alphas
+    kept = torch.cat([alphas[n][masks[n].bool()] for n in sites])
+    dropped = torch.cat([alphas[n][~masks[n].bool()] for n in sites])
+    assert kept.min() >= dropped.max()
+
+
+def test_binarize_breaks_ties_deterministically_and_exactly():
+    model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
+    sites = counted_sites(model)
+    ones = {n: torch.ones(s.shape) for n, s in sites.items()}  # a search that never moved
+    masks = snl.binarize(ones, {n: s.shape for n, s in sites.items()}, 1000)
+    assert sum(int(m.sum()) for m in masks.values()) == 1000
+    assert snl.binarize(ones, {n: s.shape for n, s in sites.items()}, 1000).keys() == masks.keys()
+
+
+def test_channel_granularity_lands_on_or_just_under_the_budget():
+    model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
+    sites = counted_sites(model)
+    alphas = {n: torch.rand(s.shape[0], 1, 1, generator=torch.Generator().manual_seed(1)) for n, s in sites.items()}
+    masks = snl.binarize(alphas, {n: s.shape for n, s in sites.items()}, 1000)
+    for n, s in sites.items():
+        s.set_mask(masks[n])
+    assert 1000 - 4 < drelu_count(model) <= 1000  # the smallest channel here has 2x2 = 4 pixels
+
+
+def _opts(**changes):
+    base = {"lambda_init": 0.03, "lambda_growth": 1.5, "lambda_patience_start": 1, "alpha_lr": 0.01,
+            "search": {"batch_size": 64}, "finetune": {"lr": 0.02, "batch_size": 64}}
+    return validate_options(snl.Options, {**base, **changes})
+
+
+def test_search_out_of_compute_still_returns_the_exact_budget_and_says_so(make_ctx):
+    ctx, student = make_ctx(_opts(lambda_init=1e-6), budget=300, epochs=1.0)
+    result = snl.build_mask(ctx=ctx, model=student)
+    assert drelu_count(result.model) == 300
+    assert all(isinstance(s.kernel, MaskedKernel) for s in counted_sites(result.model).values())
+    assert result.info["budget_reached_by_search"] is False
+    one_batch = 64 / len(ctx.data.train_y)
+    assert result.info["search_epochs"] <= 0.5 + one_batch, "the search keeps to its share of the compute"
+    assert "stopped by the compute budget" in ctx.notes["snl"]
+
+
+def test_mask_stays_frozen_and_selection_reads_validation_only(make_ctx, monkeypatch):
+    ctx, student = make_ctx(_opts(), budget=300, epochs=4.0)
+    masked = snl.build_mask(ctx=ctx, model=student).model
+    before = {n: s.kernel.mask.clone() for n, s in counted_sites(masked).items()}
+    assert not any("mask" in name for name, _ in masked.named_parameters()), "a mask is a buffer, never trained"
+
+    seen, val_scores = [], []
+    real_accuracy = training.accuracy
+
+    def spy(model, x_u8, y, batch_size=512):
+        seen.append("test" if x_u8 is ctx.data.test_x else "val" if x_u8 is ctx.data.val_x else "other")
+        val_scores.append(real_accuracy(model, x_u8, y, batch_size))
+        return val_scores[-1]
+
+    monkeypatch.setattr(training, "accuracy", spy)
+    result = snl.finetune(ctx=ctx, model=masked)
+    assert set(seen) == {"val"}, "finetune must never look at test"
+    for n, s in counted_sites(result.model).items():
+        assert torch.equal(s.kernel.mask, before[n])
+    assert drelu_count(result.model) == 300
+    assert result.info["best_val_accuracy"] == max(val_scores)
+    assert real_accuracy(result.model, ctx.data.val_x, ctx.data.val_y) == max(val_scores), \
+        "the returned weights are those of the best validation epoch"
