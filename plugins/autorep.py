@@ -1,0 +1,226 @@
+"""AutoReP — automatic ReLU replacement (Peng et al., ICCV 2023, arXiv 2308.10134).
+
+Every ReLU pixel (or channel) of every counted site has a trainable score s and a binary indicator
+m; the site computes ``m·relu(x) + (1−m)·p(x)`` with a per-channel polynomial p. On every training
+forward m follows a hysteresis rule with threshold t: a kept ReLU is dropped only when s < −t, a
+dropped one comes back only when s > t. The gradient reaches s straight through m. A hinge penalty
+λ·relu(Σm/N − B/N) pushes the density down while it is above the budget.
+
+DaPa: p is the least-squares quadratic fit of ReLU under N(μ, σ²), μ and σ the running statistics of
+the channel's pre-activation. Writing X = μ + σZ and projecting relu(X) on the Hermite polynomials
+1, Z, Z²−1 gives E[f] = σ(zΦ + φ), E[fZ] = σΦ and E[f(Z²−1)] = σφ (z = μ/σ), which expand to the
+closed form in ``dapa_coefficients``. The coefficients are refreshed from the running statistics
+early in the search and trained freely afterwards. (The reference code passes the variance where σ
+belongs and rescales c0, c2 ad hoc; here σ is the standard deviation and nothing is rescaled.)
+
+The search ends at exactly the budget (top-k on scores when the hinge lands off it); ``finetune``
+then trains weights and polynomials with the mask frozen, CE + KD, best epoch on validation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from benchbed.api import (BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, SiteKernel, Strict,
+                          TrainRecipe, counted_sites, distillation, fit, hookimpl)
+
+# The paper's hinge weights by budget on ResNet-18 (491,520 counted ReLUs), read as budget fractions.
+PAPER_LAMBDAS = [(6_000, 200.0), (9_000, 140.0), (12_900, 80.0), (15_000, 60.0), (25_000, 40.0)]
+PAPER_RELUS = 491_520
+
+
+def dapa_coefficients(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least-squares quadratic ``c2·x² + c1·x + c0`` to ReLU under x ~ N(mu, sigma²) (sigma: std)."""
+    mu, sigma = torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
+    sigma = sigma.clamp_min(1e-12)
+    z = mu / sigma
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    c2 = pdf / (2 * sigma)
+    c1 = cdf - z * pdf
+    c0 = (mu * mu + sigma * sigma) * pdf / (2 * sigma)
+    return c2, c1, c0
+
+
+def default_lambda(budget: int, capacity: int) -> float:
+    """The paper's hinge weight for this budget, interpolated in budget fraction (clamped at the ends)."""
+    fraction = budget / capacity
+    points = [(b / PAPER_RELUS, lam) for b, lam in PAPER_LAMBDAS]
+    if fraction <= points[0][0]:
+        return points[0][1]
+    for (f0, l0), (f1, l1) in zip(points, points[1:]):
+        if fraction <= f1:
+            return l0 + (l1 - l0) * (fraction - f0) / (f1 - f0)
+    return points[-1][1]
+
+
+def hysteresis(mask: torch.Tensor, score: torch.Tensor, threshold: float) -> torch.Tensor:
+    """A kept ReLU (1) drops only below −t; a dropped one (0) returns only above t."""
+    return torch.where(mask.bool(), score >= -threshold, score > threshold).to(mask.dtype)
+
+
+class Options(Strict):
+    granularity: Literal["pixel", "channel"] = "pixel"
+    polynomial: Literal["dapa", "identity", "trainable"] = "dapa"
+    threshold: float = Field(0.003, ge=0, description="hysteresis threshold t")
+    ste_scale: Literal["none", "softplus"] = Field("none", description="scale of the straight-through gradient "
+                                                                         "(the reference uses softplus(s))")
+    hinge_lambda: float | None = Field(None, gt=0, description="hinge weight; default: the paper's table by budget")
+    score_lr: float | None = Field(None, gt=0, description="lr of the scores (default: the search lr)")
+    search: TrainRecipe = Field(
+        default_factory=lambda: TrainRecipe(epochs=200, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128,
+                                            schedule="cosine"),
+        description="joint training of weights, scores and polynomials; its epochs are a cap")
+    search_share: float = Field(0.75, gt=0, le=1, description="largest share of the entry's compute for the search")
+    dapa_refresh_share: float = Field(0.25, ge=0, le=1, description="share of the search during which DaPa "
+                                                                     "coefficients follow the running statistics")
+    stats_momentum: float = Field(0.1, gt=0, le=1)
+    finetune: TrainRecipe = Field(
+        default_factory=lambda: TrainRecipe(epochs=100, optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=128,
+                                            schedule="cosine"),
+        description="finetune with the mask frozen; its epochs are cut to what is left of the compute budget")
+    kd_temperature: float = Field(4.0, gt=0)
+    kd_weight: float = Field(1.0, ge=0)
+
+
+@hookimpl
+def method_info() -> MethodInfo:
+    return MethodInfo(description="hysteresis-gated ReLU indicators with straight-through scores; replaced "
+                                  "pixels use DaPa polynomials; hinge budget penalty",
+                      paper="Peng et al., ICCV 2023, arXiv:2308.10134", options=Options)
+
+
+class AutoRePKernel(SiteKernel):
+    kind = "autorep"
+
+    def __init__(self, shape: tuple[int, int, int], opts: Options, generator: torch.Generator):
+        super().__init__()
+        channels = shape[0]
+        size = shape if opts.granularity == "pixel" else (channels, 1, 1)
+        self.pixels_per_entry = 1 if opts.granularity == "pixel" else shape[1] * shape[2]
+        self.score = nn.Parameter(torch.rand(size, generator=generator))
+        self.register_buffer("mask", torch.ones(size))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+        identity = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
+        start = torch.stack(dapa_coefficients(torch.zeros(channels), torch.ones(channels)), 1).float()
+        self.coeffs = nn.Parameter(identity if opts.polynomial == "identity" else start,
+                                   requires_grad=opts.polynomial == "trainable")
+        self.opts = opts
+
+    def gate(self) -> torch.Tensor:
+        """The indicator with a straight-through gradient to the score."""
+        surrogate = self.score
+        if self.opts.ste_scale == "softplus":
+            surrogate = surrogate * F.softplus(self.score).detach()
+        return self.mask + surrogate - surrogate.detach()
+
+    def refresh_dapa(self) -> None:
+        with torch.no_grad():
+            c2, c1, c0 = dapa_coefficients(self.running_mean, self.running_var.sqrt())
+            self.coeffs.copy_(torch.stack([c2, c1, c0], 1).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            with torch.no_grad():
+                self.mask.copy_(hysteresis(self.mask, self.score, self.opts.threshold))
+                xf = x.detach().float()
+                m = self.opts.stats_momentum
+                self.running_mean.lerp_(xf.mean(dim=(0, 2, 3)), m)
+                self.running_var.lerp_(xf.var(dim=(0, 2, 3)), m)
+            gate = self.gate()
+        else:
+            gate = self.mask
+        c = self.coeffs.to(x.dtype)
+        poly = (c[:, 0].view(1, -1, 1, 1) * x + c[:, 1].view(1, -1, 1, 1)) * x + c[:, 2].view(1, -1, 1, 1)
+        gate = gate.to(x.dtype)
+        return gate * F.relu(x) + (1 - gate) * poly
+
+    def relus(self, shape: tuple[int, int, int]) -> int:
+        return int(self.mask.expand(shape).sum().item())
+
+    drelus = relus
+
+
+def top_k_masks(kernels: dict[str, AutoRePKernel], budget: int) -> dict[str, torch.Tensor]:
+    """Keep the highest scores until ``budget`` pixels are kept (whole channels at channel granularity)."""
+    names = list(kernels)
+    scores = torch.cat([kernels[n].score.detach().flatten().float().cpu() for n in names])
+    weights = torch.cat([torch.full((kernels[n].score.numel(),), kernels[n].pixels_per_entry) for n in names])
+    keep = torch.zeros_like(scores)
+    left = budget
+    for i in torch.sort(scores, descending=True, stable=True).indices.tolist():
+        if weights[i] <= left:
+            keep[i] = 1
+            left -= int(weights[i])
+        if left == 0:
+            break
+    return {n: part.view(kernels[n].score.shape)
+            for n, part in zip(names, keep.split([kernels[n].score.numel() for n in names]))}
+
+
+@hookimpl
+def build_mask(ctx: EntryContext, model) -> MaskResult:
+    opts: Options = ctx.options
+    if ctx.budget is None:
+        raise BenchbedError("autorep needs a ReLU budget")
+    sites = counted_sites(model)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    kernels = {n: AutoRePKernel(s.shape, opts, generator) for n, s in sites.items()}
+    for name, site in sites.items():
+        site.set_kernel(kernels[name])
+    capacity = sum(s.numel for s in sites.values())
+    lam = opts.hinge_lambda or default_lambda(ctx.budget, capacity)
+    scores = [k.score for k in kernels.values()]
+    coeffs = [k.coeffs for k in kernels.values()]
+    own = {id(p) for p in scores + coeffs}
+    weights = [p for p in model.parameters() if id(p) not in own]
+    params = [{"params": weights}, {"params": scores, "lr": opts.score_lr or opts.search.lr, "weight_decay": 0.0},
+              {"params": coeffs, "weight_decay": 0.0}]
+
+    def hinge() -> torch.Tensor:
+        kept = sum((k.gate() * k.pixels_per_entry).sum() for k in kernels.values())
+        return lam * F.relu((kept - ctx.budget) / capacity)
+
+    search_epochs = min(opts.search.epochs, opts.search_share * ctx.clock.remaining_epochs())
+    refresh_until = opts.dapa_refresh_share * search_epochs
+    trace = []
+
+    def after_epoch(epoch: int, val_acc: float) -> bool:
+        kept = sum(s.relus for s in sites.values())
+        trace.append({"epoch": epoch, "kept": kept, "val_accuracy": val_acc})
+        if opts.polynomial == "dapa":
+            refreshing = epoch + 1 < refresh_until
+            for k in kernels.values():
+                if refreshing:
+                    k.refresh_dapa()
+                k.coeffs.requires_grad_(not refreshing)
+        return False
+
+    if opts.polynomial == "dapa":
+        for k in kernels.values():
+            k.coeffs.requires_grad_(refresh_until <= 0)
+    result = fit(model, ctx, opts.search, epochs=search_epochs, params=params, extra_loss=hinge,
+                 loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight), select_on_val=False,
+                 on_epoch_end=after_epoch, label=f"{ctx.method} search")
+    kept = sum(s.relus for s in sites.values())
+    masks = ({n: k.mask.detach().cpu() for n, k in kernels.items()} if kept == ctx.budget
+             else top_k_masks(kernels, ctx.budget))
+    for name, site in sites.items():
+        site.set_mask(masks[name], kernels[name].coeffs.detach().cpu())
+    return MaskResult(model, {"search_epochs": round(result.epochs, 4), "hinge_lambda": lam,
+                              "kept_by_hysteresis": kept, "top_k_adjusted": kept != ctx.budget,
+                              "final": sum(s.relus for s in sites.values()), "trace": trace})
+
+
+@hookimpl
+def finetune(ctx: EntryContext, model) -> FinetuneResult:
+    opts: Options = ctx.options
+    result = fit(model, ctx, opts.finetune, loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
+                 label=f"{ctx.method} finetune")
+    return FinetuneResult(model, result.summary())
