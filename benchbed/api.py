@@ -4,11 +4,13 @@ from benchbed.config import EvaluationSettings, SecureCostSettings, Strict
 from benchbed.context import EntryContext, FinetuneResult, MaskResult, MethodInfo
 from benchbed.errors import BenchbedError
 from benchbed.hookspecs import hookimpl
-from benchbed.sites import IDENTITY, ZERO, ReLUSite, SiteKernel, counted_sites, drelu_count, relu_count, sites
+from benchbed.sites import (IDENTITY, ZERO, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
+                            relu_count, sites)
 from benchbed.training import TrainRecipe, accuracy, cross_entropy, distillation, fit, kd_loss
 
 __all__ = [
     "BenchbedError", "EntryContext", "EvaluationSettings", "FinetuneResult", "IDENTITY", "MaskResult", "MethodInfo",
     "ReLUSite", "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "ZERO", "accuracy", "counted_sites",
-    "cross_entropy", "distillation", "drelu_count", "fit", "hookimpl", "kd_loss", "relu_count", "sites",
+    "cross_entropy", "distillation", "drelu_count", "fit", "hookimpl", "kd_loss", "patch_drelus", "patch_gate",
+    "relu_count", "sites",
 ]

@@ -1,6 +1,6 @@
 """The compute budget every method of a suite gets, identical for all: training epochs (images drawn
-from the core's batch iterator / training-set size) and device-seconds (wall time of the method's
-hooks). The core iterator stops handing out batches once either runs out; code that ignores it is
+from the core's batch iterator / training-set size; a forward-only image, as in a distortion probe,
+counts as a third of a training image) and device-seconds (wall time of the method's hooks). The core iterator stops handing out batches once either runs out; code that ignores it is
 stopped by an alarm after a grace period and its entry is flagged as over budget."""
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from benchbed.errors import BudgetExceeded
 # How far past its seconds budget an entry may run before it is stopped by force.
 GRACE_FRACTION = 0.10
 GRACE_SECONDS = 5.0
+# A training step is a forward and a backward pass, about three forwards' worth of work.
+FORWARD_SHARE = 1 / 3
 
 
 @dataclass
@@ -23,7 +25,7 @@ class ComputeClock:
     epochs: float | None
     seconds: float | None
     train_size: int
-    images: int = 0
+    images: float = 0.0
     elapsed: float = 0.0
     _started: float | None = None
     exhausted_at: str | None = None
@@ -51,7 +53,7 @@ class ComputeClock:
             self.exhausted_at = self.exhausted_at or "seconds"
         return self.exhausted_at is not None
 
-    def allows(self, images: int) -> bool:
+    def allows(self, images: float) -> bool:
         """Whether a batch of ``images`` still fits; charges it if so."""
         if self.exhausted:
             return False
@@ -60,6 +62,10 @@ class ComputeClock:
             return False
         self.images += images
         return True
+
+    def allows_forward(self, images: int) -> bool:
+        """Whether forward-only work on ``images`` still fits; charges it if so."""
+        return self.allows(images * FORWARD_SHARE)
 
     @contextmanager
     def running(self) -> Iterator[None]:

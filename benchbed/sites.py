@@ -31,6 +31,23 @@ IDENTITY = (0, 0)
 ZERO = (-1, -1)
 
 
+def patch_gate(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x · 1[mean of its (h, w) patch > 0]`` on every channel of ``x`` (N, C, H, W); patches at the
+    borders are cut by the map. The gate carries no gradient."""
+    height, width = x.shape[-2:]
+    h, w = min(h, height), min(w, width)
+    with torch.no_grad():
+        # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
+        gate = F.avg_pool2d(x, (h, w), stride=(h, w), ceil_mode=True) > 0
+        gate = gate.repeat_interleave(h, 2).repeat_interleave(w, 3)[..., :height, :width]
+    return x * gate.to(x.dtype)
+
+
+def patch_drelus(height: int, width: int, h: int, w: int) -> int:
+    """DReLUs of one channel of an ``height``×``width`` map cut into (h, w) patches."""
+    return math.ceil(height / min(h, height)) * math.ceil(width / min(w, width))
+
+
 class SiteKernel(nn.Module):
     """What a site computes, and what it costs on a map of ``shape`` = (C, H, W)."""
 
@@ -141,7 +158,6 @@ class PatchKernel(SiteKernel):
         self.register_buffer("_inverse", torch.argsort(order), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
         parts = []
         for (h, w), idx in self._groups:
             xs = x.index_select(1, idx.to(x.device))
@@ -150,21 +166,13 @@ class PatchKernel(SiteKernel):
             elif (h, w) == ZERO:
                 parts.append(torch.zeros_like(xs))
             else:
-                kh, kw = min(h, height), min(w, width)
-                with torch.no_grad():
-                    # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
-                    gate = F.avg_pool2d(xs, (kh, kw), stride=(kh, kw), ceil_mode=True) > 0
-                    gate = gate.repeat_interleave(kh, 2).repeat_interleave(kw, 3)[..., :height, :width]
-                parts.append(xs * gate.to(xs.dtype))
+                parts.append(patch_gate(xs, h, w))
         return torch.cat(parts, 1).index_select(1, self._inverse)
 
     def _per_channel(self, shape: Shape) -> Iterator[tuple[tuple[int, int], int]]:
         _, height, width = shape
         for h, w in self.sizes.tolist():
-            if (h, w) == IDENTITY or (h, w) == ZERO:
-                yield (h, w), 0
-            else:
-                yield (h, w), math.ceil(height / min(h, height)) * math.ceil(width / min(w, width))
+            yield (h, w), 0 if (h, w) in (IDENTITY, ZERO) else patch_drelus(height, width, h, w)
 
     def relus(self, shape: Shape) -> int:
         _, height, width = shape

@@ -1,0 +1,77 @@
+"""Knapsack patch-ReLU: the catalogue, distortion probes against direct evaluation, budgets."""
+from __future__ import annotations
+
+import torch
+
+from benchbed.compute import FORWARD_SHARE
+from benchbed.config import validate_options
+from benchbed.sites import IDENTITY, ZERO, counted_sites, drelu_count, patch_drelus
+from benchbed_plugins import knapsack
+
+
+def test_catalogue_has_square_non_square_and_full_map_patches():
+    sizes = knapsack.catalogue(32, 32, [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32], max_aspect=4)
+    assert (32, 32) in sizes and (1, 1) in sizes and (3, 12) in sizes and (2, 8) in sizes
+    assert (1, 8) not in sizes, "aspect 8 exceeds max_aspect 4"
+    assert all(h <= 32 and w <= 32 for h, w in sizes)
+    assert 60 <= len(sizes) <= 100, "close to the paper's 80 options at 32 px"
+    assert len(set(sizes)) == len(sizes)
+    assert knapsack.catalogue(4, 4, [1, 2, 3, 4, 8], 4) == [(h, w) for h in (1, 2, 3, 4) for w in (1, 2, 3, 4)
+                                                           if max(h, w) / min(h, w) <= 4]
+    assert (7, 7) in knapsack.catalogue(7, 7, [1, 2, 4, 8], 4), "the full map is always an option"
+
+
+def _opts(**changes):
+    return validate_options(knapsack.Options, {"image_batch": 16, "probe_batch": 5, **changes})
+
+
+def test_vmapped_probes_match_switching_one_channel_directly(make_ctx):
+    ctx, model = make_ctx(_opts(), budget=512)
+    model.eval()
+    sites = dict(list(counted_sites(model).items())[2:4])
+    options = {n: [(2, 2), (1, 3), IDENTITY, ZERO] for n in sites}
+    images = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    distortion, stats = knapsack.extract_distortions(model, sites, options, images, ctx.options, lambda n: True)
+    assert stats["probe_image_forwards"] == sum(s.shape[0] * 4 for s in sites.values()) * 20
+    with torch.no_grad():
+        reference = model(images)
+        for name, site in sites.items():
+            channels = site.shape[0]
+            for c in (0, channels // 2, channels - 1):
+                for k, option in enumerate(options[name]):
+                    site.set_patches([option if i == c else (1, 1) for i in range(channels)])
+                    direct = ((model(images) - reference) ** 2).mean().item()
+                    site.set_relu()
+                    assert abs(distortion[name][c, k].item() - direct) <= 1e-5 * max(1.0, direct), (name, c, option)
+
+
+def test_probes_are_charged_to_the_compute_budget(make_ctx):
+    ctx, model = make_ctx(_opts(distortion_images=64), budget=512, epochs=4.0)
+    result = knapsack.build_mask(ctx=ctx, model=model)
+    n = result.info["distortion_images"]
+    assert n < 64 and "compute budget allowed no more" in ctx.notes["knapsack"]
+    charged = result.info["probes"] * n * FORWARD_SHARE / len(ctx.data.train_y)
+    assert abs(ctx.clock.epochs_used - charged) < 1e-6
+    assert ctx.clock.epochs_used <= 0.5 * 4.0
+
+
+def test_choice_respects_the_budget_and_matches_the_chosen_sizes(make_ctx):
+    for budget in (0, 100, 700, 3000):
+        ctx, model = make_ctx(_opts(distortion_images=16), budget=budget, epochs=20.0)
+        model = knapsack.build_mask(ctx=ctx, model=model).model
+        assert drelu_count(model) <= budget
+        recount = 0
+        for site in counted_sites(model).values():
+            _, height, width = site.shape
+            recount += sum(0 if tuple(hw) in (IDENTITY, ZERO) else patch_drelus(height, width, *hw)
+                           for hw in site.kernel.sizes.tolist())
+        assert recount == drelu_count(model)
+
+
+def test_a_budget_of_every_relu_costs_no_distortion(make_ctx):
+    ctx, model = make_ctx(_opts(distortion_images=8), budget=4608, epochs=40.0)
+    result = knapsack.build_mask(ctx=ctx, model=model)
+    # Full ReLUs everywhere distort nothing; where identity or a patch also distorts nothing (a channel
+    # that is never negative on the probe images), the cheaper option may be taken.
+    assert result.info["total_distortion"] == 0.0
+    assert drelu_count(result.model) <= 4608
