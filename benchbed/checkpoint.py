@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from benchbed.dual_bn import convert_dual_bn, has_dual_bn
 from benchbed.errors import BenchbedError
 from benchbed.models import build_model
 from benchbed.sites import apply_site_specs, site_specs
@@ -18,6 +19,7 @@ def save_checkpoint(model: nn.Module, path: Path, *, model_name: str, num_classe
                     input_shape: tuple[int, int, int], mean: tuple, std: tuple) -> None:
     payload = {"format": FORMAT, "model": model_name, "num_classes": num_classes, "input_shape": list(input_shape),
                "mean": list(mean), "std": list(std), "sites": site_specs(model),
+               "transforms": ["dual_bn"] if has_dual_bn(model) else [],
                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
@@ -43,6 +45,11 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None, expect
         raise BenchbedError(f"checkpoint {path} has {payload['num_classes']} classes, the dataset {expect_classes}")
     model = build_model(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
                         mean=payload["mean"], std=payload["std"])
+    unknown = set(payload.get("transforms", [])) - {"dual_bn"}
+    if unknown:
+        raise BenchbedError(f"checkpoint {path} needs model transforms this benchbed lacks: {sorted(unknown)}")
+    if "dual_bn" in payload.get("transforms", []):
+        convert_dual_bn(model)
     try:
         apply_site_specs(model, payload["sites"])
         model.load_state_dict(payload["state_dict"])

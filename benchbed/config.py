@@ -59,6 +59,8 @@ class ModelConfig(Strict):
 class TeacherConfig(Strict):
     recipe: TrainRecipe | None = None
     checkpoint: str | None = Field(None, description="a benchbed checkpoint of the suite's model to load instead")
+    robust: "RobustTraining | None" = Field(None, description="train a dual-BN teacher on clean, AugMix and PGD "
+                                                              "inputs (RLNet's recipe)")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -86,8 +88,46 @@ class MethodEntry(Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class PGDSettings(Strict):
+    """L∞ PGD with random start, in pixel space before normalisation, in eval mode."""
+
+    eps: float = Field(8 / 255, gt=0)
+    step: float = Field(2 / 255, gt=0)
+    steps: int = Field(20, ge=1)
+    random_start: bool = True
+    check_steps: int = Field(5, ge=1, description="a weaker attack the full one must not lose to (gradient masking)")
+    images: int = Field(1000, ge=1, description="test images attacked")
+
+
+CIFAR_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+           "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
+
+
+class CorruptionSettings(Strict):
+    names: list[str] = Field(default_factory=lambda: list(CIFAR_C))
+    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    images: int = Field(10_000, ge=1, description="test images per corruption and severity")
+
+    @field_validator("names")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in CIFAR_C]
+        if unknown or not names:
+            raise ValueError(f"unknown corruptions {unknown}; choose from {', '.join(CIFAR_C)}")
+        return names
+
+    @field_validator("severities")
+    @classmethod
+    def _severities(cls, severities: list[int]) -> list[int]:
+        if not severities or any(s not in (1, 2, 3, 4, 5) for s in severities):
+            raise ValueError("severities are among 1..5")
+        return severities
+
+
 class EvaluationSettings(Strict):
     batch_size: int = Field(512, ge=1)
+    pgd: PGDSettings | None = Field(None, description="adversarial accuracy; off when absent")
+    corruptions: CorruptionSettings | None = Field(None, description="corruption accuracy; off when absent")
 
 
 class NetworkSettings(Strict):
@@ -140,6 +180,12 @@ class Suite(Strict):
         """What must match for two runs to be merged: everything but the seeds."""
         body = self.model_dump(mode="json", exclude={"seeds"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+from benchbed.robust_training import RobustTraining  # noqa: E402  (it builds on Strict)
+
+TeacherConfig.model_rebuild()
+Suite.model_rebuild()
 
 
 def _loc(loc: tuple) -> str:

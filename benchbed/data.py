@@ -28,6 +28,7 @@ class DataBundle:
     std: tuple[float, ...]
     crop_padding: int
     flip: bool
+    root: str = "data"
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -160,4 +161,5 @@ def load_dataset(name: str, root: str | Path = "data", download: bool = False, v
                  split_seed: int = 0) -> DataBundle:
     if name not in DATASETS:
         raise BenchbedError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    return DATASETS[name].load(Path(root).expanduser(), download, val_fraction, split_seed)
+    root = Path(root).expanduser()
+    return replace(DATASETS[name].load(root, download, val_fraction, split_seed), root=str(root))

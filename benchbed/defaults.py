@@ -5,7 +5,7 @@ from typing import Any
 
 from torch import nn
 
-from benchbed import cost
+from benchbed import cost, robustness
 from benchbed.config import EvaluationSettings, SecureCostSettings
 from benchbed.context import EntryContext
 from benchbed.hookspecs import hookimpl
@@ -15,8 +15,13 @@ from benchbed.training import accuracy
 @hookimpl(trylast=True)
 def evaluate(ctx: EntryContext, model: nn.Module, settings: EvaluationSettings) -> dict[str, Any]:
     data = ctx.data
-    return {"clean_accuracy": accuracy(model, data.test_x, data.test_y, settings.batch_size),
-            "val_accuracy": accuracy(model, data.val_x, data.val_y, settings.batch_size)}
+    metrics = {"clean_accuracy": accuracy(model, data.test_x, data.test_y, settings.batch_size),
+               "val_accuracy": accuracy(model, data.val_x, data.val_y, settings.batch_size)}
+    if settings.corruptions is not None:
+        metrics.update(robustness.corruption_accuracy(model, data, settings.corruptions, settings.batch_size))
+    if settings.pgd is not None:
+        metrics.update(robustness.pgd_accuracy(model, data, settings.pgd, settings.batch_size, ctx.seed))
+    return metrics
 
 
 @hookimpl(trylast=True)

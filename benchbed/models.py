@@ -120,6 +120,13 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.relu(self.bn(x))), 1))
 
 
+def stage_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules whose outputs are the model's stages (for feature distillation such as attention
+    transfer); empty for a model that does not declare ``layers``."""
+    layers = getattr(model, "layers", None)
+    return list(layers) if isinstance(layers, nn.ModuleList) else []
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str

@@ -21,11 +21,13 @@ from benchbed.compute import ComputeClock
 from benchbed.config import Suite, load_suite
 from benchbed.context import EntryContext
 from benchbed.data import DataBundle, load_dataset
+from benchbed.dual_bn import convert_dual_bn
 from benchbed.errors import BenchbedError, BudgetExceeded
 from benchbed.models import build_model
 from benchbed.plugins import Methods, plugin_manager
 from benchbed.progress import Reporter
 from benchbed.records import entry_id, is_finished, read_json, write_json
+from benchbed.robust_training import robust_teacher_loss
 from benchbed.sites import capacity, drelu_count, relu_count, set_stem_counted, sites
 from benchbed.training import accuracy, fit
 
@@ -119,11 +121,17 @@ class SuiteRun:
         else:
             clock = ComputeClock(None, None, len(data.train_y))
             ctx = self._context("teacher", None, cfg.seed, data, None, clock, cfg.recipe)  # seeds the init too
-            model = self._new_model(data).to(self.device)
-            self.reporter.log(f"teacher: training {self.suite.model.name} for {cfg.recipe.epochs:g} epochs")
+            model = self._new_model(data)
+            loss_fn = None
+            if cfg.robust is not None:
+                convert_dual_bn(model)
+                loss_fn = robust_teacher_loss(model, cfg.robust)
+            model = model.to(self.device)
+            kind = "robust dual-BN " if cfg.robust else ""
+            self.reporter.log(f"teacher: training a {kind}{self.suite.model.name} for {cfg.recipe.epochs:g} epochs")
             with clock.running():
-                result = fit(model, ctx, cfg.recipe, label="teacher")
-            source = {"trained": result.summary(), "compute": clock.record()}
+                result = fit(model, ctx, cfg.recipe, loss_fn=loss_fn, label="teacher")
+            source = {"trained": result.summary(), "robust": cfg.robust is not None, "compute": clock.record()}
         model = model.to(self.device).eval()
         for p in model.parameters():
             p.requires_grad_(False)

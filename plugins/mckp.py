@@ -9,9 +9,9 @@ ResNet-18 (about 4k groups, 80 options, a 35k budget). Three exact reductions sh
 1. Within a group only the Pareto front can be optimal: of equal-cost options the most valuable
    stays, and an option no cheaper and no better than another is dropped.
 2. Lagrangian variable fixing: relaxing the budget with the multiplier lambda of the LP relaxation
-   gives an upper bound on the optimum, the relaxed choice at lambda gives a feasible lower bound,
+   gives an upper bound on the optimum, rounding the relaxed choice gives a feasible lower bound,
    and an option whose forced upper bound falls below that lower bound is in no optimal selection.
-   The LP relaxation of these instances is nearly integral, so most groups keep one or two options.
+   The LP relaxation of these instances is nearly integral, so groups keep only a few options.
 3. Each group's cheapest surviving cost is paid up front, so the program runs over the slack left
    after it, and groups with small cost ranges go first so the reachable range grows slowly.
 
@@ -33,6 +33,8 @@ def solve_mckp(costs: Sequence[Sequence[int]] | np.ndarray, values: Sequence[Seq
     ``-inf`` or costing more than ``budget`` is never chosen. Raises ``ValueError`` when nothing fits.
     """
     cost, value = _padded(costs, values, budget)
+    if len(cost) == 0:
+        return np.zeros(0, np.int64)
     index = np.broadcast_to(np.arange(cost.shape[1]), cost.shape)
     if not np.isfinite(value).any(axis=1).all():
         raise ValueError(f"group {np.flatnonzero(~np.isfinite(value).any(axis=1))[0]} has no option within "
@@ -55,11 +57,13 @@ def _padded(costs, values, budget: int) -> tuple[np.ndarray, np.ndarray]:
         width = max(map(len, values), default=0)
         cost, value = np.zeros((len(values), width), np.int64), np.full((len(values), width), -np.inf)
         for g, (c, v) in enumerate(zip(costs, values, strict=True)):
+            if len(c) != len(v):
+                raise ValueError(f"group {g} has {len(c)} costs but {len(v)} values")
             cost[g, :len(c)], value[g, :len(v)] = c, v
     if cost.shape != value.shape:
         raise ValueError(f"costs {cost.shape} and values {value.shape} differ in shape")
-    if np.isnan(value).any() or (value == np.inf).any() or (cost < 0).any():
-        raise ValueError("values must be finite or -inf, and costs non-negative")
+    if np.isnan(value).any() or (value == np.inf).any() or (cost[np.isfinite(value)] < 0).any():
+        raise ValueError("values must be finite or -inf, and the costs of usable options non-negative")
     return cost, np.where(cost > budget, -np.inf, value)
 
 
@@ -83,8 +87,8 @@ def _may_be_optimal(cost, value, budget: int) -> np.ndarray:
     """False for options proven absent from every optimal selection (options sorted by cost, cheapest first).
 
     For any lambda >= 0, sum_g max_k(value - lambda*cost) + lambda*budget bounds the optimum from above,
-    and forcing option k into group g lowers that bound by its reduced cost. Lambda is found by
-    bisection as the smallest one whose relaxed choice fits the budget, which is then a lower bound."""
+    and forcing option k into group g lowers that bound by its reduced cost. Bisection brackets the
+    LP multiplier between a lambda whose relaxed choice overspends and one whose choice fits."""
     rows = np.arange(len(cost))
 
     def relaxed(lam: float) -> np.ndarray:
@@ -101,26 +105,27 @@ def _may_be_optimal(cost, value, budget: int) -> np.ndarray:
         for _ in range(60):
             mid = (low + high) / 2
             low, high = (mid, high) if over(mid) else (low, mid)
-    # Groups whose relaxed choice changes between low and high move to their pricier choice while it fits.
+    # Groups whose relaxed choice changes between low and high move to their pricier choice while it fits
+    # (the clip only guards against rounding: the choice at low never costs less).
     cheap, dear = relaxed(high), relaxed(low)
-    extra = np.cumsum(cost[rows, dear] - cost[rows, cheap])
+    extra = np.cumsum(np.maximum(cost[rows, dear] - cost[rows, cheap], 0))
     feasible = np.where(extra <= budget - cost[rows, cheap].sum(), dear, cheap)
     reduced = value - high * cost
     best = reduced.max(axis=1)
     upper = best.sum() + high * budget
     lower = value[rows, feasible].sum()
     rounding = 1e-9 * (np.abs(best).sum() + high * budget + abs(lower))
-    slack = budget - cost[:, 0].sum()
-    return (best[:, None] - reduced <= upper - lower + rounding) & (cost - cost[:, :1] <= slack)
+    return best[:, None] - reduced <= upper - lower + rounding
 
 
 def _dynamic_program(cost, value, budget: int) -> np.ndarray:
-    """Column of the optimal option per group; every group's column 0 costs 0 and fits."""
-    order = np.argsort(np.where(np.isfinite(value), cost, 0).max(axis=1), kind="stable")
+    """Column of the optimal option per group; every group's column 0 costs 0."""
+    usable = np.isfinite(value) & (cost <= budget)
+    order = np.argsort(np.where(usable, cost, 0).max(axis=1), kind="stable")
     best = np.zeros(1)  # best[b]: best value of the groups so far at total cost exactly b
     choices = []
     for g in order:
-        options = np.flatnonzero(np.isfinite(value[g]))
+        options = np.flatnonzero(usable[g])
         if len(options) == 1:
             choices.append(None)
             continue

@@ -1,0 +1,62 @@
+"""Robust training pieces shared by the robust teacher recipe and RLNet: AugMix on device batches,
+PGD examples through the adversarial BatchNorm path, and the teacher's robust loss."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from torchvision.transforms import v2
+
+from benchbed.attacks import pgd
+from benchbed.config import Strict
+from benchbed.dual_bn import bn_path
+from benchbed.training import LossFn
+
+
+class RobustTraining(Strict):
+    """RLNet's robust recipe: clean, AugMix and PGD inputs, the PGD ones through the adversarial BNs."""
+
+    eps: float = Field(8 / 255, gt=0)
+    step: float = Field(2 / 255, gt=0)
+    pgd_steps: int = Field(7, ge=1)
+    augmix_severity: int = Field(3, ge=1, le=10)
+    augmix_width: int = Field(3, ge=1)
+    augmix_depth: int = Field(-1, description="ops per chain; -1 draws 1 to 3")
+    augmix_groups: int = Field(8, ge=1, description="a batch is augmented in this many groups, each with its "
+                                                     "own sampled chains (per-image AugMix is too slow on a CPU)")
+
+
+def augmix(x: torch.Tensor, settings: RobustTraining) -> torch.Tensor:
+    """torchvision's AugMix on a float batch in [0, 1]; randomness from the global torch RNG."""
+    transform = v2.AugMix(severity=settings.augmix_severity, mixture_width=settings.augmix_width,
+                          chain_depth=settings.augmix_depth)
+    as_bytes = (x * 255).round().to(torch.uint8)
+    groups = [transform(part) for part in as_bytes.chunk(settings.augmix_groups)]
+    return torch.cat(groups).to(x.dtype) / 255
+
+
+def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: RobustTraining, objective=None) -> torch.Tensor:
+    """PGD examples through the adversarial BN path, generated in eval mode so that the attack's
+    forward passes leave the BatchNorm statistics alone."""
+    was_training = model.training
+    model.eval()
+    extra = {} if objective is None else {"objective": objective}
+    with bn_path(model, "adv"):
+        adv = pgd(model, x, y, eps=settings.eps, step=settings.step, steps=settings.pgd_steps, **extra)
+    model.train(was_training)
+    return adv
+
+
+def robust_teacher_loss(model: nn.Module, settings: RobustTraining) -> LossFn:
+    """Mean of CE on clean (given), AugMix (clean BN) and PGD (adversarial BN) inputs."""
+
+    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        clean = F.cross_entropy(logits.float(), y)
+        mixed = F.cross_entropy(model(augmix(x, settings)).float(), y)
+        adv = adversarial(model, x, y, settings)
+        with bn_path(model, "adv"):
+            attacked = F.cross_entropy(model(adv).float(), y)
+        return (clean + mixed + attacked) / 3
+
+    return loss
