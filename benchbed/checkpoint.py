@@ -15,15 +15,23 @@ from benchbed.sites import apply_site_specs, site_specs
 FORMAT = "benchbed-checkpoint/1"
 
 
-def save_checkpoint(model: nn.Module, path: Path, *, model_name: str, num_classes: int,
-                    input_shape: tuple[int, int, int], mean: tuple, std: tuple) -> None:
-    payload = {"format": FORMAT, "model": model_name, "num_classes": num_classes, "input_shape": list(input_shape),
-               "mean": list(mean), "std": list(std), "sites": site_specs(model),
-               "transforms": ["dual_bn"] if has_dual_bn(model) else [],
-               "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+def checkpoint_payload(model: nn.Module, *, model_name: str, num_classes: int, input_shape: tuple[int, int, int],
+                       mean: tuple, std: tuple) -> dict:
+    """Everything needed to rebuild ``model``, as tensors and plain data only."""
+    return {"format": FORMAT, "model": model_name, "num_classes": num_classes, "input_shape": list(input_shape),
+            "mean": list(mean), "std": list(std), "sites": site_specs(model),
+            "transforms": ["dual_bn"] if has_dual_bn(model) else [],
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def write_checkpoint(payload: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def save_checkpoint(model: nn.Module, path: Path, **description) -> None:
+    write_checkpoint(checkpoint_payload(model, **description), path)
 
 
 def load_checkpoint(path: str | Path, *, expect_model: str | None = None, expect_classes: int | None = None) -> nn.Module:
@@ -37,22 +45,27 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None, expect
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchbedError(f"checkpoint {path} is unreadable or unsafe ({first[:160]}); "
                             "re-create it with `benchbed run` or point the suite at another file") from None
+    return model_from_payload(payload, str(path), expect_model=expect_model, expect_classes=expect_classes)
+
+
+def model_from_payload(payload: object, source: str = "checkpoint", *, expect_model: str | None = None,
+                       expect_classes: int | None = None) -> nn.Module:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise BenchbedError(f"{path} is not a benchbed checkpoint ({FORMAT}); save models with benchbed")
+        raise BenchbedError(f"{source} is not a benchbed checkpoint ({FORMAT}); save models with benchbed")
     if expect_model and payload["model"] != expect_model:
-        raise BenchbedError(f"checkpoint {path} holds a {payload['model']}, the suite wants {expect_model}")
+        raise BenchbedError(f"checkpoint {source} holds a {payload['model']}, the suite wants {expect_model}")
     if expect_classes and payload["num_classes"] != expect_classes:
-        raise BenchbedError(f"checkpoint {path} has {payload['num_classes']} classes, the dataset {expect_classes}")
+        raise BenchbedError(f"checkpoint {source} has {payload['num_classes']} classes, the dataset {expect_classes}")
     model = build_model(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
                         mean=payload["mean"], std=payload["std"])
     unknown = set(payload.get("transforms", [])) - {"dual_bn"}
     if unknown:
-        raise BenchbedError(f"checkpoint {path} needs model transforms this benchbed lacks: {sorted(unknown)}")
+        raise BenchbedError(f"checkpoint {source} needs model transforms this benchbed lacks: {sorted(unknown)}")
     if "dual_bn" in payload.get("transforms", []):
         convert_dual_bn(model)
     try:
         apply_site_specs(model, payload["sites"])
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError, TypeError) as exc:
-        raise BenchbedError(f"checkpoint {path} does not match its model ({str(exc).splitlines()[0][:160]})") from None
+        raise BenchbedError(f"checkpoint {source} does not match its model ({str(exc).splitlines()[0][:160]})") from None
     return model

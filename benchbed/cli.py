@@ -14,7 +14,7 @@ def _run(args: argparse.Namespace) -> int:
     from benchbed.runner import SuiteRun
 
     run = SuiteRun(args.suite, out=args.out, quiet=args.quiet)
-    counts = run.run()
+    counts = run.run(executor=args.executor, address=args.address)
     board = render([run.run_dir], run.run_dir, stem="leaderboard")
     print(f"{counts['ok']} ok, {counts['error']} failed, {counts['over_budget']} over budget, "
           f"{counts['skipped']} already done; leaderboard: {board}")
@@ -63,6 +63,27 @@ def _publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from benchbed.bench import bench
+    from benchbed.data import DATASETS
+
+    spec = DATASETS[args.dataset]
+    result = bench(args.model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=args.steps,
+                   kinds=tuple(args.sites.split(",")), compile_model=args.compile)
+    rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
+             f"{r['train_speedup']:.2f}x", f"{r['fraction_of_conv_limit']:.0%}", f"{r['harness_infer_images_per_s']:,.0f}",
+             f"{r['reference_infer_images_per_s']:,.0f}", f"{r['infer_speedup']:.2f}x"] for kind, r in result["sites"].items()]
+    print(f"{result['model']} on {result['gpu'] or result['device']}, batch {result['batch_size']}; "
+          f"conv-only limit {result['conv_only_train_images_per_s']:,.0f} train images/s")
+    print(tabulate(rows, headers=["sites", "train img/s", "reference", "speedup", "of conv limit",
+                                  "infer img/s", "reference", "speedup"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchbed", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -70,6 +91,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("suite")
     run.add_argument("--out", help="run directory (default runs/<suite name>)")
     run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
+    run.add_argument("--executor", choices=["local", "ray"], default="local",
+                     help="run entries in this process, or as Ray tasks (pip install 'benchbed[ray]')")
+    run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
     run.set_defaults(func=_run)
     val = sub.add_parser("validate", help="check a suite file without running it")
     val.add_argument("suite")
@@ -84,6 +108,15 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("run_dirs", nargs="+")
     pub.add_argument("--to", default="leaderboards")
     pub.set_defaults(func=_publish)
+    ben = sub.add_parser("bench", help="training/inference throughput: harness vs a plain loop vs conv-only limit")
+    ben.add_argument("--model", default="resnet18_cifar")
+    ben.add_argument("--dataset", default="cifar100", help="input shape and classes of this dataset (data is synthetic)")
+    ben.add_argument("--batch-size", type=int, default=256)
+    ben.add_argument("--steps", type=int, default=20)
+    ben.add_argument("--sites", default=",".join(("relu", "masked", "polynomial", "patch")))
+    ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
+    ben.add_argument("--json", help="also write the figures to this file")
+    ben.set_defaults(func=_bench)
     return p
 
 

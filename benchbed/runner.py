@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from benchbed import provenance
-from benchbed.checkpoint import load_checkpoint, save_checkpoint
+from benchbed.checkpoint import checkpoint_payload, load_checkpoint, write_checkpoint
 from benchbed.compute import ComputeClock
 from benchbed.config import Suite, load_suite
 from benchbed.context import EntryContext
@@ -70,12 +70,24 @@ def resolve_device(choice: str) -> torch.device:
 class SuiteRun:
     def __init__(self, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
                  methods: Methods | None = None):
-        self.methods = methods or Methods(plugin_manager())
-        self.suite, self.options = load_suite(suite_path, self.methods)
-        self.suite_path = str(suite_path)
-        self.run_dir = Path(out) if out else Path("runs") / self.suite.name
+        methods = methods or Methods(plugin_manager())
+        suite, options = load_suite(suite_path, methods)
+        self._setup(suite, options, str(suite_path), out, quiet, methods)
+
+    @classmethod
+    def validated(cls, suite: Suite, options: dict[str, BaseModel], suite_path: str, out: str | Path | None,
+                  quiet: bool = True) -> "SuiteRun":
+        """A run of a suite validated elsewhere (by the driver of a distributed run)."""
+        run = cls.__new__(cls)
+        run._setup(suite, options, suite_path, out, quiet, Methods(plugin_manager()))
+        return run
+
+    def _setup(self, suite: Suite, options: dict[str, BaseModel], suite_path: str, out: str | Path | None,
+               quiet: bool, methods: Methods) -> None:
+        self.methods, self.suite, self.options, self.suite_path = methods, suite, options, suite_path
+        self.run_dir = Path(out) if out else Path("runs") / suite.name
         self.reporter = Reporter(quiet)
-        self.device = resolve_device(self.suite.device)
+        self.device = resolve_device(suite.device)
 
     # -- run directory ----------------------------------------------------------------------------
     def _claim_run_dir(self) -> None:
@@ -100,9 +112,21 @@ class SuiteRun:
         set_stem_counted(model, self.suite.model.count_stem)
         return model
 
-    def _save(self, model: nn.Module, path: Path, data: DataBundle) -> None:
-        save_checkpoint(model, path, model_name=self.suite.model.name, num_classes=data.num_classes,
-                        input_shape=data.input_shape, mean=data.mean, std=data.std)
+    def _payload(self, model: nn.Module, data: DataBundle) -> dict:
+        return checkpoint_payload(model, model_name=self.suite.model.name, num_classes=data.num_classes,
+                                  input_shape=data.input_shape, mean=data.mean, std=data.std)
+
+    def shared_teacher(self, model: nn.Module) -> nn.Module:
+        """The teacher as every entry sees it: on the device, in eval mode, frozen."""
+        set_stem_counted(model, self.suite.model.count_stem)
+        model = model.to(self.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    def load_data(self) -> DataBundle:
+        spec = self.suite.dataset
+        return load_dataset(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed).to(self.device)
 
     def teacher(self, data: DataBundle) -> nn.Module:
         """Train the all-ReLU teacher once per suite (or load it), and share it with every entry."""
@@ -110,12 +134,10 @@ class SuiteRun:
         cfg = self.suite.teacher
         if cfg.checkpoint:
             model = load_checkpoint(cfg.checkpoint, expect_model=self.suite.model.name, expect_classes=data.num_classes)
-            set_stem_counted(model, self.suite.model.count_stem)
             source = {"checkpoint": cfg.checkpoint,
                       "sha256": hashlib.sha256(Path(cfg.checkpoint).expanduser().read_bytes()).hexdigest()}
         elif path.exists() and record_path.exists():
             model = load_checkpoint(path, expect_model=self.suite.model.name, expect_classes=data.num_classes)
-            set_stem_counted(model, self.suite.model.count_stem)
             self.reporter.log(f"teacher: reusing {path}")
             source = None
         else:
@@ -132,12 +154,10 @@ class SuiteRun:
             with clock.running():
                 result = fit(model, ctx, cfg.recipe, loss_fn=loss_fn, label="teacher")
             source = {"trained": result.summary(), "robust": cfg.robust is not None, "compute": clock.record()}
-        model = model.to(self.device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
+        model = self.shared_teacher(model)
         if source is not None:
             if not cfg.checkpoint:
-                self._save(model, path, data)
+                write_checkpoint(self._payload(model, data), path)
             write_json(record_path, {"source": source, "seed": cfg.seed,
                                      "val_accuracy": accuracy(model, data.val_x, data.val_y),
                                      "clean_accuracy": accuracy(model, data.test_x, data.test_y),
@@ -156,7 +176,8 @@ class SuiteRun:
                             device=self.device, options=options, generator=seed_everything(seed, self.device),
                             workdir=workdir, log=self.reporter.log, progress=self.reporter.progress)
 
-    def run_entry(self, entry: Entry, data: DataBundle, teacher: nn.Module) -> dict[str, Any]:
+    def run_entry(self, entry: Entry, data: DataBundle, teacher: nn.Module) -> tuple[dict[str, Any], dict | None]:
+        """Run one entry; return its record and, when it finished, its checkpoint payload."""
         method = self.methods.get(entry.method)
         compute = self.suite.compute
         clock = ComputeClock(compute.epochs, compute.seconds, len(data.train_y))
@@ -166,6 +187,7 @@ class SuiteRun:
             "seed": entry.seed, "method_package": method.package, "method_version": method.version,
             "options": ctx.options.model_dump(mode="json"), "count_stem": self.suite.model.count_stem,
             "started": provenance.now()}
+        payload = None
         student = copy.deepcopy(teacher).train()
         for p in student.parameters():
             p.requires_grad_(True)
@@ -187,9 +209,8 @@ class SuiteRun:
             if self.suite.secure_cost.enabled:
                 record["secure_cost"] = call("secure_cost")(model=model, input_shape=data.input_shape,
                                                             settings=self.suite.secure_cost)
-            ckpt = self.run_dir / "entries" / f"{entry.id}.pt"
-            self._save(model, ckpt, data)
-            record["checkpoint"] = ckpt.name
+            payload = self._payload(model, data)
+            record["checkpoint"] = f"{entry.id}.pt"
             record["status"] = "ok"
         except BudgetExceeded as exc:
             record.update(status="over_budget", error=str(exc))
@@ -200,7 +221,7 @@ class SuiteRun:
         record["compute"] = clock.record()
         record.update(finished=provenance.now(), versions=provenance.versions(),
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device))
-        return record
+        return record, payload
 
     def _check_mask(self, masked: Any, entry: Entry) -> nn.Module:
         if masked is None:
@@ -218,10 +239,11 @@ class SuiteRun:
                                 f"over the budget of {entry.budget:,}")
 
     # -- the whole suite --------------------------------------------------------------------------
-    def run(self) -> dict[str, int]:
+    def run(self, executor: str = "local", address: str | None = None) -> dict[str, int]:
+        """Run every unfinished entry, locally or as Ray tasks; records land in the run directory
+        as each entry finishes, whichever executor ran it."""
         self._claim_run_dir()
-        spec = self.suite.dataset
-        data = load_dataset(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed).to(self.device)
+        data = self.load_data()
         write_json(self.run_dir / "data.json", data.describe())
         teacher = self.teacher(data)
         entries = plan(self.suite, self.methods)
@@ -229,19 +251,28 @@ class SuiteRun:
                           f"{'stem counted' if self.suite.model.count_stem else 'stem ReLU kept and not counted'}, "
                           f"{capacity(teacher):,} counted ReLUs; compute per entry: "
                           f"{self.suite.compute.model_dump(exclude_none=True)}")
-        counts = {"ok": 0, "over_budget": 0, "error": 0, "skipped": 0}
+        todo = [e for e in entries if not is_finished(self._record_path(e))]
+        counts = {"ok": 0, "over_budget": 0, "error": 0, "skipped": len(entries) - len(todo)}
         with self.reporter.entries(len(entries)) as advance:
             for entry in entries:
-                path = self.run_dir / "entries" / f"{entry.id}.json"
-                if is_finished(path):
-                    counts["skipped"] += 1
+                if entry not in todo:
                     advance(f"{entry.id}: finished earlier, skipped")
-                    continue
-                record = self.run_entry(entry, data, teacher)
-                write_json(path, record)
+            if executor == "ray":
+                from benchbed.ray_executor import run_on_ray
+
+                results = run_on_ray(self, todo, self._payload(teacher, data), address)
+            else:
+                results = ((entry, *self.run_entry(entry, data, teacher)) for entry in todo)
+            for entry, record, payload in results:
+                if payload is not None:  # the checkpoint first: a record always has its checkpoint
+                    write_checkpoint(payload, self.run_dir / "entries" / record["checkpoint"])
+                write_json(self._record_path(entry), record)
                 counts[record["status"]] += 1
                 advance(_summary_line(record))
         return counts
+
+    def _record_path(self, entry: Entry) -> Path:
+        return self.run_dir / "entries" / f"{entry.id}.json"
 
 
 def _summary_line(record: dict) -> str:
