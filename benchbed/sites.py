@@ -93,7 +93,7 @@ class MaskedKernel(SiteKernel):
     kind = "masked"
     standard = True
 
-    def __init__(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None):
+    def __init__(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None, trainable: bool = False):
         super().__init__()
         if mask.dim() != 3:
             raise BenchbedError(f"a site mask must be (C,H,W) or (C,1,1), got shape {tuple(mask.shape)}")
@@ -103,8 +103,9 @@ class MaskedKernel(SiteKernel):
             coeffs = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
         if coeffs.shape != (channels, 3):
             raise BenchbedError(f"polynomial coefficients must be (C,3)=({channels},3), got {tuple(coeffs.shape)}")
-        # Trainable so that finetuning may adapt the polynomial; the mask itself never trains.
-        self.coeffs = nn.Parameter(coeffs.detach().clone().float())
+        # The mask never trains; the polynomial trains only where the method says so (AutoReP's
+        # quadratics), so that an identity bypass stays an identity through finetuning.
+        self.coeffs = nn.Parameter(coeffs.detach().clone().float(), requires_grad=trainable)
 
     @property
     def per_channel(self) -> bool:
@@ -129,7 +130,8 @@ class MaskedKernel(SiteKernel):
         return int(((1 - self.mask) * square).expand(shape).sum().item())
 
     def spec(self) -> dict:
-        return {"kind": self.kind, "mask": self.mask.detach().cpu(), "coeffs": self.coeffs.detach().cpu()}
+        return {"kind": self.kind, "mask": self.mask.detach().cpu(), "coeffs": self.coeffs.detach().cpu(),
+                "trainable": self.coeffs.requires_grad}
 
 
 class PatchKernel(SiteKernel):
@@ -190,7 +192,7 @@ def kernel_from_spec(spec: dict) -> SiteKernel:
     if kind == "relu":
         return ReLUKernel()
     if kind == "masked":
-        return MaskedKernel(spec["mask"], spec["coeffs"])
+        return MaskedKernel(spec["mask"], spec["coeffs"], bool(spec.get("trainable", False)))
     if kind == "patch":
         return PatchKernel(spec["sizes"])
     raise BenchbedError(f"unknown site kernel kind {kind!r} in checkpoint")
@@ -225,17 +227,19 @@ class ReLUSite(nn.Module):
     def set_relu(self) -> None:
         self.set_kernel(ReLUKernel())
 
-    def set_mask(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None) -> None:
+    def set_mask(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None, trainable: bool = False) -> None:
+        """Keep ReLUs where ``mask`` is 1; elsewhere the per-channel polynomial ``coeffs`` (identity by
+        default), trained by later finetuning only if ``trainable``."""
         shape = self._require_shape()
         if mask.dim() == 1:
             mask = mask.view(-1, 1, 1)
         if mask.shape not in (torch.Size(shape), torch.Size((shape[0], 1, 1))):
             raise BenchbedError(f"mask of shape {tuple(mask.shape)} does not fit site of shape {shape}")
-        self.set_kernel(MaskedKernel(mask.detach(), coeffs))
+        self.set_kernel(MaskedKernel(mask.detach(), coeffs, trainable))
 
-    def set_polynomial(self, coeffs: torch.Tensor) -> None:
+    def set_polynomial(self, coeffs: torch.Tensor, trainable: bool = False) -> None:
         shape = self._require_shape()
-        self.set_kernel(MaskedKernel(torch.zeros(shape[0], 1, 1), coeffs))
+        self.set_kernel(MaskedKernel(torch.zeros(shape[0], 1, 1), coeffs, trainable))
 
     def set_patches(self, sizes: Sequence[tuple[int, int]] | torch.Tensor) -> None:
         shape = self._require_shape()

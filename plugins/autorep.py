@@ -212,7 +212,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     masks = ({n: k.mask.detach().cpu() for n, k in kernels.items()} if kept == ctx.budget
              else top_k_masks(kernels, ctx.budget))
     for name, site in sites.items():
-        site.set_mask(masks[name], kernels[name].coeffs.detach().cpu())
+        site.set_mask(masks[name], kernels[name].coeffs.detach().cpu(), trainable=opts.polynomial != "identity")
     return MaskResult(model, {"search_epochs": round(result.epochs, 4), "hinge_lambda": lam,
                               "kept_by_hysteresis": kept, "top_k_adjusted": kept != ctx.budget,
                               "final": sum(s.relus for s in sites.values()), "trace": trace})

@@ -178,3 +178,11 @@ def test_checkpoint_round_trip_keeps_every_kernel(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
     assert [c.kind for c in site_counts(loaded)] == [c.kind for c in site_counts(model)]
     assert drelu_count(loaded) == drelu_count(model)
+
+
+def test_identity_bypass_does_not_train_unless_asked():
+    site = _site((2, 3, 3))
+    site.set_mask(torch.zeros(2, 3, 3))
+    assert not site.kernel.coeffs.requires_grad, "SNL-style identity bypasses must stay identities"
+    site.set_polynomial(torch.rand(2, 3), trainable=True)
+    assert site.kernel.coeffs.requires_grad

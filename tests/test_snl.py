@@ -119,3 +119,11 @@ def test_mask_stays_frozen_and_selection_reads_validation_only(make_ctx, monkeyp
     assert result.info["best_val_accuracy"] == max(val_scores)
     assert real_accuracy(result.model, ctx.data.val_x, ctx.data.val_y) == max(val_scores), \
         "the returned weights are those of the best validation epoch"
+
+
+def test_finetune_keeps_the_bypass_an_identity(make_ctx):
+    ctx, student = make_ctx(_opts(), budget=300, epochs=3.0)
+    model = snl.finetune(ctx=ctx, model=snl.build_mask(ctx=ctx, model=student).model).model
+    for site in counted_sites(model).values():
+        torch.testing.assert_close(site.kernel.coeffs, torch.tensor([[0.0, 1.0, 0.0]]).expand_as(site.kernel.coeffs))
+        assert site.poly_pixels == 0
