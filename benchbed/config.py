@@ -137,7 +137,7 @@ class NetworkSettings(Strict):
 
 class SecureCostSettings(Strict):
     enabled: bool = True
-    profile: Literal["securenn"] = "securenn"
+    profile: str = Field("aby3", description="a protocol profile from the cost_profiles hook (aby3, securenn, …)")
     networks: dict[str, NetworkSettings] = Field(default_factory=lambda: {
         "LAN": NetworkSettings(bandwidth_mbps=10_000, rtt_ms=0.2),
         "WAN": NetworkSettings(bandwidth_mbps=100, rtt_ms=40),
@@ -242,6 +242,9 @@ def load_suite(path: str | Path, methods: "Methods") -> tuple[Suite, dict[str, B
             options[entry.name] = validate_options(installed[entry.name].info.options, entry.options)
         except ValidationError as exc:
             problems.extend(_errors(exc, ("methods", i, "options")))
+    if suite.secure_cost.enabled and suite.secure_cost.profile not in methods.cost_profiles:
+        problems.append(f"secure_cost.profile: unknown profile {suite.secure_cost.profile!r}; "
+                        f"installed: {', '.join(methods.cost_profiles)}")
     problems += _budget_problems(suite)
     if suite.teacher.checkpoint and not Path(suite.teacher.checkpoint).expanduser().is_file():
         problems.append(f"teacher.checkpoint: no file at {suite.teacher.checkpoint}")

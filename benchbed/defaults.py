@@ -25,5 +25,11 @@ def evaluate(ctx: EntryContext, model: nn.Module, settings: EvaluationSettings) 
 
 
 @hookimpl(trylast=True)
-def secure_cost(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings) -> dict[str, Any]:
-    return cost.price(model, settings)
+def secure_cost(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings,
+                profile: cost.CostProfile) -> dict[str, Any]:
+    return cost.price(model, input_shape, settings, profile)
+
+
+@hookimpl
+def cost_profiles() -> list[cost.CostProfile]:
+    return [cost.aby3_profile(), cost.securenn_profile()]

@@ -132,7 +132,8 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     ]
     if cost["enabled"]:
         nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
-        lines.append(f"- **3PC cost:** profile `{cost['profile']}`, non-linear layers only; {nets}.")
+        lines.append(f"- **3PC cost:** profile `{cost['profile']}` (whole inference: linear and non-linear layers; "
+                     f"latency = local compute + bytes / bandwidth + rounds · RTT); {nets}.")
     lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
                  f"{hardware.get('cpu_count', '?')} CPUs; **versions:** "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())

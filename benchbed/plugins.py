@@ -12,6 +12,7 @@ import pluggy
 
 from benchbed import defaults, hookspecs
 from benchbed.context import MethodInfo
+from benchbed.cost import CostProfile
 from benchbed.errors import BenchbedError
 
 DISABLE_ENV = "BENCHBED_DISABLE"
@@ -77,6 +78,10 @@ class Methods:
             version = dist.version if dist is not None else "unregistered"
             found[name] = Method(name, info, package, version, hooks)
         return found
+
+    @cached_property
+    def cost_profiles(self) -> dict[str, CostProfile]:
+        return {p.name: p for contributed in self.pm.hook.cost_profiles() for p in contributed}
 
     def get(self, name: str) -> Method:
         if name not in self.all:

@@ -207,8 +207,9 @@ class SuiteRun:
             record["relus_all_sites"], record["drelus_all_sites"] = relu_count(model, False), drelu_count(model, False)
             record["metrics"] = call("evaluate")(ctx=ctx, model=model.eval(), settings=self.suite.evaluation)
             if self.suite.secure_cost.enabled:
-                record["secure_cost"] = call("secure_cost")(model=model, input_shape=data.input_shape,
-                                                            settings=self.suite.secure_cost)
+                settings = self.suite.secure_cost
+                record["secure_cost"] = call("secure_cost")(model=model, input_shape=data.input_shape, settings=settings,
+                                                            profile=self.methods.cost_profiles[settings.profile])
             payload = self._payload(model, data)
             record["checkpoint"] = f"{entry.id}.pt"
             record["status"] = "ok"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchbed.config import SecureCostSettings, validate_options
-from benchbed.cost import price
+from benchbed.cost import aby3_profile, price
 from benchbed.models import build_model
 from benchbed.sites import MaskedKernel, counted_sites, drelu_count
 from benchbed_plugins import autorep
@@ -131,7 +131,7 @@ def test_build_mask_lands_on_the_budget_with_polynomial_sites(make_ctx, granular
 def test_polynomial_sites_are_priced_as_secure_multiplications(make_ctx):
     ctx, student = make_ctx(_options(), budget=512, epochs=1.0)
     model = autorep.build_mask(ctx=ctx, model=student).model
-    cost = price(model, SecureCostSettings())
+    cost = price(model, (1, 8, 8), SecureCostSettings(), aby3_profile())
     squares = sum(s.poly_pixels for s in counted_sites(model).values())
     assert squares == sum(s.numel for s in counted_sites(model).values()) - 512
     assert cost["secure_mults"] == 512 + squares
