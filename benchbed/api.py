@@ -6,10 +6,11 @@ from benchbed.errors import BenchbedError
 from benchbed.hookspecs import hookimpl
 from benchbed.sites import (IDENTITY, ZERO, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
                             relu_count, sites)
-from benchbed.training import TrainRecipe, accuracy, cross_entropy, distillation, fit, kd_loss
+from benchbed.training import (DistillationOptions, TrainRecipe, accuracy, cross_entropy, distillation,
+                               distilled_finetune, fit, kd_loss)
 
 __all__ = [
-    "BenchbedError", "EntryContext", "EvaluationSettings", "FinetuneResult", "IDENTITY", "MaskResult", "MethodInfo",
+    "BenchbedError", "DistillationOptions", "distilled_finetune", "EntryContext", "EvaluationSettings", "FinetuneResult", "IDENTITY", "MaskResult", "MethodInfo",
     "ReLUSite", "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "ZERO", "accuracy", "counted_sites",
     "cross_entropy", "distillation", "drelu_count", "fit", "hookimpl", "kd_loss", "patch_drelus", "patch_gate",
     "relu_count", "sites",

@@ -84,6 +84,22 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _secure_infer(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from benchbed.secure_infer import secure_infer
+
+    result = secure_infer(args.entry, args.images, args.batch_size)
+    m, p = result["measured"], result["predicted"]
+    print(tabulate([["MB per image", f"{p['comm_mb']:.4f}", f"{m['bytes_per_image'] / 1e6:.4f}"],
+                    ["rounds per inference", p["rounds"], m["rounds_per_inference"]],
+                    ["seconds per image", f"{p['compute_s']:.3f} (compute)", f"{m['seconds_per_image']:.3f}"]],
+                   headers=[result["entry"], "cost model (aby3)", "SPU ABY3 (measured)"]))
+    print(f"agreement with the plaintext model on {m['images']} images: top-1 {m['top1_agreement']:.1%}, "
+          f"max logit error {m['max_logit_error']:.2e}; bytes measured / predicted = {result['bytes_ratio']:.3f}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchbed", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -117,6 +133,11 @@ def parser() -> argparse.ArgumentParser:
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
     ben.add_argument("--json", help="also write the figures to this file")
     ben.set_defaults(func=_bench)
+    sec = sub.add_parser("secure-infer", help="run a finished entry in SPU's 3PC simulator (ABY3) and measure it")
+    sec.add_argument("entry", help="RUN_DIR/ENTRY, e.g. runs/smoke/snl__256__s0")
+    sec.add_argument("--images", type=int, default=8)
+    sec.add_argument("--batch-size", type=int, default=1)
+    sec.set_defaults(func=_secure_infer)
     return p
 
 

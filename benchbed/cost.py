@@ -20,7 +20,7 @@ from torch import nn
 
 from benchbed.config import SecureCostSettings
 from benchbed.dual_bn import DualBatchNorm2d
-from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, patch_drelus, sites
+from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, sites
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,8 @@ class CostProfile:
     linear_bytes_per_input: float
     linear_bytes_per_weight: float
     linear_rounds: int
+    constant_bytes: float = 0.0  # once per inference: a public constant (e.g. conv padding) made secret
+    constant_rounds: int = 0
     seconds_per_comparison: float = 0.0
     seconds_per_mult: float = 0.0
     seconds_per_mac: float = 0.0
@@ -110,10 +112,11 @@ def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
         replaced = (1 - kernel.mask).expand(shape)
         c2, c1 = kernel.coeffs[:, 0].view(-1, 1, 1), kernel.coeffs[:, 1].view(-1, 1, 1)
         square = int((replaced * (c2 != 0)).sum())
-        scaled = int((replaced * ((c2 == 0) & (c1 != 1))).sum())
+        # c1·x + c0 needs a truncation unless c1 is 1 (a shift) or 0 (a constant), which are local
+        scaled = int((replaced * ((c2 == 0) & (c1 != 1) & (c1 != 0))).sum())
         cost.secure_mults += square
-        cost.add(p.poly_bytes * square, p.poly_rounds)
-        cost.add(p.trunc_bytes * scaled, p.trunc_rounds)
+        # the scaled pixels share the quadratics' first truncation, so their rounds overlap
+        cost.add(p.poly_bytes * square + p.trunc_bytes * scaled, p.poly_rounds if square else p.trunc_rounds)
     elif isinstance(kernel, PatchKernel):
         _, height, width = shape
         gated = sum(height * width for hw in kernel.sizes.tolist() if tuple(hw) not in (IDENTITY, ZERO))
@@ -177,8 +180,8 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
         layers.append(cost)
     site_layers = [_site_cost(name, site, p) for name, site in sites(model).items()]
     layers += site_layers
-    total_bytes = sum(c.bytes for c in layers)
-    rounds = sum(c.rounds for c in layers)
+    total_bytes = sum(c.bytes for c in layers) + p.constant_bytes
+    rounds = sum(c.rounds for c in layers) + p.constant_rounds
     drelus = sum(c.drelus for c in layers)
     mults = sum(c.secure_mults for c in layers)
     macs = sum(c.macs for c in layers)

@@ -126,7 +126,7 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
         f"- **Teacher:** one all-ReLU teacher shared by every entry, {teacher_text}; "
         f"test accuracy {100 * teacher.get('clean_accuracy', float('nan')):.2f}%.",
         f"- **Budgets (DReLUs over counted sites):** {', '.join(f'{b:,}' for b in suite['budgets'])}.",
-        f"- **Compute per entry (mask search + finetune, identical for every method):** "
+        "- **Compute per entry (mask search + finetune, identical for every method):** "
         + ", ".join(f"{k} {v:g}" for k, v in suite["compute"].items() if v is not None) + ".",
         f"- **Seeds:** {', '.join(map(str, meta['seeds']))}; cells are mean ± sample std over seeds.",
     ]

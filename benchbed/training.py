@@ -169,3 +169,19 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
     if not select_on_val and history:
         best_acc, best_epoch = history[-1]["val_accuracy"], history[-1]["epoch"]
     return FitResult(step / steps_per_epoch, best_epoch, best_acc, ctx.clock.exhausted_at is not None, history)
+
+
+class DistillationOptions(BaseModel):
+    """Options every distilling method shares; a method's options model inherits them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kd_temperature: float = Field(4.0, gt=0, description="distillation temperature T")
+    kd_weight: float = Field(1.0, ge=0, description="weight of KD(T) next to cross-entropy")
+
+
+def distilled_finetune(ctx: EntryContext, model: nn.Module, recipe: TrainRecipe, opts: DistillationOptions) -> dict:
+    """Finetune a linearized model (sites frozen) on CE + KD from the suite's teacher; the weights kept are
+    those of the best validation epoch. Returns the fit summary for the record."""
+    loss = distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight)
+    return fit(model, ctx, recipe, loss_fn=loss, label=f"{ctx.method} finetune").summary()

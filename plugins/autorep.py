@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from benchbed.api import (BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, SiteKernel, Strict,
-                          TrainRecipe, counted_sites, distillation, fit, hookimpl)
+from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
+                          SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl)
 
 # The paper's hinge weights by budget on ResNet-18 (491,520 counted ReLUs), read as budget fractions.
 PAPER_LAMBDAS = [(6_000, 200.0), (9_000, 140.0), (12_900, 80.0), (15_000, 60.0), (25_000, 40.0)]
@@ -64,7 +64,7 @@ def hysteresis(mask: torch.Tensor, score: torch.Tensor, threshold: float) -> tor
     return torch.where(mask.bool(), score >= -threshold, score > threshold).to(mask.dtype)
 
 
-class Options(Strict):
+class Options(DistillationOptions):
     granularity: Literal["pixel", "channel"] = "pixel"
     polynomial: Literal["dapa", "identity", "trainable"] = "dapa"
     threshold: float = Field(0.003, ge=0, description="hysteresis threshold t")
@@ -84,8 +84,6 @@ class Options(Strict):
         default_factory=lambda: TrainRecipe(epochs=100, optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=128,
                                             schedule="cosine"),
         description="finetune with the mask frozen; its epochs are cut to what is left of the compute budget")
-    kd_temperature: float = Field(4.0, gt=0)
-    kd_weight: float = Field(1.0, ge=0)
 
 
 @hookimpl
@@ -220,7 +218,4 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
 
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
-    opts: Options = ctx.options
-    result = fit(model, ctx, opts.finetune, loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
-                 label=f"{ctx.method} finetune")
-    return FinetuneResult(model, result.summary())
+    return FinetuneResult(model, distilled_finetune(ctx, model, ctx.options.finetune, ctx.options))

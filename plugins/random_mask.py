@@ -4,15 +4,13 @@ Any method that learns where ReLUs matter should beat this at the same budget an
 import torch
 from pydantic import Field
 
-from benchbed.api import (EntryContext, FinetuneResult, MaskResult, MethodInfo, Strict, TrainRecipe, counted_sites,
-                          distillation, fit, hookimpl)
+from benchbed.api import (DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo, TrainRecipe,
+                          counted_sites, distilled_finetune, hookimpl)
 
 
-class Options(Strict):
+class Options(DistillationOptions):
     finetune: TrainRecipe = Field(default_factory=lambda: TrainRecipe(epochs=100, lr=0.01),
                                   description="finetune recipe; its epochs are cut to the entry's compute budget")
-    kd_temperature: float = Field(4.0, gt=0)
-    kd_weight: float = Field(1.0, ge=0)
 
 
 @hookimpl
@@ -40,7 +38,4 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
 
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
-    opts: Options = ctx.options
-    result = fit(model, ctx, opts.finetune, loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
-                 label=f"{ctx.method} finetune")
-    return FinetuneResult(model, result.summary())
+    return FinetuneResult(model, distilled_finetune(ctx, model, ctx.options.finetune, ctx.options))

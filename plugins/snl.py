@@ -17,11 +17,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchbed.api import (BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, SiteKernel, Strict,
-                          TrainRecipe, counted_sites, distillation, fit, hookimpl)
+from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
+                          SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl)
 
 
-class Options(Strict):
+class Options(DistillationOptions):
     granularity: Literal["pixel", "channel"] = "pixel"
     lambda_init: float = Field(1e-5, gt=0, description="initial weight of the L1 penalty on alphas")
     lambda_growth: float = Field(1.1, ge=1, description="lambda multiplier after an epoch without a new low")
@@ -37,8 +37,6 @@ class Options(Strict):
         default_factory=lambda: TrainRecipe(epochs=100, optimizer="sgd", lr=1e-3, momentum=0.9, nesterov=False,
                                             weight_decay=5e-4, batch_size=128, schedule="cosine"),
         description="finetune with the mask frozen; its epochs are cut to what is left of the compute budget")
-    kd_temperature: float = Field(4.0, gt=0)
-    kd_weight: float = Field(1.0, ge=0)
 
 
 @hookimpl
@@ -150,7 +148,4 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
 
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
-    opts: Options = ctx.options
-    result = fit(model, ctx, opts.finetune, loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
-                 label=f"{ctx.method} finetune")
-    return FinetuneResult(model, result.summary())
+    return FinetuneResult(model, distilled_finetune(ctx, model, ctx.options.finetune, ctx.options))

@@ -60,6 +60,10 @@ def test_masked_site_with_identity_quadratic_and_scaled_channels():
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
     # channel 0's 8 replaced pixels are scaled by 2 (a truncation); channel 1 only shifts (free)
     assert cost["bytes"] == 100 * 8 + 9 * 8 and cost["rounds"] == 10 + 2
+    site.set_mask(mask, torch.tensor([[0.0, 0.0, 3.0], [0.5, 2.0, 0.0]]))
+    cost = layer(price(model, (1, 4, 4), NETS, P), "2")
+    # channel 0: a constant (free); channel 1: quadratics whose truncation rounds cover everything
+    assert cost["bytes"] == 100 * 8 + 20 * 16 and cost["rounds"] == 10 + 4
 
 
 def test_patch_site_by_hand():

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import pickle
-import tarfile
 
 import numpy as np
 import pytest

@@ -1,0 +1,336 @@
+"""Secure inference in SPU's 3-party ABY3 simulator: the exported JAX function computes what the torch
+model computes, for every site kind, and its measured cost is what the per-op profile predicts."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("spu")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from benchbed import mpc  # noqa: E402
+from benchbed.dual_bn import convert_dual_bn  # noqa: E402
+from benchbed.errors import BenchbedError  # noqa: E402
+from benchbed.models import Normalize, WideResNet, build_model  # noqa: E402
+from benchbed.sites import ReLUSite, SiteKernel, relu_count, sites, trace_shapes  # noqa: E402
+
+SHAPE = (1, 8, 8)
+PROFILE = Path(mpc.__file__).with_name("aby3_profile.json")
+# per channel: identity, quadratic, affine, shift, constant, quadratic without c0
+COEFFS = [(0.0, 1.0, 0.0), (0.1, 0.5, 0.2), (0.0, 0.7, 0.1), (0.0, 1.0, 0.3), (0.0, 0.0, 0.4), (-0.05, 1.0, 0.0)]
+PATCHES = [(2, 3), (0, 0), (-1, -1), (1, 1), (3, 3), (2, 2), (8, 8), (4, 1)]
+
+
+def _cycle(rows: list, n: int) -> list:
+    return [rows[i % len(rows)] for i in range(n)]
+
+
+def _warm(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN: random affine parameters and running statistics from a few train-mode passes."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+            m.bias.data = (torch.rand(m.bias.shape, generator=g) - 0.5) * 0.6
+    model.train()
+    with torch.no_grad():
+        for _ in range(2):
+            model(torch.rand(16, *SHAPE, generator=g))
+    return model.eval()
+
+
+def _narrow(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("resnet_narrow", num_classes=10, input_shape=SHAPE, mean=[0.4], std=[0.3])
+
+
+def _pixel_masks(model, g):
+    for site in sites(model).values():
+        c = site.shape[0]
+        site.set_mask((torch.rand(site.shape, generator=g) < 0.3).float(), torch.tensor(_cycle(COEFFS, c)))
+
+
+def _channel_masks(model, g):
+    for site in sites(model).values():
+        c = site.shape[0]
+        site.set_mask((torch.rand(c, generator=g) < 0.5).float(), torch.tensor(_cycle(COEFFS[1:], c)))
+
+
+def _patches(model, g):
+    for site in sites(model).values():
+        site.set_patches(_cycle(PATCHES, site.shape[0]))
+
+
+def _polynomials(model, g):
+    for site in sites(model).values():
+        c = site.shape[0]
+        coeffs = torch.stack([(torch.rand(c, generator=g) - 0.5) * 0.2, torch.rand(c, generator=g) * 0.5 + 0.5,
+                              (torch.rand(c, generator=g) - 0.5) * 0.2], 1)
+        site.set_polynomial(coeffs)
+
+
+def _mixed(model, g):
+    s = sites(model)
+    c = s["relu"].shape[0]
+    s["relu"].set_mask((torch.rand(s["relu"].shape, generator=g) < 0.1).float(), torch.tensor(_cycle(COEFFS, c)))
+    s["layers.0.0.relu1"].set_mask((torch.arange(16) % 2).float())
+    s["layers.0.0.relu2"].set_patches(_cycle(PATCHES, 16))
+    s["layers.1.0.relu1"].set_polynomial(torch.tensor([[0.05, 0.9, 0.1]] * 32))
+
+
+def _all_relu(model, g):
+    pass
+
+
+KINDS = {"all_relu": _all_relu, "pixel_mask": _pixel_masks, "channel_mask": _channel_masks, "patch": _patches,
+         "polynomial": _polynomials, "mixed": _mixed}
+
+
+def _check_against_torch(model: nn.Module, images: torch.Tensor, logits: np.ndarray) -> None:
+    with torch.no_grad():
+        plain = model.eval()(images).numpy()
+    assert logits.shape == plain.shape
+    error = np.abs(logits - plain).max()
+    assert error < 0.05, f"SPU logits differ from torch by {error}"
+    # top-1 must agree wherever the plaintext margin is larger than the fixed-point error could flip
+    top2 = np.sort(plain, 1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) > 2 * error
+    assert clear.sum() >= len(plain) - 1
+    assert (logits.argmax(1) == plain.argmax(1))[clear].all()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_site_kinds_match_torch(kind):
+    model = _narrow()
+    KINDS[kind](model, torch.Generator().manual_seed(1))
+    _warm(model)
+    images = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(2))
+    m = mpc.measure(model, images)
+    _check_against_torch(model, images, m.logits)
+    assert m.bytes_total > 0 and m.rounds > 0 and m.seconds > 0
+    assert not {"pphlo.while", "pphlo.dynamic_update_slice", "pphlo.scatter"} & set(m.per_op)
+    # the HLO-level ops account for every byte the parties sent
+    assert sum(op["bytes"] for op in m.per_op.values()) == m.bytes_total
+
+
+def test_dual_bn_uses_clean_statistics():
+    model = convert_dual_bn(_narrow())
+    _mixed(model, torch.Generator().manual_seed(1))
+    _warm(model)  # updates only the clean BNs: the adversarial copies keep their initial statistics
+    images = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(2))
+    _check_against_torch(model, images, mpc.measure(model, images).logits)
+
+
+def test_preactivation_wide_resnet():
+    torch.manual_seed(0)
+    model = WideResNet(10, 1, num_classes=10, in_channels=1, mean=[0.4], std=[0.3])
+    trace_shapes(model, SHAPE)
+    own = sites(model)
+    own["layers.0.0.relu1"].set_patches(_cycle(PATCHES, 16))
+    own["layers.1.0.relu2"].set_mask((torch.rand(32, 4, 4) < 0.2).float())
+    _warm(model)
+    fn, weights = mpc.export(model, SHAPE)
+    # pre-activation BNs (no conv in front) stay as a secret per-channel affine; the others are folded
+    assert sum(name.endswith(".scale") for name in fn.weight_names) == 4
+    assert not any(".bn2." in name for name in fn.weight_names)
+    images = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(2))
+    _check_against_torch(model, images, mpc.measure(model, images).logits)
+
+
+def test_secure_inference_report_and_profile_prediction():
+    """resnet_narrow all-ReLU costs exactly what aby3_profile.json predicts; masking ReLUs saves exactly
+    relu_bytes per removed ReLU."""
+    profile = json.loads(PROFILE.read_text())
+    model = _warm(_narrow())
+    images = torch.rand(3, *SHAPE, generator=torch.Generator().manual_seed(2))
+    report = mpc.secure_inference(model, images, batch_size=2)
+    assert report["images"] == 3 and report["protocol"] == "ABY3" and report["field"] == "FM64"
+    assert report["fxp_fraction_bits"] == 18 and report["spu_version"]
+    assert report["top1_agreement"] == 1.0 and report["max_logit_error"] < 0.05
+    assert report["seconds_per_image"] > 0 and report["per_op"]
+
+    one = mpc.measure(model, images[:1])
+    conv_outputs = 16 * 64 * 3 + 32 * 16 * 3 + 64 * 4 * 3  # stem, 2 convs per block, 2 shortcut convs
+    predicted = (relu_count(model, counted_only=False) * profile["relu_bytes"]
+                 + (conv_outputs + 10) * profile["linear_bytes_per_output"] + profile["constant_bytes"])
+    assert one.bytes_total == predicted
+
+    g = torch.Generator().manual_seed(3)
+    before = relu_count(model, counted_only=False)
+    for site in sites(model).values():
+        site.set_mask((torch.rand(site.shape, generator=g) < 0.1).float())
+    masked = mpc.measure(model, images[:1])
+    removed = before - relu_count(model, counted_only=False)
+    assert one.bytes_total - masked.bytes_total == removed * profile["relu_bytes"]
+    _check_against_torch(model, images[:1], masked.logits)
+
+
+def _site_cost(kernel_setter, x: np.ndarray) -> tuple[mpc.SpuRun, np.ndarray, ReLUSite]:
+    """A site alone (its kernel set by ``kernel_setter``) run in SPU on ``x``; also torch's output."""
+    model = nn.Sequential(ReLUSite())  # no parameters: a site alone, its shape set by hand
+    model[0].shape = tuple(x.shape[1:])
+    kernel_setter(model[0])
+    fn, weights = mpc.export(model, x.shape[1:])
+    assert weights == []
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    return mpc.run_secure(fn, fn.preprocess(x)), expected, model[0]
+
+
+def test_site_costs_follow_the_profile():
+    profile = json.loads(PROFILE.read_text())
+    x = np.random.default_rng(0).standard_normal((2, 6, 4, 4)).astype(np.float32)
+    mask = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(0)) < 0.3
+    # channels: identity, quadratic, linear, shift, constant, quadratic -> per image 2·16 quadratic, 16 linear
+    run, expected, _ = _site_cost(lambda s: s.set_mask(mask.float(), torch.tensor(COEFFS)), x)
+    np.testing.assert_allclose(run.outputs[0], expected, atol=1e-3)
+    poly = (~mask[[1, 5]]).sum().item() * profile["poly_bytes"] + (~mask[2]).sum().item() * profile["trunc_bytes"]
+    assert run.bytes_total == 2 * (mask.sum().item() * profile["relu_bytes"] + poly)
+    assert run.rounds == profile["relu_rounds"] + profile["poly_rounds"]  # linear shares the quadratic's truncation
+
+    # patch sizes mixed within a site share one comparison and one select (incl. ceil, identity, zero)
+    x = np.random.default_rng(1).standard_normal((1, 16, 8, 8)).astype(np.float32)
+    run, expected, site = _site_cost(lambda s: s.set_patches(_cycle(PATCHES, 16)), x)
+    np.testing.assert_allclose(run.outputs[0], expected, atol=1e-3)
+    assert run.bytes_total == (site.drelus * profile["compare_bytes"] + site.relus * profile["select_bytes"]
+                               + profile["constant_bytes"])
+    assert run.rounds == profile["compare_rounds"] + profile["select_rounds"] + profile["constant_rounds"]
+
+
+def test_masked_export_compiles_without_scatter():
+    model = _narrow()
+    _pixel_masks(model, torch.Generator().manual_seed(1))
+    _patches_site = sites(model)["layers.2.0.relu2"]
+    _patches_site.set_patches(_cycle(PATCHES, 64))
+    fn, weights = mpc.export(model, SHAPE)
+    x = fn.preprocess(torch.rand(1, *SHAPE))
+    code = mpc.compile_spu(fn, [x, *weights]).code.decode()
+    for op in ("dynamic_update_slice", "scatter", "pphlo.while"):
+        assert op not in code
+    assert "pphlo.concatenate" in code and "pphlo.convolution" in code
+
+
+def test_export_folds_batchnorm_and_normalises_in_plaintext():
+    import jax
+
+    model = _warm(_narrow())
+    fn, weights = mpc.export(model, SHAPE)
+    assert not any("bn" in name for name in fn.weight_names)  # every BN follows a conv
+    assert len(weights) == len(fn.weight_names)
+    images = torch.rand(2, *SHAPE)
+    x = fn.preprocess(images)
+    np.testing.assert_allclose(x, (images.numpy() - 0.4) / 0.3, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        plain = model(images).numpy()
+    np.testing.assert_allclose(np.asarray(jax.jit(fn)(x, *weights)), plain, rtol=1e-4, atol=1e-4)
+
+
+class _Sigmoid(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(torch.sigmoid(self.conv(x)), 1))
+
+
+class _LateNormalize(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.normalize = Normalize([0.1] * 4, [0.2] * 4)
+        self.fc = nn.Linear(4 * 64, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.normalize(self.conv(x)), 1))
+
+
+class _Custom(SiteKernel):
+    def forward(self, x):
+        return x
+
+
+@pytest.mark.parametrize("model, message", [
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(64, 10)), "MaxPool2d"),
+    (nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sigmoid(), nn.Flatten(), nn.Linear(256, 10)), "Sigmoid"),
+    (_Sigmoid(), "sigmoid"),
+    (_LateNormalize(), "Normalize"),
+])
+def test_export_rejects_unsupported_layers(model, message):
+    with pytest.raises(BenchbedError, match=message):
+        mpc.export(model.eval(), SHAPE)
+
+
+def test_export_rejects_unfrozen_kernel():
+    model = _narrow()
+    site: ReLUSite = sites(model)["relu"]
+    site.set_kernel(_Custom())
+    with pytest.raises(BenchbedError, match="freeze"):
+        mpc.export(model, SHAPE)
+
+
+def test_profiling_is_safe_across_threads():
+    import jax.numpy as jnp
+
+    x = np.random.default_rng(0).standard_normal((1, 16, 4, 4)).astype(np.float32)
+    runs, errors = [], []
+
+    def work():
+        try:
+            runs.append(mpc.run_secure(lambda v: jnp.maximum(v, 0), x))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert [r.bytes_total for r in runs] == [172 * x.size] * 3
+    assert all(len(r.party_links) == 3 for r in runs)
+    np.testing.assert_allclose(runs[0].outputs[0], np.maximum(x, 0), atol=1e-4)
+
+
+def test_profile_file_is_complete():
+    profile = json.loads(PROFILE.read_text())
+    for key in ("relu", "compare", "select", "mult", "trunc", "poly", "affine", "constant"):
+        assert isinstance(profile[f"{key}_bytes"], (int, float)) and isinstance(profile[f"{key}_rounds"], int)
+    assert profile["linear_bytes_per_output"] > 0 and profile["linear_rounds"] > 0
+    assert profile["relu_bytes"] == profile["compare_bytes"] + profile["select_bytes"]
+    for key in ("seconds_per_comparison", "seconds_per_mult", "seconds_per_mac"):
+        assert profile[key] > 0
+    measured = profile["measured_with"]
+    assert measured["protocol"] == "ABY3" and measured["field"] == "FM64" and measured["fxp_fraction_bits"] == 18
+    assert {"spu", "jax", "date"} <= set(measured)
+
+
+@pytest.mark.parametrize("kind", ["relu", "pixel_mask", "channel_mask", "polynomial", "patch"])
+def test_cost_model_matches_spu_within_ten_percent(kind):
+    """The aby3 cost model, read from the sites and layers, against SPU's measured bytes."""
+    from benchbed.config import SecureCostSettings
+    from benchbed.cost import aby3_profile, price
+
+    model = _warm(_narrow())
+    g = torch.Generator().manual_seed(4)
+    for site in sites(model).values():
+        channels = site.shape[0]
+        if kind == "pixel_mask":
+            site.set_mask((torch.rand(site.shape, generator=g) < 0.2).float())
+        elif kind == "channel_mask":
+            site.set_mask((torch.rand(channels, generator=g) < 0.5).float(), torch.tensor(COEFFS[:1] * channels))
+        elif kind == "polynomial":
+            site.set_mask((torch.rand(site.shape, generator=g) < 0.1).float(), torch.tensor(_cycle(COEFFS, channels)))
+        elif kind == "patch":
+            site.set_patches(_cycle(PATCHES, channels))
+    model.eval()
+    measured = mpc.measure(model, torch.rand(1, *SHAPE, generator=g)).bytes_total
+    predicted = price(model, SHAPE, SecureCostSettings(), aby3_profile())["comm_mb"] * 1e6
+    assert abs(predicted - measured) <= 0.10 * measured, (kind, predicted, measured)
