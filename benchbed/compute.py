@@ -63,6 +63,10 @@ class ComputeClock:
         self.images += images
         return True
 
+    def charge(self, images: float) -> None:
+        """Charge work done beyond the batches drawn (extra passes per batch); the next draw sees it."""
+        self.images += images
+
     def allows_forward(self, images: int) -> bool:
         """Whether forward-only work on ``images`` still fits; charges it if so."""
         return self.allows(images * FORWARD_SHARE)

@@ -16,8 +16,8 @@ from benchbed.records import entry_records, read_json, write_json
 
 # Metric keys the core knows how to title; any other scalar metric gets a column under its own name.
 METRIC_TITLES = {"clean_accuracy": "clean acc %", "corruption_accuracy": "corruption acc %",
-                 "pgd_accuracy": "PGD acc %"}
-PERCENT = {"clean_accuracy", "val_accuracy", "corruption_accuracy", "pgd_accuracy"}
+                 "pgd_accuracy": "PGD acc %", "clean_accuracy_adv_bn": "clean acc, adv BN %"}
+PERCENT = {"clean_accuracy", "val_accuracy", "corruption_accuracy", "pgd_accuracy", "clean_accuracy_adv_bn"}
 INTEGER = {"relus", "drelus", "rounds"}
 
 

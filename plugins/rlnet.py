@@ -5,7 +5,8 @@ trained with the suite's ``teacher.robust`` recipe already has it, otherwise the
 the teacher's statistics). ``build_mask`` gives every counted site a share of the budget from a
 sensitivity profile (uniform by default) and keeps, in each site, the pixels where dropping the ReLU
 changes the post-ReLU feature most, E|relu(x) − x| over training images. ``finetune`` trains with
-γ·CE on clean, AugMix and adversarial inputs + α·KL to the teacher's clean logits (T) + β·attention
+γ·CE on clean, AugMix and adversarial inputs (each extra pass and attack step charged to the entry's
+compute budget, so RLNet gets the same compute as every method, not more) + α·KL to the teacher's clean logits (T) + β·attention
 transfer on the stage outputs; adversarial examples maximise KL(student ‖ teacher) (RSLAD) through
 the adversarial BNs. ``evaluate`` reads clean and corruption accuracy through the clean BNs and PGD
 through the adversarial BNs, and reports both paths' clean accuracy.
@@ -152,6 +153,9 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
         with torch.no_grad():
             target = teacher(x)
         transfer = sum((attention(s) - attention(t)).pow(2).mean() for s, t in zip(clean_features, teacher_stages))
+        # Beyond the clean batch the budget already charged: the AugMix pass, every attack step and
+        # the adversarial pass each cost about one training batch.
+        ctx.clock.charge(len(y) * (2 + opts.robust.pgd_steps))
         mixed = model(augmix(x, opts.robust))
         adv = adversarial(model, x, y, opts.robust, objective=lambda out, _y, _x: kd_loss(out, target, temperature))
         with bn_path(model, "adv"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,6 +69,9 @@ def test_finetune_and_evaluate_route_both_bn_paths(make_ctx):
     model = rlnet.build_mask(ctx=ctx, model=model).model
     result = rlnet.finetune(ctx=ctx, model=model)
     assert result.info["stopped_by_budget"] is True
+    # clean + AugMix + 2 attack steps + adversarial pass: five batches' worth of work per batch drawn
+    batch = 64 / len(ctx.data.train_y)
+    assert result.info["epochs"] == pytest.approx(ctx.clock.epochs_used / 5, abs=5 * batch)
     adv_stats = [m.adv.running_mean for m in result.model.modules() if isinstance(m, DualBatchNorm2d)]
     assert any(s.abs().sum() > 0 for s in adv_stats), "adversarial examples trained the adversarial BNs"
     metrics = rlnet.evaluate(ctx=ctx, model=result.model.eval(),
