@@ -39,6 +39,7 @@ class TrainRecipe(BaseModel):
     gamma: float = Field(0.1, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    compile: bool = Field(False, description="train through torch.compile (pays a compile once per stage)")
 
 
 def make_optimizer(params: Iterable[nn.Parameter] | Iterable[dict], recipe: TrainRecipe) -> torch.optim.Optimizer:
@@ -137,6 +138,7 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
         optimizer, lambda s: lr_factor(recipe, s, total_steps, steps_per_epoch))
     if ctx.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if recipe.compile else model
 
     best_acc, best_state, best_epoch, history = -1.0, None, -1, []
     step, epoch = 0, 0
@@ -144,7 +146,7 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
         model.train()
         for x, y in ctx.train_batches(batch_size):
             with ctx.autocast:
-                logits = model(x)
+                logits = forward(x)
             loss = loss_fn(logits, y, x)
             if extra_loss is not None:
                 loss = loss + extra_loss()

@@ -159,3 +159,13 @@ def test_resume_after_a_killed_run(write_suite, tmp_path):
         assert (run_dir / "entries" / name).read_text() == text, "finished records are never redone"
     assert {r["status"] for r in entry_records(run_dir)} == {"ok"}
     assert len(entry_records(run_dir)) == 4
+
+
+def test_compiled_training_path_trains(make_ctx):
+    from benchbed.training import TrainRecipe, fit
+
+    ctx, model = make_ctx(None, budget=None, epochs=1.0)
+    before = [p.detach().clone() for p in model.parameters()]
+    result = fit(model, ctx, TrainRecipe(epochs=1, lr=0.05, batch_size=256, compile=True))
+    assert result.epochs == pytest.approx(1.0, abs=0.3)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters())), "the compiled step updates the model"
