@@ -60,6 +60,22 @@ def methods_with():
     return make
 
 
+def method_plugin(build_mask, finetune=None, *, budgeted: bool = True, evaluate=None,
+                  description: str = "test method") -> ModuleType:
+    """A method plugin from plain functions; ``finetune`` defaults to returning the model as it is."""
+    from benchbed.api import FinetuneResult, MethodInfo, Strict, hookimpl
+
+    class Options(Strict):
+        pass
+
+    hooks = dict(method_info=hookimpl(lambda: MethodInfo(description=description, options=Options, budgeted=budgeted)),
+                 build_mask=hookimpl(build_mask),
+                 finetune=hookimpl(finetune or (lambda ctx, model: FinetuneResult(model))))
+    if evaluate is not None:
+        hooks["evaluate"] = hookimpl(evaluate)
+    return plugin(**hooks)
+
+
 def plugin(**hooks) -> ModuleType:
     """A plugin module made of hook functions (each already decorated with ``hookimpl``)."""
     module = ModuleType("test_plugin")

@@ -11,12 +11,12 @@ import typing
 import pytest
 
 from benchbed import hookspecs
-from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, hookimpl
+from benchbed.api import FinetuneResult, MaskResult, MethodInfo, hookimpl
 from benchbed.errors import BenchbedError
 from benchbed.plugins import DISABLE_ENV, Methods, plugin_manager
 from benchbed.records import entry_records
 from benchbed.runner import SuiteRun
-from conftest import plugin
+from conftest import method_plugin, plugin
 
 SPECS = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if hasattr(fn, f"{hookspecs.PROJECT}_spec")}
@@ -134,10 +134,6 @@ def test_method_missing_required_hooks_is_reported(methods_with):
         methods.all
 
 
-class _Opts(Strict):
-    pass
-
-
 def _method(tag: str, calls: list, evaluate=None):
     def build_mask(ctx, model):
         calls.append((tag, "build_mask"))
@@ -147,11 +143,7 @@ def _method(tag: str, calls: list, evaluate=None):
         calls.append((tag, "finetune"))
         return FinetuneResult(model)
 
-    hooks = dict(method_info=hookimpl(lambda: MethodInfo(description=tag, options=_Opts, budgeted=False)),
-                 build_mask=hookimpl(build_mask), finetune=hookimpl(finetune))
-    if evaluate is not None:
-        hooks["evaluate"] = hookimpl(evaluate)
-    return plugin(**hooks)
+    return method_plugin(build_mask, finetune, budgeted=False, evaluate=evaluate, description=tag)
 
 
 def test_dispatch_reaches_only_the_entrys_method_and_overrides_win(methods_with, write_suite, tmp_path):

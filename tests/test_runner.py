@@ -12,22 +12,12 @@ import pytest
 import torch
 
 from benchbed import compute
-from benchbed.api import FinetuneResult, MaskResult, MethodInfo, SiteKernel, Strict, TrainRecipe, fit, hookimpl
+from benchbed.api import FinetuneResult, MaskResult, SiteKernel, TrainRecipe, fit
 from benchbed.errors import BenchbedError
 from benchbed.records import entry_records
 from benchbed.runner import SuiteRun
 from benchbed.sites import counted_sites, sites
-from conftest import plugin
-
-
-class _Opts(Strict):
-    pass
-
-
-def _method(build_mask, finetune=None, budgeted=True):
-    return plugin(method_info=hookimpl(lambda: MethodInfo(description="test", options=_Opts, budgeted=budgeted)),
-                  build_mask=hookimpl(build_mask),
-                  finetune=hookimpl(finetune or (lambda ctx, model: FinetuneResult(model))))
+from conftest import method_plugin
 
 
 def _all_ones(ctx, model):
@@ -51,7 +41,7 @@ def test_greedy_method_is_held_to_the_epoch_budget(write_suite, methods_with, tm
             assert list(ctx.train_batches(64)) == []
         return FinetuneResult(model, result.summary())
 
-    methods = methods_with(("greedy", _method(_all_ones, greedy_finetune)))
+    methods = methods_with(("greedy", method_plugin(_all_ones, greedy_finetune)))
     suite = write_suite(methods=[{"name": "greedy"}], compute={"epochs": 1.5})
     SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     for record in _records(tmp_path / "run").values():
@@ -69,7 +59,7 @@ def test_method_ignoring_the_clock_is_stopped_and_flagged(write_suite, methods_w
         while True:  # never looks at ctx.clock
             time.sleep(0.01)
 
-    methods = methods_with(("spinner", _method(spin)))
+    methods = methods_with(("spinner", method_plugin(spin)))
     suite = write_suite(methods=[{"name": "spinner"}, {"name": "random_mask"}], compute={"epochs": None, "seconds": 0.5},
                         budgets=[64])
     counts = SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
@@ -96,7 +86,7 @@ def test_failures_are_recorded_and_the_others_go_on(write_suite, methods_with, t
         next(iter(sites(model).values())).set_kernel(Soft())
         return MaskResult(model)
 
-    methods = methods_with(("boom", _method(boom)), ("too_many", _method(too_many)), ("unfrozen", _method(unfrozen)))
+    methods = methods_with(("boom", method_plugin(boom)), ("too_many", method_plugin(too_many)), ("unfrozen", method_plugin(unfrozen)))
     suite = write_suite(methods=[{"name": "boom"}, {"name": "too_many"}, {"name": "unfrozen"}, {"name": "all_relu"}],
                         budgets=[64])
     counts = SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
