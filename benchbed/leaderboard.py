@@ -90,7 +90,7 @@ def _cell(row: pd.Series, key: str) -> str:
         return "—"
     scale, digits = (100, 2) if key in PERCENT else (1, 0 if key in INTEGER or abs(value) >= 100 else 3)
     text = f"{value * scale:,.{digits}f}"
-    if spread is not None and not (isinstance(spread, float) and math.isnan(spread)) and row["seeds"] > 1:
+    if spread and not (isinstance(spread, float) and math.isnan(spread)) and row["seeds"] > 1:
         text += f" ± {spread * scale:,.{digits}f}"
     return text
 
