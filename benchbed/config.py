@@ -56,11 +56,24 @@ class ModelConfig(Strict):
         return name
 
 
+class RobustTraining(Strict):
+    """RLNet's robust recipe: clean, AugMix and PGD inputs, the PGD ones through the adversarial BNs."""
+
+    eps: float = Field(8 / 255, gt=0)
+    step: float = Field(2 / 255, gt=0)
+    pgd_steps: int = Field(7, ge=1)
+    augmix_severity: int = Field(3, ge=1, le=10)
+    augmix_width: int = Field(3, ge=1)
+    augmix_depth: int = Field(-1, description="ops per chain; -1 draws 1 to 3")
+    augmix_groups: int = Field(8, ge=1, description="a batch is augmented in this many groups, each with its "
+                                                     "own sampled chains (per-image AugMix is too slow on a CPU)")
+
+
 class TeacherConfig(Strict):
     recipe: TrainRecipe | None = None
     checkpoint: str | None = Field(None, description="a benchbed checkpoint of the suite's model to load instead")
-    robust: "RobustTraining | None" = Field(None, description="train a dual-BN teacher on clean, AugMix and PGD "
-                                                              "inputs (RLNet's recipe)")
+    robust: RobustTraining | None = Field(None, description="train a dual-BN teacher on clean, AugMix and PGD "
+                                                            "inputs (RLNet's recipe)")
     seed: int = 0
 
     @model_validator(mode="after")
@@ -180,12 +193,6 @@ class Suite(Strict):
         """What must match for two runs to be merged: everything but the seeds."""
         body = self.model_dump(mode="json", exclude={"seeds"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-from benchbed.robust_training import RobustTraining  # noqa: E402  (it builds on Strict)
-
-TeacherConfig.model_rebuild()
-Suite.model_rebuild()
 
 
 def _loc(loc: tuple) -> str:

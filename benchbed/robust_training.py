@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 from torchvision.transforms import v2
 
 from benchbed.attacks import pgd
-from benchbed.config import Strict
+from benchbed.config import RobustTraining
 from benchbed.dual_bn import bn_path
 from benchbed.training import LossFn
-
-
-class RobustTraining(Strict):
-    """RLNet's robust recipe: clean, AugMix and PGD inputs, the PGD ones through the adversarial BNs."""
-
-    eps: float = Field(8 / 255, gt=0)
-    step: float = Field(2 / 255, gt=0)
-    pgd_steps: int = Field(7, ge=1)
-    augmix_severity: int = Field(3, ge=1, le=10)
-    augmix_width: int = Field(3, ge=1)
-    augmix_depth: int = Field(-1, description="ops per chain; -1 draws 1 to 3")
-    augmix_groups: int = Field(8, ge=1, description="a batch is augmented in this many groups, each with its "
-                                                     "own sampled chains (per-image AugMix is too slow on a CPU)")
 
 
 def augmix(x: torch.Tensor, settings: RobustTraining) -> torch.Tensor:

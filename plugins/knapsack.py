@@ -19,6 +19,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from benchbed_plugins.mckp import solve_mckp
 from pydantic import Field
 from torch.func import vmap
 
@@ -27,7 +28,6 @@ from benchbed.api import (IDENTITY, ZERO, BenchbedError, EntryContext, FinetuneR
                           patch_gate)
 from benchbed.compute import FORWARD_SHARE
 from benchbed.data import to_float
-from benchbed_plugins.mckp import solve_mckp
 
 __all__ = ["solve_mckp", "catalogue", "extract_distortions"]
 
@@ -80,13 +80,16 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
     probes_done, started = 0, time.perf_counter()
     for start in range(0, len(images), opts.image_batch):
         x = images[start:start + opts.image_batch]
-        reference = model(x).float()
+        inputs: dict[str, torch.Tensor] = {}
+        handles = [site.register_forward_hook(lambda m, i, o, n=name: inputs.__setitem__(n, i[0]))
+                   for name, site in sites.items()]
+        try:
+            reference = model(x).float()  # one pass records every site's input too
+        finally:
+            for handle in handles:
+                handle.remove()
         for name, site in sites.items():
-            captured = {}
-            handle = site.register_forward_hook(lambda m, i, o: captured.setdefault("x", i[0]))
-            model(x)
-            handle.remove()
-            pre = captured["x"]
+            pre = inputs[name]
             relu = F.relu(pre)
             channels = pre.shape[1]
 

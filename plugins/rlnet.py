@@ -23,10 +23,11 @@ from pydantic import Field
 from benchbed import robustness
 from benchbed.api import (BenchbedError, EntryContext, EvaluationSettings, FinetuneResult, MaskResult, MethodInfo,
                           Strict, TrainRecipe, accuracy, counted_sites, fit, hookimpl, kd_loss)
+from benchbed.config import RobustTraining
 from benchbed.data import to_float
 from benchbed.dual_bn import bn_path, convert_dual_bn, has_dual_bn
 from benchbed.models import stage_modules
-from benchbed.robust_training import RobustTraining, adversarial, augmix
+from benchbed.robust_training import adversarial, augmix
 
 
 class Options(Strict):
