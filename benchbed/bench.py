@@ -25,6 +25,7 @@ from torchvision.transforms import v2
 from benchbed.compute import ComputeClock
 from benchbed.context import EntryContext
 from benchbed.data import DataBundle, to_float
+from benchbed.devices import autocast, synchronize
 from benchbed.models import build_model
 from benchbed.sites import ReLUSite, counted_sites
 from benchbed.training import TrainRecipe, accuracy, fit
@@ -52,16 +53,11 @@ def synthetic_data(input_shape: tuple[int, int, int], num_classes: int, images: 
                       (0.5,) * channels, (0.25,) * channels, crop_padding=4 if input_shape[1] >= 32 else 1, flip=True)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], object], device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start
 
 
@@ -109,10 +105,9 @@ def _conv_only(model: nn.Module) -> nn.Module:
 
 def _conv_limit(model: nn.Module, data: DataBundle, batch_size: int, device: torch.device) -> None:
     model.train()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     for start in range(0, len(data.train_y) - batch_size + 1, batch_size):
         x = to_float(data.train_x[start:start + batch_size])
-        with autocast:
+        with autocast(device):
             out = model(x)
         out.float().sum().backward()
 

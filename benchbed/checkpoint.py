@@ -19,7 +19,8 @@ def checkpoint_payload(model: nn.Module, *, model_name: str, num_classes: int, i
                        mean: tuple, std: tuple) -> dict:
     """Everything needed to rebuild ``model``, as tensors and plain data only."""
     return {"format": FORMAT, "model": model_name, "num_classes": num_classes, "input_shape": list(input_shape),
-            "mean": list(mean), "std": list(std), "sites": site_specs(model),
+            "mean": list(mean), "std": list(std), "build": dict(getattr(model, "build_options", {})),
+            "sites": site_specs(model),
             "transforms": ["dual_bn"] if has_dual_bn(model) else [],
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
@@ -57,7 +58,7 @@ def model_from_payload(payload: object, source: str = "checkpoint", *, expect_mo
     if expect_classes and payload["num_classes"] != expect_classes:
         raise BenchbedError(f"checkpoint {source} has {payload['num_classes']} classes, the dataset {expect_classes}")
     model = build_model(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
-                        mean=payload["mean"], std=payload["std"])
+                        mean=payload["mean"], std=payload["std"], **payload.get("build", {}))
     unknown = set(payload.get("transforms", [])) - {"dual_bn"}
     if unknown:
         raise BenchbedError(f"checkpoint {source} needs model transforms this benchbed lacks: {sorted(unknown)}")

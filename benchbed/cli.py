@@ -6,14 +6,20 @@ import json
 import sys
 from pathlib import Path
 
+from tabulate import tabulate
+
+from benchbed.bench import bench
+from benchbed.data import DATASETS
 from benchbed.errors import BenchbedError, SuiteError
+from benchbed.leaderboard import render
+from benchbed.plugins import Methods, plugin_manager
+from benchbed.runner import SuiteRun
+from benchbed.secure_infer import secure_infer
+from benchbed.suite import load_suite, plan
 
 
 def _run(args: argparse.Namespace) -> int:
-    from benchbed.leaderboard import render
-    from benchbed.runner import SuiteRun
-
-    run = SuiteRun(args.suite, out=args.out, quiet=args.quiet)
+    run = SuiteRun.from_file(args.suite, out=args.out, quiet=args.quiet)
     counts = run.run(executor=args.executor, address=args.address)
     board = render([run.run_dir], run.run_dir, stem="leaderboard")
     print(f"{counts['ok']} ok, {counts['error']} failed, {counts['over_budget']} over budget, "
@@ -22,10 +28,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from benchbed.config import load_suite
-    from benchbed.plugins import Methods, plugin_manager
-    from benchbed.runner import plan
-
     methods = Methods(plugin_manager())
     suite, _ = load_suite(args.suite, methods)
     print(f"{args.suite}: valid — {len(plan(suite, methods))} entries "
@@ -34,10 +36,6 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    from benchbed.plugins import Methods, plugin_manager
-
     methods = Methods(plugin_manager()).all
     if args.json:
         print(json.dumps([{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
@@ -50,25 +48,16 @@ def _plugins(args: argparse.Namespace) -> int:
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
-    from benchbed.leaderboard import render
-
     print(render([Path(args.run_dir)], Path(args.run_dir), stem="leaderboard"))
     return 0
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from benchbed.leaderboard import render
-
     print(render([Path(d) for d in args.run_dirs], Path(args.to)))
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    from benchbed.bench import bench
-    from benchbed.data import DATASETS
-
     spec = DATASETS[args.dataset]
     result = bench(args.model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=args.steps,
                    kinds=tuple(args.sites.split(",")), compile_model=args.compile)
@@ -85,10 +74,6 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _secure_infer(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    from benchbed.secure_infer import secure_infer
-
     result = secure_infer(args.entry, args.images, args.batch_size)
     m, p = result["measured"], result["predicted"]
     print(tabulate([["MB per image", f"{p['comm_mb']:.4f}", f"{m['bytes_per_image'] / 1e6:.4f}"],

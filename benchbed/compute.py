@@ -1,7 +1,9 @@
 """The compute budget every method of a suite gets, identical for all: training epochs (images drawn
 from the core's batch iterator / training-set size; a forward-only image, as in a distortion probe,
-counts as a third of a training image) and device-seconds (wall time of the method's hooks). The core iterator stops handing out batches once either runs out; code that ignores it is
-stopped by an alarm after a grace period and its entry is flagged as over budget."""
+counts as a third of a training image) and device-seconds (wall time of the method's hooks, read only
+after the device has finished its queued work). The core iterator stops handing out batches once
+either runs out; code that ignores it is stopped by an alarm after a grace period and its entry is
+flagged as over budget."""
 from __future__ import annotations
 
 import signal
@@ -11,6 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
+import torch
+
+from benchbed.devices import synchronize
 from benchbed.errors import BudgetExceeded
 
 # How far past its seconds budget an entry may run before it is stopped by force.
@@ -26,6 +31,7 @@ class ComputeClock:
     seconds: float | None
     train_size: int
     images: float = 0.0
+    device: torch.device | None = None
     elapsed: float = 0.0
     _started: float | None = None
     exhausted_at: str | None = None
@@ -34,9 +40,15 @@ class ComputeClock:
     def epochs_used(self) -> float:
         return self.images / self.train_size
 
+    def _now(self) -> float:
+        # Without a seconds budget nothing reads the time mid-entry, so the GPU is never stalled for it.
+        if self.seconds is not None:
+            synchronize(self.device)
+        return time.perf_counter()
+
     @property
     def seconds_used(self) -> float:
-        running = time.perf_counter() - self._started if self._started is not None else 0.0
+        running = self._now() - self._started if self._started is not None else 0.0
         return self.elapsed + running
 
     def remaining_epochs(self) -> float:
@@ -74,7 +86,7 @@ class ComputeClock:
     @contextmanager
     def running(self) -> Iterator[None]:
         """Count wall time inside the block; past the grace period, interrupt it with BudgetExceeded."""
-        self._started = time.perf_counter()
+        self._started = self._now()
         alarm = self.seconds is not None and threading.current_thread() is threading.main_thread()
         if alarm:
             limit = self.remaining_seconds() * (1 + GRACE_FRACTION) + GRACE_SECONDS
@@ -90,6 +102,7 @@ class ComputeClock:
             if alarm:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
+            synchronize(self.device)
             self.elapsed += time.perf_counter() - self._started
             self._started = None
 

@@ -1,27 +1,42 @@
-"""Suite files: typed, strict, validated in full before any work starts.
-
-``load_suite`` reports every problem at once, each as ``FILE: field.path: message``: YAML syntax,
-unknown or mistyped fields, unknown datasets, models or methods, unknown method options, and
-budgets the model cannot meet."""
+"""The schema of a suite file and of the recipes methods share: typed and strict (``extra="forbid"``).
+Loading a suite file and checking it against what is installed is ``benchbed.suite``."""
 from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from benchbed.errors import SuiteError
-from benchbed.training import TrainRecipe
-
-if TYPE_CHECKING:
-    from benchbed.plugins import Methods
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TrainRecipe(Strict):
+    """Optimiser and schedule for one training stage."""
+
+    epochs: float = Field(30, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    batch_size: int = Field(128, ge=1)
+    schedule: Literal["cosine", "step", "constant"] = "cosine"
+    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75],
+                                    description="step schedule: fractions of training at which lr is multiplied by gamma")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    compile: bool = Field(False, description="train through torch.compile (pays a compile once per stage)")
+
+
+class DistillationOptions(Strict):
+    """Options every distilling method shares; a method's options model inherits them."""
+
+    kd_temperature: float = Field(4.0, gt=0, description="distillation temperature T")
+    kd_weight: float = Field(1.0, ge=0, description="weight of KD(T) next to cross-entropy")
 
 
 class DatasetConfig(Strict):
@@ -31,29 +46,11 @@ class DatasetConfig(Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for model selection")
     split_seed: int = 0
 
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from benchbed.data import DATASETS
-
-        if name not in DATASETS:
-            raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-        return name
-
 
 class ModelConfig(Strict):
     name: str
     count_stem: bool = Field(True, description="count the stem ReLU in budgets (knapsack/RLNet) or leave it "
                                                "out and keep it as a ReLU (SNL/AutoReP)")
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        from benchbed.models import MODELS
-
-        if name not in MODELS:
-            raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
-        return name
 
 
 class RobustTraining(Strict):
@@ -67,6 +64,9 @@ class RobustTraining(Strict):
     augmix_depth: int = Field(-1, description="ops per chain; -1 draws 1 to 3")
     augmix_groups: int = Field(8, ge=1, description="a batch is augmented in this many groups, each with its "
                                                      "own sampled chains (per-image AugMix is too slow on a CPU)")
+    augmix_all_ops: bool = Field(False, description="AugMix may also use brightness, contrast, color and sharpness; "
+                                                    "RLNet's code leaves them out, as they overlap the CIFAR-C test "
+                                                    "corruptions and would inflate corruption accuracy")
 
 
 class TeacherConfig(Strict):
@@ -193,82 +193,3 @@ class Suite(Strict):
         """What must match for two runs to be merged: everything but the seeds."""
         body = self.model_dump(mode="json", exclude={"seeds"})
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _loc(loc: tuple) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
-
-
-def _errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
-    return [f"{_loc(prefix + tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
-
-
-def _deep_merge(base: dict, changes: dict) -> dict:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-    return out
-
-
-def validate_options(model: type[BaseModel], given: dict[str, Any]) -> BaseModel:
-    """A method's options: what the suite gives, merged into the method's defaults at every depth,
-    so that ``search: {lr: 0.01}`` changes the lr and keeps the rest of the method's search recipe."""
-    try:
-        defaults = model().model_dump()
-    except ValidationError:  # options without a default for every field: nothing to merge into
-        return model.model_validate(given)
-    return model.model_validate(_deep_merge(defaults, given))
-
-
-def load_suite(path: str | Path, methods: "Methods") -> tuple[Suite, dict[str, BaseModel]]:
-    """Parse and validate ``path``; return the suite and every method's validated options."""
-    path = str(path)
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except FileNotFoundError:
-        raise SuiteError(path, ["no such file"]) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise SuiteError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
-    if not isinstance(raw, dict):
-        raise SuiteError(path, ["a suite is a YAML mapping with dataset, model, teacher, budgets, compute, methods"])
-    try:
-        suite = Suite.model_validate(raw)
-    except ValidationError as exc:
-        raise SuiteError(path, _errors(exc)) from None
-
-    problems: list[str] = []
-    options: dict[str, BaseModel] = {}
-    installed = methods.all
-    for i, entry in enumerate(suite.methods):
-        if entry.name not in installed:
-            problems.append(f"methods.{i}.name: unknown method {entry.name!r}; installed: {', '.join(installed) or 'none'}")
-            continue
-        try:
-            options[entry.name] = validate_options(installed[entry.name].info.options, entry.options)
-        except ValidationError as exc:
-            problems.extend(_errors(exc, ("methods", i, "options")))
-    if suite.secure_cost.enabled and suite.secure_cost.profile not in methods.cost_profiles:
-        problems.append(f"secure_cost.profile: unknown profile {suite.secure_cost.profile!r}; "
-                        f"installed: {', '.join(methods.cost_profiles)}")
-    problems += _budget_problems(suite)
-    if suite.teacher.checkpoint and not Path(suite.teacher.checkpoint).expanduser().is_file():
-        problems.append(f"teacher.checkpoint: no file at {suite.teacher.checkpoint}")
-    if problems:
-        raise SuiteError(path, problems)
-    return suite, options
-
-
-def _budget_problems(suite: Suite) -> list[str]:
-    from benchbed.data import DATASETS
-    from benchbed.models import build_model
-    from benchbed.sites import capacity, set_stem_counted
-
-    spec = DATASETS[suite.dataset.name]
-    model = build_model(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape)
-    set_stem_counted(model, suite.model.count_stem)
-    limit = capacity(model)
-    return [f"budgets.{i}: {b:,} exceeds the {limit:,} counted ReLUs of {suite.model.name} on "
-            f"{suite.dataset.name} (count_stem={suite.model.count_stem})"
-            for i, b in enumerate(suite.budgets) if b > limit]

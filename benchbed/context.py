@@ -3,14 +3,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from pydantic import BaseModel
 from torch import nn
 
 from benchbed.compute import ComputeClock
-from benchbed.data import DataBundle, train_batches
+from benchbed.config import Strict
+from benchbed.data import DataBundle, to_float, train_batches
+from benchbed.devices import autocast
+
+Protocol = Literal["matched", "paper"]
 
 
 @dataclass
@@ -30,7 +34,9 @@ class EntryContext:
     workdir: Path
     log: Callable[[str], None] = print
     progress: Callable[[str, float, float], None] = lambda label, done, total: None
+    protocol: Protocol = "matched"
     notes: dict[str, Any] = field(default_factory=dict)
+    cuts: dict[str, str] = field(default_factory=dict)
 
     def train_batches(self, batch_size: int, *, augmented: bool = True) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of training batches, stopping early when the compute budget runs out."""
@@ -39,10 +45,22 @@ class EntryContext:
                 return
             yield x, y
 
+    def sample_train_images(self, n: int) -> torch.Tensor:
+        """``n`` training images (float in [0, 1], on the device) drawn without replacement by the entry's
+        seed: the same images for every method of the same seed."""
+        n = min(n, len(self.data.train_y))
+        chosen = torch.randperm(len(self.data.train_y), generator=torch.Generator().manual_seed(self.seed))[:n]
+        return to_float(self.data.train_x[chosen.to(self.data.train_x.device)])
+
+    def record_cut(self, part: str, why: str) -> None:
+        """Say that ``part`` of the method ran shorter than its paper's recipe under this protocol; the
+        record and the leaderboard show it."""
+        self.cuts[part] = why
+
     @property
     def autocast(self) -> torch.autocast:
         """bf16 autocast on CUDA; a no-op context on CPU."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        return autocast(self.device)
 
 
 @dataclass
@@ -67,5 +85,11 @@ class MethodInfo:
 
     description: str
     paper: str = ""
-    options: type[BaseModel] = BaseModel
+    options: type[BaseModel] = Strict
     budgeted: bool = True  # False for reference rows (all-ReLU) that run once, whatever the budgets
+    # Option overrides that make the method run its published recipe (epochs, schedule, images per
+    # probe) under ``compute: paper``; merged over the defaults, under the suite's own options.
+    paper_recipe: dict[str, Any] = field(default_factory=dict)
+    # The teacher variant an entry with these options distils from: "standard" (the suite's teacher)
+    # or "robust" (dual-BN, trained on clean, AugMix and PGD inputs). The runner trains each once.
+    teacher: Callable[[BaseModel], str] = lambda options: "standard"

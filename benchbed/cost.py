@@ -1,17 +1,22 @@
-"""3PC prices of one inference: per layer and in total, DReLUs, secure multiplications, bytes, rounds
-and latency (local compute + bytes / bandwidth + rounds · RTT) on each network of the suite.
+"""Secure prices of one inference: per layer and in total, DReLUs, secure multiplications, bytes,
+rounds and latency on each network of the suite.
 
 A protocol is a ``CostProfile``; plugins contribute profiles through the ``cost_profiles`` hook. The
-pricing mirrors how ``benchbed.mpc`` runs a model in SPU: the client normalises its input in the
-clear; BatchNorm after a convolution is folded into it; the global average pool is folded into the
-classifier; residual additions are local; kept ReLU pixels are gathered and compared, the others go
-through their channel's polynomial (free when it is the identity); a patch site compares one sum per
-patch and selects the gated pixels. Layers run one after another, so rounds add up.
+pricing mirrors how ``benchbed.jax_export`` runs a model in SPU: the client normalises its input in
+the clear; BatchNorm after a convolution is folded into it; the global average pool is folded into
+the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
+identity pixels pass for free and every other replaced pixel computes its channel's quadratic with
+SECRET coefficients (trained polynomials are weights); a patch site compares one sum per patch and
+selects the gated pixels. Layers run one after another, so rounds add up.
+
+Two byte conventions: ``comm_mb`` is what all parties send together (the figure papers report);
+``busiest_party_mb`` is what the busiest party sends. Parties send in parallel on their own links,
+so the bandwidth term of the latency is the busiest party's bytes:
+latency = local compute + busiest-party bytes / bandwidth + rounds · RTT.
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,12 +25,23 @@ from torch import nn
 
 from benchbed.config import SecureCostSettings
 from benchbed.dual_bn import DualBatchNorm2d
+from benchbed.errors import BenchbedError
+from benchbed.jax_export import secret_polynomial_channels
 from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, sites
+
+PRIMITIVES = ("relu", "compare", "select", "poly", "affine", "linear", "constant")
 
 
 @dataclass(frozen=True)
 class CostProfile:
-    """Bytes (all parties together) and rounds of each primitive, per element unless said otherwise."""
+    """Bytes (all parties together) and rounds of each primitive, per element unless said otherwise.
+
+    ``poly`` is one pixel of a quadratic with secret coefficients (two secret products and their
+    truncations); ``linear`` a conv or dense layer with secret weights, truncation included.
+    ``busiest_share[primitive]`` is the share of that primitive's bytes its busiest party sends
+    (an even split where a profile does not say). ``linear_measured`` holds layer prices measured
+    per layer shape (``linear_key``), used before the per-element formula; ``mult_setup_*`` is paid
+    once by a model with any secret elementwise product (a polynomial or an unfolded BatchNorm)."""
 
     name: str
     description: str
@@ -37,48 +53,86 @@ class CostProfile:
     select_rounds: int
     poly_bytes: float
     poly_rounds: int
-    trunc_bytes: float
-    trunc_rounds: int
     affine_bytes: float
     affine_rounds: int
     linear_bytes_per_output: float
-    linear_bytes_per_input: float
-    linear_bytes_per_weight: float
     linear_rounds: int
-    constant_bytes: float = 0.0  # once per inference: a public constant (e.g. conv padding) made secret
+    linear_bytes_per_input: float = 0.0
+    linear_bytes_per_weight: float = 0.0
+    linear_bytes_per_layer: float = 0.0
+    constant_bytes: float = 0.0  # once per inference (a public constant made secret; 2PC key and OT setup)
     constant_rounds: int = 0
+    mult_setup_bytes: float = 0.0
+    mult_setup_rounds: int = 0
+    parties: int = 3
+    busiest_share: dict = field(default_factory=dict)
+    linear_measured: dict = field(default_factory=dict)  # linear_key -> {"bytes", "rounds", "busiest_bytes"}
     seconds_per_comparison: float = 0.0
     seconds_per_mult: float = 0.0
     seconds_per_mac: float = 0.0
     offline_share: float = 0.0  # share of the bytes a preprocessing phase moves ahead of the input
     source: dict = field(default_factory=dict)
 
+    def share(self, primitive: str) -> float:
+        return float(self.busiest_share.get(primitive, 1.0 / self.parties))
+
+
+SECURENN_LOG_P = 8
+
 
 def securenn_profile() -> CostProfile:
-    """SecureNN as the knapsack paper prices it (Z_2^64, p = 67): a DReLU is 8·⌈log2 p⌉ + 19 ring elements
-    in 8 rounds; gating x by it is a multiplication of 3 elements per pixel plus 2 per DReLU in 2 rounds;
-    a Beaver matrix product opens its masked input and weights (2 elements each) in 1 round."""
+    """SecureNN 3PC over Z_2^64 as the knapsack paper's authors price it (yg320/secure_inference,
+    ``research/distortion``: ``get_brelu_bandwidth``, ``get_relu_cost``, ``get_conv_cost``; 8-byte
+    ring elements, PRF-shared randomness). A DReLU sends 8·log_p + 24 − 5 = 83 elements with its
+    digits as 8-bit values (log_p = 8); a ReLU adds a general secure multiplication of 5 elements; a
+    patch ReLU gates its pixels with a scalar-vector product of 3 elements per pixel and 2 per DReLU;
+    a convolution sends 2 elements per input, 2 per weight and the crypto provider's correction share,
+    1 per output. Rounds are SecureNN's (DReLU 8, ReLU 10, multiplication 2, Beaver opening 1)."""
     ring = 8
-    drelu = 8 * math.ceil(math.log2(67)) + 19
+    drelu = 8 * SECURENN_LOG_P + 24 - 5
+    mult = 5
     return CostProfile(
-        "securenn", "SecureNN 3PC (knapsack paper's analytic formulas), Z_2^64",
-        relu_bytes=ring * (drelu + 2 + 3), relu_rounds=10, compare_bytes=ring * (drelu + 2), compare_rounds=8,
-        select_bytes=ring * 3, select_rounds=2, poly_bytes=ring * 3, poly_rounds=2, trunc_bytes=0, trunc_rounds=0,
-        affine_bytes=ring * 3, affine_rounds=2, linear_bytes_per_output=0, linear_bytes_per_input=2 * ring,
-        linear_bytes_per_weight=2 * ring, linear_rounds=1, source={"formulas": "arXiv:2304.10442, SecureNN"})
+        "securenn", "SecureNN 3PC as the knapsack paper's authors price it, Z_2^64",
+        relu_bytes=ring * (drelu + mult), relu_rounds=10, compare_bytes=ring * (drelu + 2), compare_rounds=8,
+        select_bytes=ring * 3, select_rounds=2, poly_bytes=ring * 2 * mult, poly_rounds=4,
+        affine_bytes=ring * mult, affine_rounds=2, linear_bytes_per_output=ring * 1, linear_bytes_per_input=ring * 2,
+        linear_bytes_per_weight=ring * 2, linear_rounds=1,
+        source={"formulas": "yg320/secure_inference research/distortion (get_brelu_bandwidth, get_conv_cost), "
+                            "arXiv:2304.10442, SecureNN"})
 
 
-ABY3_FILE = Path(__file__).with_name("aby3_profile.json")
+PROFILE_FILES = {"aby3": Path(__file__).with_name("aby3_profile.json"),
+                 "cheetah": Path(__file__).with_name("cheetah_profile.json")}
+DESCRIPTIONS = {"aby3": "ABY3 replicated sharing, 3 parties, Z_2^64, 18 fractional bits, calibrated on SPU",
+                "cheetah": "Cheetah 2PC (HE linear layers, silent-OT non-linear ones), Z_2^64, 18 fractional bits, "
+                           "calibrated on SPU"}
+
+
+def calibrated_profile(name: str) -> CostProfile:
+    """A profile measured in SPU by ``python -m benchbed.calibrate --protocol NAME``."""
+    path = PROFILE_FILES[name]
+    if not path.exists():
+        raise BenchbedError(f"no calibrated {name} profile at {path}; run python -m benchbed.calibrate --protocol {name}")
+    data = json.loads(path.read_text())
+    fields = {k: data[k] for k in CostProfile.__dataclass_fields__ if k in data and k not in ("name", "description")}
+    return CostProfile(name, DESCRIPTIONS[name], source=data.get("measured_with", {}), **fields)
 
 
 def aby3_profile() -> CostProfile:
-    """Replicated 3-party sharing over Z_2^64 with constants measured in SPU (``python -m benchbed.calibrate``)."""
-    data = json.loads(ABY3_FILE.read_text())
-    fields = {k: data[k] for k in CostProfile.__dataclass_fields__ if k in data and k not in ("name", "description")}
-    fields.setdefault("linear_bytes_per_input", 0.0)
-    fields.setdefault("linear_bytes_per_weight", 0.0)
-    return CostProfile("aby3", "ABY3 replicated sharing, Z_2^64, 18 fractional bits, calibrated on SPU",
-                       source=data.get("measured_with", {}), **fields)
+    return calibrated_profile("aby3")
+
+
+def cheetah_profile() -> CostProfile:
+    return calibrated_profile("cheetah")
+
+
+def linear_key(module: nn.Module, input_shape: tuple[int, ...]) -> str:
+    """The shape of a conv or dense layer, as ``linear_measured`` keys it."""
+    if isinstance(module, nn.Conv2d):
+        c, h, w = input_shape
+        return (f"conv {c}x{h}x{w} -> {module.out_channels} k{module.kernel_size[0]}x{module.kernel_size[1]} "
+                f"s{module.stride[0]} p{module.padding[0]}")
+    return f"dense {module.in_features} -> {module.out_features}"
 
 
 @dataclass
@@ -89,11 +143,13 @@ class LayerCost:
     secure_mults: int = 0
     macs: int = 0
     bytes: float = 0.0
+    busiest_bytes: float = 0.0
     rounds: int = 0
 
-    def add(self, bytes_: float, rounds: int) -> None:
+    def add(self, bytes_: float, rounds: int, share: float) -> None:
         if bytes_:
             self.bytes += bytes_
+            self.busiest_bytes += bytes_ * share
             self.rounds += rounds
 
 
@@ -104,36 +160,34 @@ def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
     if isinstance(kernel, ReLUKernel):
         cost.drelus = site.numel
         cost.secure_mults = site.numel
-        cost.add(p.relu_bytes * site.numel, p.relu_rounds)
+        cost.add(p.relu_bytes * site.numel, p.relu_rounds, p.share("relu"))
     elif isinstance(kernel, MaskedKernel):
         kept = site.drelus
         cost.drelus, cost.secure_mults = kept, kept
-        cost.add(p.relu_bytes * kept, p.relu_rounds)
-        replaced = (1 - kernel.mask).expand(shape)
-        c2, c1 = kernel.coeffs[:, 0].view(-1, 1, 1), kernel.coeffs[:, 1].view(-1, 1, 1)
-        square = int((replaced * (c2 != 0)).sum())
-        # c1·x + c0 needs a truncation unless c1 is 1 (a shift) or 0 (a constant), which are local
-        scaled = int((replaced * ((c2 == 0) & (c1 != 1) & (c1 != 0))).sum())
-        cost.secure_mults += square
-        # the scaled pixels share the quadratics' first truncation, so their rounds overlap
-        cost.add(p.poly_bytes * square + p.trunc_bytes * scaled, p.poly_rounds if square else p.trunc_rounds)
+        cost.add(p.relu_bytes * kept, p.relu_rounds, p.share("relu"))
+        secret = torch.from_numpy(secret_polynomial_channels(kernel)).float().view(-1, 1, 1)
+        poly = int(((1 - kernel.mask) * secret).expand(shape).sum())
+        cost.secure_mults += 2 * poly
+        cost.add(p.poly_bytes * poly, p.poly_rounds, p.share("poly"))
     elif isinstance(kernel, PatchKernel):
         _, height, width = shape
         gated = sum(height * width for hw in kernel.sizes.tolist() if tuple(hw) not in (IDENTITY, ZERO))
         cost.drelus = site.drelus
         cost.secure_mults = gated
         if cost.drelus:
-            cost.add(p.compare_bytes * cost.drelus + p.select_bytes * gated, p.compare_rounds + p.select_rounds)
+            cost.add(p.compare_bytes * cost.drelus, p.compare_rounds, p.share("compare"))
+            cost.add(p.select_bytes * gated, p.select_rounds, p.share("select"))
     else:
         raise ValueError(f"site {name} has a {type(kernel).__name__}, which has no price")
     return cost
 
 
-def _linear_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[tuple[str, nn.Module, int, int, bool]]:
-    """(name, module, inputs, outputs, folded) for every conv, linear and BatchNorm in forward order;
-    a BatchNorm whose input is a convolution's output is folded into it."""
+def _linear_layers(model: nn.Module, input_shape: tuple[int, int, int]
+                   ) -> list[tuple[str, nn.Module, tuple[int, ...], int, bool]]:
+    """(name, module, input shape, outputs, folded) for every conv, linear and BatchNorm in forward
+    order; a BatchNorm whose input is a convolution's output is folded into it."""
     names = {m: n for n, m in model.named_modules()}
-    order: list[tuple[str, nn.Module, int, int, bool]] = []
+    order: list[tuple[str, nn.Module, tuple[int, ...], int, bool]] = []
     conv_outputs: dict[int, torch.Tensor] = {}  # holding the tensors keeps their ids from being reused
 
     def hook(module, inputs, output):
@@ -142,7 +196,7 @@ def _linear_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[
             conv_outputs[id(output)] = output
         elif id(inputs[0]) in conv_outputs:
             folded = True
-        order.append((names[module], module, inputs[0][0].numel(), output[0].numel(), folded))
+        order.append((names[module], module, tuple(inputs[0][0].shape), output[0].numel(), folded))
 
     watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
                and not isinstance(m, DualBatchNorm2d)]
@@ -160,37 +214,56 @@ def _linear_layers(model: nn.Module, input_shape: tuple[int, int, int]) -> list[
     return order
 
 
+def _linear_cost(name: str, module: nn.Module, shape_in: tuple[int, ...], outputs: int, p: CostProfile) -> LayerCost:
+    weights = module.weight.numel()
+    cost = LayerCost(name, "conv" if isinstance(module, nn.Conv2d) else "linear",
+                     macs=weights * (outputs // module.weight.shape[0]))
+    measured = p.linear_measured.get(linear_key(module, shape_in))
+    if measured is not None:
+        cost.bytes, cost.busiest_bytes, cost.rounds = measured["bytes"], measured["busiest_bytes"], measured["rounds"]
+        return cost
+    inputs = 1
+    for d in shape_in:
+        inputs *= d
+    cost.add(p.linear_bytes_per_layer + p.linear_bytes_per_output * outputs + p.linear_bytes_per_input * inputs
+             + p.linear_bytes_per_weight * weights, p.linear_rounds, p.share("linear"))
+    return cost
+
+
 def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings,
           profile: CostProfile) -> dict:
-    """The 3PC price of one inference of ``model`` under ``profile``."""
+    """The secure price of one inference of ``model`` under ``profile``."""
     p = profile
     layers: list[LayerCost] = []
-    for name, module, inputs, outputs, folded in _linear_layers(model, input_shape):
+    for name, module, shape_in, outputs, folded in _linear_layers(model, input_shape):
         if isinstance(module, nn.BatchNorm2d):
             if not folded:
                 cost = LayerCost(name, "affine", secure_mults=outputs)
-                cost.add(p.affine_bytes * outputs, p.affine_rounds)
+                cost.add(p.affine_bytes * outputs, p.affine_rounds, p.share("affine"))
                 layers.append(cost)
             continue
-        weights = module.weight.numel()
-        macs = weights * (outputs // module.weight.shape[0])
-        cost = LayerCost(name, "conv" if isinstance(module, nn.Conv2d) else "linear", macs=macs)
-        cost.add(p.linear_bytes_per_output * outputs + p.linear_bytes_per_input * inputs
-                 + p.linear_bytes_per_weight * weights, p.linear_rounds)
-        layers.append(cost)
+        layers.append(_linear_cost(name, module, shape_in, outputs, p))
     site_layers = [_site_cost(name, site, p) for name, site in sites(model).items()]
     layers += site_layers
-    total_bytes = sum(c.bytes for c in layers) + p.constant_bytes
-    rounds = sum(c.rounds for c in layers) + p.constant_rounds
+    setup = LayerCost("setup", "setup")
+    setup.add(p.constant_bytes, p.constant_rounds, p.share("constant"))
+    if any(c.kind == "affine" or (c.kind == "masked" and c.secure_mults > c.drelus) for c in layers):
+        setup.add(p.mult_setup_bytes, p.mult_setup_rounds, p.share("constant"))
+    if setup.bytes:
+        layers.append(setup)
+    total_bytes = sum(c.bytes for c in layers)
+    busiest = sum(c.busiest_bytes for c in layers)
+    rounds = sum(c.rounds for c in layers)
     drelus = sum(c.drelus for c in layers)
     mults = sum(c.secure_mults for c in layers)
     macs = sum(c.macs for c in layers)
     compute = drelus * p.seconds_per_comparison + mults * p.seconds_per_mult + macs * p.seconds_per_mac
-    latency = {net: compute + total_bytes * 8 / (n.bandwidth_mbps * 1e6) + rounds * n.rtt_ms / 1e3
+    latency = {net: compute + busiest * 8 / (n.bandwidth_mbps * 1e6) + rounds * n.rtt_ms / 1e3
                for net, n in settings.networks.items()}
     offline = total_bytes * p.offline_share
-    return {"profile": p.name, "drelus": drelus, "secure_mults": mults, "macs": macs,
-            "comm_mb": total_bytes / 1e6, "online_mb": (total_bytes - offline) / 1e6, "offline_mb": offline / 1e6,
+    return {"profile": p.name, "parties": p.parties, "drelus": drelus, "secure_mults": mults, "macs": macs,
+            "comm_mb": total_bytes / 1e6, "busiest_party_mb": busiest / 1e6,
+            "online_mb": (total_bytes - offline) / 1e6, "offline_mb": offline / 1e6,
             "rounds": rounds, "compute_s": compute, "latency_s": latency,
             "per_layer": [vars(c) for c in layers],
             "nonlinear_mb": sum(c.bytes for c in site_layers) / 1e6}

@@ -5,23 +5,16 @@ from typing import Any
 
 from torch import nn
 
-from benchbed import cost, robustness
+from benchbed import cost
 from benchbed.config import EvaluationSettings, SecureCostSettings
 from benchbed.context import EntryContext
+from benchbed.evaluation import evaluate_model
 from benchbed.hookspecs import hookimpl
-from benchbed.training import accuracy
 
 
 @hookimpl(trylast=True)
 def evaluate(ctx: EntryContext, model: nn.Module, settings: EvaluationSettings) -> dict[str, Any]:
-    data = ctx.data
-    metrics = {"clean_accuracy": accuracy(model, data.test_x, data.test_y, settings.batch_size),
-               "val_accuracy": accuracy(model, data.val_x, data.val_y, settings.batch_size)}
-    if settings.corruptions is not None:
-        metrics.update(robustness.corruption_accuracy(model, data, settings.corruptions, settings.batch_size))
-    if settings.pgd is not None:
-        metrics.update(robustness.pgd_accuracy(model, data, settings.pgd, settings.batch_size, ctx.seed))
-    return metrics
+    return evaluate_model(model, ctx.data, settings, ctx.seed)
 
 
 @hookimpl(trylast=True)

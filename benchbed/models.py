@@ -47,16 +47,17 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet for small images: 3x3 stem conv, no max-pool; ``stages`` of (width, blocks, stride)."""
+    """ResNet for small images: 3x3 stem conv, no max-pool; ``stages`` of (width, blocks, stride).
+    ``stem_relu=False`` builds it with no ReLU after the stem at all, as SNL's and AutoReP's code do."""
 
     def __init__(self, stages: Sequence[tuple[int, int, int]], num_classes: int, in_channels: int,
-                 mean: Sequence[float], std: Sequence[float]):
+                 mean: Sequence[float], std: Sequence[float], stem_relu: bool = True):
         super().__init__()
         width = stages[0][0]
         self.normalize = Normalize(mean, std)
         self.conv1 = _conv3x3(in_channels, width)
         self.bn1 = nn.BatchNorm2d(width)
-        self.relu = ReLUSite(role="stem")
+        self.relu = ReLUSite(role="stem") if stem_relu else nn.Identity()
         layers = []
         for out, blocks, stride in stages:
             layers.append(nn.Sequential(*[BasicBlock(width if i == 0 else out, out, stride if i == 0 else 1)
@@ -93,8 +94,10 @@ class PreActBlock(nn.Module):
 
 
 class WideResNet(nn.Module):
+    """Pre-activation: its stem conv has no ReLU after it, so ``stem_relu`` changes nothing."""
+
     def __init__(self, depth: int, widen: int, num_classes: int, in_channels: int,
-                 mean: Sequence[float], std: Sequence[float]):
+                 mean: Sequence[float], std: Sequence[float], stem_relu: bool = True):
         super().__init__()
         if (depth - 4) % 6:
             raise BenchbedError(f"wide ResNet depth must be 6n+4, got {depth}")
@@ -137,7 +140,7 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec for spec in [
         ModelSpec("resnet18_cifar", lambda **kw: CifarResNet([(64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)], **kw),
-                  "ResNet-18 for 32x32: 3x3 stem, no max-pool (557,056 ReLUs with the stem, 491,520 without)"),
+                  "ResNet-18 for 32x32: 3x3 stem, no max-pool (557,056 ReLUs with the stem ReLU, 491,520 without)"),
         ModelSpec("wrn22_8", lambda **kw: WideResNet(22, 8, **kw), "Wide ResNet 22-8, pre-activation"),
         ModelSpec("resnet_narrow", lambda **kw: CifarResNet([(16, 1, 1), (32, 1, 2), (64, 1, 2)], **kw),
                   "narrow 3-stage ResNet (16/32/64 channels, one block each) for small inputs and CPU suites"),
@@ -146,12 +149,18 @@ MODELS: dict[str, ModelSpec] = {
 
 
 def build_model(name: str, *, num_classes: int, input_shape: Sequence[int],
-                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> nn.Module:
-    """Build a registered model and trace its site shapes for ``input_shape`` = (C, H, W)."""
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                stem_relu: bool = True) -> nn.Module:
+    """Build a registered model and trace its site shapes for ``input_shape`` = (C, H, W).
+
+    ``stem_relu``: keep the ReLU after the stem conv as a site (True, the knapsack and RLNet models)
+    or build the model without it (False, the SNL and AutoReP models). The choice is kept in
+    ``model.build_options`` so that a checkpoint rebuilds the same architecture."""
     if name not in MODELS:
         raise BenchbedError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     channels = input_shape[0]
     model = MODELS[name].build(num_classes=num_classes, in_channels=channels,
-                               mean=mean or [0.0] * channels, std=std or [1.0] * channels)
+                               mean=mean or [0.0] * channels, std=std or [1.0] * channels, stem_relu=stem_relu)
+    model.build_options = {"stem_relu": stem_relu}
     trace_shapes(model, input_shape)
     return model

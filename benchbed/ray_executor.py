@@ -1,30 +1,19 @@
-"""Entries as Ray tasks: one GPU each when the cluster has GPUs, one CPU otherwise.
-
-The driver trains (or loads) the teacher once and hands its checkpoint payload to every task through
-Ray's object store; a task returns its record and checkpoint payload, and the driver writes both,
-so the run directory and resume work exactly as with the local executor."""
+"""A generic scheduler of tasks on Ray: one GPU per task when the cluster has GPUs, one CPU
+otherwise. The caller hands a picklable task and the items to run it on; a payload shared by every
+task (the teacher checkpoints) travels once through Ray's object store. Results come back to the
+caller as they finish, so the caller alone writes the run directory."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from benchbed.errors import BenchbedError
 
-if TYPE_CHECKING:
-    from benchbed.runner import Entry, SuiteRun
+Item = TypeVar("Item")
+Result = TypeVar("Result")
 
 
-def _entry_task(suite, options, suite_path: str, run_dir: str, entry: "Entry", teacher_payload: dict):
-    from benchbed.checkpoint import model_from_payload
-    from benchbed.runner import SuiteRun
-
-    run = SuiteRun.validated(suite, options, suite_path, run_dir)
-    data = run.load_data()
-    teacher = run.shared_teacher(model_from_payload(teacher_payload, "the shared teacher"))
-    return run.run_entry(entry, data, teacher)
-
-
-def run_on_ray(run: "SuiteRun", entries: list["Entry"], teacher_payload: dict,
-               address: str | None) -> Iterator[tuple["Entry", dict, dict | None]]:
+def run_on_ray(task: Callable[[Item, Any], Result], items: list[Item], shared: Any, *, address: str | None = None,
+               device: str = "auto") -> Iterator[tuple[Item, Result]]:
     try:
         import ray
     except ImportError:
@@ -32,14 +21,11 @@ def run_on_ray(run: "SuiteRun", entries: list["Entry"], teacher_payload: dict,
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     gpus = ray.cluster_resources().get("GPU", 0)
-    task = ray.remote(num_gpus=1, num_cpus=0)(_entry_task) if gpus else ray.remote(num_cpus=1)(_entry_task)
-    if run.suite.device == "cuda" and not gpus:
+    if device == "cuda" and not gpus:
         raise BenchbedError("the suite asks for `device: cuda` but the Ray cluster has no GPU")
-    teacher_ref = ray.put(teacher_payload)
-    pending = {task.remote(run.suite, run.options, run.suite_path, str(run.run_dir), entry, teacher_ref): entry
-               for entry in entries}
+    remote = ray.remote(num_gpus=1, num_cpus=0)(task) if gpus else ray.remote(num_cpus=1)(task)
+    shared_ref = ray.put(shared)
+    pending = {remote.remote(item, shared_ref): item for item in items}
     while pending:
         (done,), _ = ray.wait(list(pending), num_returns=1)
-        entry = pending.pop(done)
-        record, payload = ray.get(done)
-        yield entry, record, payload
+        yield pending.pop(done), ray.get(done)

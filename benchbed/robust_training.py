@@ -16,7 +16,7 @@ from benchbed.training import LossFn
 def augmix(x: torch.Tensor, settings: RobustTraining) -> torch.Tensor:
     """torchvision's AugMix on a float batch in [0, 1]; randomness from the global torch RNG."""
     transform = v2.AugMix(severity=settings.augmix_severity, mixture_width=settings.augmix_width,
-                          chain_depth=settings.augmix_depth)
+                          chain_depth=settings.augmix_depth, all_ops=settings.augmix_all_ops)
     as_bytes = (x * 255).round().to(torch.uint8)
     groups = [transform(part) for part in as_bytes.chunk(settings.augmix_groups)]
     return torch.cat(groups).to(x.dtype) / 255

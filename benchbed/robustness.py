@@ -15,6 +15,7 @@ from torch import nn
 
 from benchbed.attacks import pgd
 from benchbed.config import CorruptionSettings, PGDSettings
+from benchbed.corruptions import corrupt
 from benchbed.data import DataBundle, eval_batches
 from benchbed.training import accuracy
 
@@ -69,8 +70,6 @@ def _official(folder: Path, name: str, severity: int, limit: int) -> tuple[torch
 
 
 def _generated(data: DataBundle, name: str, severity: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from benchbed.corruptions import corrupt
-
     x, y = data.test_x[:limit], data.test_y[:limit]
     cache = Path(data.root) / "benchbed-corruptions" / f"{data.name}-v{GENERATOR_VERSION}" / f"{name}-s{severity}-n{len(y)}.pt"
     if cache.exists():

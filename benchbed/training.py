@@ -8,38 +8,18 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Literal
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
+from benchbed.config import DistillationOptions, TrainRecipe
 from benchbed.context import EntryContext
 from benchbed.data import eval_batches
+from benchbed.devices import autocast
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-class TrainRecipe(BaseModel):
-    """Optimiser and schedule for one training stage."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: float = Field(30, gt=0)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = True
-    weight_decay: float = Field(5e-4, ge=0)
-    batch_size: int = Field(128, ge=1)
-    schedule: Literal["cosine", "step", "constant"] = "cosine"
-    milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75],
-                                    description="step schedule: fractions of training at which lr is multiplied by gamma")
-    gamma: float = Field(0.1, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    compile: bool = Field(False, description="train through torch.compile (pays a compile once per stage)")
 
 
 def make_optimizer(params: Iterable[nn.Parameter] | Iterable[dict], recipe: TrainRecipe) -> torch.optim.Optimizer:
@@ -95,9 +75,8 @@ def accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch_size: 
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
-    autocast = torch.autocast(y.device.type, dtype=torch.bfloat16, enabled=y.device.type == "cuda")
     for x, yb in eval_batches(x_u8, y, batch_size):
-        with autocast:
+        with autocast(y.device):
             correct += (model(x).argmax(1) == yb).sum()
     model.train(was_training)
     return correct.item() / max(1, len(y))
@@ -116,22 +95,38 @@ class FitResult:
                 "best_val_accuracy": self.best_val_accuracy, "stopped_by_budget": self.stopped_by_budget}
 
 
+def planned_steps(ctx: EntryContext, epochs: float, batch_size: int, cost_per_image: float = 1.0) -> int:
+    """Optimiser steps a stage will get: ``epochs`` of batches, or fewer when the compute budget cannot
+    pay for them at ``cost_per_image`` budget units (training-image equivalents) per image drawn."""
+    n_train = len(ctx.data.train_y)
+    steps = math.ceil(epochs * max(1, n_train // batch_size))
+    affordable = ctx.clock.remaining_epochs() * n_train / (batch_size * cost_per_image)
+    return max(1, min(steps, math.floor(affordable + 1e-9)) if math.isfinite(affordable) else steps)
+
+
 def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: float | None = None,
         loss_fn: LossFn | None = None, params: Iterable[nn.Parameter] | Iterable[dict] | None = None,
         extra_loss: Callable[[], torch.Tensor] | None = None, select_on_val: bool = True,
-        on_epoch_end: Callable[[int, float], bool | None] | None = None, label: str = "train") -> FitResult:
+        on_epoch_end: Callable[[int, float], bool | None] | None = None, label: str = "train",
+        cost_per_image: float = 1.0, step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        part: str | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` (default: the recipe's), never past the entry's compute budget.
 
     ``loss_fn(logits, y, x)`` defaults to cross-entropy; ``extra_loss()`` is added every step
-    (e.g. a sparsity penalty). After every epoch the validation accuracy is measured; with
-    ``select_on_val`` the best epoch's weights are restored at the end. ``on_epoch_end(epoch,
-    val_accuracy)`` may return True to stop early.
+    (e.g. a sparsity penalty). ``step_loss(x, y)``, when given, replaces the forward pass and
+    ``loss_fn`` (a method that splits the batch into views). ``cost_per_image``: the budget units
+    each image of a batch costs, extra passes and attack steps included (the method charges all
+    but the first itself); the schedule is planned over the steps the budget will pay for, so a
+    cosine or step schedule ends where it is meant to, however much a step costs. After every
+    epoch the validation accuracy is measured; with ``select_on_val`` the best epoch's weights are
+    restored at the end. ``on_epoch_end(epoch, val_accuracy)`` may return True to stop early.
+    With ``part``, a stage that runs fewer epochs than asked is recorded as a cut of that part.
     """
-    epochs = min(recipe.epochs if epochs is None else epochs, ctx.clock.remaining_epochs())
+    asked = recipe.epochs if epochs is None else epochs
     n_train = len(ctx.data.train_y)
     batch_size = min(recipe.batch_size, n_train)
     steps_per_epoch = max(1, n_train // batch_size)
-    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    total_steps = planned_steps(ctx, asked, batch_size, cost_per_image)
     loss_fn = loss_fn or cross_entropy(recipe.label_smoothing)
     optimizer = make_optimizer(model.parameters() if params is None else params, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -145,9 +140,12 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
     while step < total_steps and not ctx.clock.exhausted:
         model.train()
         for x, y in ctx.train_batches(batch_size):
-            with ctx.autocast:
-                logits = forward(x)
-            loss = loss_fn(logits, y, x)
+            if step_loss is not None:
+                loss = step_loss(x, y)
+            else:
+                with ctx.autocast:
+                    logits = forward(x)
+                loss = loss_fn(logits, y, x)
             if extra_loss is not None:
                 loss = loss + extra_loss()
             optimizer.zero_grad(set_to_none=True)
@@ -170,20 +168,14 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
         model.load_state_dict(best_state)
     if not select_on_val and history:
         best_acc, best_epoch = history[-1]["val_accuracy"], history[-1]["epoch"]
-    return FitResult(step / steps_per_epoch, best_epoch, best_acc, ctx.clock.exhausted_at is not None, history)
-
-
-class DistillationOptions(BaseModel):
-    """Options every distilling method shares; a method's options model inherits them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kd_temperature: float = Field(4.0, gt=0, description="distillation temperature T")
-    kd_weight: float = Field(1.0, ge=0, description="weight of KD(T) next to cross-entropy")
+    ran = step / steps_per_epoch
+    if part is not None and step < math.ceil(asked * steps_per_epoch):
+        ctx.record_cut(part, f"{ran:.3g} of {asked:g} epochs")
+    return FitResult(ran, best_epoch, best_acc, ctx.clock.exhausted_at is not None, history)
 
 
 def distilled_finetune(ctx: EntryContext, model: nn.Module, recipe: TrainRecipe, opts: DistillationOptions) -> dict:
     """Finetune a linearized model (sites frozen) on CE + KD from the suite's teacher; the weights kept are
     those of the best validation epoch. Returns the fit summary for the record."""
     loss = distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight)
-    return fit(model, ctx, recipe, loss_fn=loss, label=f"{ctx.method} finetune").summary()
+    return fit(model, ctx, recipe, loss_fn=loss, label=f"{ctx.method} finetune", part="finetune").summary()

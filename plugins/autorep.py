@@ -9,12 +9,16 @@ dropped one comes back only when s > t. The gradient reaches s straight through 
 DaPa: p is the least-squares quadratic fit of ReLU under N(μ, σ²), μ and σ the running statistics of
 the channel's pre-activation. Writing X = μ + σZ and projecting relu(X) on the Hermite polynomials
 1, Z, Z²−1 gives E[f] = σ(zΦ + φ), E[fZ] = σΦ and E[f(Z²−1)] = σφ (z = μ/σ), which expand to the
-closed form in ``dapa_coefficients``. The coefficients are refreshed from the running statistics
-early in the search and trained freely afterwards. (The reference code passes the variance where σ
-belongs and rescales c0, c2 ad hoc; here σ is the standard deviation and nothing is rescaled.)
+closed form in ``dapa_coefficients``. As in the authors' code, the coefficients are trainable
+throughout and, during the first ``dapa_refresh_epochs``, overwritten from the running statistics
+every ``dapa_refresh_every`` training steps. ``dapa: exact`` uses that fit; ``dapa: reference``
+reproduces what the released code ran (``reference_dapa``): the clipped running *variance* where σ
+belongs, c0/5 and c2/10, and c2 scaled by another 0.1 in the forward — an almost linear polynomial.
 
-The search ends at exactly the budget (top-k on scores when the hinge lands off it); ``finetune``
-then trains weights and polynomials with the mask frozen, CE + KD, best epoch on validation.
+The hinge weight is the paper's where the budget is one of its table's, interpolated otherwise. The
+search ends at exactly the budget (top-k on scores when the hysteresis lands off it); ``finetune``
+(benchbed's addition: the paper has none, and ``finetune: null`` leaves it out) trains weights and
+polynomials with the mask frozen, CE + KD, best epoch on validation.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl)
+                          SiteKernel, TrainRecipe, counted_sites, distillation, fit, hookimpl)
 
 # The paper's hinge weights by budget on ResNet-18 (491,520 counted ReLUs), read as budget fractions.
 PAPER_LAMBDAS = [(6_000, 200.0), (9_000, 140.0), (12_900, 80.0), (15_000, 60.0), (25_000, 40.0)]
@@ -47,8 +51,26 @@ def dapa_coefficients(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tens
     return c2, c1, c0
 
 
+# The released code's DaPa: the running variance, clipped from below, stands where σ belongs; c0 and c2
+# are divided by 5 and 10, and the forward multiplies c2 by another 0.1.
+REFERENCE_VAR_MIN = 0.5
+REFERENCE_STORED = (0.1, 1.0, 0.2)       # stored (c2, c1, c0) = closed form × these
+REFERENCE_FORWARD = (0.1, 1.0, 1.0)      # forward multiplies the stored (c2, c1, c0) by these
+
+
+def reference_dapa(mu: torch.Tensor, running_var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The polynomial the released code applies, as effective (c2, c1, c0) of ``c2·x² + c1·x + c0``."""
+    c2, c1, c0 = dapa_coefficients(mu, torch.as_tensor(running_var, dtype=torch.float64).clamp_min(REFERENCE_VAR_MIN))
+    scale = [s * f for s, f in zip(REFERENCE_STORED, REFERENCE_FORWARD)]
+    return c2 * scale[0], c1 * scale[1], c0 * scale[2]
+
+
 def default_lambda(budget: int, capacity: int) -> float:
-    """The paper's hinge weight for this budget, interpolated in budget fraction (clamped at the ends)."""
+    """The paper's hinge weight: its table's value where the budget is one of its budgets, otherwise
+    interpolated in budget fraction of ResNet-18's 491,520 ReLUs (clamped at the ends)."""
+    table = dict(PAPER_LAMBDAS)
+    if budget in table:
+        return table[budget]
     fraction = budget / capacity
     points = [(b / PAPER_RELUS, lam) for b, lam in PAPER_LAMBDAS]
     if fraction <= points[0][0]:
@@ -60,37 +82,55 @@ def default_lambda(budget: int, capacity: int) -> float:
 
 
 def hysteresis(mask: torch.Tensor, score: torch.Tensor, threshold: float) -> torch.Tensor:
-    """A kept ReLU (1) drops only below −t; a dropped one (0) returns only above t."""
-    return torch.where(mask.bool(), score >= -threshold, score > threshold).to(mask.dtype)
+    """A kept ReLU (1) drops once its score is at or below −t; a dropped one (0) returns only above t."""
+    return torch.where(mask.bool(), score > -threshold, score > threshold).to(mask.dtype)
 
 
 class Options(DistillationOptions):
     granularity: Literal["pixel", "channel"] = "pixel"
     polynomial: Literal["dapa", "identity", "trainable"] = "dapa"
+    dapa: Literal["exact", "reference"] = Field(
+        "exact", description="exact: the least-squares fit under N(mu, sigma²); reference: what the released "
+                             "code ran (clipped variance for sigma, c0/5, c2/100 in effect)")
     threshold: float = Field(0.003, ge=0, description="hysteresis threshold t")
-    ste_scale: Literal["none", "softplus"] = Field("none", description="scale of the straight-through gradient "
-                                                                         "(the reference uses softplus(s))")
+    ste_scale: Literal["none", "softplus"] = Field("softplus", description="scale of the straight-through gradient "
+                                                                             "(the reference uses softplus(s))")
     hinge_lambda: float | None = Field(None, gt=0, description="hinge weight; default: the paper's table by budget")
     score_lr: float | None = Field(None, gt=0, description="lr of the scores (default: the search lr)")
+    small_budget_lr: float | None = Field(None, gt=0, description="search lr for budgets up to `small_budget` "
+                                                                  "(the paper: 3e-4 up to 12.9K)")
+    small_budget: int = Field(12_900, ge=1)
     search: TrainRecipe = Field(
         default_factory=lambda: TrainRecipe(epochs=200, optimizer="adam", lr=1e-3, weight_decay=0.0, batch_size=128,
                                             schedule="cosine"),
         description="joint training of weights, scores and polynomials; its epochs are a cap")
     search_share: float = Field(0.75, gt=0, le=1, description="largest share of the entry's compute for the search")
-    dapa_refresh_share: float = Field(0.25, ge=0, le=1, description="share of the search during which DaPa "
-                                                                     "coefficients follow the running statistics")
+    dapa_refresh_every: int = Field(10, ge=1, description="training steps between DaPa refreshes")
+    dapa_refresh_epochs: float = Field(1.3, ge=0, description="DaPa coefficients are refreshed from the running "
+                                                              "statistics during this many first epochs (the "
+                                                              "reference: 508 steps of 128 images on CIFAR)")
     stats_momentum: float = Field(0.1, gt=0, le=1)
-    finetune: TrainRecipe = Field(
+    finetune: TrainRecipe | None = Field(
         default_factory=lambda: TrainRecipe(epochs=100, optimizer="adam", lr=1e-4, weight_decay=0.0, batch_size=128,
                                             schedule="cosine"),
-        description="finetune with the mask frozen; its epochs are cut to what is left of the compute budget")
+        description="finetune with the mask frozen (not in the paper; null leaves it out); its epochs are cut to "
+                    "what is left of the compute budget")
+
+
+# The published recipe (CIFAR-100 ResNet-18): 200 epochs of search and no separate finetune.
+PAPER_RECIPE = {
+    "ste_scale": "softplus", "threshold": 0.003, "search_share": 1.0, "small_budget_lr": 3e-4,
+    "search": {"epochs": 200, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128,
+               "schedule": "cosine"},
+    "finetune": None,
+}
 
 
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(description="hysteresis-gated ReLU indicators with straight-through scores; replaced "
                                   "pixels use DaPa polynomials; hinge budget penalty",
-                      paper="Peng et al., ICCV 2023, arXiv:2308.10134", options=Options)
+                      paper="Peng et al., ICCV 2023, arXiv:2308.10134", options=Options, paper_recipe=PAPER_RECIPE)
 
 
 class AutoRePKernel(SiteKernel):
@@ -107,8 +147,14 @@ class AutoRePKernel(SiteKernel):
         self.register_buffer("running_var", torch.ones(channels))
         identity = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
         start = torch.stack(dapa_coefficients(torch.zeros(channels), torch.ones(channels)), 1).float()
-        self.coeffs = nn.Parameter(identity if opts.polynomial == "identity" else start,
-                                   requires_grad=opts.polynomial == "trainable")
+        reference = opts.polynomial == "dapa" and opts.dapa == "reference"
+        # The reference starts from (almost) the identity and trains its stored coefficients, which the
+        # forward scales; the exact variant trains the effective coefficients themselves.
+        self.coeffs = nn.Parameter(identity if opts.polynomial == "identity" or reference else start,
+                                   requires_grad=opts.polynomial != "identity")
+        self.register_buffer("forward_scale", torch.tensor(REFERENCE_FORWARD if reference else (1.0, 1.0, 1.0)))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+        self.refresh_until = 0  # training steps during which DaPa follows the running statistics
         self.opts = opts
 
     def gate(self) -> torch.Tensor:
@@ -119,9 +165,17 @@ class AutoRePKernel(SiteKernel):
         return self.mask + surrogate - surrogate.detach()
 
     def refresh_dapa(self) -> None:
+        """Coefficients from the running statistics of the site's input (stored ones, for ``reference``)."""
         with torch.no_grad():
-            c2, c1, c0 = dapa_coefficients(self.running_mean, self.running_var.sqrt())
-            self.coeffs.copy_(torch.stack([c2, c1, c0], 1).float())
+            if self.opts.dapa == "reference":
+                coeffs = torch.stack(reference_dapa(self.running_mean, self.running_var), 1) / self.forward_scale
+            else:
+                coeffs = torch.stack(dapa_coefficients(self.running_mean, self.running_var.sqrt()), 1)
+            self.coeffs.copy_(coeffs.float())
+
+    def effective_coeffs(self) -> torch.Tensor:
+        """(C, 3) coefficients (c2, c1, c0) of the polynomial the forward applies."""
+        return self.coeffs * self.forward_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
@@ -131,10 +185,14 @@ class AutoRePKernel(SiteKernel):
                 m = self.opts.stats_momentum
                 self.running_mean.lerp_(xf.mean(dim=(0, 2, 3)), m)
                 self.running_var.lerp_(xf.var(dim=(0, 2, 3)), m)
+                self.steps += 1
+                if (self.opts.polynomial == "dapa" and self.steps <= self.refresh_until
+                        and self.steps % self.opts.dapa_refresh_every == 0):
+                    self.refresh_dapa()
             gate = self.gate()
         else:
             gate = self.mask
-        c = self.coeffs.to(x.dtype)
+        c = self.effective_coeffs().to(x.dtype)
         poly = (c[:, 0].view(1, -1, 1, 1) * x + c[:, 1].view(1, -1, 1, 1)) * x + c[:, 2].view(1, -1, 1, 1)
         gate = gate.to(x.dtype)
         return gate * F.relu(x) + (1 - gate) * poly
@@ -186,36 +244,40 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
         return lam * F.relu((kept - ctx.budget) / capacity)
 
     search_epochs = min(opts.search.epochs, opts.search_share * ctx.clock.remaining_epochs())
-    refresh_until = opts.dapa_refresh_share * search_epochs
+    if search_epochs < opts.search.epochs:
+        ctx.record_cut("search", f"{search_epochs:.3g} of {opts.search.epochs:g} epochs")
+    recipe = opts.search
+    if opts.small_budget_lr is not None and ctx.budget <= opts.small_budget:
+        recipe = recipe.model_copy(update={"lr": opts.small_budget_lr})
+    steps_per_epoch = max(1, len(ctx.data.train_y) // min(recipe.batch_size, len(ctx.data.train_y)))
+    for k in kernels.values():
+        k.refresh_until = round(opts.dapa_refresh_epochs * steps_per_epoch)
     trace = []
 
     def after_epoch(epoch: int, val_acc: float) -> bool:
-        kept = sum(s.relus for s in sites.values())
-        trace.append({"epoch": epoch, "kept": kept, "val_accuracy": val_acc})
-        if opts.polynomial == "dapa":
-            refreshing = epoch + 1 < refresh_until
-            for k in kernels.values():
-                if refreshing:
-                    k.refresh_dapa()
-                k.coeffs.requires_grad_(not refreshing)
+        trace.append({"epoch": epoch, "kept": sum(s.relus for s in sites.values()), "val_accuracy": val_acc})
         return False
 
-    if opts.polynomial == "dapa":
-        for k in kernels.values():
-            k.coeffs.requires_grad_(refresh_until <= 0)
-    result = fit(model, ctx, opts.search, epochs=search_epochs, params=params, extra_loss=hinge,
+    result = fit(model, ctx, recipe, epochs=search_epochs, params=params, extra_loss=hinge,
                  loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight), select_on_val=False,
                  on_epoch_end=after_epoch, label=f"{ctx.method} search")
     kept = sum(s.relus for s in sites.values())
     masks = ({n: k.mask.detach().cpu() for n, k in kernels.items()} if kept == ctx.budget
              else top_k_masks(kernels, ctx.budget))
     for name, site in sites.items():
-        site.set_mask(masks[name], kernels[name].coeffs.detach().cpu(), trainable=opts.polynomial != "identity")
-    return MaskResult(model, {"search_epochs": round(result.epochs, 4), "hinge_lambda": lam,
+        site.set_mask(masks[name], kernels[name].effective_coeffs().detach().cpu(),
+                      trainable=opts.polynomial != "identity")
+    return MaskResult(model, {"search_epochs": round(result.epochs, 4), "search_lr": recipe.lr, "hinge_lambda": lam,
+                              "dapa": opts.dapa if opts.polynomial == "dapa" else None,
+                              "dapa_refresh_steps": next(iter(kernels.values())).refresh_until if kernels else 0,
                               "kept_by_hysteresis": kept, "top_k_adjusted": kept != ctx.budget,
                               "final": sum(s.relus for s in sites.values()), "trace": trace})
 
 
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
-    return FinetuneResult(model, distilled_finetune(ctx, model, ctx.options.finetune, ctx.options))
+    opts: Options = ctx.options
+    if opts.finetune is None:
+        return FinetuneResult(model, {"finetune": "none (as in the paper)"})
+    loss = distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight)
+    return FinetuneResult(model, fit(model, ctx, opts.finetune, loss_fn=loss, label=f"{ctx.method} finetune").summary())

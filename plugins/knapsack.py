@@ -1,7 +1,10 @@
 """Knapsack patch-ReLU (Gorski & Avidan, arXiv 2304.10442).
 
 Every channel of every counted site picks one option: a patch size (h, w) — the sign of each
-patch's mean, one DReLU per patch, gates the whole patch — or identity (no ReLU) or zero. The
+patch's mean, one DReLU per patch, gates the whole patch — or identity (no ReLU), or zero when
+``include_zero`` (the authors' search does not offer it). The patch sizes are by default the
+authors' catalogue for the map size (``AUTHORS_PATCHES``); a map size it lacks gets the generated
+catalogue, and the record says which one each map size used. The
 price of an option is its DReLUs; its distortion is the mean squared change of the logits when only
 that channel is switched to it, measured on training images. An exact multiple-choice knapsack
 then picks one option per channel, minimising total distortion under the DReLU budget.
@@ -9,8 +12,10 @@ then picks one option per channel, minimising total distortion under the DReLU b
 Distortion probes are batched with ``torch.func.vmap``: the probe's change is injected at the site
 by a forward hook, so everything before the site does not depend on the vmapped input and runs once
 per batch of probes. Probing is forward-only work and is charged to the entry's compute budget (a
-forward counts a third of a training image); when the budget cannot afford ``distortion_images``
-images per probe, fewer are used and the record says so.
+forward counts a third of a training image). Each probe averages over ``distortion_images`` images
+(the paper's 2,048) when the budget affords them within ``extraction_share``; otherwise over as many
+as it affords, but never fewer than ``min_distortion_images`` while the whole budget can pay for
+them; every shortfall is recorded as a cut.
 """
 from __future__ import annotations
 
@@ -19,26 +24,56 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from benchbed_plugins.mckp import solve_mckp
+from benchbed_plugins._mckp import solve_mckp
 from pydantic import Field
 from torch.func import vmap
 
-from benchbed.api import (IDENTITY, ZERO, BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, Strict,
+from benchbed.api import (FORWARD_SHARE, IDENTITY, ZERO, BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, Strict,
                           TrainRecipe, counted_sites, cross_entropy, distillation, fit, hookimpl, patch_drelus,
                           patch_gate)
-from benchbed.compute import FORWARD_SHARE
-from benchbed.data import to_float
 
-__all__ = ["solve_mckp", "catalogue", "extract_distortions"]
+__all__ = ["solve_mckp", "catalogue", "extract_distortions", "AUTHORS_PATCHES", "site_catalogue"]
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in item.split("x")) for item in text.split()]
+
+
+# The patch shapes (height x width) of the authors' search per square map size, as listed in their
+# repository (yg320/secure_inference, research/distortion/parameters/block_sizes.py), in their order.
+# Not symmetric: e.g. 3x12 and 12x4 are offered, 12x3 and 4x12 are not. The 16 px list is the 32 px
+# one without its two largest squares.
+_AUTHORS_16 = (
+    "1x1 1x2 2x1 1x3 3x1 1x4 2x2 4x1 1x5 5x1 1x6 2x3 3x2 6x1 1x8 2x4 4x2 8x1 3x3 2x5 5x2 2x6 3x4 4x3 6x2 "
+    "3x5 5x3 2x8 4x4 8x2 3x6 6x3 4x5 5x4 3x8 4x6 6x4 8x3 5x5 3x9 9x3 5x6 6x5 4x8 8x4 3x12 6x6 6x8 8x6 12x4 "
+    "7x7 5x10 10x5 4x15 5x12 6x10 10x6 12x5 4x16 8x8 16x4 6x12 12x6 5x16 8x10 10x8 16x5 6x16 8x12 12x8 16x6 "
+    "10x10 8x16 16x8 12x12 16x16")
+AUTHORS_PATCHES: dict[int, list[tuple[int, int]]] = {
+    1: _shapes("1x1"),
+    2: _shapes("1x1 1x2 2x1 2x2"),
+    4: _shapes("1x1 1x2 2x1 2x2 2x4 4x2 4x4"),
+    8: _shapes("1x1 1x2 2x1 1x3 3x1 1x4 2x2 4x1 2x3 3x2 1x8 2x4 4x2 8x1 3x3 3x4 4x3 2x8 4x4 8x2 4x8 8x4 8x8"),
+    16: _shapes(_AUTHORS_16),
+    32: _shapes(_AUTHORS_16 + " 24x24 32x32"),
+}
 
 
 class Options(Strict):
+    patch_catalogue: Literal["authors", "generated"] = Field(
+        "authors", description="authors: their patch shapes per map size (generated where they list none); "
+                               "generated: every pair of `patch_dims` within `max_aspect`, and the full map")
     patch_dims: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8, 12, 16, 32],
-                                  description="patch heights and widths to combine (those up to the map size)")
-    max_aspect: float = Field(4.0, ge=1, description="largest ratio of a patch's long side to its short side")
-    include_zero: bool = Field(True, description="offer zeroing a channel as an option")
+                                  description="generated catalogue: patch heights and widths to combine")
+    max_aspect: float = Field(4.0, ge=1, description="generated catalogue: largest ratio of a patch's long side to "
+                                                     "its short side")
+    include_zero: bool = Field(False, description="offer zeroing a channel as an option (the authors' search "
+                                                  "does not)")
     distortion_images: int = Field(2048, ge=1, description="training images per distortion probe (paper: 2,048)")
-    extraction_share: float = Field(0.5, gt=0, le=1, description="largest share of the compute for distortion probes")
+    min_distortion_images: int = Field(128, ge=1, description="fewest images per probe: taken beyond "
+                                                              "`extraction_share` when needed, cut only when the "
+                                                              "whole budget cannot pay for them")
+    extraction_share: float = Field(0.5, gt=0, le=1, description="share of the compute for distortion probes "
+                                                                 "when it affords `min_distortion_images`")
     probe_batch: int = Field(32, ge=1, description="probes evaluated together in one vmapped forward")
     image_batch: int = Field(128, ge=1, description="images per probe forward")
     loss: Literal["ce", "kd"] = Field("ce", description="finetune loss: plain CE (paper) or CE + KD")
@@ -50,11 +85,20 @@ class Options(Strict):
         description="finetune after the choice; its epochs are cut to what is left of the compute budget")
 
 
+# The published recipe (CIFAR-100 ResNet-18): 2,048 images per probe, 120 finetune epochs.
+PAPER_RECIPE = {
+    "patch_catalogue": "authors", "include_zero": False, "distortion_images": 2048, "loss": "ce",
+    "finetune": {"epochs": 120, "optimizer": "sgd", "lr": 0.005, "momentum": 0.9, "nesterov": False,
+                 "weight_decay": 1e-3, "batch_size": 128, "schedule": "step", "milestones": [0.25, 0.5, 0.75],
+                 "gamma": 0.25, "warmup_epochs": 5},
+}
+
+
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(description="patch ReLUs (one DReLU per patch) with per-channel patch sizes chosen by an "
                                   "exact multiple-choice knapsack over measured logit distortion",
-                      paper="Gorski & Avidan, arXiv:2304.10442", options=Options)
+                      paper="Gorski & Avidan, arXiv:2304.10442", options=Options, paper_recipe=PAPER_RECIPE)
 
 
 def catalogue(height: int, width: int, dims: list[int], max_aspect: float) -> list[tuple[int, int]]:
@@ -64,6 +108,23 @@ def catalogue(height: int, width: int, dims: list[int], max_aspect: float) -> li
     ws = sorted({d for d in dims if d <= width} | {width})
     sizes = [(h, w) for h in hs for w in ws if max(h, w) / min(h, w) <= max_aspect]
     return sizes + [(height, width)] * ((height, width) not in sizes)
+
+
+def site_catalogue(height: int, width: int, opts: Options) -> tuple[list[tuple[int, int]], str]:
+    """The patch sizes offered on an ``height``×``width`` map, and which catalogue they come from."""
+    if opts.patch_catalogue == "authors" and height == width and height in AUTHORS_PATCHES:
+        return list(AUTHORS_PATCHES[height]), "authors"
+    return catalogue(height, width, opts.patch_dims, opts.max_aspect), "generated"
+
+
+def probe_images(affordable_by_budget: float, train_size: int, opts: Options) -> int:
+    """Images per probe: ``distortion_images`` if ``extraction_share`` of the budget affords them, else
+    what that share affords but at least ``min_distortion_images``, all capped by what the whole
+    budget (``affordable_by_budget`` images per probe) and the training set allow."""
+    by_share = int(opts.extraction_share * affordable_by_budget) if affordable_by_budget < float("inf") else train_size
+    wanted = max(min(opts.distortion_images, by_share), min(opts.min_distortion_images, opts.distortion_images))
+    whole = int(affordable_by_budget) if affordable_by_budget < float("inf") else train_size
+    return max(1, min(wanted, whole, train_size))
 
 
 @torch.no_grad()
@@ -132,20 +193,22 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     if ctx.budget is None:
         raise BenchbedError("knapsack needs a ReLU budget")
     sites = counted_sites(model)
-    options = {}
+    options, catalogues = {}, {}
     for name, site in sites.items():
         _, height, width = site.shape
-        options[name] = (catalogue(height, width, opts.patch_dims, opts.max_aspect) + [IDENTITY]
-                         + [ZERO] * opts.include_zero)
+        sizes, source = site_catalogue(height, width, opts)
+        options[name] = sizes + [IDENTITY] + [ZERO] * opts.include_zero
+        catalogues[f"{height}x{width}"] = {"source": source, "patch_shapes": len(sizes),
+                                           "options": len(options[name])}
     probes = sum(site.shape[0] * len(options[name]) for name, site in sites.items())
-    affordable = opts.extraction_share * ctx.clock.remaining_epochs() * len(ctx.data.train_y) / (FORWARD_SHARE * probes)
-    n_images = max(1, min(opts.distortion_images, len(ctx.data.train_y), int(affordable)))
-    chosen = torch.randperm(len(ctx.data.train_y), generator=torch.Generator().manual_seed(ctx.seed))[:n_images]
-    images = to_float(ctx.data.train_x[chosen.to(ctx.data.train_x.device)])
-    distortion, throughput = extract_distortions(model, sites, options, images, opts, ctx.clock.allows_forward)
+    n_images = probe_images(ctx.clock.remaining_epochs() * len(ctx.data.train_y) / (FORWARD_SHARE * probes),
+                            len(ctx.data.train_y), opts)
     if n_images < opts.distortion_images:
-        ctx.notes["knapsack"] = (f"distortion measured on {n_images} images per probe "
-                                 f"({opts.distortion_images} asked): the compute budget allowed no more")
+        short = f"{n_images} of {opts.distortion_images} images per probe"
+        ctx.record_cut("distortion_images", short + (f", below the stated minimum of {opts.min_distortion_images}"
+                                                     if n_images < opts.min_distortion_images else ""))
+    images = ctx.sample_train_images(n_images)
+    distortion, throughput = extract_distortions(model, sites, options, images, opts, ctx.clock.allows_forward)
     ctx.log(f"{ctx.method}: {probes:,} probes × {n_images} images, "
             f"{throughput['probe_images_per_second']:,.0f} probe-images/s")
 
@@ -167,7 +230,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
         start += channels
     model.train()
     return MaskResult(model, {"distortion_images": n_images, "probes": probes, "throughput": throughput,
-                              "total_distortion": total,
+                              "total_distortion": total, "catalogue": catalogues,
                               "options_per_site": {n: len(o) for n, o in options.items()}})
 
 
@@ -176,5 +239,5 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
     opts: Options = ctx.options
     loss = (distillation(ctx.teacher, opts.kd_temperature) if opts.loss == "kd"
             else cross_entropy(opts.finetune.label_smoothing))
-    result = fit(model, ctx, opts.finetune, loss_fn=loss, label=f"{ctx.method} finetune")
+    result = fit(model, ctx, opts.finetune, loss_fn=loss, label=f"{ctx.method} finetune", part="finetune")
     return FinetuneResult(model, result.summary())

@@ -20,14 +20,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from benchbed import robustness
 from benchbed.api import (BenchbedError, EntryContext, EvaluationSettings, FinetuneResult, MaskResult, MethodInfo,
-                          Strict, TrainRecipe, accuracy, counted_sites, fit, hookimpl, kd_loss)
-from benchbed.config import RobustTraining
-from benchbed.data import to_float
-from benchbed.dual_bn import bn_path, convert_dual_bn, has_dual_bn
-from benchbed.models import stage_modules
-from benchbed.robust_training import adversarial, augmix
+                          RobustTraining, Strict, TrainRecipe, adversarial, augmix, bn_path, convert_dual_bn,
+                          counted_sites, evaluate_model, fit, has_dual_bn, hookimpl, kd_loss, stage_modules)
 
 
 class Options(Strict):
@@ -119,8 +114,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     n_images = min(opts.mismatch_images, len(ctx.data.train_y))
     if not ctx.clock.allows_forward(n_images):
         raise BenchbedError("rlnet: no compute budget left to rank pixels")
-    order = torch.randperm(len(ctx.data.train_y), generator=torch.Generator().manual_seed(ctx.seed))[:n_images]
-    mismatch = relu_mismatch(model, sites, to_float(ctx.data.train_x[order.to(ctx.data.train_x.device)]))
+    mismatch = relu_mismatch(model, sites, ctx.sample_train_images(n_images))
     for name, site in sites.items():
         flat = torch.zeros(site.numel)
         flat[torch.sort(mismatch[name].flatten().cpu(), descending=True, stable=True).indices[:counts[name]]] = 1
@@ -177,15 +171,11 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
 
 @hookimpl
 def evaluate(ctx: EntryContext, model, settings: EvaluationSettings) -> dict[str, Any]:
-    data, size = ctx.data, settings.batch_size
     with bn_path(model, "clean"):
-        metrics: dict[str, Any] = {"clean_accuracy": accuracy(model, data.test_x, data.test_y, size),
-                                   "val_accuracy": accuracy(model, data.val_x, data.val_y, size)}
-        if settings.corruptions is not None:
-            metrics.update(robustness.corruption_accuracy(model, data, settings.corruptions, size))
+        metrics = evaluate_model(model, ctx.data, settings, ctx.seed, metrics=("clean", "val", "corruptions"))
     with bn_path(model, "adv"):
-        metrics["clean_accuracy_adv_bn"] = accuracy(model, data.test_x, data.test_y, size)
-        if settings.pgd is not None:
-            metrics.update(robustness.pgd_accuracy(model, data, settings.pgd, size, ctx.seed))
+        adv = evaluate_model(model, ctx.data, settings, ctx.seed, metrics=("clean", "pgd"))
+    metrics["clean_accuracy_adv_bn"] = adv.pop("clean_accuracy")
+    metrics.update(adv)
     metrics["bn_paths"] = {"clean_and_corruptions": "clean", "pgd": "adv"}
     return metrics

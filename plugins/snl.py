@@ -8,6 +8,14 @@ count is within the budget, or when its share of the compute budget is spent; ei
 is the top-``budget`` alphas, so every entry lands exactly on its budget (the reference code stops
 slightly under it). Finetune: mask frozen, CE + KD, SGD + cosine, best epoch on validation — the
 reference picked it on test.
+
+The paper's schedule needs as many epochs as it takes (421 for 15K ReLUs on CIFAR-100). Under a
+compute budget the search gets a share of it, and a search stopped early leaves a mask that is the
+top-k of barely-trained alphas. So by default (``lambda_schedule: on_track``) lambda also grows
+×``lambda_catch_up`` after every epoch whose alive count is above a geometric path from the start
+count to the budget, reached at ``on_track_by`` of the search's planned epochs; with a generous
+share the path is lax and the paper's rule alone drives lambda. ``compute: paper`` runs the paper's
+rule alone.
 """
 from __future__ import annotations
 
@@ -18,7 +26,8 @@ from pydantic import Field
 from torch import nn
 
 from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl)
+                          SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl,
+                          planned_steps)
 
 
 class Options(DistillationOptions):
@@ -26,6 +35,12 @@ class Options(DistillationOptions):
     lambda_init: float = Field(1e-5, gt=0, description="initial weight of the L1 penalty on alphas")
     lambda_growth: float = Field(1.1, ge=1, description="lambda multiplier after an epoch without a new low")
     lambda_patience_start: int = Field(5, ge=0, description="first epoch at which lambda may grow")
+    lambda_schedule: Literal["on_track", "paper"] = Field(
+        "on_track", description="paper: only the paper's rule; on_track: also grow lambda while the alive count "
+                                "is behind the path that reaches the budget within the search's share")
+    lambda_catch_up: float = Field(2.0, gt=1, description="lambda multiplier after an epoch behind the path")
+    on_track_by: float = Field(0.8, gt=0, le=1, description="share of the planned search epochs by which the "
+                                                           "path reaches the budget")
     alive_threshold: float = Field(1e-2, description="an alpha above this counts as a live ReLU")
     alpha_lr: float | None = Field(None, gt=0, description="lr of the alphas (default: the search lr)")
     search: TrainRecipe = Field(
@@ -39,11 +54,23 @@ class Options(DistillationOptions):
         description="finetune with the mask frozen; its epochs are cut to what is left of the compute budget")
 
 
+# The published recipe (CIFAR-100 ResNet-18): the search runs until the budget is reached, the
+# finetune 100 epochs.
+PAPER_RECIPE = {
+    "lambda_schedule": "paper", "lambda_init": 1e-5, "lambda_growth": 1.1, "lambda_patience_start": 5,
+    "search_share": 1.0,
+    "search": {"epochs": 1000, "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0, "batch_size": 128,
+               "schedule": "constant"},
+    "finetune": {"epochs": 100, "optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "nesterov": False,
+                 "weight_decay": 5e-4, "batch_size": 128, "schedule": "cosine"},
+}
+
+
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(description="learned per-pixel ReLU masks: L1 on alphas with a growing lambda, "
                                   "top-k to the exact budget, then finetune with KD",
-                      paper="Cho et al., ICML 2022, arXiv:2202.02340", options=Options)
+                      paper="Cho et al., ICML 2022, arXiv:2202.02340", options=Options, paper_recipe=PAPER_RECIPE)
 
 
 class AlphaKernel(SiteKernel):
@@ -66,11 +93,22 @@ class AlphaKernel(SiteKernel):
     drelus = relus
 
 
-def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Options) -> float:
-    """SNL's schedule: grow lambda when an epoch (from ``lambda_patience_start`` on) set no new low."""
+def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Options,
+                target: float | None = None) -> float:
+    """SNL's schedule: grow lambda when an epoch (from ``lambda_patience_start`` on) set no new low;
+    with a ``target`` alive count for this epoch, grow it ×``lambda_catch_up`` instead while behind it."""
+    if target is not None and alive > target:
+        return lam * opts.lambda_catch_up
     if epoch >= opts.lambda_patience_start and alive >= best_alive:
         return lam * opts.lambda_growth
     return lam
+
+
+def on_track_target(epoch: int, start: int, budget: int, planned_epochs: float, by: float) -> float:
+    """Alive count at the end of ``epoch`` (0-based) on the geometric path from ``start`` down to
+    ``budget``, reached after ``by`` of ``planned_epochs``."""
+    progress = min(1.0, (epoch + 1) / max(by * planned_epochs, 1e-9))
+    return start * (budget / start) ** progress
 
 
 def binarize(alphas: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, int]], budget: int) -> dict[str, torch.Tensor]:
@@ -115,15 +153,21 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     params = [{"params": weights}, {"params": alphas, "lr": opts.alpha_lr or opts.search.lr, "weight_decay": 0.0}]
     alive = lambda: sum(s.relus for s in sites.values())  # noqa: E731
 
-    state = {"lambda": opts.lambda_init, "best": alive(), "reached": False, "trace": []}
+    start = alive()
+    state = {"lambda": opts.lambda_init, "best": start, "reached": False, "trace": []}
     search_epochs = min(opts.search.epochs, opts.search_share * ctx.clock.remaining_epochs())
     seconds_cap = opts.search_share * ctx.clock.remaining_seconds()
     start_seconds = ctx.clock.seconds_used
+    batch = min(opts.search.batch_size, len(ctx.data.train_y))
+    planned = planned_steps(ctx, search_epochs, batch) / max(1, len(ctx.data.train_y) // batch)
 
     def after_epoch(epoch: int, val_acc: float) -> bool:
         count = alive()
-        state["trace"].append({"epoch": epoch, "alive": count, "lambda": state["lambda"], "val_accuracy": val_acc})
-        state["lambda"] = next_lambda(state["lambda"], epoch, count, state["best"], opts)
+        target = (on_track_target(epoch, start, ctx.budget, planned, opts.on_track_by)
+                  if opts.lambda_schedule == "on_track" and ctx.budget < start else None)
+        state["trace"].append({"epoch": epoch, "alive": count, "lambda": state["lambda"], "val_accuracy": val_acc,
+                               **({} if target is None else {"on_track_target": round(target)})})
+        state["lambda"] = next_lambda(state["lambda"], epoch, count, state["best"], opts, target)
         state["best"] = min(state["best"], count)
         state["reached"] = count <= ctx.budget
         return state["reached"] or ctx.clock.seconds_used - start_seconds >= seconds_cap
@@ -136,13 +180,14 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     masks = binarize({n: k.alpha for n, k in kernels.items()}, {n: s.shape for n, s in sites.items()}, ctx.budget)
     for name, site in sites.items():
         site.set_mask(masks[name])
-    info = {"search_epochs": round(result.epochs, 4), "search_seconds": round(ctx.clock.seconds_used - start_seconds, 3),
+    info = {"search_epochs": round(result.epochs, 4), "planned_search_epochs": round(planned, 4),
+            "search_seconds": round(ctx.clock.seconds_used - start_seconds, 3),
             "alive_at_stop": final_alive, "budget_reached_by_search": state["reached"],
-            "final_lambda": state["lambda"], "binarized_to": sum(s.relus for s in sites.values()),
-            "trace": state["trace"]}
+            "lambda_schedule": opts.lambda_schedule, "final_lambda": state["lambda"],
+            "binarized_to": sum(s.relus for s in sites.values()), "trace": state["trace"]}
     if not state["reached"]:
-        ctx.notes["snl"] = (f"search stopped by the compute budget at {final_alive:,} live ReLUs; "
-                            f"mask = top-{ctx.budget:,} alphas")
+        ctx.record_cut("mask_search", f"stopped by its compute share after {result.epochs:.3g} epochs at "
+                                      f"{final_alive:,} live ReLUs (budget {ctx.budget:,}); mask = top-k alphas")
     return MaskResult(model, info)
 
 

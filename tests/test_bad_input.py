@@ -117,7 +117,7 @@ def test_unknown_command_line_usage_exits_non_zero():
 
 
 def test_partial_nested_options_keep_the_methods_other_defaults():
-    from benchbed.config import validate_options
+    from benchbed.suite import validate_options
     from benchbed_plugins.snl import Options
 
     opts = validate_options(Options, {"search": {"lr": 0.01}})

@@ -17,7 +17,8 @@ from benchbed.compute import ComputeClock
 from benchbed.context import EntryContext
 from benchbed.data import load_dataset
 from benchbed.models import build_model
-from benchbed.training import TrainRecipe, fit
+from benchbed.config import TrainRecipe
+from benchbed.training import fit
 
 BATCH = 64
 EPOCHS = 3

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from benchbed.compute import FORWARD_SHARE
-from benchbed.config import validate_options
+from benchbed.suite import validate_options
 from benchbed.sites import IDENTITY, ZERO, counted_sites, drelu_count, patch_drelus
 from benchbed_plugins import knapsack
 

@@ -23,7 +23,7 @@ def two_seeds(tmp_path_factory):
     for seed in (0, 1):
         suite = root / f"s{seed}.yaml"
         suite.write_text(yaml.safe_dump(_merge(TINY_SUITE, {"seeds": [seed], "methods": METHODS})))
-        SuiteRun(suite, out=root / f"run{seed}", quiet=True).run()
+        SuiteRun.from_file(suite, out=root / f"run{seed}", quiet=True).run()
         dirs.append(root / f"run{seed}")
     return root, dirs
 
@@ -57,7 +57,7 @@ def test_leaderboard_command_rerenders_a_run(two_seeds, capsys):
 def test_runs_of_different_suites_are_not_merged(two_seeds, write_suite, tmp_path):
     _, dirs = two_seeds
     other = write_suite(budgets=[32], methods=[{"name": "all_relu"}])
-    SuiteRun(other, out=tmp_path / "other", quiet=True).run()
+    SuiteRun.from_file(other, out=tmp_path / "other", quiet=True).run()
     with pytest.raises(BenchbedError, match="different suite configurations"):
         render([dirs[0], tmp_path / "other"], tmp_path / "out")
 

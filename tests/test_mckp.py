@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from benchbed_plugins.mckp import solve_mckp
+from benchbed_plugins._mckp import solve_mckp
 
 # Small integers make ties in value common; -inf marks an option that may not be chosen.
 VALUES = st.one_of(st.integers(-5, 5).map(float), st.floats(-100, 100), st.just(-math.inf))

@@ -40,7 +40,7 @@ def test_every_hook_is_exercised_by_a_run(write_suite, tmp_path):
     called = set()
     pm = plugin_manager()
     pm.add_hookcall_monitoring(lambda name, impls, kwargs: called.add(name), lambda *a: None)
-    SuiteRun(write_suite(), out=tmp_path / "run", quiet=True, methods=Methods(pm)).run()
+    SuiteRun.from_file(write_suite(), out=tmp_path / "run", quiet=True, methods=Methods(pm)).run()
     assert called == set(SPECS)
 
 
@@ -95,7 +95,7 @@ def test_third_party_plugin_registers_through_an_entry_point(third_party, write_
     method = Methods(plugin_manager()).get("first_pixels")
     assert (method.package, method.version) == ("fake-bb-plugin", "0.3.0")
     suite = write_suite(methods=[{"name": "first_pixels", "options": {"keep_first": True}}])
-    counts = SuiteRun(suite, out=tmp_path / "run", quiet=True).run()
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
     assert counts["ok"] == 2
     records = {r["budget"]: r for r in entry_records(tmp_path / "run")}
     assert records[64]["drelus"] == 64 and records[512]["drelus"] == 512
@@ -151,7 +151,7 @@ def test_dispatch_reaches_only_the_entrys_method_and_overrides_win(methods_with,
     own_metrics = lambda ctx, model, settings: {"clean_accuracy": 0.5, "val_accuracy": 0.5, "own": 1.0}  # noqa: E731
     methods = methods_with(("alpha", _method("alpha", calls)), ("beta", _method("beta", calls, evaluate=own_metrics)))
     suite = write_suite(methods=[{"name": "alpha"}, {"name": "beta"}])
-    SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     assert calls == [("alpha", "build_mask"), ("alpha", "finetune"), ("beta", "build_mask"), ("beta", "finetune")]
     records = {r["method"]: r for r in entry_records(tmp_path / "run")}
     assert records["beta"]["metrics"]["own"] == 1.0, "a method's evaluate overrides the core default"

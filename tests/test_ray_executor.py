@@ -24,15 +24,15 @@ def local_ray():
 
 @pytest.mark.slow
 def test_smoke_suite_on_ray_matches_the_local_form(local_ray, tmp_path, write_suite):
-    counts = SuiteRun(ROOT / "suites" / "smoke.yaml", out=tmp_path / "ray", quiet=True).run(executor="ray")
+    counts = SuiteRun.from_file(ROOT / "suites" / "smoke.yaml", out=tmp_path / "ray", quiet=True).run(executor="ray")
     assert counts["error"] == 0 and counts["ok"] > 0
     ray_records = {r["entry"]: r for r in entry_records(tmp_path / "ray")}
     assert all(r["status"] == "ok" for r in ray_records.values())
     assert all((tmp_path / "ray" / "entries" / r["checkpoint"]).exists() for r in ray_records.values())
 
     tiny = write_suite(methods=[{"name": "all_relu"}, {"name": "random_mask"}])
-    SuiteRun(tiny, out=tmp_path / "local", quiet=True).run()
-    SuiteRun(tiny, out=tmp_path / "tiny_ray", quiet=True).run(executor="ray")
+    SuiteRun.from_file(tiny, out=tmp_path / "local", quiet=True).run()
+    SuiteRun.from_file(tiny, out=tmp_path / "tiny_ray", quiet=True).run(executor="ray")
     local = {r["entry"]: r for r in entry_records(tmp_path / "local")}
     remote = {r["entry"]: r for r in entry_records(tmp_path / "tiny_ray")}
     assert local.keys() == remote.keys()
@@ -43,6 +43,6 @@ def test_smoke_suite_on_ray_matches_the_local_form(local_ray, tmp_path, write_su
 
     board = render([tmp_path / "ray"], tmp_path / "ray", stem="leaderboard").read_text()
     assert "| snl" in board and "| all_relu" in board
-    again = SuiteRun(ROOT / "suites" / "smoke.yaml", out=tmp_path / "ray", quiet=True).run(executor="ray")
+    again = SuiteRun.from_file(ROOT / "suites" / "smoke.yaml", out=tmp_path / "ray", quiet=True).run(executor="ray")
     assert again["skipped"] == len(ray_records) and again["ok"] == 0
     assert json.loads((tmp_path / "ray" / "suite.json").read_text())["suite"]["name"] == "smoke"

@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchbed.config import EvaluationSettings, validate_options
+from benchbed.config import EvaluationSettings
+from benchbed.suite import validate_options
 from benchbed.dual_bn import DualBatchNorm2d, has_dual_bn
 from benchbed.runner import SuiteRun
 from benchbed.sites import counted_sites, drelu_count
@@ -84,7 +85,7 @@ def test_finetune_and_evaluate_route_both_bn_paths(make_ctx):
 def test_robust_teacher_recipe(write_suite, tmp_path):
     suite = write_suite(teacher={"recipe": {"epochs": 1}, "robust": {"pgd_steps": 2}}, budgets=[64],
                         methods=[{"name": "all_relu"}], evaluation={"pgd": {"images": 32, "steps": 2, "check_steps": 1}})
-    SuiteRun(suite, out=tmp_path / "run", quiet=True).run()
+    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
     record = json.loads((tmp_path / "run" / "teacher.json").read_text())
     assert record["source"]["robust"] is True
     from benchbed.checkpoint import load_checkpoint

@@ -12,7 +12,8 @@ from benchbed.config import CorruptionSettings, PGDSettings
 from benchbed.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn
 from benchbed.models import build_model
 from benchbed.robustness import corruption_accuracy, pgd_accuracy
-from benchbed.training import TrainRecipe, accuracy, fit
+from benchbed.config import TrainRecipe
+from benchbed.training import accuracy, fit
 
 
 @pytest.fixture(scope="module")

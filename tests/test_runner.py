@@ -43,7 +43,7 @@ def test_greedy_method_is_held_to_the_epoch_budget(write_suite, methods_with, tm
 
     methods = methods_with(("greedy", method_plugin(_all_ones, greedy_finetune)))
     suite = write_suite(methods=[{"name": "greedy"}], compute={"epochs": 1.5})
-    SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     for record in _records(tmp_path / "run").values():
         assert record["status"] == "ok"
         assert record["compute"]["limit"]["epochs"] == 1.5
@@ -62,7 +62,7 @@ def test_method_ignoring_the_clock_is_stopped_and_flagged(write_suite, methods_w
     methods = methods_with(("spinner", method_plugin(spin)))
     suite = write_suite(methods=[{"name": "spinner"}, {"name": "random_mask"}], compute={"epochs": None, "seconds": 0.5},
                         budgets=[64])
-    counts = SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     assert counts == {"ok": 1, "over_budget": 1, "error": 0, "skipped": 0}
     records = _records(tmp_path / "run")
     spinner = records["spinner__64__s0"]
@@ -89,7 +89,7 @@ def test_failures_are_recorded_and_the_others_go_on(write_suite, methods_with, t
     methods = methods_with(("boom", method_plugin(boom)), ("too_many", method_plugin(too_many)), ("unfrozen", method_plugin(unfrozen)))
     suite = write_suite(methods=[{"name": "boom"}, {"name": "too_many"}, {"name": "unfrozen"}, {"name": "all_relu"}],
                         budgets=[64])
-    counts = SuiteRun(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     assert counts["error"] == 3 and counts["ok"] == 1
     records = _records(tmp_path / "run")
     assert records["boom__64__s0"]["error"] == "RuntimeError: mask search diverged"
@@ -99,7 +99,7 @@ def test_failures_are_recorded_and_the_others_go_on(write_suite, methods_with, t
 
 
 def test_record_holds_everything_the_result_depends_on(write_suite, tmp_path):
-    SuiteRun(write_suite(), out=tmp_path / "run", quiet=True).run()
+    SuiteRun.from_file(write_suite(), out=tmp_path / "run", quiet=True).run()
     record = _records(tmp_path / "run")["random_mask__64__s0"]
     assert record["status"] == "ok" and record["drelus"] == 64 and record["relus"] == 64
     assert record["relus_all_sites"] == 64
@@ -115,7 +115,7 @@ def test_record_holds_everything_the_result_depends_on(write_suite, tmp_path):
 
 
 def test_stem_convention_is_applied(write_suite, tmp_path):
-    SuiteRun(write_suite(model={"count_stem": False}, budgets=[64]), out=tmp_path / "run", quiet=True).run()
+    SuiteRun.from_file(write_suite(model={"count_stem": False}, budgets=[64]), out=tmp_path / "run", quiet=True).run()
     records = _records(tmp_path / "run")
     assert records["random_mask__64__s0"]["drelus"] == 64
     assert records["random_mask__64__s0"]["drelus_all_sites"] == 64 + 16 * 8 * 8, "the stem ReLU stays and is priced"
@@ -123,9 +123,9 @@ def test_stem_convention_is_applied(write_suite, tmp_path):
 
 
 def test_a_run_directory_belongs_to_one_suite(write_suite, tmp_path):
-    SuiteRun(write_suite(budgets=[64], methods=[{"name": "all_relu"}]), out=tmp_path / "run", quiet=True).run()
+    SuiteRun.from_file(write_suite(budgets=[64], methods=[{"name": "all_relu"}]), out=tmp_path / "run", quiet=True).run()
     with pytest.raises(BenchbedError, match="different suite configuration"):
-        SuiteRun(write_suite(budgets=[65], methods=[{"name": "all_relu"}]), out=tmp_path / "run", quiet=True).run()
+        SuiteRun.from_file(write_suite(budgets=[65], methods=[{"name": "all_relu"}]), out=tmp_path / "run", quiet=True).run()
 
 
 def test_resume_after_a_killed_run(write_suite, tmp_path):
@@ -142,7 +142,7 @@ def test_resume_after_a_killed_run(write_suite, tmp_path):
     done_before = {p.name: p.read_text() for p in (run_dir / "entries").glob("*.json")}
     assert 1 <= len(done_before) < 4, "the kill must land mid-run"
 
-    counts = SuiteRun(suite, out=run_dir, quiet=True).run()
+    counts = SuiteRun.from_file(suite, out=run_dir, quiet=True).run()
     assert counts["skipped"] == len(done_before)
     assert counts["ok"] == 4 - len(done_before)
     for name, text in done_before.items():
@@ -152,8 +152,6 @@ def test_resume_after_a_killed_run(write_suite, tmp_path):
 
 
 def test_compiled_training_path_trains(make_ctx):
-    from benchbed.training import TrainRecipe, fit
-
     ctx, model = make_ctx(None, budget=None, epochs=1.0)
     before = [p.detach().clone() for p in model.parameters()]
     result = fit(model, ctx, TrainRecipe(epochs=1, lr=0.05, batch_size=256, compile=True))

@@ -1,0 +1,132 @@
+"""Loading a suite file and checking it against what is installed, before any work starts; and the
+plan of entries (method × budget × seed) it asks for.
+
+``load_suite`` reports every problem at once, each as ``FILE: field.path: message``: YAML syntax,
+unknown or mistyped fields, unknown datasets, models or methods, unknown method options, and
+budgets the model cannot meet."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from benchbed.config import Suite
+from benchbed.data import DATASETS
+from benchbed.errors import SuiteError
+from benchbed.models import MODELS, build_model
+from benchbed.plugins import Methods
+from benchbed.records import entry_id
+from benchbed.sites import capacity, set_stem_counted
+
+
+@dataclass(frozen=True)
+class Entry:
+    method: str
+    budget: int | None
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return entry_id(self.method, self.budget, self.seed)
+
+
+def plan(suite: Suite, methods: Methods) -> list[Entry]:
+    entries = []
+    for seed in suite.seeds:
+        for m in suite.methods:
+            budgets = suite.budgets if methods.get(m.name).info.budgeted else [None]
+            entries += [Entry(m.name, b, seed) for b in budgets]
+    return entries
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    return [f"{_loc(prefix + tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+
+
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def validate_options(model: type[BaseModel], given: dict[str, Any]) -> BaseModel:
+    """A method's options: what the suite gives, merged into the method's defaults at every depth,
+    so that ``search: {lr: 0.01}`` changes the lr and keeps the rest of the method's search recipe."""
+    try:
+        defaults = model().model_dump()
+    except ValidationError:  # options without a default for every field: nothing to merge into
+        return model.model_validate(given)
+    return model.model_validate(_deep_merge(defaults, given))
+
+
+def read_suite(path: str | Path) -> Suite:
+    """Parse ``path`` against the schema alone."""
+    path = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SuiteError(path, ["no such file"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SuiteError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if not isinstance(raw, dict):
+        raise SuiteError(path, ["a suite is a YAML mapping with dataset, model, teacher, budgets, compute, methods"])
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise SuiteError(path, _errors(exc)) from None
+
+
+def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, BaseModel]]:
+    """Parse and validate ``path``; return the suite and every method's validated options."""
+    suite = read_suite(path)
+    unknown_parts = _registry_problems(suite)
+    problems = list(unknown_parts)
+    options: dict[str, BaseModel] = {}
+    installed = methods.all
+    for i, entry in enumerate(suite.methods):
+        if entry.name not in installed:
+            problems.append(f"methods.{i}.name: unknown method {entry.name!r}; installed: {', '.join(installed) or 'none'}")
+            continue
+        try:
+            options[entry.name] = validate_options(installed[entry.name].info.options, entry.options)
+        except ValidationError as exc:
+            problems.extend(_errors(exc, ("methods", i, "options")))
+    if suite.secure_cost.enabled and suite.secure_cost.profile not in methods.cost_profiles:
+        problems.append(f"secure_cost.profile: unknown profile {suite.secure_cost.profile!r}; "
+                        f"installed: {', '.join(methods.cost_profiles)}")
+    if not unknown_parts:
+        problems += _budget_problems(suite)
+    if suite.teacher.checkpoint and not Path(suite.teacher.checkpoint).expanduser().is_file():
+        problems.append(f"teacher.checkpoint: no file at {suite.teacher.checkpoint}")
+    if problems:
+        raise SuiteError(str(path), problems)
+    return suite, options
+
+
+def _registry_problems(suite: Suite) -> list[str]:
+    problems = []
+    if suite.dataset.name not in DATASETS:
+        problems.append(f"dataset.name: unknown dataset {suite.dataset.name!r}; choose one of {', '.join(DATASETS)}")
+    if suite.model.name not in MODELS:
+        problems.append(f"model.name: unknown model {suite.model.name!r}; choose one of {', '.join(MODELS)}")
+    return problems
+
+
+def _budget_problems(suite: Suite) -> list[str]:
+    spec = DATASETS[suite.dataset.name]
+    model = build_model(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape)
+    set_stem_counted(model, suite.model.count_stem)
+    limit = capacity(model)
+    return [f"budgets.{i}: {b:,} exceeds the {limit:,} counted ReLUs of {suite.model.name} on "
+            f"{suite.dataset.name} (count_stem={suite.model.count_stem})"
+            for i, b in enumerate(suite.budgets) if b > limit]
