@@ -49,8 +49,9 @@ def synthetic_data(input_shape: tuple[int, int, int], num_classes: int, images: 
     x = torch.randint(0, 256, (images, *input_shape), dtype=torch.uint8, generator=generator)
     y = torch.randint(0, num_classes, (images,), generator=generator)
     channels = input_shape[0]
-    return DataBundle("synthetic", x, y, x[:256], y[:256], x[:256], y[:256], num_classes,
-                      (0.5,) * channels, (0.25,) * channels, crop_padding=4 if input_shape[1] >= 32 else 1, flip=True)
+    return DataBundle(name="synthetic", train_x=x, train_y=y, val_x=x[:256], val_y=y[:256], test_x=x[:256],
+                      test_y=y[:256], num_classes=num_classes, mean=(0.5,) * channels, std=(0.25,) * channels,
+                      crop_padding=4 if input_shape[1] >= 32 else 1, flip=True)
 
 
 def _timed(fn: Callable[[], object], device: torch.device) -> float:

@@ -1,15 +1,24 @@
-"""Per-operation ABY3 cost constants measured in SecretFlow SPU: ``python -m benchbed.calibrate``.
+"""Per-operation cost constants measured in SecretFlow SPU: ``python -m benchbed.calibrate [--protocol P]``.
 
-Every constant comes from tiny JAX functions run in SPU's 3-party ABY3 simulator (FM64, 18
-fractional bits) with all three parties profiled, exactly as ``benchbed.mpc.measure`` runs a model.
-Each function is measured at three sizes; the bytes must be exactly ``a·n + b`` and the rounds the
-same at every size, or the script fails. ``a`` is the per-element constant, ``b`` the one-time cost
-of public constants that SPU turns secret (e.g. a zero for padding), which is ``constant_bytes``.
+Every constant comes from tiny JAX functions run in SPU's simulator (FM64, 18 fractional bits) with
+every party profiled, exactly as ``benchbed.secure_infer.measure`` runs a model. Each function is
+measured at three sizes; the bytes must be ``a·n + b`` and the rounds the same at every size, or the
+script fails. Rounds are sequential communication rounds as ``benchbed.spu_runtime`` counts them.
 
-Bytes are totals over the three parties; rounds are the most send actions of any party (SPU's own
-latency proxy; truncation reassigns party roles at random, so a party's count may move by one).
-The ``seconds_*`` figures are SPU's local execution time on the machine that ran the script:
-simulator time with all three parties on one CPU, rough, for relative comparisons only.
+- ``aby3`` (3 parties): ``a`` is the per-element constant, ``b`` the one-time cost of public
+  constants that SPU turns secret (e.g. a zero for padding), which is ``constant_bytes``.
+- ``cheetah`` (2 parties): the first HE product and the first oblivious transfers in each direction
+  set up keys and silent-OT state, once per inference (``constant_*``); the first secret elementwise
+  product sets up its own (``mult_setup_*``). Every primitive is measured as the difference between
+  a run with a warm-up (that pays the setup) plus the primitive and the warm-up alone. Linear layers
+  are HE-based and their price depends on how SPU packs the layer's shape into ciphertexts, so each
+  layer shape of the calibration models is measured as it is (``linear_measured``); a per-layer +
+  per-output formula fitted to them prices other shapes. Sizes stay below the first refill of the
+  silent-OT pool (1024 elements), as in a small model at batch size 1.
+
+Bytes are totals over the parties; ``busiest_share`` is the share of each primitive's bytes that its
+busiest party sends. The ``seconds_*`` figures are SPU's local execution time on the machine that
+ran the script: simulator time with all parties on one CPU, rough, for relative comparisons only.
 """
 from __future__ import annotations
 
@@ -21,35 +30,74 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+import torch
+from torch import nn
 
-from benchbed import mpc
+from benchbed.cost import PROFILE_FILES, linear_key, linear_layers
 from benchbed.errors import BenchbedError
+from benchbed.models import build_model
+from benchbed.spu_runtime import FIELD, compile_spu, protocol, run_executable, run_secure, spu_version
 
-DEFAULT_OUTPUT = Path(__file__).with_name("aby3_profile.json")
 FXP_BITS = 18
 CHANNELS = 16
+# the models whose layer shapes the cheetah profile measures: the smoke suite's, and (full run) a
+# 3-channel 32x32 input of the same network
+CALIBRATION_MODELS = {"quick": [("resnet_narrow", (1, 8, 8))],
+                      "full": [("resnet_narrow", (1, 8, 8)), ("resnet_narrow", (3, 32, 32))]}
+
+Make = Callable[[int], tuple[Callable, list[np.ndarray]]]
 
 
-def _run(fn: Callable, *args: np.ndarray) -> mpc.SpuRun:
-    return mpc.run_secure(fn, *args, fxp_fraction_bits=FXP_BITS)
+class Cost:
+    """Bytes (all parties), the busiest party's bytes and rounds of one run, or of a difference of runs."""
+
+    def __init__(self, bytes_: float, busiest: float, rounds: int):
+        self.bytes, self.busiest, self.rounds = bytes_, busiest, rounds
+
+    def __sub__(self, other: "Cost") -> "Cost":
+        return Cost(self.bytes - other.bytes, self.busiest - other.busiest, self.rounds - other.rounds)
+
+
+class Meter:
+    """Runs functions in SPU under one protocol; with a warm-up, reports a function's cost on top of
+    the warm-up's (the warm-up's outputs are returned too, so that SPU keeps its work)."""
+
+    def __init__(self, protocol_name: str, warmup: tuple[Callable, list[np.ndarray]] | None = None):
+        self.protocol = protocol_name
+        self.warmup = warmup
+        self.base = self._run(lambda: (), []) if warmup else Cost(0, 0, 0)
+
+    def _run(self, fn: Callable, args: list[np.ndarray]) -> Cost:
+        if self.warmup:
+            wfn, wargs = self.warmup
+            k = len(wargs)
+
+            def both(*xs, measured=fn):
+                return wfn(*xs[:k]), measured(*xs[k:])
+
+            fn, args = both, [*wargs, *args]
+        run = run_secure(fn, *args, protocol_name=self.protocol, fxp_fraction_bits=FXP_BITS)
+        return Cost(run.bytes_total, run.busiest_party_bytes, run.rounds)
+
+    def cost(self, fn: Callable, args: list[np.ndarray]) -> Cost:
+        return self._run(fn, args) - self.base
 
 
 class Fit:
-    """Bytes ``a·n + b`` and rounds of one function measured at several sizes."""
+    """Bytes ``a·n + b``, busiest-party share and rounds of one function measured at several sizes."""
 
-    def __init__(self, name: str, sizes: Sequence[int], make: Callable[[int], tuple[Callable, list[np.ndarray]]]):
+    def __init__(self, meter: Meter, name: str, sizes: Sequence[int], make: Make, tolerance: float = 0.0):
         self.name, self.sizes = name, list(sizes)
-        self.bytes, self.rounds = [], []
-        for n in self.sizes:
-            fn, args = make(n)
-            run = _run(fn, *args)
-            self.bytes.append(run.bytes_total)
-            self.rounds.append(run.rounds)
+        costs = [meter.cost(*make(n)) for n in self.sizes]
+        self.bytes = [c.bytes for c in costs]
+        self.rounds = [c.rounds for c in costs]
         n0, n1 = self.sizes[0], self.sizes[-1]
         self.a = (self.bytes[-1] - self.bytes[0]) / (n1 - n0)
         self.b = self.bytes[0] - self.a * n0
+        self.share = (costs[-1].busiest - costs[0].busiest) / (self.bytes[-1] - self.bytes[0]) if self.a else 0.5
         predicted = [self.a * n + self.b for n in self.sizes]
-        if any(abs(p - m) > 1e-9 * max(m, 1) for p, m in zip(predicted, self.bytes)):
+        slack = tolerance * max(abs(b) for b in self.bytes) + 1e-9  # cheetah's OT messages vary by a few bytes
+        if any(abs(p - m) > slack for p, m in zip(predicted, self.bytes)):
             raise BenchbedError(f"calibration: {name} bytes {self.bytes} at sizes {self.sizes} are not linear in size")
         if len(set(self.rounds)) != 1:
             raise BenchbedError(f"calibration: {name} rounds {self.rounds} at sizes {self.sizes} depend on the size")
@@ -60,14 +108,14 @@ class Fit:
 
     def record(self) -> dict:
         return {"sizes": self.sizes, "bytes": self.bytes, "rounds": self.rounds,
-                "bytes_per_unit": _num(self.a), "bytes_fixed": _num(self.b)}
+                "bytes_per_unit": _num(self.a), "bytes_fixed": _num(self.b), "busiest_share": round(self.share, 4)}
 
 
 def _num(v: float) -> int | float:
     return int(round(v)) if abs(v - round(v)) < 1e-9 else round(float(v), 6)
 
 
-def _elementwise(fn: Callable, inputs: int = 1, dtype=np.float32) -> Callable[[int], tuple[Callable, list[np.ndarray]]]:
+def _elementwise(fn: Callable, inputs: int = 1, dtype=np.float32) -> Make:
     """``fn`` on ``inputs`` secret tensors of shape (1, 16, s, s) with n = 16·s² elements."""
     def make(n: int):
         side = int(round((n / CHANNELS) ** 0.5))
@@ -77,24 +125,21 @@ def _elementwise(fn: Callable, inputs: int = 1, dtype=np.float32) -> Callable[[i
         if np.issubdtype(dtype, np.integer):
             args = [rng.integers(-1000, 1000, shape).astype(dtype) for _ in range(inputs)]
         else:
-            args = [rng.standard_normal(shape).astype(dtype) for _ in range(inputs)]
+            args = [rng.standard_normal(shape).astype(np.float32) * 0.5 for _ in range(inputs)]
         return fn, args
     return make
 
 
-def _channel_constant(seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).uniform(0.2, 0.9, (1, CHANNELS, 1, 1)).astype(np.float32)
-
-
-def _conv_fn():
+def _conv_fn(stride: int = 1, padding: int = 1):
     from jax import lax
 
     def conv(x, w):
-        return lax.conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)], dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        return lax.conv_general_dilated(x, w, (stride, stride), [(padding, padding)] * 2,
+                                        dimension_numbers=("NCHW", "OIHW", "NCHW"))
     return conv
 
 
-def _conv(cin: int, cout: int) -> Callable[[int], tuple[Callable, list[np.ndarray]]]:
+def _conv(cin: int, cout: int) -> Make:
     """3×3 SAME conv with SECRET weights; n = output elements = cout·s²."""
     def make(n: int):
         side = int(round((n / cout) ** 0.5))
@@ -105,7 +150,7 @@ def _conv(cin: int, cout: int) -> Callable[[int], tuple[Callable, list[np.ndarra
     return make
 
 
-def _dense(features: int = 64) -> Callable[[int], tuple[Callable, list[np.ndarray]]]:
+def _dense(features: int = 64) -> Make:
     """Linear layer with SECRET weights; n = output features."""
     def make(n: int):
         rng = np.random.default_rng(n)
@@ -114,50 +159,78 @@ def _dense(features: int = 64) -> Callable[[int], tuple[Callable, list[np.ndarra
     return make
 
 
-def _seconds(fn: Callable, args: list[np.ndarray], repeats: int) -> float:
-    executable = mpc.compile_spu(fn, args)
-    return min(mpc.run_executable(executable, args, fxp_fraction_bits=FXP_BITS).seconds for _ in range(repeats))
+def _layer(module: nn.Module, shape_in: tuple[int, ...]) -> tuple[Callable, list[np.ndarray]]:
+    """One conv or dense layer of a model as a JAX function of a secret input and secret weights."""
+    rng = np.random.default_rng(0)
+    weight = module.weight.detach().cpu().numpy().astype(np.float32)
+    if isinstance(module, nn.Conv2d):
+        return (_conv_fn(module.stride[0], module.padding[0]),
+                [rng.standard_normal((1, *shape_in)).astype(np.float32), weight])
+    return (lambda x, w: x @ w), [rng.standard_normal((1, shape_in[0])).astype(np.float32), weight.T.copy()]
 
 
-def _time_slope(sizes: Sequence[int], make: Callable[[int], tuple[Callable, list[np.ndarray]]],
-                units: Callable[[int], int], repeats: int) -> float:
+def _seconds(protocol_name: str, fn: Callable, args: list[np.ndarray], repeats: int) -> float:
+    executable = compile_spu(fn, args)
+    return min(run_executable(executable, args, protocol_name=protocol_name, fxp_fraction_bits=FXP_BITS).seconds
+               for _ in range(repeats))
+
+
+def _time_slope(protocol_name: str, sizes: Sequence[int], make: Make, units: Callable[[int], int],
+                repeats: int) -> float:
     """Seconds per unit: least-squares slope of SPU's execution time over the units of work."""
     xs, ys = [], []
     for n in sizes:
         fn, args = make(n)
         xs.append(units(n))
-        ys.append(_seconds(fn, args, repeats))
+        ys.append(_seconds(protocol_name, fn, args, repeats))
     slope = float(np.polyfit(np.asarray(xs, float), np.asarray(ys, float), 1)[0])
     return max(slope, ys[-1] / xs[-1] * 1e-3)  # never negative on a noisy machine
 
 
-def calibrate(*, quick: bool = False, log: Callable[[str], None] = print) -> dict:
-    import jax
+def _primitives(meter: Meter, sizes: Sequence[int], tolerance: float, log: Callable[[str], None]) -> dict[str, Fit]:
     import jax.numpy as jnp
 
-    sizes = (256, 1024, 4096)
     fits: dict[str, Fit] = {}
 
-    def fit(name: str, make, sizes=sizes) -> Fit:
-        fits[name] = f = Fit(name, sizes, make)
-        log(f"  {name:14s} bytes {f.bytes} rounds {f.rounds} -> {_num(f.a)} B/unit + {_num(f.b)} B")
+    def fit(name: str, make: Make, sizes=sizes) -> Fit:
+        fits[name] = f = Fit(meter, name, sizes, make, tolerance)
+        log(f"  {name:14s} bytes {f.bytes} rounds {f.rounds} -> {_num(f.a)} B/unit + {_num(f.b)} B, "
+            f"busiest party {f.share:.3f}")
         return f
 
-    log("measuring communication (ABY3, FM64, fxp 18, all 3 parties profiled)")
-    relu = fit("relu", _elementwise(lambda x: jnp.maximum(x, 0)))
-    compare = fit("compare", _elementwise(lambda x: x > 0))
-    gated = fit("compare_select", _elementwise(lambda x, y: jnp.where(y > 0, x, 0), inputs=2))
-    mult = fit("mult_int", _elementwise(lambda x, y: x * y, inputs=2, dtype=np.int32))
-    mult_fxp = fit("mult_fxp", _elementwise(lambda x, y: x * y, inputs=2))
-    scale = _channel_constant(1)
-    trunc = fit("trunc", _elementwise(lambda x: x * scale))
-    c2, c1, c0 = _channel_constant(2) - 0.5, _channel_constant(3), _channel_constant(4) - 0.5
-    poly = fit("poly", _elementwise(lambda x: x * (c2 * x + c1) + c0))
-    conv = fit("conv_secret", _conv(4, 8), sizes=(128, 512, 2048))
-    dense = fit("linear_secret", _dense(), sizes=(16, 64, 256))
-    affine = fit("affine_secret", _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1], inputs=3))
-    const = fit("constant", _elementwise(lambda x: jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))))
+    fit("relu", _elementwise(lambda x: jnp.maximum(x, 0)))
+    fit("compare", _elementwise(lambda x: x > 0))
+    fit("compare_select", _elementwise(lambda x, y: jnp.where(y > 0, x, 0), inputs=2))
+    fit("mult_fxp", _elementwise(lambda x, y: x * y, inputs=2))
+    # a polynomial pixel as the export computes it: per-pixel secret coefficients (gathered for free)
+    fit("poly", _elementwise(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4))
+    fit("affine_secret", _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1], inputs=3))
+    return fits
 
+
+def _common(fits: dict[str, Fit]) -> dict:
+    relu, compare, gated = fits["relu"], fits["compare"], fits["compare_select"]
+    return {
+        "relu_bytes": _num(relu.a), "compare_bytes": _num(compare.a), "select_bytes": _num(gated.a - compare.a),
+        "poly_bytes": _num(fits["poly"].a), "affine_bytes": _num(fits["affine_secret"].a),
+        "busiest_share": {"relu": round(relu.share, 4), "compare": round(compare.share, 4),
+                          "select": round(((gated.a * gated.share - compare.a * compare.share) / (gated.a - compare.a))
+                                          if gated.a != compare.a else relu.share, 4),
+                          "poly": round(fits["poly"].share, 4), "affine": round(fits["affine_secret"].share, 4)},
+    }
+
+
+def _calibrate_aby3(log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
+    import jax.numpy as jnp
+
+    meter = Meter("aby3")
+    fits = _primitives(meter, (256, 1024, 4096), 0.0, log)
+    for name, sizes, make in [("conv_secret", (128, 512, 2048), _conv(4, 8)), ("linear_secret", (16, 64, 256), _dense()),
+                              ("constant", (256, 1024, 4096),
+                               _elementwise(lambda x: jnp.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))))]:
+        fits[name] = f = Fit(meter, name, sizes, make)
+        log(f"  {name:14s} bytes {f.bytes} rounds {f.rounds} -> {_num(f.a)} B/unit + {_num(f.b)} B")
+    conv, dense, const = fits["conv_secret"], fits["linear_secret"], fits["constant"]
     if const.a != 0 or const.b <= 0:
         raise BenchbedError(f"calibration: padding a secret map should cost a fixed amount, got {const.record()}")
     constant_bytes, constant_rounds = const.b, const.round_count
@@ -166,87 +239,163 @@ def calibrate(*, quick: bool = False, log: Callable[[str], None] = print) -> dic
         """Rounds of ``f`` less the rounds of the public constants it turned secret."""
         return f.round_count - (constant_rounds * round(f.b / constant_bytes) if f.b > 0 else 0)
 
-    for f in (relu, compare, mult, trunc, poly, affine):
+    for f in fits.values():
         if f.b not in (0, constant_bytes):
             raise BenchbedError(f"calibration: unexpected fixed cost {f.b} B in {f.name}")
     if abs(conv.a - dense.a) > 1e-9:
         raise BenchbedError(f"calibration: conv ({conv.a} B/output) and linear ({dense.a} B/output) disagree")
-
-    profile = {
-        "name": "aby3-spu",
-        "description": "Per-operation costs of 3-party ABY3 (FM64 ring, 18 fractional bits) measured in "
-                       "SecretFlow SPU's simulator by `python -m benchbed.calibrate`. Bytes are totals over the "
-                       "3 parties per element (per output element for linear layers); rounds are the most send "
-                       "actions of any party (SPU's latency proxy) per layer, whatever its size.",
-        "relu_bytes": _num(relu.a), "relu_rounds": without_constants(relu),
-        "compare_bytes": _num(compare.a), "compare_rounds": without_constants(compare),
-        "select_bytes": _num(gated.a - compare.a),
-        "select_rounds": without_constants(gated) - without_constants(compare),
-        "mult_bytes": _num(mult.a), "mult_rounds": without_constants(mult),
-        "trunc_bytes": _num(trunc.a), "trunc_rounds": without_constants(trunc),
-        "poly_bytes": _num(poly.a), "poly_rounds": without_constants(poly),
+    profile = _common(fits)
+    profile.update({
+        "relu_rounds": without_constants(fits["relu"]), "compare_rounds": without_constants(fits["compare"]),
+        "select_rounds": without_constants(fits["compare_select"]) - without_constants(fits["compare"]),
+        "poly_rounds": without_constants(fits["poly"]), "affine_rounds": without_constants(fits["affine_secret"]),
         "linear_bytes_per_output": _num(conv.a), "linear_rounds": without_constants(conv),
-        "affine_bytes": _num(affine.a), "affine_rounds": without_constants(affine),
         "constant_bytes": _num(constant_bytes), "constant_rounds": constant_rounds,
+    })
+    profile["busiest_share"].update({"linear": round(conv.share, 4), "constant": round(1 / 3, 4)})
+    profile["checks"] = {
+        "relu = compare + select": fits["relu"].a == fits["compare_select"].a
+        and without_constants(fits["relu"]) == without_constants(fits["compare_select"]),
+        "poly = 2 fixed-point products": fits["poly"].a == 2 * fits["mult_fxp"].a
+        and fits["poly"].round_count == 2 * fits["mult_fxp"].round_count,
+        "conv and linear bytes per output agree": conv.a == dense.a,
     }
+    return profile, fits
+
+
+def _calibrate_cheetah(quick: bool, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
+    rng = np.random.default_rng(7)
+    # the silent-OT state is sized on its first use: the warm-up uses it at the size of a small model's layer
+    u = rng.standard_normal((1, 1024)).astype(np.float32)
+    k = rng.standard_normal((1024, 2)).astype(np.float32) / 32
+
+    def warm(x, w):  # an HE product with its truncation (OT one way) and a comparison (OT the other way)
+        return x @ w, x > 0
+
+    def warm_twice(x, w, y, v):
+        return warm(x, w), warm(y, v)
+
+    bare = Meter("cheetah")
+    once, twice = bare.cost(warm, [u, k]), bare.cost(warm_twice, [u, k, u + 1, k + 1])
+    setup = once - (twice - once)
+    log(f"  setup          {setup.bytes} B, {setup.rounds} rounds (HE keys, silent-OT state both ways)")
+    meter = Meter("cheetah", (warm, [u, k]))
+    fits = _primitives(meter, (256, 576, 1024), 0.01, log)
+    profile = _common(fits)
+    poly, affine = fits["poly"], fits["affine_secret"]
+    profile.update({
+        "relu_rounds": fits["relu"].round_count, "compare_rounds": fits["compare"].round_count,
+        "select_rounds": fits["compare_select"].round_count - fits["compare"].round_count,
+        "poly_rounds": poly.round_count, "affine_rounds": affine.round_count,
+        "constant_bytes": _num(setup.bytes), "constant_rounds": int(setup.rounds),
+        # the first secret elementwise product sets up its own state: the fixed part of the fits
+        "mult_setup_bytes": _num(max(poly.b, affine.b)), "mult_setup_rounds": 0,
+    })
+    # rounds of the setup sit in the first call; a later product's rounds are what the fit's share is
+    mult_once = meter.cost(lambda x, y: x * y, _elementwise(lambda x, y: x, inputs=2)(256)[1])
+    mult_twice = meter.cost(lambda x, y: (x * y, (x + 1) * y), _elementwise(lambda x, y: x, inputs=2)(256)[1])
+    profile["mult_setup_rounds"] = int(mult_once.rounds - (mult_twice.rounds - mult_once.rounds))
+    profile["poly_rounds"] -= profile["mult_setup_rounds"]
+    profile["affine_rounds"] -= profile["mult_setup_rounds"]
+
+    measured, keys = {}, []
+    for name, shape in CALIBRATION_MODELS["quick" if quick else "full"]:
+        torch.manual_seed(0)
+        model = build_model(name, num_classes=10, input_shape=shape)
+        for _, module, shape_in, outputs, _ in linear_layers(model, shape):
+            if isinstance(module, nn.BatchNorm2d):
+                continue
+            key = linear_key(module, shape_in)
+            if key in measured:
+                continue
+            c = meter.cost(*_layer(module, shape_in))
+            measured[key] = {"bytes": _num(c.bytes), "busiest_bytes": _num(c.busiest), "rounds": int(c.rounds),
+                             "outputs": int(outputs)}
+            keys.append(key)
+            log(f"  {key:40s} {c.bytes} B, {c.rounds} rounds")
+    outputs = np.asarray([measured[k]["outputs"] for k in keys], float)
+    costs = np.asarray([measured[k]["bytes"] for k in keys], float)
+    per_output, per_layer = np.polyfit(outputs, costs, 1) if len(set(outputs)) > 1 else (0.0, costs.mean())
+    profile.update({
+        "linear_measured": measured, "linear_bytes_per_layer": _num(float(per_layer)),
+        "linear_bytes_per_output": _num(float(per_output)),
+        "linear_rounds": int(np.median([measured[k]["rounds"] for k in keys])),
+    })
+    busiest = sum(m["busiest_bytes"] for m in measured.values()) / sum(m["bytes"] for m in measured.values())
+    profile["busiest_share"].update({"linear": round(busiest, 4),
+                                     "constant": round(setup.busiest / setup.bytes, 4) if setup.bytes else 0.5})
+    profile["checks"] = {
+        "relu = compare + select": abs(fits["relu"].a - fits["compare_select"].a) <= 0.01 * fits["relu"].a,
+        "setup paid once": setup.bytes > 0 and (twice - once).bytes < once.bytes,
+    }
+    fits["setup"] = setup
+    return profile, fits
+
+
+def calibrate(*, protocol_name: str = "aby3", quick: bool = False, log: Callable[[str], None] = print) -> dict:
+    import jax
+
+    proto = protocol(protocol_name)
+    log(f"measuring communication ({proto.name}, {FIELD}, fxp {FXP_BITS}, all {proto.parties} parties profiled)")
+    if proto.name == "aby3":
+        profile, fits = _calibrate_aby3(log)
+    else:
+        profile, fits = _calibrate_cheetah(quick, log)
+    profile = {"name": f"{proto.name}-spu", "parties": proto.parties,
+               "description": f"Per-operation costs of {proto.name} ({FIELD} ring, {FXP_BITS} fractional bits) measured "
+                              f"in SecretFlow SPU's simulator by `python -m benchbed.calibrate --protocol {proto.name}`"
+                              f"{' --quick' if quick else ''}. Bytes are totals over the {proto.parties} parties per "
+                              "element (per output element for linear layers); rounds are sequential communication "
+                              "rounds (benchbed.spu_runtime) per layer, whatever its size.",
+               **profile}
 
     log("measuring local execution time (simulator, this CPU)")
     repeats = 1 if quick else 3
-    big = (16384, 262144) if quick else (16384, 65536, 262144)
-    per_cmp = _time_slope(big, _elementwise(lambda x: x > 0), lambda n: n, repeats)
-    per_mult = _time_slope(big, _elementwise(lambda x, y: x * y, inputs=2, dtype=np.int32), lambda n: n, repeats)
-    per_trunc = _time_slope(big, _elementwise(lambda x: x * scale), lambda n: n, repeats)
-    conv_sides = (8, 16) if quick else (8, 16, 32)
-    per_mac = _time_slope([16 * s * s for s in conv_sides], _conv(16, 16), lambda n: n * 16 * 9, repeats)
+    big = (16384, 262144) if proto.name == "aby3" else (256, 1024)
+    if not quick and proto.name == "aby3":
+        big = (16384, 65536, 262144)
+    per_cmp = _time_slope(proto.name, big, _elementwise(lambda x: x > 0), lambda n: n, repeats)
+    per_mult = _time_slope(proto.name, big, _elementwise(lambda x, y: x * y, inputs=2), lambda n: n, repeats)
+    conv_sides = (8, 16) if quick or proto.name != "aby3" else (8, 16, 32)
+    per_mac = _time_slope(proto.name, [16 * s * s for s in conv_sides], _conv(16, 16), lambda n: n * 16 * 9, repeats)
     profile.update({"seconds_per_comparison": float(f"{per_cmp:.4g}"), "seconds_per_mult": float(f"{per_mult:.4g}"),
-                    "seconds_per_trunc": float(f"{per_trunc:.4g}"), "seconds_per_mac": float(f"{per_mac:.4g}")})
-
-    profile["checks"] = {
-        "relu = compare + select": relu.a == compare.a + (gated.a - compare.a)
-        and without_constants(relu) == without_constants(gated),
-        "fixed-point mult = mult + trunc": mult_fxp.a == mult.a + trunc.a
-        and mult_fxp.round_count == mult.round_count + trunc.round_count,
-        "conv and linear bytes per output agree": conv.a == dense.a,
-        "every cost exactly linear in size, rounds constant": True,
-    }
+                    "seconds_per_mac": float(f"{per_mac:.4g}")})
     profile["notes"] = {
         "relu": "jnp.maximum(x, 0): comparison (msb_a2b) + select (mul_a1b)",
         "compare": "x > 0 alone, per comparison",
         "select": "jnp.where(secret_bool, x, 0) per gated element, measured as where(y > 0, x, 0) less the comparison",
-        "mult": "secret x secret elementwise product without truncation (int32 operands); a fixed-point product "
-                "costs mult + trunc",
-        "trunc": "one fixed-point truncation (what any multiply by a public float costs)",
-        "poly": "x*(c2*x + c1) + c0 with public per-channel coefficients: trunc + mult + trunc",
-        "linear": "conv (3x3, SAME) or dense with SECRET weights, per output element, truncation included; "
-                  "independent of fan-in",
+        "poly": "x*(c2*x + c1) + c0 with SECRET per-pixel coefficients: two secret products and their truncations",
+        "linear": "conv or dense with SECRET weights, truncation included",
         "affine": "x*scale + shift with a secret per-channel scale (a BatchNorm that could not be folded)",
-        "constant": "a public constant turned secret once per distinct constant per inference (padding zero, "
-                    "reduction init value); SPU deduplicates it across layers",
-        "seconds": "SPU's reported execution time (slowest party) with all 3 parties simulated as threads on "
-                   f"this machine ({platform.processor() or platform.machine()}); rough and relative only. "
-                   "seconds_per_mac is per multiply-accumulate of a secret-weight conv",
+        "constant": "once per inference: aby3, a public constant turned secret (padding zero); cheetah, the HE keys "
+                    "and the silent-OT state in both directions",
+        "seconds": "SPU's reported execution time (slowest party) with all parties simulated as threads on this machine "
+                   f"({platform.processor() or platform.machine()}); rough and relative only. seconds_per_mac is per "
+                   "multiply-accumulate of a secret-weight conv",
     }
     profile["measured_with"] = {
-        "spu": mpc.spu_version(), "jax": jax.__version__, "numpy": np.__version__,
-        "protocol": mpc.PROTOCOL, "field": mpc.FIELD, "fxp_fraction_bits": FXP_BITS, "parties": mpc.WORLD_SIZE,
+        "spu": spu_version(), "jax": jax.__version__, "numpy": np.__version__, "protocol": proto.name.upper(),
+        "field": FIELD, "fxp_fraction_bits": FXP_BITS, "parties": proto.parties, "quick": quick,
         "date": datetime.date.today().isoformat(), "machine": f"{platform.system()} {platform.machine()}",
     }
-    profile["measurements"] = {name: f.record() for name, f in fits.items()}
+    profile["measurements"] = {name: f.record() for name, f in fits.items() if isinstance(f, Fit)}
     return profile
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchbed.calibrate", description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="where to write the profile JSON")
-    parser.add_argument("--quick", action="store_true", help="fewer timing repeats and sizes")
+    parser.add_argument("--protocol", choices=sorted(PROFILE_FILES), default="aby3")
+    parser.add_argument("--output", type=Path, help="where to write the profile JSON (default: the packaged profile)")
+    parser.add_argument("--quick", action="store_true", help="fewer timing repeats and sizes, fewer layer shapes")
     args = parser.parse_args(argv)
+    output = args.output or PROFILE_FILES[args.protocol]
     try:
-        profile = calibrate(quick=args.quick)
+        profile = calibrate(protocol_name=args.protocol, quick=args.quick)
     except BenchbedError as exc:
         parser.exit(1, f"error: {exc}\n")
     failed = [name for name, ok in profile["checks"].items() if not ok]
-    args.output.write_text(json.dumps(profile, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    output.write_text(json.dumps(profile, indent=2) + "\n")
+    print(f"wrote {output}")
     if failed:
         print(f"warning: consistency checks failed: {', '.join(failed)}")
     return 0

@@ -1,7 +1,7 @@
 """Checkpoints: the state dict plus every site's kernel, loadable with ``weights_only=True``."""
 from __future__ import annotations
 
-import os
+import hashlib
 from pathlib import Path
 
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 from benchbed.dual_bn import convert_dual_bn, has_dual_bn
 from benchbed.errors import BenchbedError
 from benchbed.models import build_model
+from benchbed.records import atomic_write
 from benchbed.sites import apply_site_specs, site_specs
 
 FORMAT = "benchbed-checkpoint/1"
@@ -25,17 +26,27 @@ def checkpoint_payload(model: nn.Module, *, model_name: str, num_classes: int, i
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
+def fingerprint(model: nn.Module) -> str:
+    """A digest of everything that decides what ``model`` computes: its state (weights, buffers, site
+    kernels), which parameters train, and every module's train/eval mode."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(repr([(n, p.requires_grad) for n, p in model.named_parameters()]).encode())
+    digest.update(repr([(n, m.training) for n, m in model.named_modules()]).encode())
+    return digest.hexdigest()
+
+
 def write_checkpoint(payload: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(payload, f))
 
 
 def save_checkpoint(model: nn.Module, path: Path, **description) -> None:
     write_checkpoint(checkpoint_payload(model, **description), path)
 
 
-def load_checkpoint(path: str | Path, *, expect_model: str | None = None, expect_classes: int | None = None) -> nn.Module:
+def load_checkpoint(path: str | Path, **expect) -> nn.Module:
     """Rebuild the model a checkpoint describes. Only tensors and plain data are unpickled."""
     path = Path(path).expanduser()
     try:
@@ -46,17 +57,27 @@ def load_checkpoint(path: str | Path, *, expect_model: str | None = None, expect
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BenchbedError(f"checkpoint {path} is unreadable or unsafe ({first[:160]}); "
                             "re-create it with `benchbed run` or point the suite at another file") from None
-    return model_from_payload(payload, str(path), expect_model=expect_model, expect_classes=expect_classes)
+    return model_from_payload(payload, str(path), **expect)
 
 
 def model_from_payload(payload: object, source: str = "checkpoint", *, expect_model: str | None = None,
-                       expect_classes: int | None = None) -> nn.Module:
+                       expect_classes: int | None = None, expect_input_shape: tuple[int, ...] | None = None,
+                       expect_mean: tuple[float, ...] | None = None, expect_std: tuple[float, ...] | None = None) -> nn.Module:
+    """Rebuild a model from a payload, checking it against what the suite and its dataset expect."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BenchbedError(f"{source} is not a benchbed checkpoint ({FORMAT}); save models with benchbed")
     if expect_model and payload["model"] != expect_model:
         raise BenchbedError(f"checkpoint {source} holds a {payload['model']}, the suite wants {expect_model}")
     if expect_classes and payload["num_classes"] != expect_classes:
         raise BenchbedError(f"checkpoint {source} has {payload['num_classes']} classes, the dataset {expect_classes}")
+    if expect_input_shape and tuple(payload["input_shape"]) != tuple(expect_input_shape):
+        raise BenchbedError(f"checkpoint {source} was made for inputs of shape {tuple(payload['input_shape'])}, "
+                            f"the dataset has {tuple(expect_input_shape)}; train a teacher on this dataset")
+    for what, want in (("mean", expect_mean), ("std", expect_std)):
+        if want is not None and not torch.allclose(torch.tensor(payload[what], dtype=torch.float64),
+                                                   torch.tensor(want, dtype=torch.float64), atol=1e-4):
+            raise BenchbedError(f"checkpoint {source} normalises inputs with another {what} than the dataset "
+                                f"({payload[what]} vs {list(want)}); it was trained on other data")
     model = build_model(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
                         mean=payload["mean"], std=payload["std"], **payload.get("build", {}))
     unknown = set(payload.get("transforms", [])) - {"dual_bn"}

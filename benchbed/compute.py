@@ -11,7 +11,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -23,28 +23,38 @@ GRACE_FRACTION = 0.10
 GRACE_SECONDS = 5.0
 # A training step is a forward and a backward pass, about three forwards' worth of work.
 FORWARD_SHARE = 1 / 3
+# What the core's own meter may see beyond what the batch iterator handed out before an entry counts as
+# over budget: the meter sees a method's passes, the iterator its draws, and one batch may straddle them.
+OBSERVED_SLACK_FRACTION = 0.02
+OBSERVED_SLACK_IMAGES = 512
 
 
 @dataclass
 class ComputeClock:
+    """``images`` is what the method was charged (batches drawn, passes it declared); ``observed`` is
+    what the core saw pass through the student with gradients on (``meter``), however the method
+    drove it. Usage is the larger of the two, so a method that trains on its own loop is still charged."""
+
     epochs: float | None
     seconds: float | None
     train_size: int
     images: float = 0.0
+    observed: float = 0.0
     device: torch.device | None = None
+    timer: Callable[[], float] = time.perf_counter
     elapsed: float = 0.0
     _started: float | None = None
     exhausted_at: str | None = None
 
     @property
     def epochs_used(self) -> float:
-        return self.images / self.train_size
+        return max(self.images, self.observed) / self.train_size
 
     def _now(self) -> float:
         # Without a seconds budget nothing reads the time mid-entry, so the GPU is never stalled for it.
         if self.seconds is not None:
             synchronize(self.device)
-        return time.perf_counter()
+        return self.timer()
 
     @property
     def seconds_used(self) -> float:
@@ -69,7 +79,7 @@ class ComputeClock:
         """Whether a batch of ``images`` still fits; charges it if so."""
         if self.exhausted:
             return False
-        if self.epochs is not None and (self.images + images) / self.train_size > self.epochs + 1e-9:
+        if self.epochs is not None and (max(self.images, self.observed) + images) / self.train_size > self.epochs + 1e-9:
             self.exhausted_at = "epochs"
             return False
         self.images += images
@@ -82,6 +92,27 @@ class ComputeClock:
     def allows_forward(self, images: int) -> bool:
         """Whether forward-only work on ``images`` still fits; charges it if so."""
         return self.allows(images * FORWARD_SHARE)
+
+    def meter(self, model: torch.nn.Module) -> Callable[[], None]:
+        """Count every image that passes through ``model`` with gradients enabled as training work;
+        returns the function that stops counting."""
+
+        def count(module, args) -> None:
+            if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
+                self.observed += args[0].shape[0]
+
+        return model.register_forward_pre_hook(count).remove
+
+    def overrun(self) -> str | None:
+        """Why the entry used more than its budget, whatever the method did; None within it."""
+        if self.epochs is not None:
+            slack = self.epochs * self.train_size * OBSERVED_SLACK_FRACTION + OBSERVED_SLACK_IMAGES
+            if self.images > self.epochs * self.train_size + 1e-6 or self.observed > self.epochs * self.train_size + slack:
+                return (f"used {self.epochs_used:.2f} epochs of training against a budget of {self.epochs:g} "
+                        f"(charged {self.images / self.train_size:.2f}, seen by the core {self.observed / self.train_size:.2f})")
+        if self.seconds is not None and self.seconds_used > self.seconds * (1 + GRACE_FRACTION) + GRACE_SECONDS:
+            return f"ran {self.seconds_used:.1f} s against a compute budget of {self.seconds:g} s"
+        return None
 
     @contextmanager
     def running(self) -> Iterator[None]:
@@ -103,10 +134,12 @@ class ComputeClock:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
             synchronize(self.device)
-            self.elapsed += time.perf_counter() - self._started
+            self.elapsed += self.timer() - self._started
             self._started = None
 
     def record(self) -> dict:
         return {"limit": {"epochs": self.epochs, "seconds": self.seconds},
                 "used": {"epochs": round(self.epochs_used, 4), "seconds": round(self.seconds_used, 3)},
+                "charged_epochs": round(self.images / self.train_size, 4),
+                "observed_epochs": round(self.observed / self.train_size, 4),
                 "exhausted": self.exhausted_at}

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No unknown fields, and no NaN or infinity where a number is asked for (JSON records cannot hold them).
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TrainRecipe(Strict):

@@ -11,7 +11,7 @@ from torch import nn
 
 from benchbed.compute import ComputeClock
 from benchbed.config import Strict
-from benchbed.data import DataBundle, to_float, train_batches
+from benchbed.data import TrainingData, to_float, train_batches
 from benchbed.devices import autocast
 
 Protocol = Literal["matched", "paper"]
@@ -19,13 +19,16 @@ Protocol = Literal["matched", "paper"]
 
 @dataclass
 class EntryContext:
-    """Everything an entry may use. Training batches come only from ``train_batches``, which charges
-    the entry's compute budget; ``notes`` is copied into the entry's record."""
+    """Everything an entry may use. ``data`` holds the training and validation splits only: the test
+    split reaches nothing but the core's evaluation. Training batches come from ``train_batches``,
+    which charges the entry's compute budget (the core also meters every forward pass of the student
+    with gradients on, so training on a loop of one's own is charged too); ``notes`` and ``cuts`` are
+    copied into the entry's record."""
 
     method: str
     budget: int | None
     seed: int
-    data: DataBundle
+    data: TrainingData
     teacher: nn.Module | None
     clock: ComputeClock
     device: torch.device

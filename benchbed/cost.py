@@ -26,7 +26,7 @@ from torch import nn
 from benchbed.config import SecureCostSettings
 from benchbed.dual_bn import DualBatchNorm2d
 from benchbed.errors import BenchbedError
-from benchbed.jax_export import secret_polynomial_channels
+from benchbed.jax_export import folded_batchnorms, secret_polynomial_channels
 from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, sites
 
 PRIMITIVES = ("relu", "compare", "select", "poly", "affine", "linear", "constant")
@@ -182,21 +182,19 @@ def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
     return cost
 
 
-def _linear_layers(model: nn.Module, input_shape: tuple[int, int, int]
-                   ) -> list[tuple[str, nn.Module, tuple[int, ...], int, bool]]:
+def linear_layers(model: nn.Module, input_shape: tuple[int, int, int]
+                  ) -> list[tuple[str, nn.Module, tuple[int, ...], int, bool]]:
     """(name, module, input shape, outputs, folded) for every conv, linear and BatchNorm in forward
-    order; a BatchNorm whose input is a convolution's output is folded into it."""
+    order; a BatchNorm is folded when the export folds it: into a conv whose only user it is."""
+    folded = folded_batchnorms(model, input_shape)
     names = {m: n for n, m in model.named_modules()}
     order: list[tuple[str, nn.Module, tuple[int, ...], int, bool]] = []
-    conv_outputs: dict[int, torch.Tensor] = {}  # holding the tensors keeps their ids from being reused
 
     def hook(module, inputs, output):
-        folded = False
-        if isinstance(module, nn.Conv2d):
-            conv_outputs[id(output)] = output
-        elif id(inputs[0]) in conv_outputs:
-            folded = True
-        order.append((names[module], module, tuple(inputs[0][0].shape), output[0].numel(), folded))
+        name = names[module]
+        # a DualBatchNorm2d runs one of its inner BatchNorms; the export folds the pair by its own name
+        is_folded = name in folded or name.rpartition(".")[0] in folded
+        order.append((name, module, tuple(inputs[0][0].shape), output[0].numel(), is_folded))
 
     watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
                and not isinstance(m, DualBatchNorm2d)]
@@ -235,7 +233,7 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
     """The secure price of one inference of ``model`` under ``profile``."""
     p = profile
     layers: list[LayerCost] = []
-    for name, module, shape_in, outputs, folded in _linear_layers(model, input_shape):
+    for name, module, shape_in, outputs, folded in linear_layers(model, input_shape):
         if isinstance(module, nn.BatchNorm2d):
             if not folded:
                 cost = LayerCost(name, "affine", secure_mults=outputs)

@@ -3,7 +3,7 @@ batches are converted, augmented and shuffled on that device. The validation spl
 train with a fixed seed, so every method of a suite selects on the same images and never on test."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -15,14 +15,14 @@ from benchbed.errors import BenchbedError
 
 
 @dataclass(frozen=True)
-class DataBundle:
+class TrainingData:
+    """What a method may see: the training split and the validation split carved out of it."""
+
     name: str
     train_x: torch.Tensor
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -34,14 +34,29 @@ class DataBundle:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.train_x.shape[1:])
 
-    def to(self, device: torch.device | str) -> "DataBundle":
-        move = {k: getattr(self, k).to(device) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    def to(self, device: torch.device | str):
+        move = {f.name: getattr(self, f.name).to(device) for f in fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
         return replace(self, **move)
 
     def describe(self) -> dict:
-        return {"name": self.name, "train": len(self.train_y), "val": len(self.val_y), "test": len(self.test_y),
+        return {"name": self.name, "train": len(self.train_y), "val": len(self.val_y),
                 "classes": self.num_classes, "input_shape": list(self.input_shape),
                 "augment": {"crop_padding": self.crop_padding, "flip": self.flip}}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataBundle(TrainingData):
+    """A dataset with its test split, which only the core's evaluation reads."""
+
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def for_methods(self) -> TrainingData:
+        """The same data without the test split: what ``build_mask`` and ``finetune`` get."""
+        return TrainingData(**{f.name: getattr(self, f.name) for f in fields(TrainingData)})
+
+    def describe(self) -> dict:
+        return {**super().describe(), "test": len(self.test_y)}
 
 
 def to_float(x_u8: torch.Tensor) -> torch.Tensor:
@@ -107,10 +122,10 @@ def _bundle(name: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndar
     mean = tuple(float(v) for v in floats.mean(axis=(0, 2, 3)))
     std = tuple(float(v) for v in floats.std(axis=(0, 2, 3)))
     t = lambda a, dt: torch.from_numpy(np.ascontiguousarray(a)).to(dt)  # noqa: E731
-    return DataBundle(name, t(train_x[keep], torch.uint8), t(train_y[keep], torch.long),
-                      t(train_x[val], torch.uint8), t(train_y[val], torch.long),
-                      t(test_x, torch.uint8), t(test_y, torch.long),
-                      num_classes, mean, std, crop_padding, flip)
+    return DataBundle(name=name, train_x=t(train_x[keep], torch.uint8), train_y=t(train_y[keep], torch.long),
+                      val_x=t(train_x[val], torch.uint8), val_y=t(train_y[val], torch.long),
+                      test_x=t(test_x, torch.uint8), test_y=t(test_y, torch.long),
+                      num_classes=num_classes, mean=mean, std=std, crop_padding=crop_padding, flip=flip)
 
 
 def _digits(root: Path, download: bool, val_fraction: float, split_seed: int) -> DataBundle:
@@ -148,12 +163,17 @@ class DatasetSpec:
     load: Callable[[Path, bool, float, int], DataBundle]
     input_shape: tuple[int, int, int]
     num_classes: int
+    present: Callable[[Path], bool] = lambda root: True  # whether ``root`` holds it, without loading it
+
+
+def _folder(name: str) -> Callable[[Path], bool]:
+    return lambda root: (Path(root).expanduser() / name).is_dir()
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(_digits, (1, 8, 8), 10),
-    "cifar10": DatasetSpec(_cifar("cifar10"), (3, 32, 32), 10),
-    "cifar100": DatasetSpec(_cifar("cifar100"), (3, 32, 32), 100),
+    "cifar10": DatasetSpec(_cifar("cifar10"), (3, 32, 32), 10, _folder("cifar-10-batches-py")),
+    "cifar100": DatasetSpec(_cifar("cifar100"), (3, 32, 32), 100, _folder("cifar-100-python")),
 }
 
 

@@ -14,5 +14,7 @@ class SuiteError(BenchbedError):
         super().__init__(f"{path}: " + "; ".join(problems))
 
 
-class BudgetExceeded(BenchbedError):
-    """Raised inside an entry that used more compute than the suite grants every method."""
+class BudgetExceeded(BaseException):
+    """Raised inside an entry that ran past the compute the suite grants every method. Like
+    ``KeyboardInterrupt`` it is no ``Exception``, so a plugin's ``except Exception:`` cannot swallow it;
+    and the core checks the usage after every entry anyway."""

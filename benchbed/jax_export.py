@@ -162,6 +162,33 @@ def _single_user(node: torch.fx.Node) -> torch.fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
+def _folded_bn(conv: torch.fx.Node, modules: dict[str, nn.Module]) -> torch.fx.Node | None:
+    """The BatchNorm folded into ``conv``: one that is the conv's only user (a conv output that also
+    feeds a residual sum must stay as it is)."""
+    follower = _single_user(conv)
+    if (follower is not None and follower.op == "call_module" and _is_bn(modules[follower.target])
+            and follower.args[0] is conv):
+        return follower
+    return None
+
+
+def folded_batchnorms(model: nn.Module, input_shape: Sequence[int]) -> set[str]:
+    """Names of the BatchNorm modules that ``export`` folds into the convolution in front of them."""
+    was_training = model.training
+    model.eval()
+    try:
+        gm, modules = _trace(model, input_shape)
+    finally:
+        model.train(was_training)
+    folded = set()
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(modules[node.target], nn.Conv2d):
+            bn = _folded_bn(node, modules)
+            if bn is not None:
+                folded.add(str(bn.target))
+    return folded
+
+
 def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[torch.fx.GraphModule, dict[str, nn.Module]]:
     try:
         graph = _Tracer().trace(model)
@@ -265,9 +292,8 @@ def _plan_conv(prog: _Program, node, m: nn.Conv2d, modules, alias, step, lax) ->
         raise _unsupported(node, modules, f"padding_mode={m.padding_mode!r}")
     weight = m.weight.detach().cpu().double()
     bias = m.bias.detach().cpu().double() if m.bias is not None else None
-    follower = _single_user(node)
-    if (follower is not None and follower.op == "call_module" and _is_bn(modules[follower.target])
-            and follower.args[0] is node):
+    follower = _folded_bn(node, modules)
+    if follower is not None:
         scale, shift = _bn_affine(modules[follower.target])
         weight = weight * scale.view(-1, 1, 1, 1)
         bias = shift if bias is None else bias * scale + shift

@@ -8,8 +8,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import pandas as pd
 from tabulate import tabulate
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+from matplotlib.figure import Figure  # noqa: E402
 
 from benchbed.errors import BenchbedError
 from benchbed.records import entry_records, read_json, write_json
@@ -179,11 +184,12 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None) -> Path
 
 
 def _plot(frame: pd.DataFrame, path: Path, title: str) -> None:
-    import matplotlib
+    fig = figure(frame, title)
+    fig.savefig(path)
+    plt.close(fig)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def figure(frame: pd.DataFrame, title: str) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for method, rows in frame.groupby("method"):
         rows = rows.sort_values("drelus")
@@ -193,12 +199,13 @@ def _plot(frame: pd.DataFrame, path: Path, title: str) -> None:
                        label=f"{method} ({int(rows['drelus'].iloc[0]):,} ReLUs)")
         else:
             ax.errorbar(rows["drelus"], 100 * rows["clean_accuracy"], yerr=err, marker="o", capsize=3, label=method)
-    ax.set_xscale("log")
+    # symlog: log-like for the budgets, and entries with no DReLU at all still get a place, at 0.
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
     ax.set_xlabel("DReLUs per image (counted sites)")
     ax.set_ylabel("clean test accuracy (%)")
     ax.set_title(f"{title}: accuracy vs ReLU budget")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig

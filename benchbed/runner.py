@@ -3,8 +3,9 @@ compute budget, each written to the run directory as soon as it finishes."""
 from __future__ import annotations
 
 import copy
+import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from benchbed import provenance, teacher
-from benchbed.checkpoint import model_from_payload, write_checkpoint
+from benchbed.checkpoint import fingerprint, model_from_payload, write_checkpoint
 from benchbed.compute import ComputeClock
 from benchbed.config import Suite
 from benchbed.context import EntryContext
@@ -22,9 +23,10 @@ from benchbed.errors import BenchbedError, BudgetExceeded
 from benchbed.plugins import Methods, plugin_manager
 from benchbed.progress import Reporter
 from benchbed.ray_executor import run_on_ray
-from benchbed.records import is_finished, read_json, write_json
+from benchbed.records import write_json
+from benchbed.rundir import RunDir
 from benchbed.reproducibility import seed_everything
-from benchbed.sites import capacity, drelu_count, relu_count, sites
+from benchbed.sites import canonicalize, capacity, drelu_count, relu_count, sites
 from benchbed.suite import Entry, load_suite, plan
 
 
@@ -36,8 +38,10 @@ class SuiteRun:
         self.suite, self.options, self.suite_path = suite, options, suite_path
         self.methods = methods or Methods(plugin_manager())
         self.run_dir = Path(out) if out else Path("runs") / suite.name
+        self.rundir = RunDir(self.run_dir)
         self.reporter = Reporter(quiet)
         self.device = resolve_device(suite.device)
+        self.timer = time.perf_counter  # the seconds budget's clock; tests drive it by hand
 
     @classmethod
     def from_file(cls, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
@@ -45,22 +49,6 @@ class SuiteRun:
         methods = methods or Methods(plugin_manager())
         suite, options = load_suite(suite_path, methods)
         return cls(suite, options, suite_path=str(suite_path), out=out, quiet=quiet, methods=methods)
-
-    # -- run directory ----------------------------------------------------------------------------
-    def _claim_run_dir(self) -> None:
-        (self.run_dir / "entries").mkdir(parents=True, exist_ok=True)
-        meta_path = self.run_dir / "suite.json"
-        fingerprint = self.suite.fingerprint()
-        if meta_path.exists():
-            meta = read_json(meta_path)
-            if meta.get("fingerprint") != fingerprint or meta.get("seeds") != self.suite.seeds:
-                raise BenchbedError(f"{self.run_dir} holds a run of a different suite configuration; "
-                                    "pass --out with a new directory to start afresh")
-        else:
-            write_json(meta_path, {"suite": self.suite.model_dump(mode="json"), "suite_file": self.suite_path,
-                                   "fingerprint": fingerprint, "seeds": self.suite.seeds,
-                                   "options": {k: v.model_dump(mode="json") for k, v in self.options.items()},
-                                   "created": provenance.now()})
 
     def load_data(self) -> DataBundle:
         spec = self.suite.dataset
@@ -76,87 +64,117 @@ class SuiteRun:
 
     # -- entries ----------------------------------------------------------------------------------
     def run_entry(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module]) -> tuple[dict[str, Any], dict | None]:
-        """Run one entry; return its record and, when it finished, its checkpoint payload."""
+        """Run one entry under the core's rules; return its record and, when it finished, its checkpoint
+        payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
+        exits, alters its teacher, hands back kernels of its own — the record says so."""
         method = self.methods.get(entry.method)
         compute = self.suite.compute
-        clock = ComputeClock(compute.epochs, compute.seconds, len(data.train_y), device=self.device)
-        shared_teacher = teachers[self.teacher_variant(entry.method)]
-        ctx = EntryContext(method=entry.method, budget=entry.budget, seed=entry.seed, data=data, teacher=shared_teacher,
-                           clock=clock, device=self.device, options=self.options[entry.method],
+        clock = ComputeClock(compute.epochs, compute.seconds, len(data.train_y), device=self.device, timer=self.timer)
+        shared = teachers[self.teacher_variant(entry.method)]
+        sealed = fingerprint(shared)
+        own_teacher = copy.deepcopy(shared)  # a copy per entry: no entry can alter the others' teacher
+        ctx = EntryContext(method=entry.method, budget=entry.budget, seed=entry.seed, data=data.for_methods(),
+                           teacher=own_teacher, clock=clock, device=self.device, options=self.options[entry.method],
                            generator=seed_everything(entry.seed, self.device),
                            workdir=self.run_dir / "work" / entry.id, log=self.reporter.log,
                            progress=self.reporter.progress)
         record: dict[str, Any] = {
-            "entry": entry.id, "suite": self.suite.name, "method": entry.method, "budget": entry.budget,
-            "seed": entry.seed, "method_package": method.package, "method_version": method.version,
-            "options": ctx.options.model_dump(mode="json"), "count_stem": self.suite.model.count_stem,
-            "started": provenance.now()}
+            "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
+            "method": entry.method, "budget": entry.budget, "seed": entry.seed, "method_package": method.package,
+            "method_version": method.version, "options": ctx.options.model_dump(mode="json"),
+            "count_stem": self.suite.model.count_stem, "started": provenance.now()}
         payload = None
-        student = copy.deepcopy(shared_teacher).train()
+        student = copy.deepcopy(shared).train()
         for p in student.parameters():
             p.requires_grad_(True)
+        stop_metering = clock.meter(student)
         call = lambda hook: self.methods.caller(hook, entry.method)  # noqa: E731
         try:
-            with clock.running():
-                masked = call("build_mask")(ctx=ctx, model=student)
-                model = self._check_mask(masked, entry)
-                record["build_mask"] = masked.info
-                tuned = call("finetune")(ctx=ctx, model=model)
-                if tuned is None:
-                    raise BenchbedError(f"method {entry.method!r} returned nothing from finetune")
-                model = tuned.model
-                record["finetune"] = tuned.info
-            self._check_mask_result(model, entry, stage="finetune")
+            try:
+                with clock.running():
+                    masked = call("build_mask")(ctx=ctx, model=student)
+                    model = self._frozen_model(masked, entry, "build_mask")
+                    record["build_mask"] = masked.info
+                    tuned = call("finetune")(ctx=ctx, model=model)
+                    model = self._frozen_model(tuned, entry, "finetune")
+                    record["finetune"] = tuned.info
+            finally:
+                stop_metering()
+            overrun = clock.overrun()
+            if overrun:
+                raise BudgetExceeded(overrun)
+            if fingerprint(own_teacher) != sealed:
+                raise BenchbedError(f"method {entry.method!r} changed its teacher (weights, buffers or train/eval "
+                                    "mode); the suite's teacher is read-only")
+            rebuilt = canonicalize(model)
+            if rebuilt:
+                record["rebuilt_from_spec"] = rebuilt
+            self._check_budget(model, entry)
             record["relus"], record["drelus"] = relu_count(model), drelu_count(model)
             record["relus_all_sites"], record["drelus_all_sites"] = relu_count(model, False), drelu_count(model, False)
-            record["metrics"] = call("evaluate")(ctx=ctx, model=model.eval(), settings=self.suite.evaluation)
+            payload = teacher.payload(model, self.suite, data)  # before evaluation: what is saved is what trained
+            final = fingerprint(model.eval())
+            eval_ctx = replace(ctx, data=data, teacher=None)
+            record["metrics"] = _checked_metrics(call("evaluate")(ctx=eval_ctx, model=model,
+                                                                  settings=self.suite.evaluation), entry)
+            if fingerprint(model) != final:
+                raise BenchbedError(f"method {entry.method!r} changed the model while evaluating it")
             if self.suite.secure_cost.enabled:
                 settings = self.suite.secure_cost
                 record["secure_cost"] = call("secure_cost")(model=model, input_shape=data.input_shape, settings=settings,
                                                             profile=self.methods.cost_profiles[settings.profile])
-            payload = teacher.payload(model, self.suite, data)
             record["checkpoint"] = f"{entry.id}.pt"
             record["status"] = "ok"
         except BudgetExceeded as exc:
+            payload = None
             record.update(status="over_budget", error=str(exc))
-        except Exception as exc:  # one broken entry must not take the suite down
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # one entry's failure, or its sys.exit, must not take the suite down
+            payload = None
             record.update(status="error", error=f"{type(exc).__name__}: {exc}",
                           traceback=traceback.format_exc(limit=8).splitlines()[-12:])
         record["notes"] = ctx.notes
+        record["cuts"] = ctx.cuts
         record["compute"] = clock.record()
-        record.update(finished=provenance.now(), versions=provenance.versions(),
+        record.update(protocol=ctx.protocol, finished=provenance.now(), versions=provenance.versions(),
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device))
         return record, payload
 
-    def _check_mask(self, masked: Any, entry: Entry) -> nn.Module:
-        if masked is None:
-            raise BenchbedError(f"method {entry.method!r} returned nothing from build_mask")
-        self._check_mask_result(masked.model, entry, stage="build_mask")
-        return masked.model
-
-    def _check_mask_result(self, model: nn.Module, entry: Entry, stage: str) -> None:
-        custom = [n for n, s in sites(model).items() if not s.kernel.standard]
+    def _frozen_model(self, result: Any, entry: Entry, stage: str) -> nn.Module:
+        if result is None or not isinstance(getattr(result, "model", None), nn.Module):
+            raise BenchbedError(f"method {entry.method!r} returned no model from {stage}")
+        custom = [n for n, s in sites(result.model).items() if not s.kernel.standard]
         if custom:
             raise BenchbedError(f"{entry.method}.{stage} left sites unfrozen ({', '.join(custom[:3])}…); "
                                 "freeze them to relu/masked/patch kernels")
+        return result.model
+
+    def _check_budget(self, model: nn.Module, entry: Entry) -> None:
         if entry.budget is not None and drelu_count(model) > entry.budget:
-            raise BenchbedError(f"{entry.method}.{stage} returned {drelu_count(model):,} DReLUs, "
-                                f"over the budget of {entry.budget:,}")
+            raise BenchbedError(f"{entry.method} returned {drelu_count(model):,} DReLUs, over the budget of {entry.budget:,}")
 
     # -- the whole suite --------------------------------------------------------------------------
     def run(self, executor: str = "local", address: str | None = None) -> dict[str, int]:
         """Run every unfinished entry, locally or as Ray tasks; records land in the run directory
-        as each entry finishes, whichever executor ran it."""
-        self._claim_run_dir()
+        as each entry finishes, whichever executor ran it. Nothing is written before the data and
+        the teacher checkpoint are known to load."""
         data = self.load_data()
-        write_json(self.run_dir / "data.json", data.describe())
-        entries = plan(self.suite, self.methods)
-        teachers = self.teachers(data, entries)
-        self.reporter.log(f"{len(entries)} entries; ReLU convention: "
-                          f"{'stem counted' if self.suite.model.count_stem else 'stem ReLU kept and not counted'}, "
-                          f"{capacity(teachers['standard']):,} counted ReLUs; compute per entry: "
-                          f"{self.suite.compute.model_dump(exclude_none=True)}")
-        todo = [e for e in entries if not is_finished(self._record_path(e))]
+        teacher.check_checkpoint(self.suite, data)
+        with self.rundir.locked():
+            self.rundir.claim(self.suite, self.suite_path, {k: v.model_dump(mode="json") for k, v in self.options.items()})
+            write_json(self.run_dir / "data.json", data.describe())
+            entries = plan(self.suite, self.methods)
+            teachers = self.teachers(data, entries)
+            self.reporter.log(f"{len(entries)} entries; ReLU convention: "
+                              f"{'stem counted' if self.suite.model.count_stem else 'stem ReLU kept and not counted'}, "
+                              f"{capacity(teachers['standard']):,} counted ReLUs; compute per entry: "
+                              f"{self.suite.compute.model_dump(exclude_none=True)}")
+            return self._run_entries(entries, data, teachers, executor, address)
+
+    def _run_entries(self, entries: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], executor: str,
+                     address: str | None) -> dict[str, int]:
+        todo = [e for e in entries if not self.rundir.is_finished(e.id)]
         counts = {"ok": 0, "over_budget": 0, "error": 0, "skipped": len(entries) - len(todo)}
         with self.reporter.entries(len(entries)) as advance:
             for entry in entries:
@@ -164,19 +182,26 @@ class SuiteRun:
                     advance(f"{entry.id}: finished earlier, skipped")
             if executor == "ray":
                 shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
-                results = run_on_ray(EntryTask(self.suite, self.options, self.suite_path, str(self.run_dir)), todo, shared, address=address, device=self.suite.device)
+                task = EntryTask(self.suite, self.options, self.suite_path, str(self.run_dir))
+                results = run_on_ray(task, todo, shared, address=address, device=self.suite.device)
             else:
                 results = ((entry, self.run_entry(entry, data, teachers)) for entry in todo)
             for entry, (record, payload) in results:
-                if payload is not None:  # the checkpoint first: a record always has its checkpoint
-                    write_checkpoint(payload, self.run_dir / "entries" / record["checkpoint"])
-                write_json(self._record_path(entry), record)
+                record = self._save(entry, record, payload)
                 counts[record["status"]] += 1
                 advance(_summary_line(record))
         return counts
 
-    def _record_path(self, entry: Entry) -> Path:
-        return self.run_dir / "entries" / f"{entry.id}.json"
+    def _save(self, entry: Entry, record: dict, payload: dict | None) -> dict:
+        """Write the entry's checkpoint, then its record; a failed write fails this entry only."""
+        try:
+            if payload is not None:  # the checkpoint first: a finished record always has its checkpoint
+                write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
+            write_json(self.rundir.record_path(entry.id), record)
+        except OSError as exc:
+            self.reporter.log(f"{entry.id}: could not be saved ({exc.strerror or exc}); `benchbed run` redoes it")
+            return {**record, "status": "error", "error": f"not saved: {exc}"}
+        return record
 
 
 @dataclass(frozen=True)
@@ -195,6 +220,17 @@ class EntryTask:
         teachers = {v: teacher.frozen(model_from_payload(p, f"the shared {v} teacher"), self.suite, run.device)
                     for v, p in teacher_payloads.items()}
         return run.run_entry(entry, data, teachers)
+
+
+def _checked_metrics(metrics: Any, entry: Entry) -> dict:
+    """An ``evaluate`` answer the leaderboard can read: a dict whose accuracies are fractions."""
+    if not isinstance(metrics, dict) or "clean_accuracy" not in metrics:
+        raise BenchbedError(f"evaluate of {entry.method!r} returned no clean_accuracy; it must return a dict of metrics")
+    bad = [k for k, v in metrics.items() if k.endswith("accuracy")
+           and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1)]
+    if bad:
+        raise BenchbedError(f"evaluate of {entry.method!r} returned accuracies outside [0, 1]: {', '.join(bad)}")
+    return metrics
 
 
 def _summary_line(record: dict) -> str:

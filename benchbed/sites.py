@@ -187,6 +187,9 @@ class PatchKernel(SiteKernel):
         return {"kind": self.kind, "sizes": self.sizes.detach().cpu()}
 
 
+STANDARD_KERNELS = (ReLUKernel, MaskedKernel, PatchKernel)
+
+
 def kernel_from_spec(spec: dict) -> SiteKernel:
     kind = spec.get("kind")
     if kind == "relu":
@@ -340,6 +343,16 @@ def site_specs(model: nn.Module) -> dict[str, dict]:
                                 "a method must freeze its sites to relu/masked/patch kernels")
         specs[name] = {**site.kernel.spec(), "counted": site.counted, "shape": list(site._require_shape())}
     return specs
+
+
+def canonicalize(model: nn.Module) -> list[str]:
+    """Rebuild every site's kernel from its saved spec with the core's own kernel classes, so that what
+    the core counts, prices, saves and evaluates is one and the same thing, whatever class the method
+    handed back. Returns the sites whose kernel was of another class (a subclass of a standard one)."""
+    specs = site_specs(model)
+    foreign = [n for n, s in sites(model).items() if type(s.kernel) not in STANDARD_KERNELS]
+    apply_site_specs(model, specs)
+    return foreign
 
 
 def apply_site_specs(model: nn.Module, specs: dict[str, dict]) -> None:

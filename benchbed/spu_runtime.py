@@ -51,10 +51,10 @@ PROTOCOLS = {"aby3": Protocol("aby3", "ABY3", 3), "cheetah": Protocol("cheetah",
 # mul_aa, mmul_aa: one rotate of the product share; trunc_a: "Share Truncation I" (ABY3 §5.1), P1
 # sends to P0 once; mul_a1b: two parallel 3-party OTs, sender and helper to receiver, then receiver to
 # helper ("two rounds latency"); msb_a2b: a boolean adder over the 64-bit ring, one rotate per AND
-# layer (8 layers, every party sends and receives 8 times); a2b/b2a likewise; rand/p2a of a public
-# constant that must become secret: one message.
+# layer (8 layers, every party sends and receives 8 times); p2a (a public constant made secret, e.g.
+# conv padding): a fresh zero sharing, one rotate.
 KERNEL_ROUNDS = {
-    "aby3": {"mul_aa": 1, "mmul_aa": 1, "trunc_a": 1, "mul_a1b": 2, "msb_a2b": 8},
+    "aby3": {"mul_aa": 1, "mmul_aa": 1, "trunc_a": 1, "mul_a1b": 2, "msb_a2b": 8, "p2a": 1},
 }
 
 
@@ -84,7 +84,9 @@ def spu_version() -> str:
 _RE_LINK = re.compile(r"Link details: total send bytes (\d+), recv bytes (\d+), send actions (\d+), recv actions (\d+)")
 _RE_OP = re.compile(r"\] - (\S+), executed (\d+) times, duration ([0-9.eE+-]+)s, send bytes (\d+) recv bytes (\d+), "
                     r"send actions (\d+), recv actions (\d+)")
-_RE_SECTION = re.compile(r"\] (\S+) profiling: total time")
+# SPU prints a HAL and an MPC section per party, and the parties' lines can interleave: the layer of a
+# line is told by its name (HAL functions are f_*, i_*, mixed_*, _* and seal/reveal; pphlo ops pphlo.*)
+_RE_NOT_MPC = re.compile(r"^(pphlo\.|f_|i_|mixed_|_)|^(seal|reveal|reveal_to)$")
 _RE_EXEC = re.compile(r"\[Profiling\] SPU execution (\S+) completed, .*execution took ([0-9.eE+-]+)s")
 # SPU's own informational log lines (profile, thread pools): swallowed; anything else is passed on
 _RE_SPU_INFO = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:.]+\] \[(info|debug|trace)\] ")
@@ -225,21 +227,13 @@ def parse(text: str, outputs: list[np.ndarray], pphlo: str, proto: Protocol) -> 
                             "is something else redirecting file descriptor 1?")
     per_op: dict[str, dict] = {}
     kernels: dict[str, dict] = {}
-    section = ""
-    for line in text.splitlines():
-        header = _RE_SECTION.search(line)
-        if header:
-            section = header.group(1)
-            continue
-        m = _RE_OP.search(line)
-        if not m:
-            continue
+    for m in _RE_OP.finditer(text):
         name, count, _, send, _, actions, _ = m.groups()
         if name.startswith("pphlo."):
             op = per_op.setdefault(name, {"bytes": 0, "count": 0})
             op["bytes"] += int(send)
             op["count"] = max(op["count"], int(count))
-        elif section == "MPC":
+        elif not _RE_NOT_MPC.match(name):
             k = kernels.setdefault(name, {"calls": 0, "bytes": 0, "party_sends": []})
             k["calls"] = max(k["calls"], int(count))
             k["bytes"] += int(send)

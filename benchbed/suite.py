@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from benchbed.config import Suite
 from benchbed.data import DATASETS
-from benchbed.errors import SuiteError
+from benchbed.checkpoint import load_checkpoint
+from benchbed.errors import BenchbedError, SuiteError
 from benchbed.models import MODELS, build_model
 from benchbed.plugins import Methods
 from benchbed.records import entry_id
@@ -94,6 +95,9 @@ def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, Bas
     options: dict[str, BaseModel] = {}
     installed = methods.all
     for i, entry in enumerate(suite.methods):
+        if entry.name in methods.broken:
+            problems.append(f"methods.{i}.name: {methods.broken[entry.name]}")
+            continue
         if entry.name not in installed:
             problems.append(f"methods.{i}.name: unknown method {entry.name!r}; installed: {', '.join(installed) or 'none'}")
             continue
@@ -106,8 +110,8 @@ def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, Bas
                         f"installed: {', '.join(methods.cost_profiles)}")
     if not unknown_parts:
         problems += _budget_problems(suite)
-    if suite.teacher.checkpoint and not Path(suite.teacher.checkpoint).expanduser().is_file():
-        problems.append(f"teacher.checkpoint: no file at {suite.teacher.checkpoint}")
+    if not unknown_parts:
+        problems += _data_problems(suite)
     if problems:
         raise SuiteError(str(path), problems)
     return suite, options
@@ -119,6 +123,21 @@ def _registry_problems(suite: Suite) -> list[str]:
         problems.append(f"dataset.name: unknown dataset {suite.dataset.name!r}; choose one of {', '.join(DATASETS)}")
     if suite.model.name not in MODELS:
         problems.append(f"model.name: unknown model {suite.model.name!r}; choose one of {', '.join(MODELS)}")
+    return problems
+
+
+def _data_problems(suite: Suite) -> list[str]:
+    """The dataset is there (or may be downloaded), and a teacher checkpoint loads and fits the suite."""
+    spec, problems = DATASETS[suite.dataset.name], []
+    if not suite.dataset.download and not spec.present(Path(suite.dataset.root)):
+        problems.append(f"dataset.root: no {suite.dataset.name} under {suite.dataset.root}; set `dataset.download: true` "
+                        "or point `dataset.root` at the folder that holds it")
+    if suite.teacher.checkpoint:
+        try:
+            load_checkpoint(suite.teacher.checkpoint, expect_model=suite.model.name, expect_classes=spec.num_classes,
+                            expect_input_shape=spec.input_shape)
+        except BenchbedError as exc:
+            problems.append(f"teacher.checkpoint: {exc}")
     return problems
 
 

@@ -62,6 +62,18 @@ def robust_recipe(suite: Suite, variant: str) -> RobustTraining | None:
     return suite.teacher.robust
 
 
+def expectations(suite: Suite, data: DataBundle) -> dict:
+    """What a teacher checkpoint must match to serve this suite on this dataset."""
+    return dict(expect_model=suite.model.name, expect_classes=data.num_classes, expect_input_shape=data.input_shape,
+                expect_mean=data.mean, expect_std=data.std)
+
+
+def check_checkpoint(suite: Suite, data: DataBundle) -> None:
+    """Fail before anything is written when the suite's teacher checkpoint cannot serve it."""
+    if suite.teacher.checkpoint:
+        load_checkpoint(suite.teacher.checkpoint, **expectations(suite, data))
+
+
 def prepare(suite: Suite, data: DataBundle, run_dir: Path, device: torch.device, reporter: Reporter,
             variant: str = "standard") -> nn.Module:
     """The frozen teacher ``variant`` of the suite: trained once per run directory, then reused."""
@@ -71,23 +83,27 @@ def prepare(suite: Suite, data: DataBundle, run_dir: Path, device: torch.device,
         variant = "standard"  # the suite's teacher already is the robust one
     cfg = suite.teacher
     path, record_path = files(run_dir, variant)
-    expect = dict(expect_model=suite.model.name, expect_classes=data.num_classes)
-    source = None
+    expect = expectations(suite, data)
+    model = None
     if cfg.checkpoint and variant == "standard":
         model = load_checkpoint(cfg.checkpoint, **expect)
         source = {"checkpoint": cfg.checkpoint,
                   "sha256": hashlib.sha256(Path(cfg.checkpoint).expanduser().read_bytes()).hexdigest()}
-    elif path.exists() and record_path.exists():
-        model = load_checkpoint(path, **expect)
-        reporter.log(f"teacher ({variant}): reusing {path}")
-    else:
+    elif path.exists():
+        try:
+            model = load_checkpoint(path, **expect)
+            source = {"reused": str(path)}
+            reporter.log(f"teacher ({variant}): reusing {path}")
+        except BenchbedError as exc:
+            reporter.log(f"teacher ({variant}): {exc}; training it again")
+    if model is None:
         model, source = _train(suite, data, device, reporter, variant)
     model = frozen(model, suite, device)
     if variant == "robust" and not has_dual_bn(model):
         raise BenchbedError("the robust teacher has no dual BN; remove its checkpoint from the run directory")
-    if source is not None:
-        if not cfg.checkpoint or variant != "standard":
-            write_checkpoint(payload(model, suite, data), path)
+    if "trained" in source:
+        write_checkpoint(payload(model, suite, data), path)
+    if "reused" not in source or not _readable(record_path):
         write_json(record_path, {"variant": variant, "source": source, "seed": cfg.seed,
                                  "val_accuracy": accuracy(model, data.val_x, data.val_y),
                                  "clean_accuracy": accuracy(model, data.test_x, data.test_y),
@@ -99,6 +115,13 @@ def prepare(suite: Suite, data: DataBundle, run_dir: Path, device: torch.device,
     return model
 
 
+def _readable(path: Path) -> bool:
+    try:
+        return "clean_accuracy" in read_json(path)
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 def _train(suite: Suite, data: DataBundle, device: torch.device, reporter: Reporter,
            variant: str) -> tuple[nn.Module, dict]:
     cfg = suite.teacher
@@ -106,7 +129,7 @@ def _train(suite: Suite, data: DataBundle, device: torch.device, reporter: Repor
         raise BenchbedError(f"a method asks for the {variant} teacher, which needs `teacher.recipe` to train it; "
                             "add a recipe to the suite's teacher")
     clock = ComputeClock(None, None, len(data.train_y))
-    ctx = EntryContext(method="teacher", budget=None, seed=cfg.seed, data=data, teacher=None, clock=clock,
+    ctx = EntryContext(method="teacher", budget=None, seed=cfg.seed, data=data.for_methods(), teacher=None, clock=clock,
                        device=device, options=cfg.recipe, generator=seed_everything(cfg.seed, device),
                        workdir=Path("."), log=reporter.log, progress=reporter.progress)
     model = new_model(suite, data)  # after seeding: the initialisation is seeded too

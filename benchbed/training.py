@@ -174,8 +174,10 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
     return FitResult(ran, best_epoch, best_acc, ctx.clock.exhausted_at is not None, history)
 
 
-def distilled_finetune(ctx: EntryContext, model: nn.Module, recipe: TrainRecipe, opts: DistillationOptions) -> dict:
+def distilled_finetune(ctx: EntryContext, model: nn.Module, recipe: TrainRecipe, opts: DistillationOptions,
+                       part: str | None = "finetune") -> dict:
     """Finetune a linearized model (sites frozen) on CE + KD from the suite's teacher; the weights kept are
-    those of the best validation epoch. Returns the fit summary for the record."""
+    those of the best validation epoch. Returns the fit summary for the record. A recipe cut short by
+    the compute budget is recorded as a cut of ``part`` (None: the recipe is no paper's)."""
     loss = distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight)
-    return fit(model, ctx, recipe, loss_fn=loss, label=f"{ctx.method} finetune", part="finetune").summary()
+    return fit(model, ctx, recipe, loss_fn=loss, label=f"{ctx.method} finetune", part=part).summary()

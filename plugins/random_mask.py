@@ -38,4 +38,4 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
 
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
-    return FinetuneResult(model, distilled_finetune(ctx, model, ctx.options.finetune, ctx.options))
+    return FinetuneResult(model, distilled_finetune(ctx, model, ctx.options.finetune, ctx.options, part=None))

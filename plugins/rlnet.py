@@ -1,20 +1,30 @@
 """RLNet — robust linearized networks (Sarkar, Kundu, Beerel, CVPR-W 2024, arXiv 2402.05521).
 
 The model keeps dual BatchNorm (clean / adversarial copies, all other weights shared; a teacher
-trained with the suite's ``teacher.robust`` recipe already has it, otherwise the copies start from
-the teacher's statistics). ``build_mask`` gives every counted site a share of the budget from a
-sensitivity profile (uniform by default) and keeps, in each site, the pixels where dropping the ReLU
-changes the post-ReLU feature most, E|relu(x) − x| over training images. ``finetune`` trains with
-γ·CE on clean, AugMix and adversarial inputs (each extra pass and attack step charged to the entry's
-compute budget, so RLNet gets the same compute as every method, not more) + α·KL to the teacher's clean logits (T) + β·attention
-transfer on the stage outputs; adversarial examples maximise KL(student ‖ teacher) (RSLAD) through
-the adversarial BNs. ``evaluate`` reads clean and corruption accuracy through the clean BNs and PGD
-through the adversarial BNs, and reports both paths' clean accuracy.
+trained with the robust recipe already has it, otherwise the copies start from the teacher's
+statistics). Every counted site gets a share of the budget — uniform, the authors' per-layer
+sensitivity lists for ResNet-18 (``sensitivity: authors``), or weights per site.
+
+Every training step splits its batch in thirds, as the authors' code does: clean images and AugMix
+images go through the clean BNs, PGD images (maximising KL(student ‖ teacher's clean logits) at T,
+RSLAD) through the adversarial BNs. The loss is
+``γ·(CE_clean + CE_augmix + CE_adv)/3 + α·(KL_clean + KL_augmix + KL_adv)/3 + β·(AT_clean + AT_augmix)/2``
+with KL to the teacher's logits on the clean version of the same images (T) and attention transfer
+on the stage outputs. Each attack step is charged to the entry's compute budget, and every schedule
+is planned over the steps the budget pays for at that price.
+
+Stage 1 (``mask_method: training``, the paper's): the student trains with its mask, starting from a
+random one of the allocated size; after every epoch each site keeps the positions where the
+student's post-ReLU features differed most from the teacher's (summed |teacher − student| over the
+clean images of the epoch). ``one_shot`` ranks positions once instead, by E|relu(x) − x| on the
+all-ReLU model. Stage 2 (``finetune``) trains with the last mask frozen. ``evaluate`` reads clean and
+corruption accuracy through the clean BNs and PGD through the adversarial BNs, and reports both
+paths' clean accuracy.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,28 +33,70 @@ from pydantic import Field
 from benchbed.api import (BenchbedError, EntryContext, EvaluationSettings, FinetuneResult, MaskResult, MethodInfo,
                           RobustTraining, Strict, TrainRecipe, adversarial, augmix, bn_path, convert_dual_bn,
                           counted_sites, evaluate_model, fit, has_dual_bn, hookimpl, kd_loss, stage_modules)
+from benchbed.api import sites as all_sites  # every site of a model by name (``sites`` names locals here)
+
+# The authors' per-site kept fractions for ResNet-18 on CIFAR-100 (stem, then the 16 block ReLUs in
+# order), by the budget they were made for (sensitivity_list.yaml of sreetamasarkar/rlnet).
+AUTHORS_SENSITIVITY: dict[int, list[float]] = {
+    25_000: [0.004, 0.01, 0.01, 0.01, 0.011, 0.027, 0.038, 0.04, 0.042, 0.102, 0.124, 0.126, 0.13, 0.28, 0.30, 0.30,
+             0.30],
+    50_000: [0.02, 0.025, 0.03, 0.025, 0.025, 0.05, 0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 0.25, 0.5, 0.6, 0.6, 0.6],
+    82_000: [0.01, 0.11, 0.14, 0.19, 0.21, 0.03, 0.03, 0.03, 0.03, 0.1, 0.14, 0.19, 0.34, 0.35, 0.76, 0.83, 0.85],
+    100_000: [0.00967, 0.0313, 0.036, 0.04236, 0.0466, 0.12, 0.165, 0.172, 0.188, 0.45555, 0.5505, 0.56, 0.583, 1.0,
+              1.0, 1.0, 1.0],
+    120_000: [0.012, 0.040, 0.046, 0.055, 0.060, 0.155, 0.214, 0.223, 0.244, 0.59, 0.714, 0.726, 0.756, 1.0, 1.0, 1.0,
+              1.0],
+}
+# The site shapes those lists are for: ResNet-18 on 32x32 with its stem ReLU.
+RESNET18_SHAPES = ([(64, 32, 32)] * 5 + [(128, 16, 16)] * 4 + [(256, 8, 8)] * 4 + [(512, 4, 4)] * 4)
 
 
 class Options(Strict):
-    sensitivity: Literal["uniform"] | dict[str, float] = Field(
-        "uniform", description="per-site weights of the kept fraction (site name → weight); uniform by default")
-    mismatch_images: int = Field(512, ge=1, description="training images for ranking pixels")
+    teacher: Literal["standard", "robust"] = Field(
+        "standard", description="the teacher to distil from: the suite's, or RLNet's robust dual-BN one (paper)")
+    mask_method: Literal["training", "one_shot"] = Field(
+        "training", description="training: the mask is re-derived every epoch of stage 1 from the teacher-student "
+                                "post-ReLU mismatch (paper); one_shot: ranked once on the all-ReLU model")
+    sensitivity: Literal["uniform", "authors"] | dict[str, float] = Field(
+        "uniform", description="per-site share of the budget: uniform, the authors' lists for ResNet-18 (the one "
+                               "nearest the budget, scaled to it), or weights by site name")
+    mismatch_images: int = Field(512, ge=1, description="one_shot: training images for ranking positions")
     gamma: float = Field(0.5, ge=0, description="weight of the CE terms")
-    alpha: float = Field(0.5, ge=0, description="weight of the KL to the teacher")
+    alpha: float = Field(0.5, ge=0, description="weight of the KL terms to the teacher")
     beta: float = Field(1000.0, ge=0, description="weight of attention transfer")
     kd_temperature: float = Field(4.0, gt=0)
     robust: RobustTraining = Field(default_factory=RobustTraining)
+    mask_share: float = Field(150 / 390, gt=0, lt=1, description="training: largest share of the compute for "
+                                                                 "stage 1 (the paper: 150 of 390 epochs)")
+    mask_training: TrainRecipe = Field(
+        default_factory=lambda: TrainRecipe(epochs=150, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+                                            weight_decay=5e-4, batch_size=128, schedule="constant"),
+        description="stage 1 (training mask method)")
     finetune: TrainRecipe = Field(
-        default_factory=lambda: TrainRecipe(epochs=240, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4,
-                                            batch_size=128, schedule="cosine"),
-        description="its epochs are cut to the entry's compute budget")
+        default_factory=lambda: TrainRecipe(epochs=240, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+                                            weight_decay=5e-4, batch_size=128, schedule="step",
+                                            milestones=[150 / 240, 180 / 240, 210 / 240], gamma=0.1),
+        description="stage 2, mask frozen; its epochs are cut to the entry's compute budget")
+
+
+# The published recipe (CIFAR-100 ResNet-18): the robust dual-BN teacher, 150 epochs of mask training
+# with the authors' sensitivity lists, 240 epochs of stage 2.
+PAPER_RECIPE = {
+    "teacher": "robust", "mask_method": "training", "sensitivity": "authors", "gamma": 0.5, "alpha": 0.5,
+    "beta": 1000.0, "kd_temperature": 4.0,
+    "robust": {"eps": 8 / 255, "step": 2 / 255, "pgd_steps": 7, "augmix_severity": 3, "augmix_width": 3,
+               "augmix_depth": -1, "augmix_all_ops": False},
+    "mask_training": {"epochs": 150},
+    "finetune": {"epochs": 240},
+}
 
 
 @hookimpl
 def method_info() -> MethodInfo:
-    return MethodInfo(description="robust linearization: dual BN, mask by post-ReLU mismatch, finetune on clean, "
-                                  "AugMix and RSLAD adversarial inputs with KL and attention transfer",
-                      paper="Sarkar, Kundu, Beerel, CVPR-W 2024, arXiv:2402.05521", options=Options)
+    return MethodInfo(description="robust linearization: dual BN, mask from the teacher-student post-ReLU mismatch, "
+                                  "training on clean, AugMix and RSLAD adversarial thirds with KL and attention transfer",
+                      paper="Sarkar, Kundu, Beerel, CVPR-W 2024, arXiv:2402.05521", options=Options,
+                      paper_recipe=PAPER_RECIPE, teacher=lambda options: options.teacher)
 
 
 def allocate(sizes: dict[str, int], weights: dict[str, float], budget: int) -> dict[str, int]:
@@ -74,6 +126,23 @@ def allocate(sizes: dict[str, int], weights: dict[str, float], budget: int) -> d
     return counts
 
 
+def site_weights(ctx: EntryContext, sites: dict) -> tuple[dict[str, float], str]:
+    """Per-site weights of the allocation and a description of where they come from."""
+    opts: Options = ctx.options
+    if opts.sensitivity == "uniform":
+        return {n: 1.0 for n in sites}, "uniform"
+    if opts.sensitivity == "authors":
+        if [tuple(s.shape) for s in sites.values()] != RESNET18_SHAPES:
+            ctx.record_cut("sensitivity", "the authors' lists are for ResNet-18 with its stem ReLU; uniform used")
+            return {n: 1.0 for n in sites}, "uniform (no authors' list for this model)"
+        nearest = min(AUTHORS_SENSITIVITY, key=lambda b: abs(math.log(b / ctx.budget)))
+        return dict(zip(sites, AUTHORS_SENSITIVITY[nearest])), f"authors' {nearest // 1000}K list"
+    unknown = set(opts.sensitivity) - set(sites)
+    if unknown:
+        raise BenchbedError(f"rlnet: sensitivity names unknown sites {sorted(unknown)[:3]}")
+    return {n: opts.sensitivity.get(n, 0.0) for n in sites}, "per-site weights"
+
+
 @torch.no_grad()
 def relu_mismatch(model, sites: dict, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Per pixel, E|relu(x) − x| = E|min(x, 0)| of each site's input over ``images`` (clean BN path)."""
@@ -98,6 +167,116 @@ def relu_mismatch(model, sites: dict, images: torch.Tensor, batch_size: int = 25
     return {n: t / len(images) for n, t in totals.items()}
 
 
+def top_positions(scores: torch.Tensor, count: int) -> torch.Tensor:
+    """0/1 mask of the ``count`` highest scores (earlier positions win ties)."""
+    flat = torch.zeros(scores.numel())
+    flat[torch.sort(scores.flatten().float().cpu(), descending=True, stable=True).indices[:count]] = 1
+    return flat.view(scores.shape)
+
+
+def attention(features: torch.Tensor) -> torch.Tensor:
+    """Zagoruyko & Komodakis attention map: channel mean of squared activations, L2-normalised."""
+    return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
+
+
+def transfer(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Attention-transfer loss summed over the stages."""
+    return sum((attention(s) - attention(t)).pow(2).mean() for s, t in zip(student, teacher))
+
+
+class Recorder:
+    """Outputs of ``modules`` on the forward passes made while ``on``: a list in call order, or a dict
+    by name when ``modules`` is a dict."""
+
+    def __init__(self, modules):
+        self.named = isinstance(modules, dict)
+        self.outputs: Any = {} if self.named else []
+        self.on = False
+        items = modules.items() if self.named else enumerate(modules)
+        self.handles = [m.register_forward_hook(lambda mod, i, o, key=key: self._hook(key, o)) for key, m in items]
+
+    def _hook(self, key, output) -> None:
+        if not self.on:
+            return
+        if self.named:
+            self.outputs[key] = output
+        else:
+            self.outputs.append(output)
+
+    def take(self, fn: Callable[[], Any]) -> tuple[Any, Any]:
+        self.outputs, self.on = ({} if self.named else []), True
+        try:
+            return fn(), self.outputs
+        finally:
+            self.on = False
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+def cost_per_image(opts: Options) -> float:
+    """Budget units per image of a batch: one training pass per image (each image is in one of the three
+    views) plus the attack's forward-backward steps on the adversarial third."""
+    return 1 + opts.robust.pgd_steps / 3
+
+
+def robust_step(ctx: EntryContext, model, on_clean_sites: Callable[[dict, dict], None] | None = None):
+    """The per-batch loss of both stages (see the module docstring). ``on_clean_sites(student, teacher)``
+    receives the counted sites' outputs on the clean third by site name, for stage 1's mismatch."""
+    opts: Options = ctx.options
+    teacher, temperature = ctx.teacher, opts.kd_temperature
+    student_stages, teacher_stages = Recorder(stage_modules(model)), Recorder(stage_modules(teacher))
+    student_sites = teacher_sites = None
+    if on_clean_sites is not None:
+        names = list(counted_sites(model))
+        student_sites = Recorder(counted_sites(model))
+        teacher_sites = Recorder({n: s for n, s in all_sites(teacher).items() if n in names})
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = len(y) // 3
+        parts = (slice(0, k), slice(k, 2 * k), slice(2 * k, len(y)))
+        with torch.no_grad(), ctx.autocast:
+            if teacher_sites is not None:
+                teacher_sites.on = True
+            try:
+                target, t_stages = teacher_stages.take(lambda: teacher(x))
+            finally:
+                if teacher_sites is not None:
+                    teacher_sites.on = False
+        with ctx.autocast:
+            if student_sites is not None:
+                student_sites.on = True
+            try:
+                clean, s_clean = student_stages.take(lambda: model(x[parts[0]]))
+            finally:
+                if student_sites is not None:
+                    student_sites.on = False
+            mixed, s_mixed = student_stages.take(lambda: model(augmix(x[parts[1]], opts.robust)))
+        adv = adversarial(model, x[parts[2]], y[parts[2]], opts.robust,
+                          objective=lambda out, _y, _x: kd_loss(out, target[parts[2]], temperature))
+        with bn_path(model, "adv"), ctx.autocast:
+            attacked = model(adv)
+        ctx.clock.charge(len(y) * (cost_per_image(opts) - 1))
+        if on_clean_sites is not None:
+            with torch.no_grad():
+                on_clean_sites(student_sites.outputs, {n: t[parts[0]] for n, t in teacher_sites.outputs.items()})
+            student_sites.outputs, teacher_sites.outputs = {}, {}
+        views = list(zip((clean, mixed, attacked), parts))
+        ce = sum(F.cross_entropy(out.float(), y[p]) for out, p in views) / 3
+        kl = sum(kd_loss(out, target[p], temperature) for out, p in views) / 3
+        at = (transfer(s_clean, [t[parts[0]] for t in t_stages])
+              + transfer(s_mixed, [t[parts[1]] for t in t_stages])) / 2
+        return opts.gamma * ce + opts.alpha * kl + opts.beta * at
+
+    def remove() -> None:
+        for r in (student_stages, teacher_stages, student_sites, teacher_sites):
+            if r is not None:
+                r.remove()
+
+    return loss, remove
+
+
 @hookimpl
 def build_mask(ctx: EntryContext, model) -> MaskResult:
     opts: Options = ctx.options
@@ -106,66 +285,68 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     if not has_dual_bn(model):
         convert_dual_bn(model.cpu()).to(ctx.device)
     sites = counted_sites(model)
-    weights = ({n: 1.0 for n in sites} if opts.sensitivity == "uniform"
-               else {n: opts.sensitivity.get(n, 0.0) for n in sites})
-    if opts.sensitivity != "uniform" and set(opts.sensitivity) - set(sites):
-        raise BenchbedError(f"rlnet: sensitivity names unknown sites {sorted(set(opts.sensitivity) - set(sites))[:3]}")
+    weights, source = site_weights(ctx, sites)
     counts = allocate({n: s.numel for n, s in sites.items()}, weights, ctx.budget)
-    n_images = min(opts.mismatch_images, len(ctx.data.train_y))
-    if not ctx.clock.allows_forward(n_images):
-        raise BenchbedError("rlnet: no compute budget left to rank pixels")
-    mismatch = relu_mismatch(model, sites, ctx.sample_train_images(n_images))
+    info: dict[str, Any] = {"kept_per_site": counts, "allocation": source, "mask_method": opts.mask_method}
+    if opts.mask_method == "one_shot":
+        n_images = min(opts.mismatch_images, len(ctx.data.train_y))
+        if not ctx.clock.allows_forward(n_images):
+            raise BenchbedError("rlnet: no compute budget left to rank pixels")
+        mismatch = relu_mismatch(model, sites, ctx.sample_train_images(n_images))
+        for name, site in sites.items():
+            site.set_mask(top_positions(mismatch[name], counts[name]))
+        return MaskResult(model, {**info, "mismatch_images": n_images})
+    return MaskResult(model, {**info, **train_mask(ctx, model, sites, counts)})
+
+
+def train_mask(ctx: EntryContext, model, sites: dict, counts: dict[str, int]) -> dict:
+    """Stage 1: train with the mask, re-deriving it after every epoch from the summed |teacher − student|
+    post-ReLU features on the clean images; starts from a random mask of the allocated sizes."""
+    opts: Options = ctx.options
+    generator = torch.Generator().manual_seed(ctx.seed)
     for name, site in sites.items():
-        flat = torch.zeros(site.numel)
-        flat[torch.sort(mismatch[name].flatten().cpu(), descending=True, stable=True).indices[:counts[name]]] = 1
-        site.set_mask(flat.view(site.shape))
-    return MaskResult(model, {"kept_per_site": counts, "mismatch_images": n_images})
+        site.set_mask(top_positions(torch.rand(site.shape, generator=generator), counts[name]))
+    totals = {n: torch.zeros(s.shape, device=ctx.device) for n, s in sites.items()}
 
+    def accumulate(student: dict, teacher: dict) -> None:
+        for name in totals:
+            totals[name] += (teacher[name].float() - student[name].float()).abs().sum(0)
 
-def attention(features: torch.Tensor) -> torch.Tensor:
-    """Zagoruyko & Komodakis attention map: channel mean of squared activations, L2-normalised."""
-    return F.normalize(features.float().pow(2).mean(1).flatten(1), dim=1)
+    changes: list[float] = []
 
+    def after_epoch(epoch: int, val_acc: float) -> bool:
+        moved = 0
+        for name, site in sites.items():
+            new = top_positions(totals[name], counts[name]).to(site.kernel.mask.device)
+            moved += int((new != site.kernel.mask).sum())
+            site.kernel.mask.copy_(new)
+            totals[name].zero_()
+        changes.append(moved / max(1, sum(counts.values())))
+        return False
 
-def _capture(modules) -> tuple[list, list]:
-    store: list[torch.Tensor] = []
-    handles = [m.register_forward_hook(lambda mod, i, o: store.append(o)) for m in modules]
-    return store, handles
+    cost = cost_per_image(opts)
+    epochs = min(opts.mask_training.epochs, opts.mask_share * ctx.clock.remaining_epochs() / cost)
+    if epochs < opts.mask_training.epochs:
+        ctx.record_cut("mask_training", f"{epochs:.3g} of {opts.mask_training.epochs:g} epochs")
+    loss, remove = robust_step(ctx, model, on_clean_sites=accumulate)
+    try:
+        result = fit(model, ctx, opts.mask_training, epochs=epochs, step_loss=loss, cost_per_image=cost,
+                     select_on_val=False, on_epoch_end=after_epoch, label=f"{ctx.method} mask training")
+    finally:
+        remove()
+    return {"mask_epochs": round(result.epochs, 4), "mask_updates": len(changes),
+            "moved_share_per_update": [round(c, 4) for c in changes]}
 
 
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
     opts: Options = ctx.options
-    teacher, temperature = ctx.teacher, opts.kd_temperature
-    stages = stage_modules(model)
-    student_stages, student_handles = _capture(stages)
-    teacher_stages, teacher_handles = _capture(stage_modules(teacher))
-
-    def loss(logits: torch.Tensor, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        # The latest forward pass of the student is the one that produced ``logits``.
-        clean_features = student_stages[len(student_stages) - len(stages):]
-        teacher_stages.clear()
-        with torch.no_grad():
-            target = teacher(x)
-        transfer = sum((attention(s) - attention(t)).pow(2).mean() for s, t in zip(clean_features, teacher_stages))
-        # Beyond the clean batch the budget already charged: the AugMix pass, every attack step and
-        # the adversarial pass each cost about one training batch.
-        ctx.clock.charge(len(y) * (2 + opts.robust.pgd_steps))
-        mixed = model(augmix(x, opts.robust))
-        adv = adversarial(model, x, y, opts.robust, objective=lambda out, _y, _x: kd_loss(out, target, temperature))
-        with bn_path(model, "adv"):
-            attacked = model(adv)
-        student_stages.clear()
-        ce = (F.cross_entropy(logits.float(), y) + F.cross_entropy(mixed.float(), y)
-              + F.cross_entropy(attacked.float(), y)) / 3
-        kl = (kd_loss(logits, target, temperature) + kd_loss(attacked, target, temperature)) / 2
-        return opts.gamma * ce + opts.alpha * kl + opts.beta * transfer
-
+    loss, remove = robust_step(ctx, model)
     try:
-        result = fit(model, ctx, opts.finetune, loss_fn=loss, label=f"{ctx.method} finetune")
+        result = fit(model, ctx, opts.finetune, step_loss=loss, cost_per_image=cost_per_image(opts),
+                     label=f"{ctx.method} finetune", part="finetune")
     finally:
-        for h in student_handles + teacher_handles:
-            h.remove()
+        remove()
     return FinetuneResult(model, result.summary())
 
 

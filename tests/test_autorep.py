@@ -139,3 +139,83 @@ def test_polynomial_sites_are_priced_as_secure_multiplications(make_ctx):
     assert squares == sum(s.numel for s in counted_sites(model).values()) - 512
     # a kept pixel's select is one product; a replaced pixel's quadratic with secret coefficients is two
     assert cost["secure_mults"] == 512 + 2 * squares
+
+
+def _released_dapa(mu: float, var: float) -> tuple[float, float, float]:
+    """The released code's effective (c2, c1, c0), written out from its formula: the erfc form of the
+    fit with the clipped running variance v = max(var, 0.5) in sigma's place, returning c0/5 and c2/10,
+    and a forward that multiplies c2 by 0.1."""
+    import math
+
+    v = max(var, 0.5)
+    e = math.exp(-mu ** 2 / (2 * v ** 2))
+    w2 = math.sqrt(2) * e / (4 * math.sqrt(math.pi) * v)
+    w1 = -math.sqrt(2) * mu * e / (2 * math.sqrt(math.pi) * v) - math.erfc(math.sqrt(2) * mu / (2 * v)) / 2 + 1
+    w0 = math.sqrt(2) * mu ** 2 * e / (4 * math.sqrt(math.pi) * v) + math.sqrt(2) * v * e / (4 * math.sqrt(math.pi))
+    return 0.1 * (w2 / 10), w1, w0 / 5
+
+
+@pytest.mark.parametrize("mu,var", [(0.0, 1.0), (0.8, 2.5), (-0.6, 0.2), (1.5, 0.04), (-2.0, 4.0)])
+def test_reference_dapa_is_the_released_formula(mu, var):
+    expected = _released_dapa(mu, var)
+    got = autorep.reference_dapa(torch.tensor([mu]), torch.tensor([var]))
+    for g, e in zip(got, expected):
+        assert g.item() == pytest.approx(e, rel=1e-6, abs=1e-12)  # mu, var enter as float32
+    # the kernel's forward applies exactly that polynomial after a refresh
+    kernel = _kernel((1, 2, 2), dapa="reference", threshold=10.0)  # scores in [0, 1): everything is replaced
+    with torch.no_grad():
+        kernel.mask.zero_()
+        kernel.running_mean.fill_(mu)
+        kernel.running_var.fill_(var)
+    kernel.refresh_dapa()
+    x = torch.linspace(-3, 3, 8).view(2, 1, 2, 2)
+    c2, c1, c0 = expected
+    torch.testing.assert_close(kernel.eval()(x), (c2 * x ** 2 + c1 * x + c0).float(), rtol=1e-5, atol=1e-6)
+    # ... and is almost linear next to the exact fit: c2 is 1/100 of the fit's at the clipped sigma
+    exact_c2 = autorep.dapa_coefficients(torch.tensor(mu), torch.tensor(max(var, 0.5)))[0].item()
+    assert c2 == pytest.approx(exact_c2 / 100)
+
+
+def test_dapa_refreshes_every_ten_steps_early_and_stays_trainable():
+    kernel = _kernel((2, 2, 2), polynomial="dapa").train()
+    kernel.refresh_until = 20
+    assert kernel.coeffs.requires_grad, "coefficients train throughout, as in the released code"
+    stats = []
+    for step in range(1, 31):
+        if step == 25:
+            with torch.no_grad():
+                kernel.coeffs.fill_(0.123)  # as if trained: no refresh may overwrite it after step 20
+        kernel(torch.randn(16, 2, 2, 2) * step)
+        stats.append((kernel.running_mean.clone(), kernel.running_var.clone(), kernel.coeffs.detach().clone()))
+        if step in (10, 20):
+            mean, var, coeffs = stats[-1]
+            expected = torch.stack(autorep.dapa_coefficients(mean, var.sqrt()), 1).float()
+            torch.testing.assert_close(coeffs, expected)
+        if step in (11, 19):
+            torch.testing.assert_close(stats[-1][2], stats[-2][2])  # no refresh between
+    assert torch.all(kernel.coeffs == 0.123)
+
+
+def test_lambda_is_the_table_value_when_the_budget_is_one_of_its_budgets():
+    # with the stem counted the fraction differs, but a budget from the paper's table takes its value
+    assert autorep.default_lambda(12_900, 557_056) == 80
+    assert autorep.default_lambda(6_000, 557_056) == 200
+    assert autorep.default_lambda(25_000, 491_520) == 40
+
+
+def test_defaults_follow_the_released_code_and_the_paper_recipe_has_no_finetune():
+    opts = autorep.Options()
+    assert opts.ste_scale == "softplus" and opts.threshold == 0.003 and opts.dapa == "exact"
+    assert opts.dapa_refresh_every == 10 and opts.dapa_refresh_epochs == pytest.approx(508 / 391, abs=0.01)
+    recipe = autorep.method_info().paper_recipe
+    paper = validate_options(autorep.Options, recipe)
+    assert paper.finetune is None and paper.search.epochs == 200 and paper.search_share == 1.0
+    assert paper.small_budget_lr == 3e-4 and paper.small_budget == 12_900
+
+
+def test_paper_lr_for_small_budgets_and_no_finetune(make_ctx):
+    ctx, student = make_ctx(_options(small_budget_lr=3e-4, small_budget=600, finetune=None), budget=512, epochs=1.0)
+    model = autorep.build_mask(ctx=ctx, model=student).model
+    assert drelu_count(model) == 512
+    result = autorep.finetune(ctx=ctx, model=model)
+    assert result.model is model and "none" in result.info["finetune"]

@@ -72,7 +72,10 @@ def test_missing_dataset_with_download_off(write_suite, tmp_path, capsys):
     code, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet", capsys=capsys)
     assert code == 2
     assert err.count("\n") == 1
-    assert "cifar100 not found" in err and "download: true" in err
+    assert "no cifar100 under" in err and "download: true" in err
+    assert not (tmp_path / "run").exists(), "a run that cannot start claims no directory"
+    code, err = run_cli("validate", str(path), capsys=capsys)
+    assert code == 2 and "no cifar100 under" in err, "validate sees it too"
 
 
 def test_corrupt_checkpoint(tmp_path):

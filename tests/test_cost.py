@@ -1,23 +1,21 @@
-"""The cost model's arithmetic on hand-computed cases, for every site kind and layer type."""
+"""The cost model's arithmetic on hand-computed cases, for every site kind, layer type and profile."""
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 from torch import nn
 
 from benchbed.config import SecureCostSettings
-from benchbed.cost import CostProfile, aby3_profile, price, securenn_profile
+from benchbed.cost import CostProfile, PROFILE_FILES, aby3_profile, linear_key, price, securenn_profile
 from benchbed.dual_bn import convert_dual_bn
-from benchbed.models import build_model
-from benchbed.sites import IDENTITY, ZERO, convert_relus, sites
+from benchbed.models import WideResNet, build_model
+from benchbed.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
 
 # Round numbers, so that every expected figure below can be checked by hand.
 P = CostProfile("toy", "toy", relu_bytes=100, relu_rounds=10, compare_bytes=50, compare_rounds=5, select_bytes=7,
-                select_rounds=3, poly_bytes=20, poly_rounds=4, trunc_bytes=9, trunc_rounds=2, affine_bytes=11,
-                affine_rounds=6, linear_bytes_per_output=2, linear_bytes_per_input=0, linear_bytes_per_weight=0,
-                linear_rounds=1, seconds_per_comparison=1e-3, seconds_per_mult=1e-4, seconds_per_mac=1e-6)
+                select_rounds=3, poly_bytes=20, poly_rounds=4, affine_bytes=11, affine_rounds=6,
+                linear_bytes_per_output=2, linear_rounds=1, seconds_per_comparison=1e-3, seconds_per_mult=1e-4,
+                seconds_per_mac=1e-6, busiest_share={"relu": 0.5, "linear": 0.25})
 NETS = SecureCostSettings(networks={"A": {"bandwidth_mbps": 8, "rtt_ms": 100}})
 
 
@@ -42,28 +40,36 @@ def test_all_relu_toy_by_hand():
     total = 64 + 3200 + 6
     assert cost["comm_mb"] == pytest.approx(total / 1e6)
     assert cost["rounds"] == 12
+    # the busiest party sends half of the ReLUs' bytes and a quarter of the linear layers'
+    busiest = 0.25 * 64 + 0.5 * 3200 + 0.25 * 6
+    assert cost["busiest_party_mb"] == pytest.approx(busiest / 1e6)
     compute = 32 * 1e-3 + 32 * 1e-4 + (288 + 96) * 1e-6
-    assert cost["latency_s"]["A"] == pytest.approx(compute + total * 8 / 8e6 + 12 * 0.1)
+    # parties send in parallel: the bandwidth term is the busiest party's bytes, not the total
+    assert cost["latency_s"]["A"] == pytest.approx(compute + busiest * 8 / 8e6 + 12 * 0.1)
 
 
-def test_masked_site_with_identity_quadratic_and_scaled_channels():
+def test_masked_site_prices_every_polynomial_that_is_a_weight():
     model = toy()
     site = sites(model)["2"]
     mask = torch.zeros(2, 4, 4)
     mask[0, :2] = 1  # 8 ReLUs kept in channel 0; channel 1 all replaced
     site.set_mask(mask, torch.tensor([[0.0, 1.0, 0.0], [0.5, 0.3, 0.1]]))
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
-    # 8 ReLUs; 8 identity pixels (free); 16 quadratic pixels
-    assert cost["drelus"] == 8 and cost["secure_mults"] == 8 + 16
+    # 8 ReLUs; channel 0's 8 fixed identity pixels are free; channel 1's 16 are secret quadratics
+    assert cost["drelus"] == 8 and cost["secure_mults"] == 8 + 2 * 16
     assert cost["bytes"] == 100 * 8 + 20 * 16 and cost["rounds"] == 10 + 4
+    # a linear or a shift is a weight too: priced as the quadratic it is computed as
     site.set_mask(mask, torch.tensor([[0.0, 2.0, 0.0], [0.0, 1.0, 0.5]]))
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
-    # channel 0's 8 replaced pixels are scaled by 2 (a truncation); channel 1 only shifts (free)
-    assert cost["bytes"] == 100 * 8 + 9 * 8 and cost["rounds"] == 10 + 2
-    site.set_mask(mask, torch.tensor([[0.0, 0.0, 3.0], [0.5, 2.0, 0.0]]))
+    assert cost["bytes"] == 100 * 8 + 20 * (8 + 16) and cost["rounds"] == 10 + 4
+    # a trained polynomial is a weight in every channel, the identity-valued one included
+    site.set_mask(mask, torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]), trainable=True)
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
-    # channel 0: a constant (free); channel 1: quadratics whose truncation rounds cover everything
-    assert cost["bytes"] == 100 * 8 + 20 * 16 and cost["rounds"] == 10 + 4
+    assert cost["bytes"] == 100 * 8 + 20 * 24
+    # an untrained identity bypass is architecture: free
+    site.set_mask(mask)
+    cost = layer(price(model, (1, 4, 4), NETS, P), "2")
+    assert cost["bytes"] == 100 * 8 and cost["rounds"] == 10
 
 
 def test_patch_site_by_hand():
@@ -78,39 +84,73 @@ def test_patch_site_by_hand():
     assert cost["bytes"] == 0 and cost["rounds"] == 0 and cost["drelus"] == 0
 
 
-def test_preactivation_bn_is_an_affine_and_dual_bn_is_priced_once():
+def test_batchnorm_folds_only_into_a_conv_whose_only_user_it_is():
     wide = build_model("wrn22_8", num_classes=10, input_shape=(3, 32, 32))
-    cost = price(wide, (3, 32, 32), NETS, P)
-    kinds = {c["layer"]: c["kind"] for c in cost["per_layer"]}
-    assert "layers.0.0.bn1" not in kinds, "the first block's BN follows the stem conv: folded"
+    kinds = {c["layer"]: c["kind"] for c in price(wide, (3, 32, 32), NETS, P)["per_layer"]}
+    assert "layers.0.0.bn1" not in kinds, "the stem conv feeds only the first BN (the shortcut projects its ReLU)"
     assert kinds["layers.0.1.bn1"] == "affine", "later pre-activation BNs follow residual sums, not convs"
-    affines = [c for c in cost["per_layer"] if c["kind"] == "affine"]
-    assert all(c["bytes"] == 11 * c["secure_mults"] for c in affines)
+    torch.manual_seed(0)
+    same_width = WideResNet(10, 1, num_classes=10, in_channels=1, mean=[0.4], std=[0.3])
+    trace_shapes(same_width, (1, 8, 8))
+    cost = price(same_width, (1, 8, 8), NETS, P)
+    bn1 = layer(cost, "layers.0.0.bn1")
+    # 16 → 16 channels: the stem conv's output also feeds the identity shortcut, so its BN stays
+    assert bn1["kind"] == "affine" and bn1["bytes"] == 11 * 16 * 64 and bn1["rounds"] == 6
     narrow = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
     plain = price(narrow, (1, 8, 8), NETS, P)
     dual = price(convert_dual_bn(narrow), (1, 8, 8), NETS, P)
     assert dual["comm_mb"] == plain["comm_mb"] and dual["rounds"] == plain["rounds"]
 
 
-def test_securenn_profile_follows_the_papers_formula():
-    profile = securenn_profile()
-    per_drelu = 8 * math.ceil(math.log2(67)) + 19
-    assert profile.relu_bytes == 8 * (per_drelu + 2 + 3)
-    assert profile.compare_bytes == 8 * (per_drelu + 2)
+def test_securenn_matches_the_authors_pricing():
+    """yg320/secure_inference: DReLU 8·log_p + 24 − 5 elements with log_p = 8, a general
+    multiplication 5, a conv 2 per input + 2 per weight + 1 per output; 8-byte elements."""
+    p = securenn_profile()
+    assert p.relu_bytes == 8 * (83 + 5) == 704
+    assert p.compare_bytes == 8 * (83 + 2) and p.select_bytes == 8 * 3
+    model = toy()
+    cost = price(model, (1, 4, 4), NETS, p)
+    # conv: 16 inputs, 18 weights, 32 outputs; linear: 32 inputs, 96 weights, 3 outputs
+    assert layer(cost, "0")["bytes"] == 8 * (2 * 16 + 2 * 18 + 32) == 800
+    assert layer(cost, "4")["bytes"] == 8 * (2 * 32 + 2 * 96 + 3)
+    assert layer(cost, "2")["bytes"] == 704 * 32
+    sites(model)["2"].set_patches([(2, 2), (4, 4)])  # 4 + 1 DReLUs gate 32 pixels
+    assert layer(price(model, (1, 4, 4), NETS, p), "2")["bytes"] == 8 * (5 * 85 + 32 * 3)
+    sites(model)["2"].set_mask(torch.zeros(2, 1, 1), torch.tensor([[0.1, 0.2, 0.3]] * 2), trainable=True)
+    assert layer(price(model, (1, 4, 4), NETS, p), "2")["bytes"] == 32 * 2 * 5 * 8  # two multiplications
 
 
-def test_aby3_profile_comes_from_the_calibration_file():
+def test_measured_linear_layers_and_one_time_setups():
+    """A 2PC profile prices a layer shape it measured as measured, others by its formula; its setups
+    are paid once, the elementwise-product one only by a model that multiplies secrets."""
+    model = toy()
+    conv = model[0]
+    key = linear_key(conv, (1, 4, 4))
+    assert key == "conv 1x4x4 -> 2 k3x3 s1 p1"
+    p = CostProfile("2pc", "2pc", relu_bytes=10, relu_rounds=2, compare_bytes=5, compare_rounds=1, select_bytes=5,
+                    select_rounds=1, poly_bytes=3, poly_rounds=2, affine_bytes=1, affine_rounds=1,
+                    linear_bytes_per_output=2, linear_bytes_per_layer=1000, linear_rounds=3, parties=2,
+                    constant_bytes=50_000, constant_rounds=40, mult_setup_bytes=7_000, mult_setup_rounds=5,
+                    linear_measured={key: {"bytes": 4321, "busiest_bytes": 3000, "rounds": 4}})
+    cost = price(model, (1, 4, 4), NETS, p)
+    assert (layer(cost, "0")["bytes"], layer(cost, "0")["rounds"]) == (4321, 4)
+    assert layer(cost, "4")["bytes"] == 1000 + 2 * 3
+    assert layer(cost, "setup")["bytes"] == 50_000 and layer(cost, "setup")["rounds"] == 40
+    assert cost["comm_mb"] * 1e6 == pytest.approx(4321 + 1006 + 10 * 32 + 50_000)
+    assert cost["rounds"] == 4 + 3 + 2 + 40
+    assert cost["busiest_party_mb"] * 1e6 == pytest.approx(3000 + (1006 + 320 + 50_000) / 2)
+    sites(model)["2"].set_mask(torch.zeros(2, 1, 1), torch.tensor([[0.1, 0.2, 0.3]] * 2))
+    cost = price(model, (1, 4, 4), NETS, p)
+    assert layer(cost, "setup")["bytes"] == 57_000 and layer(cost, "setup")["rounds"] == 45
+
+
+def test_calibrated_profiles_come_from_their_files():
     profile = aby3_profile()
-    assert profile.relu_bytes > profile.compare_bytes > 0
+    assert profile.relu_bytes > profile.compare_bytes > 0 and profile.parties == 3
     assert profile.relu_rounds > profile.compare_rounds
     model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
     cost = price(model, (1, 8, 8), SecureCostSettings(), profile)
     assert cost["drelus"] == 4608 and cost["profile"] == "aby3"
     assert cost["nonlinear_mb"] == pytest.approx(4608 * profile.relu_bytes / 1e6)
-
-
-def test_unknown_profile_is_a_suite_error(write_suite, capsys):
-    from benchbed.cli import main
-
-    assert main(["validate", str(write_suite(secure_cost={"profile": "garbled"}))]) == 2
-    assert "secure_cost.profile: unknown profile 'garbled'; installed: aby3, securenn" in capsys.readouterr().err
+    assert cost["busiest_party_mb"] < 0.4 * cost["comm_mb"]
+    assert PROFILE_FILES["cheetah"].exists(), "python -m benchbed.calibrate --protocol cheetah writes it"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from benchbed.compute import FORWARD_SHARE
+from benchbed.models import build_model
 from benchbed.suite import validate_options
 from benchbed.sites import IDENTITY, ZERO, counted_sites, drelu_count, patch_drelus
 from benchbed_plugins import knapsack
@@ -45,14 +46,65 @@ def test_vmapped_probes_match_switching_one_channel_directly(make_ctx):
                     assert abs(distortion[name][c, k].item() - direct) <= 1e-5 * max(1.0, direct), (name, c, option)
 
 
-def test_probes_are_charged_to_the_compute_budget(make_ctx):
-    ctx, model = make_ctx(_opts(distortion_images=64), budget=512, epochs=4.0)
+def _affordable(ctx, probes: int, share: float = 1.0) -> int:
+    """Images per probe that ``share`` of the entry's compute pays for (a probe forward is a third of a step)."""
+    return int(share * ctx.clock.remaining_epochs() * len(ctx.data.train_y) / (FORWARD_SHARE * probes))
+
+
+def test_probes_are_charged_to_the_compute_budget_and_short_probes_are_cuts(make_ctx):
+    ctx, model = make_ctx(_opts(distortion_images=64, min_distortion_images=1), budget=512, epochs=4.0)
+    probes = sum(s.shape[0] * len(knapsack.site_catalogue(*s.shape[1:], ctx.options)[0]) + s.shape[0]
+                 for s in counted_sites(model).values())  # + identity per channel
+    expected = _affordable(ctx, probes, share=0.5)
     result = knapsack.build_mask(ctx=ctx, model=model)
     n = result.info["distortion_images"]
-    assert n < 64 and "compute budget allowed no more" in ctx.notes["knapsack"]
-    charged = result.info["probes"] * n * FORWARD_SHARE / len(ctx.data.train_y)
+    assert result.info["probes"] == probes and n == expected < 64
+    assert ctx.cuts["distortion_images"] == f"{n} of 64 images per probe"
+    charged = probes * n * FORWARD_SHARE / len(ctx.data.train_y)
     assert abs(ctx.clock.epochs_used - charged) < 1e-6
     assert ctx.clock.epochs_used <= 0.5 * 4.0
+
+
+def test_the_stated_minimum_takes_more_than_the_share_and_is_cut_only_past_the_whole_budget(make_ctx):
+    ctx, model = make_ctx(_opts(distortion_images=64, min_distortion_images=6), budget=512, epochs=4.0)
+    probes = sum(s.shape[0] * (len(knapsack.site_catalogue(*s.shape[1:], ctx.options)[0]) + 1)
+                 for s in counted_sites(model).values())
+    assert _affordable(ctx, probes, 0.5) < 6 <= _affordable(ctx, probes)
+    assert knapsack.build_mask(ctx=ctx, model=model).info["distortion_images"] == 6
+    assert ctx.cuts["distortion_images"] == "6 of 64 images per probe"
+
+    ctx, model = make_ctx(_opts(distortion_images=64, min_distortion_images=60), budget=512, epochs=4.0)
+    whole = _affordable(ctx, probes)
+    n = knapsack.build_mask(ctx=ctx, model=model).info["distortion_images"]
+    assert n == whole < 60
+    assert ctx.cuts["distortion_images"] == f"{n} of 64 images per probe, below the stated minimum of 60"
+    assert ctx.clock.epochs_used <= 4.0
+
+
+def test_the_authors_catalogue_has_the_published_counts_on_resnet18():
+    # methods.md: 80 options at 32 px, 78 at 16 px, 25 at 8 px, 9 at 4 px, counting identity and zero;
+    # the authors' search offers the patch shapes and identity (78 + identity at 32 px), no zero
+    model = build_model("resnet18_cifar", num_classes=100, input_shape=(3, 32, 32))
+    opts = knapsack.Options()
+    counts = {}
+    for site in counted_sites(model).values():
+        sizes, source = knapsack.site_catalogue(*site.shape[1:], opts)
+        assert source == "authors" and len(set(sizes)) == len(sizes)
+        assert all(1 <= h <= site.shape[1] and 1 <= w <= site.shape[2] for h, w in sizes)
+        counts[site.shape[1]] = len(sizes)
+    assert {px: n + 2 for px, n in counts.items()} == {32: 80, 16: 78, 8: 25, 4: 9}
+    assert not opts.include_zero
+    assert (3, 12) in knapsack.AUTHORS_PATCHES[32] and (12, 3) not in knapsack.AUTHORS_PATCHES[32]
+    assert knapsack.AUTHORS_PATCHES[16] == knapsack.AUTHORS_PATCHES[32][:-2]
+    assert knapsack.site_catalogue(7, 7, opts)[1] == "generated", "a map size the authors list nothing for"
+
+
+def test_the_catalogue_in_use_is_recorded(make_ctx):
+    ctx, model = make_ctx(_opts(distortion_images=4), budget=512, epochs=20.0)
+    info = knapsack.build_mask(ctx=ctx, model=model).info
+    assert info["catalogue"] == {"8x8": {"source": "authors", "patch_shapes": 23, "options": 24},
+                                 "4x4": {"source": "authors", "patch_shapes": 7, "options": 8},
+                                 "2x2": {"source": "authors", "patch_shapes": 4, "options": 5}}
 
 
 def test_choice_respects_the_budget_and_matches_the_chosen_sizes(make_ctx):

@@ -128,10 +128,12 @@ def test_unknown_hook_is_caught_by_check_pending():
         pm.check_pending()
 
 
-def test_method_missing_required_hooks_is_reported(methods_with):
+def test_method_missing_required_hooks_is_reported(methods_with, capsys):
     methods = methods_with(("half", plugin(method_info=hookimpl(lambda: MethodInfo(description="x")))))
+    assert "half" not in methods.all and "random_mask" in methods.all, "the others still work"
+    assert "half" in capsys.readouterr().err
     with pytest.raises(BenchbedError, match="half.*does not implement build_mask, finetune"):
-        methods.all
+        methods.get("half")
 
 
 def _method(tag: str, calls: list, evaluate=None):

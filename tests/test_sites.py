@@ -186,3 +186,34 @@ def test_identity_bypass_does_not_train_unless_asked():
     assert not site.kernel.coeffs.requires_grad, "SNL-style identity bypasses must stay identities"
     site.set_polynomial(torch.rand(2, 3), trainable=True)
     assert site.kernel.coeffs.requires_grad
+
+
+def test_resnet18_without_a_stem_relu_is_the_snl_and_autorep_model(tmp_path):
+    with_stem = build_model("resnet18_cifar", num_classes=100, input_shape=(3, 32, 32)).eval()
+    without = build_model("resnet18_cifar", num_classes=100, input_shape=(3, 32, 32), stem_relu=False).eval()
+    # 4·(64·32·32) + 4·(128·16·16) + 4·(256·8·8) + 4·(512·4·4): no stem site at all, counted or not
+    assert relu_count(without) == relu_count(without, counted_only=False) == capacity(without) == 491_520
+    assert len(sites(without)) == 16 and "relu" not in sites(without)
+    assert isinstance(without.relu, nn.Identity)
+    # same weights: the stem's output goes straight into the first block, pre-activation values and all
+    without.load_state_dict({k: v for k, v in with_stem.state_dict().items() if not k.startswith("relu.")})
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        stem = with_stem.bn1(with_stem.conv1(with_stem.normalize(x)))
+        h = stem
+        for layer in with_stem.layers:
+            h = layer(h)
+        expected = with_stem.fc(torch.flatten(with_stem.pool(h), 1))
+        assert (stem < 0).any(), "the check needs negative stem outputs to tell the models apart"
+    torch.testing.assert_close(without(x), expected)
+    path = tmp_path / "nostem.pt"
+    save_checkpoint(without, path, model_name="resnet18_cifar", num_classes=100, input_shape=(3, 32, 32),
+                    mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    loaded = load_checkpoint(path).eval()
+    assert relu_count(loaded) == 491_520 and loaded.build_options == {"stem_relu": False}
+    torch.testing.assert_close(loaded(x), without(x))
+
+
+def test_stem_relu_changes_nothing_on_a_model_without_a_stem_relu():
+    wide = build_model("wrn22_8", num_classes=10, input_shape=(3, 32, 32), stem_relu=False)
+    assert len(sites(wide)) == 19

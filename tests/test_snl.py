@@ -127,3 +127,39 @@ def test_finetune_keeps_the_bypass_an_identity(make_ctx):
     for site in counted_sites(model).values():
         torch.testing.assert_close(site.kernel.coeffs, torch.tensor([[0.0, 1.0, 0.0]]).expand_as(site.kernel.coeffs))
         assert site.poly_pixels == 0
+
+
+def test_on_track_lambda_grows_by_the_catch_up_factor_while_behind_the_path():
+    opts = snl.Options(lambda_init=1.0, lambda_growth=1.1, lambda_patience_start=0, lambda_catch_up=2.0)
+    # behind the path: ×2 whatever the low; on or ahead of it: the paper's rule
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts, target=850.0) == 2.0
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=1000, opts=opts, target=950.0) == 1.0
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts, target=950.0) == pytest.approx(1.1)
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts) == pytest.approx(1.1)
+
+
+def test_on_track_path_is_geometric_and_reaches_the_budget_at_its_share():
+    start, budget = 4608, 256
+    # 10 planned epochs, reached by 80%: after epoch index 7 (8 epochs done) the path is at the budget
+    assert snl.on_track_target(7, start, budget, 10, 0.8) == pytest.approx(256)
+    assert snl.on_track_target(9, start, budget, 10, 0.8) == pytest.approx(256)
+    assert snl.on_track_target(3, start, budget, 10, 0.8) == pytest.approx((4608 * 256) ** 0.5)
+
+
+def test_the_search_reaches_the_budget_within_its_share_of_a_smoke_sized_budget(make_ctx):
+    # digits, 20 epochs of compute as in the smoke suite: the search (half of it) must reach the budget
+    ctx, student = make_ctx(_opts(lambda_init=1e-3, alpha_lr=0.02, lambda_growth=1.5, lambda_patience_start=1),
+                            budget=256, epochs=20.0)
+    info = snl.build_mask(ctx=ctx, model=student).info
+    assert info["budget_reached_by_search"] is True, info["trace"]
+    assert info["alive_at_stop"] <= 256 and info["search_epochs"] <= 10 + 1e-9
+    assert "mask_search" not in ctx.cuts
+
+
+def test_paper_recipe_runs_the_paper_schedule_alone():
+    info = snl.method_info()
+    recipe = info.paper_recipe
+    assert recipe["lambda_schedule"] == "paper" and recipe["lambda_init"] == 1e-5 and recipe["lambda_growth"] == 1.1
+    assert recipe["finetune"]["epochs"] == 100 and recipe["finetune"]["schedule"] == "cosine"
+    opts = validate_options(snl.Options, recipe)
+    assert opts.search.optimizer == "adam" and opts.search.lr == 1e-3 and opts.search.schedule == "constant"
