@@ -5,7 +5,7 @@ else from ``benchbed``; a test enforces it. Everything here is stable for plugin
 from benchbed.compute import FORWARD_SHARE
 from benchbed.config import (DistillationOptions, EvaluationSettings, RobustTraining, SecureCostSettings, Strict,
                              TrainRecipe)
-from benchbed.context import EntryContext, FinetuneResult, MaskResult, MethodInfo
+from benchbed.context import EntryContext, FinetuneResult, MaskResult, MethodInfo, PublishedResult
 from benchbed.data import DataBundle, TrainingData, to_float
 from benchbed.dual_bn import bn_path, convert_dual_bn, has_dual_bn
 from benchbed.errors import BenchbedError
@@ -19,7 +19,7 @@ from benchbed.training import accuracy, cross_entropy, distillation, distilled_f
 
 __all__ = [
     "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "DataBundle", "DistillationOptions", "EntryContext",
-    "EvaluationSettings", "FinetuneResult", "MaskResult", "MethodInfo", "ReLUSite", "RobustTraining",
+    "EvaluationSettings", "FinetuneResult", "MaskResult", "MethodInfo", "PublishedResult", "ReLUSite", "RobustTraining",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix", "bn_path",
     "convert_dual_bn", "counted_sites", "cross_entropy", "distillation", "distilled_finetune", "drelu_count",
     "evaluate_model", "fit", "has_dual_bn", "hookimpl", "kd_loss", "patch_drelus", "patch_gate", "planned_steps",

@@ -114,7 +114,8 @@ def _conv_limit(model: nn.Module, data: DataBundle, batch_size: int, device: tor
 
 
 def bench(model_name: str, input_shape: tuple[int, int, int], num_classes: int, *, batch_size: int, steps: int,
-          kinds: tuple[str, ...] = SITE_KINDS, device: torch.device | None = None, compile_model: bool = False) -> dict:
+          kinds: tuple[str, ...] = SITE_KINDS, device: torch.device | None = None, compile_model: bool = False,
+          log: Callable[[str], None] = lambda message: None) -> dict:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     generator = torch.Generator().manual_seed(0)
     data = synthetic_data(input_shape, num_classes, batch_size * steps, generator)
@@ -123,6 +124,7 @@ def bench(model_name: str, input_shape: tuple[int, int, int], num_classes: int, 
     recipe = TrainRecipe(epochs=1, lr=0.01, batch_size=batch_size, schedule="constant", nesterov=False)
     results: dict[str, dict] = {}
     for kind in kinds:
+        log(f"{kind} sites: harness and reference loops")
         model = build_model(model_name, num_classes=num_classes, input_shape=input_shape, mean=data.mean, std=data.std)
         configure_sites(model, kind, generator)
         model = model.to(device)
@@ -144,6 +146,7 @@ def bench(model_name: str, input_shape: tuple[int, int, int], num_classes: int, 
             "train_speedup": reference_train / harness_train,
             "harness_infer_images_per_s": images / harness_infer, "reference_infer_images_per_s": images / reference_infer,
             "infer_speedup": reference_infer / harness_infer}
+    log("conv-only limit")
     limit_model = _conv_only(build_model(model_name, num_classes=num_classes, input_shape=input_shape)).to(device)
     if device.type == "cuda":
         limit_model = limit_model.to(memory_format=torch.channels_last)

@@ -1,4 +1,6 @@
-"""``benchbed`` command line: run, validate, plugins, leaderboard, publish."""
+"""benchbed: one protocol for the ReLU-linearization methods of private inference.
+
+Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer (``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
 import argparse
@@ -6,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 from tabulate import tabulate
 
 from benchbed.bench import bench
@@ -30,9 +33,25 @@ def _run(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     methods = Methods(plugin_manager())
     suite, _ = load_suite(args.suite, methods)
-    print(f"{args.suite}: valid — {len(plan(suite, methods))} entries "
-          f"({len(suite.methods)} methods × {len(suite.budgets)} budgets × {len(suite.seeds)} seeds)")
+    print(f"{args.suite}: valid — {count_entries(suite, methods)}")
     return 0
+
+
+def _plural(n: int, word: str, words: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
+
+
+def count_entries(suite, methods: Methods) -> str:
+    """How a suite's entries arise: budgeted methods × budgets, plus reference rows run once, × seeds."""
+    budgeted = [m.name for m in suite.methods if methods.get(m.name).info.budgeted]
+    once = [m.name for m in suite.methods if m.name not in budgeted]
+    parts = []
+    if budgeted:
+        parts.append(f"{_plural(len(budgeted), 'method')} × {_plural(len(suite.budgets), 'budget')}")
+    if once:
+        parts.append(f"{_plural(len(once), 'reference method')} without a budget ({', '.join(once)})")
+    per_seed = "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
+    return f"{_plural(len(plan(suite, methods)), 'entry', 'entries')} = {per_seed} × {_plural(len(suite.seeds), 'seed')}"
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -53,14 +72,24 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    print(render([Path(d) for d in args.run_dirs], Path(args.to)))
+    path = render([Path(d) for d in args.run_dirs], Path(args.to), overwrite=args.overwrite)
+    print(f"published {path} (and its .json, .png, .html) from {len(args.run_dirs)} run "
+          f"{'directory' if len(args.run_dirs) == 1 else 'directories'}")
     return 0
 
 
 def _bench(args: argparse.Namespace) -> int:
-    spec = DATASETS[args.dataset]
-    result = bench(args.model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=args.steps,
-                   kinds=tuple(args.sites.split(",")), compile_model=args.compile)
+    on_gpu = torch.cuda.is_available()
+    # Defaults that finish in seconds on a CPU; the CIFAR ResNet-18 on a GPU.
+    model = args.model or ("resnet18_cifar" if on_gpu else "resnet_narrow")
+    dataset = args.dataset or ("cifar100" if on_gpu else "digits")
+    steps = args.steps or (20 if on_gpu else 5)
+    spec = DATASETS[dataset]
+    print(f"bench: {model} on {dataset}-shaped synthetic data, batch {args.batch_size}, {steps} steps per measurement",
+          file=sys.stderr)
+    result = bench(model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
+                   kinds=tuple(args.sites.split(",")), compile_model=args.compile,
+                   log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
     rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
              f"{r['train_speedup']:.2f}x", f"{r['fraction_of_conv_limit']:.0%}", f"{r['harness_infer_images_per_s']:,.0f}",
              f"{r['reference_infer_images_per_s']:,.0f}", f"{r['infer_speedup']:.2f}x"] for kind, r in result["sites"].items()]
@@ -86,7 +115,7 @@ def _secure_infer(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchbed", description=__doc__)
+    p = argparse.ArgumentParser(prog="benchbed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a suite (resumes an earlier run in the same directory)")
     run.add_argument("suite")
@@ -105,15 +134,17 @@ def parser() -> argparse.ArgumentParser:
     board = sub.add_parser("leaderboard", help="re-render a run directory's leaderboard")
     board.add_argument("run_dir")
     board.set_defaults(func=_leaderboard)
-    pub = sub.add_parser("publish", help="merge runs of one suite into the published leaderboard")
+    pub = sub.add_parser("publish", help="merge runs of one suite (seeds) into LEADERBOARDS/<suite>.{md,json,png,html}")
     pub.add_argument("run_dirs", nargs="+")
-    pub.add_argument("--to", default="leaderboards")
+    pub.add_argument("--to", default="leaderboards", help="folder to write into (default: leaderboards)")
+    pub.add_argument("--overwrite", action="store_true", help="replace a leaderboard of the same suite already there")
     pub.set_defaults(func=_publish)
     ben = sub.add_parser("bench", help="training/inference throughput: harness vs a plain loop vs conv-only limit")
-    ben.add_argument("--model", default="resnet18_cifar")
-    ben.add_argument("--dataset", default="cifar100", help="input shape and classes of this dataset (data is synthetic)")
+    ben.add_argument("--model", help="default: resnet18_cifar on a GPU, resnet_narrow on a CPU")
+    ben.add_argument("--dataset", help="input shape and classes of this dataset (data is synthetic); "
+                                       "default: cifar100 on a GPU, digits on a CPU")
     ben.add_argument("--batch-size", type=int, default=256)
-    ben.add_argument("--steps", type=int, default=20)
+    ben.add_argument("--steps", type=int, help="batches per measurement (default: 20 on a GPU, 5 on a CPU)")
     ben.add_argument("--sites", default=",".join(("relu", "masked", "polynomial", "patch")))
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
     ben.add_argument("--json", help="also write the figures to this file")

@@ -50,8 +50,9 @@ class DatasetConfig(Strict):
 
 class ModelConfig(Strict):
     name: str
-    count_stem: bool = Field(True, description="count the stem ReLU in budgets (knapsack/RLNet) or leave it "
-                                               "out and keep it as a ReLU (SNL/AutoReP)")
+    stem_relu: bool = Field(True, description="keep the ReLU after the stem conv (ResNet-18: 557,056 ReLUs, the "
+                                              "knapsack and RLNet model) or build the model without it (491,520, "
+                                              "the SNL and AutoReP model); every ReLU that exists is counted")
 
 
 class RobustTraining(Strict):
@@ -85,15 +86,25 @@ class TeacherConfig(Strict):
 
 
 class ComputeBudget(Strict):
-    """Identical for every method and budget of the suite: the entry's whole mask search + finetune."""
+    """Matched compute: identical for every method and budget of the suite, the entry's whole mask search
+    + finetune. ``compute: paper`` instead runs each method's published recipe without a limit, and
+    records what it used in the same units."""
 
     epochs: float | None = Field(None, gt=0)
     seconds: float | None = Field(None, gt=0, description="device-seconds")
+    paper: bool = Field(False, description="the paper-recipe protocol (write `compute: paper`)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _paper_word(cls, data: Any) -> Any:
+        return {"paper": True} if data == "paper" else data
 
     @model_validator(mode="after")
     def _some_limit(self) -> "ComputeBudget":
-        if self.epochs is None and self.seconds is None:
-            raise ValueError("set `epochs`, `seconds` or both")
+        if self.paper and (self.epochs is not None or self.seconds is not None):
+            raise ValueError("`compute: paper` runs each method's own recipe; it takes no epochs or seconds")
+        if not self.paper and self.epochs is None and self.seconds is None:
+            raise ValueError("set `epochs`, `seconds` or both, or write `compute: paper`")
         return self
 
 
@@ -189,6 +200,10 @@ class Suite(Strict):
         if len(set(names)) != len(names):
             raise ValueError(f"a method is listed twice: {names}")
         return methods
+
+    @property
+    def protocol(self) -> Literal["matched", "paper"]:
+        return "paper" if self.compute.paper else "matched"
 
     def fingerprint(self) -> str:
         """What must match for two runs to be merged: everything but the seeds."""

@@ -82,6 +82,27 @@ class FinetuneResult:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+# How far a published ReLU count may sit from a suite's budget and still be set beside it: papers
+# report rounded counts (SNL's "14.9K" for a 15,000 budget).
+PUBLISHED_BUDGET_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A top-1 accuracy the method's paper reports, for the leaderboard to set beside ours."""
+
+    dataset: str
+    model: str
+    stem_relu: bool
+    relus: int
+    accuracy: float  # a fraction
+    source: str = ""
+
+    def matches(self, dataset: str, model: str, stem_relu: bool, budget: int | None) -> bool:
+        return (budget is not None and (self.dataset, self.model, self.stem_relu) == (dataset, model, stem_relu)
+                and abs(self.relus - budget) <= PUBLISHED_BUDGET_TOLERANCE * budget)
+
+
 @dataclass
 class MethodInfo:
     """A method's self-description. Its name is the name its plugin is registered under."""
@@ -96,3 +117,5 @@ class MethodInfo:
     # The teacher variant an entry with these options distils from: "standard" (the suite's teacher)
     # or "robust" (dual-BN, trained on clean, AugMix and PGD inputs). The runner trains each once.
     teacher: Callable[[BaseModel], str] = lambda options: "standard"
+    # The paper's own figures; the leaderboard shows the one at a suite's dataset, model and budget.
+    published: list[PublishedResult] = field(default_factory=list)

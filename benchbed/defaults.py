@@ -14,7 +14,7 @@ from benchbed.hookspecs import hookimpl
 
 @hookimpl(trylast=True)
 def evaluate(ctx: EntryContext, model: nn.Module, settings: EvaluationSettings) -> dict[str, Any]:
-    return evaluate_model(model, ctx.data, settings, ctx.seed)
+    return evaluate_model(model, ctx.data, settings, ctx.seed, progress=ctx.progress)
 
 
 @hookimpl(trylast=True)

@@ -22,7 +22,8 @@ from benchbed.records import entry_records, read_json, write_json
 # Metric keys the core knows how to title; any other scalar metric gets a column under its own name.
 METRIC_TITLES = {"clean_accuracy": "clean acc %", "corruption_accuracy": "corruption acc %",
                  "pgd_accuracy": "PGD acc %", "clean_accuracy_adv_bn": "clean acc, adv BN %"}
-PERCENT = {"clean_accuracy", "val_accuracy", "corruption_accuracy", "pgd_accuracy", "clean_accuracy_adv_bn"}
+PERCENT = {"clean_accuracy", "val_accuracy", "corruption_accuracy", "pgd_accuracy", "clean_accuracy_adv_bn",
+           "paper_accuracy", "paper_delta"}
 INTEGER = {"relus", "drelus", "rounds"}
 
 
@@ -33,6 +34,8 @@ def _flatten(record: dict) -> dict[str, Any]:
     for key, value in (record.get("metrics") or {}).items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             row[key] = value
+    if record.get("published"):
+        row["paper_accuracy"] = record["published"]["accuracy"]
     cost = record.get("secure_cost")
     if cost:
         row["comm_mb"], row["rounds"] = cost["comm_mb"], cost["rounds"]
@@ -85,6 +88,8 @@ def table(records: list[dict]) -> pd.DataFrame:
     std = grouped[numeric].std(ddof=1)
     out = mean.join(std.add_suffix("_std"))
     out["seeds"] = grouped["seed"].count()
+    if "paper_accuracy" in out.columns:
+        out["paper_delta"] = out["clean_accuracy"] - out["paper_accuracy"]
     out = out.reset_index()
     return out.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="last")
 
@@ -102,14 +107,26 @@ def _cell(row: pd.Series, key: str) -> str:
 
 def _columns(frame: pd.DataFrame, networks: list[str]) -> list[tuple[str, str]]:
     cols = [("relus", "ReLUs"), ("drelus", "DReLUs"), ("clean_accuracy", "clean acc %")]
+    if "paper_accuracy" in frame.columns:
+        cols += [("paper_accuracy", "paper's acc %"), ("paper_delta", "Δ vs paper (pp)")]
     cols += [(k, METRIC_TITLES.get(k, k)) for k in frame.columns
              if k not in ("relus", "drelus", "clean_accuracy", "val_accuracy", "epochs_used", "seconds_used", "seeds",
-                          "comm_mb", "rounds", "budget", "method") and not k.endswith("_std")
-             and not k.startswith("latency_")]
+                          "comm_mb", "rounds", "budget", "method", "paper_accuracy", "paper_delta")
+             and not k.endswith("_std") and not k.startswith("latency_")]
     if "comm_mb" in frame.columns:
         cols += [("comm_mb", "comm MB"), ("rounds", "rounds")] + [(f"latency_{n}", f"{n} s") for n in networks]
     cols += [("epochs_used", "epochs used"), ("seconds_used", "seconds used")]
     return cols
+
+
+def _compute_line(compute: dict) -> str:
+    if compute.get("paper"):
+        return ("- **Protocol: paper recipes.** Every method runs its published recipe (epochs, schedules, images per "
+                "probe, teacher) without a compute limit; the compute each entry used is in the table, in epochs "
+                "of training-image equivalents. Read it beside the matched-compute suite.")
+    limits = ", ".join(f"{k} {v:g}" for k, v in compute.items() if k != "paper" and v is not None)
+    return (f"- **Protocol: matched compute.** Every entry (mask search + finetune) gets the same budget: {limits}. "
+            "Parts of a method's published recipe that did not fit are listed under *Cut to fit the budget*.")
 
 
 def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
@@ -126,13 +143,12 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
         f"(split seed {suite['dataset']['split_seed']}) / {data.get('test', '?')} test images. "
         "Checkpoints are selected on validation; test is read once, at the end.",
         f"- **Model:** {suite['model']['name']}; ReLU convention: "
-        + ("every site counted, stem included." if suite["model"]["count_stem"]
-           else "the stem ReLU is kept and not counted (SNL/AutoReP convention)."),
+        + ("every ReLU counted, the stem ReLU included (the knapsack/RLNet model)." if suite["model"]["stem_relu"]
+           else "built without a stem ReLU, every ReLU counted (the SNL/AutoReP model)."),
         f"- **Teacher:** one all-ReLU teacher shared by every entry, {teacher_text}; "
         f"test accuracy {100 * teacher.get('clean_accuracy', float('nan')):.2f}%.",
         f"- **Budgets (DReLUs over counted sites):** {', '.join(f'{b:,}' for b in suite['budgets'])}.",
-        "- **Compute per entry (mask search + finetune, identical for every method):** "
-        + ", ".join(f"{k} {v:g}" for k, v in suite["compute"].items() if v is not None) + ".",
+        _compute_line(suite["compute"]),
         f"- **Seeds:** {', '.join(map(str, meta['seeds']))}; cells are mean ± sample std over seeds.",
     ]
     if cost["enabled"]:
@@ -146,11 +162,14 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     return lines
 
 
-def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None) -> Path:
-    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir``; return the markdown path."""
+def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwrite: bool = True) -> Path:
+    """Write ``<stem>.md``, ``<stem>.json`` and ``<stem>.png`` into ``out_dir``; return the markdown path.
+    Without ``overwrite``, a leaderboard already there is an error rather than silently replaced."""
     meta, records = load_runs([Path(d) for d in run_dirs])
     stem = stem or meta["suite"]["name"]
     out_dir = Path(out_dir)
+    if not overwrite and (out_dir / f"{stem}.md").exists():
+        raise BenchbedError(f"{out_dir / f'{stem}.md'} exists; pass --overwrite to replace it, or --to another folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     frame = table(records)
     networks = list(meta["suite"]["secure_cost"]["networks"]) if meta["suite"]["secure_cost"]["enabled"] else []
@@ -166,6 +185,10 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None) -> Path
                 + [_cell(row, key) for key, _ in cols] for _, row in frame.iterrows()]
         lines.append(tabulate(body, headers=["method", "budget", "seeds"] + [t for _, t in cols],
                               tablefmt="github", disable_numparse=True))
+    cut = [r for r in records if r.get("cuts")]
+    if cut:
+        lines += ["", "## Cut to fit the budget", ""]
+        lines += [f"- `{r['entry']}`: " + "; ".join(f"{part}: {why}" for part, why in r["cuts"].items()) for r in cut]
     unfinished = [r for r in records if r["status"] != "ok"]
     if unfinished:
         lines += ["", "## Entries that did not finish", ""]

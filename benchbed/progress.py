@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import sys
+import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+
+LINE_EVERY_S = 30.0
 
 
 class Reporter:
@@ -15,6 +19,7 @@ class Reporter:
         self.console = Console(stderr=True, log_path=False)
         self._progress: Progress | None = None
         self._stage: TaskID | None = None
+        self._last: tuple[str, float] = ("", 0.0)
 
     def log(self, message: str) -> None:
         if self._progress is not None:
@@ -25,8 +30,13 @@ class Reporter:
             self.console.log(message)
 
     def progress(self, label: str, done: float, total: float) -> None:
-        """Where the current training stage stands; shown as a second bar."""
+        """Where the current stage (training, evaluation) stands: a second bar under the entries' bar, or,
+        without one (the teacher, ``--quiet``), a line when a stage starts and every LINE_EVERY_S after."""
         if self._progress is None:
+            now = time.monotonic()
+            if label != self._last[0] or now - self._last[1] >= LINE_EVERY_S:
+                self._last = (label, now)
+                self.log(f"{label}: {100 * done / total:.0f}%" if total else label)
             return
         if self._stage is None:
             self._stage = self._progress.add_task(label, total=total)

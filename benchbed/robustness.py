@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -86,12 +87,15 @@ def _generated(data: DataBundle, name: str, severity: int, limit: int) -> tuple[
     return corrupted, y
 
 
-def corruption_accuracy(model: nn.Module, data: DataBundle, settings: CorruptionSettings, batch_size: int) -> dict:
-    """Mean accuracy over the chosen corruptions × severities, with per-corruption detail."""
+def corruption_accuracy(model: nn.Module, data: DataBundle, settings: CorruptionSettings, batch_size: int,
+                        progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
+    """Mean accuracy over the chosen corruptions × severities, with per-corruption detail;
+    ``progress(done, total)`` after each corruption."""
     folder = official_files(Path(data.root), data.name)
     per_severity: dict[str, dict[int, float]] = {}
     sources: dict[str, str] = {}
-    for name in settings.names:
+    for done, name in enumerate(settings.names):
+        progress(done, len(settings.names))
         per_severity[name] = {}
         for severity in settings.severities:
             found = _official(folder, name, severity, settings.images) if folder else None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -68,8 +68,8 @@ class SuiteRun:
         payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
         exits, alters its teacher, hands back kernels of its own — the record says so."""
         method = self.methods.get(entry.method)
-        compute = self.suite.compute
-        clock = ComputeClock(compute.epochs, compute.seconds, len(data.train_y), device=self.device, timer=self.timer)
+        limits = (None, None) if self.suite.protocol == "paper" else (self.suite.compute.epochs, self.suite.compute.seconds)
+        clock = ComputeClock(*limits, len(data.train_y), device=self.device, timer=self.timer)
         shared = teachers[self.teacher_variant(entry.method)]
         sealed = fingerprint(shared)
         own_teacher = copy.deepcopy(shared)  # a copy per entry: no entry can alter the others' teacher
@@ -77,12 +77,16 @@ class SuiteRun:
                            teacher=own_teacher, clock=clock, device=self.device, options=self.options[entry.method],
                            generator=seed_everything(entry.seed, self.device),
                            workdir=self.run_dir / "work" / entry.id, log=self.reporter.log,
-                           progress=self.reporter.progress)
+                           progress=self.reporter.progress, protocol=self.suite.protocol)
         record: dict[str, Any] = {
             "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
             "method": entry.method, "budget": entry.budget, "seed": entry.seed, "method_package": method.package,
             "method_version": method.version, "options": ctx.options.model_dump(mode="json"),
-            "count_stem": self.suite.model.count_stem, "started": provenance.now()}
+            "stem_relu": self.suite.model.stem_relu, "protocol": self.suite.protocol, "started": provenance.now()}
+        published = [asdict(p) for p in method.info.published
+                     if p.matches(self.suite.dataset.name, self.suite.model.name, self.suite.model.stem_relu, entry.budget)]
+        if published:
+            record["published"] = published[0]
         payload = None
         student = copy.deepcopy(shared).train()
         for p in student.parameters():
@@ -137,7 +141,7 @@ class SuiteRun:
         record["notes"] = ctx.notes
         record["cuts"] = ctx.cuts
         record["compute"] = clock.record()
-        record.update(protocol=ctx.protocol, finished=provenance.now(), versions=provenance.versions(),
+        record.update(finished=provenance.now(), versions=provenance.versions(),
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device))
         return record, payload
 
@@ -166,10 +170,10 @@ class SuiteRun:
             write_json(self.run_dir / "data.json", data.describe())
             entries = plan(self.suite, self.methods)
             teachers = self.teachers(data, entries)
-            self.reporter.log(f"{len(entries)} entries; ReLU convention: "
-                              f"{'stem counted' if self.suite.model.count_stem else 'stem ReLU kept and not counted'}, "
-                              f"{capacity(teachers['standard']):,} counted ReLUs; compute per entry: "
-                              f"{self.suite.compute.model_dump(exclude_none=True)}")
+            compute = ("each method's paper recipe" if self.suite.protocol == "paper"
+                       else self.suite.compute.model_dump(exclude_none=True))
+            self.reporter.log(f"{len(entries)} entries; {capacity(teachers['standard']):,} ReLUs "
+                              f"({'with' if self.suite.model.stem_relu else 'no'} stem ReLU); compute per entry: {compute}")
             return self._run_entries(entries, data, teachers, executor, address)
 
     def _run_entries(self, entries: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], executor: str,

@@ -299,13 +299,6 @@ def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> None:
         raise BenchbedError(f"sites never reached by a forward pass: {', '.join(missing)}")
 
 
-def set_stem_counted(model: nn.Module, counted: bool) -> None:
-    """The counting convention: SNL/AutoReP leave the stem ReLU out of the budget, knapsack/RLNet count it."""
-    for site in sites(model).values():
-        if site.role == "stem":
-            site.counted = counted
-
-
 @dataclass(frozen=True)
 class SiteCount:
     name: str

@@ -20,7 +20,7 @@ from benchbed.errors import BenchbedError, SuiteError
 from benchbed.models import MODELS, build_model
 from benchbed.plugins import Methods
 from benchbed.records import entry_id
-from benchbed.sites import capacity, set_stem_counted
+from benchbed.sites import capacity
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,10 @@ def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, Bas
         if entry.name not in installed:
             problems.append(f"methods.{i}.name: unknown method {entry.name!r}; installed: {', '.join(installed) or 'none'}")
             continue
+        info = installed[entry.name].info
+        given = _deep_merge(info.paper_recipe, entry.options) if suite.protocol == "paper" else entry.options
         try:
-            options[entry.name] = validate_options(installed[entry.name].info.options, entry.options)
+            options[entry.name] = validate_options(info.options, given)
         except ValidationError as exc:
             problems.extend(_errors(exc, ("methods", i, "options")))
     if suite.secure_cost.enabled and suite.secure_cost.profile not in methods.cost_profiles:
@@ -143,9 +145,9 @@ def _data_problems(suite: Suite) -> list[str]:
 
 def _budget_problems(suite: Suite) -> list[str]:
     spec = DATASETS[suite.dataset.name]
-    model = build_model(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape)
-    set_stem_counted(model, suite.model.count_stem)
+    model = build_model(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
+                        stem_relu=suite.model.stem_relu)
     limit = capacity(model)
-    return [f"budgets.{i}: {b:,} exceeds the {limit:,} counted ReLUs of {suite.model.name} on "
-            f"{suite.dataset.name} (count_stem={suite.model.count_stem})"
+    return [f"budgets.{i}: {b:,} exceeds the {limit:,} ReLUs of {suite.model.name} on "
+            f"{suite.dataset.name} (stem_relu={suite.model.stem_relu})"
             for i, b in enumerate(suite.budgets) if b > limit]

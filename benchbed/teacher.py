@@ -22,17 +22,15 @@ from benchbed.progress import Reporter
 from benchbed.records import read_json, write_json
 from benchbed.reproducibility import seed_everything
 from benchbed.robust_training import robust_teacher_loss
-from benchbed.sites import relu_count, set_stem_counted
+from benchbed.sites import relu_count
 from benchbed.training import accuracy, fit
 
 VARIANTS = ("standard", "robust")
 
 
 def new_model(suite: Suite, data: DataBundle) -> nn.Module:
-    model = build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
-                        mean=data.mean, std=data.std)
-    set_stem_counted(model, suite.model.count_stem)
-    return model
+    return build_model(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
+                       mean=data.mean, std=data.std, stem_relu=suite.model.stem_relu)
 
 
 def payload(model: nn.Module, suite: Suite, data: DataBundle) -> dict:
@@ -43,7 +41,6 @@ def payload(model: nn.Module, suite: Suite, data: DataBundle) -> dict:
 
 def frozen(model: nn.Module, suite: Suite, device: torch.device) -> nn.Module:
     """The teacher as every entry sees it: on the device, in eval mode, no gradients."""
-    set_stem_counted(model, suite.model.count_stem)
     model = model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)

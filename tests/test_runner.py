@@ -95,11 +95,10 @@ def test_record_holds_everything_the_result_depends_on(write_suite, tmp_path):
 
 
 def test_stem_convention_is_applied(write_suite, tmp_path):
-    SuiteRun.from_file(write_suite(model={"count_stem": False}, budgets=[64]), out=tmp_path / "run", quiet=True).run()
+    SuiteRun.from_file(write_suite(model={"stem_relu": False}, budgets=[64]), out=tmp_path / "run", quiet=True).run()
     records = _records(tmp_path / "run")
-    assert records["random_mask__64__s0"]["drelus"] == 64
-    assert records["random_mask__64__s0"]["drelus_all_sites"] == 64 + 16 * 8 * 8, "the stem ReLU stays and is priced"
-    assert records["all_relu__all__s0"]["relus"] == 4608 - 1024
+    assert records["random_mask__64__s0"]["drelus"] == records["random_mask__64__s0"]["drelus_all_sites"] == 64
+    assert records["all_relu__all__s0"]["relus"] == 4608 - 1024, "no stem ReLU at all: nothing uncounted to price"
 
 
 def test_a_run_directory_belongs_to_one_suite(write_suite, tmp_path):

@@ -15,7 +15,7 @@ from benchbed.checkpoint import load_checkpoint, save_checkpoint
 from benchbed.errors import BenchbedError
 from benchbed.models import build_model
 from benchbed.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, capacity, convert_relus, drelu_count,
-                            relu_count, set_stem_counted, site_counts, sites)
+                            relu_count, site_counts, sites)
 
 
 def test_resnet18_cifar_counts_both_conventions():
@@ -25,9 +25,8 @@ def test_resnet18_cifar_counts_both_conventions():
     assert len({id(s) for s in all_sites.values()}) == 17, "every ReLU must be its own module"
     assert relu_count(model) == drelu_count(model) == capacity(model) == 557_056
     assert all_sites["relu"].role == "stem" and all_sites["relu"].shape == (64, 32, 32)
-    set_stem_counted(model, False)
-    assert relu_count(model) == 491_520
-    assert relu_count(model, counted_only=False) == 557_056
+    without = build_model("resnet18_cifar", num_classes=100, input_shape=(3, 32, 32), stem_relu=False)
+    assert relu_count(without) == capacity(without) == 491_520
 
 
 def test_narrow_and_wide_models_have_sites():

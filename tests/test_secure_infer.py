@@ -1,0 +1,42 @@
+"""``benchbed secure-infer`` on a finished run: the measurement sits next to the entries, not among
+them, so the run still renders its leaderboard, publishes and resumes."""
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("spu")
+
+from benchbed.errors import BenchbedError  # noqa: E402
+from benchbed.leaderboard import render  # noqa: E402
+from benchbed.records import entry_records, read_json  # noqa: E402
+from benchbed.runner import SuiteRun  # noqa: E402
+from benchbed.secure_infer import recorded_price, secure_infer  # noqa: E402
+
+
+def test_a_measured_run_still_renders_and_resumes(write_suite, tmp_path):
+    suite = write_suite(methods=[{"name": "all_relu"}], budgets=[64])
+    run_dir = tmp_path / "run"
+    SuiteRun.from_file(suite, out=run_dir, quiet=True).run()
+    (entry,) = entry_records(run_dir)
+    result = secure_infer(str(run_dir / entry["entry"]), images=2)
+
+    path = run_dir / "secure_infer" / f"{entry['entry']}.aby3.json"
+    assert read_json(path) == result
+    assert sorted(p.name for p in (run_dir / "entries").glob("*.json")) == [f"{entry['entry']}.json"]
+    # the comparison is with the price recorded in the entry, not a fresh one
+    assert result["predicted"]["comm_mb"] == recorded_price(entry, "aby3")["comm_mb"]
+    assert result["rounds_agree"] and abs(result["bytes_ratio"] - 1) < 0.1
+    assert result["measured"]["rounds_per_batch"] == [recorded_price(entry, "aby3")["rounds"]] * 2
+
+    assert render([run_dir], run_dir).exists()
+    SuiteRun.from_file(suite, out=run_dir, quiet=True).run()  # resumes: nothing left to run
+    assert [r["entry"] for r in entry_records(run_dir)] == [entry["entry"]]
+    assert read_json(run_dir / "entries" / f"{entry['entry']}.json") == entry
+
+
+def test_a_profile_the_suite_did_not_price_is_a_one_line_error():
+    record = {"entry": "e", "secure_cost": {"aby3": {"comm_mb": 1.0}}}
+    with pytest.raises(BenchbedError, match="no recorded 'cheetah' price .*secure_cost.profiles"):
+        recorded_price(record, "cheetah")
+    single = {"entry": "e", "secure_cost": {"profile": "aby3", "comm_mb": 2.0}}
+    assert recorded_price(single, "aby3")["comm_mb"] == 2.0
