@@ -326,7 +326,8 @@ def _calibrate_cheetah(log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]
     profile["busiest_share"].update({"linear": round(busiest, 4),
                                      "constant": round(setup.busiest / setup.bytes, 4) if setup.bytes else 0.5})
     profile["checks"] = {
-        "relu = compare + select": abs(fits["relu"].a - fits["compare_select"].a) <= 0.01 * fits["relu"].a,
+        # OT messages vary by a few bytes from run to run
+        "relu = compare + select (within 2%)": abs(fits["relu"].a - fits["compare_select"].a) <= 0.02 * fits["relu"].a,
         "setup paid once": setup.bytes > 0 and (twice - once).bytes < once.bytes,
     }
     fits["setup"] = setup

@@ -32,7 +32,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     methods = Methods(plugin_manager())
-    suite, _ = load_suite(args.suite, methods)
+    suite, _, _ = load_suite(args.suite, methods)
     print(f"{args.suite}: valid — {count_entries(suite, methods)}")
     return 0
 

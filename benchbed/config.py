@@ -109,8 +109,31 @@ class ComputeBudget(Strict):
 
 
 class MethodEntry(Strict):
-    name: str
+    """One method of a suite — or, composed, one method's mask with another method's finetune."""
+
+    name: str = Field(description="the method whose build_mask places the ReLUs (and, alone, finetunes too)")
     options: dict[str, Any] = Field(default_factory=dict)
+    finetune: str | None = Field(None, description="another method whose finetune trains the linearized model")
+    finetune_options: dict[str, Any] = Field(default_factory=dict, description="options of the finetune method")
+    bypass: Literal["identity", "dapa"] = Field(
+        "identity", description="what linearized pixels compute: the identity, or AutoReP's DaPa quadratic fitted "
+                                "per channel to the teacher's pre-activations")
+
+    @model_validator(mode="after")
+    def _finetune_options_need_a_finetune(self) -> "MethodEntry":
+        if self.finetune_options and self.finetune is None:
+            raise ValueError("`finetune_options` without `finetune`: name the method whose finetune they are for")
+        return self
+
+    @property
+    def key(self) -> str:
+        """The entry's name in ids and file names: ``snl``, ``snl+dapa``, ``snl-rlnet``."""
+        return self.name + ("+dapa" if self.bypass == "dapa" else "") + (f"-{self.finetune}" if self.finetune else "")
+
+    @property
+    def label(self) -> str:
+        """The row's name in a leaderboard: ``snl``, ``snl + DaPa``, ``snl → rlnet``."""
+        return self.name + (" + DaPa" if self.bypass == "dapa" else "") + (f" → {self.finetune}" if self.finetune else "")
 
 
 class PGDSettings(Strict):
@@ -196,9 +219,9 @@ class Suite(Strict):
     @field_validator("methods")
     @classmethod
     def _unique_methods(cls, methods: list[MethodEntry]) -> list[MethodEntry]:
-        names = [m.name for m in methods]
-        if len(set(names)) != len(names):
-            raise ValueError(f"a method is listed twice: {names}")
+        keys = [m.key for m in methods]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"a method is listed twice: {keys}")
         return methods
 
     @property

@@ -119,3 +119,7 @@ class MethodInfo:
     teacher: Callable[[BaseModel], str] = lambda options: "standard"
     # The paper's own figures; the leaderboard shows the one at a suite's dataset, model and budget.
     published: list[PublishedResult] = field(default_factory=list)
+    # Composition: the site kinds ``build_mask`` leaves (relu, masked, patch) and those ``finetune`` can
+    # train. A suite that pairs one method's mask with a finetune that cannot take it fails validation.
+    produces: frozenset[str] = frozenset({"relu", "masked", "patch"})
+    accepts: frozenset[str] = frozenset({"relu", "masked", "patch"})

@@ -265,3 +265,10 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
             "rounds": rounds, "compute_s": compute, "latency_s": latency,
             "per_layer": [vars(c) for c in layers],
             "nonlinear_mb": sum(c.bytes for c in site_layers) / 1e6}
+
+
+def recorded_prices(record: dict) -> dict[str, dict]:
+    """An entry record's prices by profile name (a record from a suite with one profile holds one
+    price, not keyed)."""
+    prices = record.get("secure_cost") or {}
+    return {prices["profile"]: prices} if "profile" in prices else prices

@@ -63,14 +63,15 @@ def evaluate(ctx: EntryContext, model: nn.Module, settings: EvaluationSettings) 
 @hookspec(firstresult=True)
 def secure_cost(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings,
                 profile: CostProfile) -> dict[str, Any]:
-    """Price one inference of ``model`` on an input of ``input_shape`` in 3PC under ``profile`` (the
-    suite's ``secure_cost.profile``): totals (``drelus``, ``secure_mults``, ``comm_mb``, ``rounds``,
-    ``latency_s`` per network of ``settings``) and a ``per_layer`` list, read from the model's sites and
-    linear layers. The core default is used unless a plugin prices differently."""
+    """Price one inference of ``model`` on an input of ``input_shape`` under ``profile`` (called once
+    for each of the suite's ``secure_cost.profiles``): totals (``drelus``, ``secure_mults``, ``comm_mb``
+    of all parties, ``busiest_party_mb``, ``rounds``, ``latency_s`` per network of ``settings``) and a
+    ``per_layer`` list, read from the model's sites and linear layers. The core default is used unless
+    a plugin prices differently."""
 
 
 @hookspec
 def cost_profiles() -> list[CostProfile]:
-    """Contribute 3PC protocol profiles (bytes and rounds per primitive, local compute per op) that a
-    suite can name in ``secure_cost.profile``. Every plugin may add some; the core ships ``aby3``
-    (calibrated on SPU) and ``securenn`` (the knapsack paper's formulas)."""
+    """Contribute protocol profiles (bytes and rounds per primitive, local compute per op) that a
+    suite can list in ``secure_cost.profiles``. Every plugin may add some; the core ships ``aby3`` and
+    ``cheetah`` (calibrated on SPU) and ``securenn`` (as the knapsack paper's authors price it)."""

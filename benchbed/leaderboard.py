@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.figure import Figure  # noqa: E402
 
+from benchbed import claims
 from benchbed.errors import BenchbedError
 from benchbed.records import entry_records, read_json, write_json
 
@@ -151,6 +152,13 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
         _compute_line(suite["compute"]),
         f"- **Seeds:** {', '.join(map(str, meta['seeds']))}; cells are mean ± sample std over seeds.",
     ]
+    corrupted = next((r["metrics"]["corruptions"] for r in records if (r.get("metrics") or {}).get("corruptions")), None)
+    if corrupted:
+        source = corrupted["source"] if isinstance(corrupted["source"], str) else "official and generated"
+        grey = source == "generated" and (data.get("input_shape") or [3])[0] == 1
+        lines.append(f"- **Corruptions:** {len(corrupted['per_corruption'])} CIFAR-C corruptions × severities "
+                     f"{', '.join(map(str, corrupted['severities']))} on {corrupted['images']:,} test images, "
+                     + ("generated, applied per channel to grayscale." if grey else f"{source}."))
     if cost["enabled"]:
         nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
         lines.append(f"- **3PC cost:** profile `{cost['profile']}` (whole inference: linear and non-linear layers; "
@@ -193,10 +201,12 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     if unfinished:
         lines += ["", "## Entries that did not finish", ""]
         lines += [f"- `{r['entry']}`: **{r['status']}** — {r.get('error', '')}" for r in unfinished]
+    tested = claims.assess(records)
+    lines += [""] + claims.markdown(tested)
     md_path = out_dir / f"{stem}.md"
     md_path.write_text("\n".join(lines) + "\n")
     write_json(out_dir / f"{stem}.json", {
-        "suite": meta["suite"], "seeds": meta["seeds"], "run_dirs": meta["run_dirs"],
+        "suite": meta["suite"], "seeds": meta["seeds"], "run_dirs": meta["run_dirs"], "claims": claims.as_json(tested),
         "protocol": protocol_lines(meta, records),
         "rows": [] if frame.empty else frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
         "entries": [{k: r.get(k) for k in ("entry", "method", "budget", "seed", "status", "error", "relus", "drelus",

@@ -21,21 +21,30 @@ from benchbed.data import DataBundle, load_dataset
 from benchbed.devices import resolve_device
 from benchbed.errors import BenchbedError, BudgetExceeded
 from benchbed.plugins import Methods, plugin_manager
+from benchbed.polynomials import dapa_bypass
 from benchbed.progress import Reporter
 from benchbed.ray_executor import run_on_ray
 from benchbed.records import write_json
 from benchbed.rundir import RunDir
-from benchbed.reproducibility import seed_everything
+from benchbed.reproducibility import determinism, seed_everything
 from benchbed.sites import canonicalize, capacity, drelu_count, relu_count, sites
 from benchbed.suite import Entry, load_suite, plan
+
+
+# Training images whose teacher pre-activations the DaPa bypass is fitted to.
+DAPA_IMAGES = 512
 
 
 class SuiteRun:
     """One validated suite bound to a run directory."""
 
-    def __init__(self, suite: Suite, options: dict[str, BaseModel], *, suite_path: str = "", out: str | Path | None = None,
-                 quiet: bool = False, methods: Methods | None = None):
+    def __init__(self, suite: Suite, options: dict[str, BaseModel], finetune_options: dict[str, BaseModel] | None = None,
+                 *, suite_path: str = "", out: str | Path | None = None, quiet: bool = False,
+                 methods: Methods | None = None):
+        """``options``: by entry key, the options of the method that builds the entry's mask (and, alone,
+        finetunes); ``finetune_options``: by entry key, those of a composed entry's finetune method."""
         self.suite, self.options, self.suite_path = suite, options, suite_path
+        self.finetune_options = finetune_options or {}
         self.methods = methods or Methods(plugin_manager())
         self.run_dir = Path(out) if out else Path("runs") / suite.name
         self.rundir = RunDir(self.run_dir)
@@ -47,19 +56,25 @@ class SuiteRun:
     def from_file(cls, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
                   methods: Methods | None = None) -> "SuiteRun":
         methods = methods or Methods(plugin_manager())
-        suite, options = load_suite(suite_path, methods)
-        return cls(suite, options, suite_path=str(suite_path), out=out, quiet=quiet, methods=methods)
+        suite, options, finetune_options = load_suite(suite_path, methods)
+        return cls(suite, options, finetune_options, suite_path=str(suite_path), out=out, quiet=quiet, methods=methods)
 
     def load_data(self) -> DataBundle:
         spec = self.suite.dataset
         return load_dataset(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed).to(self.device)
 
-    def teacher_variant(self, method: str) -> str:
-        return self.methods.get(method).info.teacher(self.options[method])
+    def parts(self, entry: Entry) -> list[tuple[str, str, BaseModel]]:
+        """(hook stage, method, its options) for the entry's mask and its finetune."""
+        finetune_options = self.finetune_options.get(entry.method, self.options[entry.method])
+        return [("build_mask", entry.mask_method, self.options[entry.method]),
+                ("finetune", entry.finetune_method, finetune_options)]
+
+    def teacher_variant(self, method: str, options: BaseModel) -> str:
+        return self.methods.get(method).info.teacher(options)
 
     def teachers(self, data: DataBundle, entries: Iterable[Entry]) -> dict[str, nn.Module]:
         """Every teacher variant the entries ask for, each prepared once."""
-        variants = sorted({"standard"} | {self.teacher_variant(e.method) for e in entries})
+        variants = sorted({"standard"} | {self.teacher_variant(m, o) for e in entries for _, m, o in self.parts(e)})
         return {v: teacher.prepare(self.suite, data, self.run_dir, self.device, self.reporter, v) for v in variants}
 
     # -- entries ----------------------------------------------------------------------------------
@@ -67,39 +82,54 @@ class SuiteRun:
         """Run one entry under the core's rules; return its record and, when it finished, its checkpoint
         payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
         exits, alters its teacher, hands back kernels of its own — the record says so."""
-        method = self.methods.get(entry.method)
+        mask_method, finetune_method = self.methods.get(entry.mask_method), self.methods.get(entry.finetune_method)
         limits = (None, None) if self.suite.protocol == "paper" else (self.suite.compute.epochs, self.suite.compute.seconds)
         clock = ComputeClock(*limits, len(data.train_y), device=self.device, timer=self.timer)
-        shared = teachers[self.teacher_variant(entry.method)]
-        sealed = fingerprint(shared)
-        own_teacher = copy.deepcopy(shared)  # a copy per entry: no entry can alter the others' teacher
+        (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
+        shared = {stage: teachers[self.teacher_variant(m, o)] for stage, m, o in self.parts(entry)}
+        sealed = {stage: fingerprint(t) for stage, t in shared.items()}
+        # A copy per entry and part: no entry can alter the others' teacher.
+        own_teachers = {stage: copy.deepcopy(t) for stage, t in shared.items()}
         ctx = EntryContext(method=entry.method, budget=entry.budget, seed=entry.seed, data=data.for_methods(),
-                           teacher=own_teacher, clock=clock, device=self.device, options=self.options[entry.method],
+                           teacher=own_teachers["build_mask"], clock=clock, device=self.device, options=mask_options,
                            generator=seed_everything(entry.seed, self.device),
                            workdir=self.run_dir / "work" / entry.id, log=self.reporter.log,
                            progress=self.reporter.progress, protocol=self.suite.protocol)
+        # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
+        finetune_ctx = replace(ctx, options=finetune_options, teacher=own_teachers["finetune"])
         record: dict[str, Any] = {
             "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
-            "method": entry.method, "budget": entry.budget, "seed": entry.seed, "method_package": method.package,
-            "method_version": method.version, "options": ctx.options.model_dump(mode="json"),
-            "stem_relu": self.suite.model.stem_relu, "protocol": self.suite.protocol, "started": provenance.now()}
-        published = [asdict(p) for p in method.info.published
-                     if p.matches(self.suite.dataset.name, self.suite.model.name, self.suite.model.stem_relu, entry.budget)]
+            "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget, "seed": entry.seed,
+            "method_package": mask_method.package, "method_version": mask_method.version,
+            "options": mask_options.model_dump(mode="json"), "stem_relu": self.suite.model.stem_relu,
+            "protocol": self.suite.protocol, "started": provenance.now()}
+        if entry.composed:
+            record["composition"] = {
+                "mask_method": entry.mask_method, "finetune_method": entry.finetune_method, "bypass": entry.bypass,
+                "finetune_package": finetune_method.package, "finetune_version": finetune_method.version,
+                "finetune_options": finetune_options.model_dump(mode="json")}
+        published = [asdict(p) for p in mask_method.info.published
+                     if not entry.composed and p.matches(self.suite.dataset.name, self.suite.model.name,
+                                                         self.suite.model.stem_relu, entry.budget)]
         if published:
             record["published"] = published[0]
         payload = None
-        student = copy.deepcopy(shared).train()
+        student = copy.deepcopy(shared["build_mask"]).train()
         for p in student.parameters():
             p.requires_grad_(True)
         stop_metering = clock.meter(student)
-        call = lambda hook: self.methods.caller(hook, entry.method)  # noqa: E731
+        mask_call = lambda hook: self.methods.caller(hook, entry.mask_method)  # noqa: E731
+        # The model's final form is the finetune's: its evaluate and secure_cost overrides apply.
+        call = lambda hook: self.methods.caller(hook, entry.finetune_method)  # noqa: E731
         try:
             try:
                 with clock.running():
-                    masked = call("build_mask")(ctx=ctx, model=student)
+                    masked = mask_call("build_mask")(ctx=ctx, model=student)
                     model = self._frozen_model(masked, entry, "build_mask")
                     record["build_mask"] = masked.info
-                    tuned = call("finetune")(ctx=ctx, model=model)
+                    if entry.bypass == "dapa":
+                        record["bypass"] = self._dapa_bypass(ctx, model)
+                    tuned = call("finetune")(ctx=finetune_ctx, model=model)
                     model = self._frozen_model(tuned, entry, "finetune")
                     record["finetune"] = tuned.info
             finally:
@@ -107,7 +137,7 @@ class SuiteRun:
             overrun = clock.overrun()
             if overrun:
                 raise BudgetExceeded(overrun)
-            if fingerprint(own_teacher) != sealed:
+            if any(fingerprint(own_teachers[stage]) != sealed[stage] for stage in own_teachers):
                 raise BenchbedError(f"method {entry.method!r} changed its teacher (weights, buffers or train/eval "
                                     "mode); the suite's teacher is read-only")
             rebuilt = canonicalize(model)
@@ -142,8 +172,18 @@ class SuiteRun:
         record["cuts"] = ctx.cuts
         record["compute"] = clock.record()
         record.update(finished=provenance.now(), versions=provenance.versions(),
-                      source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device))
+                      source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),
+                      determinism=determinism(self.device))
         return record, payload
+
+    def _dapa_bypass(self, ctx: EntryContext, model: nn.Module) -> dict:
+        """Fit DaPa quadratics to the teacher's pre-activations for the linearized pixels; the images it
+        reads are forward passes charged to the entry's budget."""
+        n = min(DAPA_IMAGES, len(ctx.data.train_y))
+        if not ctx.clock.allows_forward(n):
+            raise BudgetExceeded("no compute budget left to fit the DaPa bypass")
+        changed = dapa_bypass(model, ctx.teacher, ctx.sample_train_images(n))
+        return {"kind": "dapa", "images": n, "sites": changed}
 
     def _frozen_model(self, result: Any, entry: Entry, stage: str) -> nn.Module:
         if result is None or not isinstance(getattr(result, "model", None), nn.Module):
@@ -166,7 +206,9 @@ class SuiteRun:
         data = self.load_data()
         teacher.check_checkpoint(self.suite, data)
         with self.rundir.locked():
-            self.rundir.claim(self.suite, self.suite_path, {k: v.model_dump(mode="json") for k, v in self.options.items()})
+            self.rundir.claim(self.suite, self.suite_path, {
+                **{k: v.model_dump(mode="json") for k, v in self.options.items()},
+                **{f"{k} (finetune)": v.model_dump(mode="json") for k, v in self.finetune_options.items()}})
             write_json(self.run_dir / "data.json", data.describe())
             entries = plan(self.suite, self.methods)
             teachers = self.teachers(data, entries)
@@ -186,7 +228,7 @@ class SuiteRun:
                     advance(f"{entry.id}: finished earlier, skipped")
             if executor == "ray":
                 shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
-                task = EntryTask(self.suite, self.options, self.suite_path, str(self.run_dir))
+                task = EntryTask(self.suite, self.options, self.finetune_options, self.suite_path, str(self.run_dir))
                 results = run_on_ray(task, todo, shared, address=address, device=self.suite.device)
             else:
                 results = ((entry, self.run_entry(entry, data, teachers)) for entry in todo)
@@ -215,11 +257,13 @@ class EntryTask:
 
     suite: Suite
     options: dict[str, BaseModel]
+    finetune_options: dict[str, BaseModel]
     suite_path: str
     run_dir: str
 
     def __call__(self, entry: Entry, teacher_payloads: dict[str, dict]) -> tuple[dict, dict | None]:
-        run = SuiteRun(self.suite, self.options, suite_path=self.suite_path, out=self.run_dir, quiet=True)
+        run = SuiteRun(self.suite, self.options, self.finetune_options, suite_path=self.suite_path, out=self.run_dir,
+                       quiet=True)
         data = run.load_data()
         teachers = {v: teacher.frozen(model_from_payload(p, f"the shared {v} teacher"), self.suite, run.device)
                     for v, p in teacher_payloads.items()}

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from benchbed.checkpoint import load_checkpoint
-from benchbed.config import Suite
+from benchbed.config import DatasetConfig
+from benchbed.cost import recorded_prices
 from benchbed.data import load_dataset, to_float
 from benchbed.errors import BenchbedError
 from benchbed.jax_export import export
@@ -144,9 +145,7 @@ def _locate(target: str) -> tuple[Path, str]:
 
 def recorded_price(record: dict, profile: str) -> dict:
     """The entry's recorded price under ``profile`` (its ``secure_cost`` hook's answer)."""
-    prices = record.get("secure_cost") or {}
-    if "profile" in prices:  # a record written when a suite had one profile
-        prices = {prices["profile"]: prices}
+    prices = recorded_prices(record)
     if profile not in prices:
         listed = ", ".join(prices) or "none"
         raise BenchbedError(f"entry {record.get('entry')!r} has no recorded {profile!r} price (recorded: {listed}); "
@@ -162,8 +161,7 @@ def secure_infer(target: str, images: int, batch_size: int = 1, protocol_name: s
     proto = protocol(protocol_name)
     run_dir, entry = _locate(target)
     predicted = recorded_price(read_json(run_dir / "entries" / f"{entry}.json"), proto.name)
-    suite = Suite.model_validate(read_json(run_dir / "suite.json")["suite"])
-    spec = suite.dataset
+    spec = DatasetConfig.model_validate(read_json(run_dir / "suite.json")["suite"]["dataset"])
     data = load_dataset(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
     model = load_checkpoint(run_dir / "entries" / f"{entry}.pt").eval()
     measured = secure_inference(model, to_float(data.test_x[:images]), batch_size=batch_size, protocol_name=proto.name)
@@ -176,5 +174,6 @@ def secure_infer(target: str, images: int, batch_size: int = 1, protocol_name: s
               "rounds_agree": all(r == predicted["rounds"] for r in measured["rounds_per_batch"])}
     path = measurement_path(run_dir, entry, proto.name)
     path.parent.mkdir(exist_ok=True)
+    result["path"] = str(path)
     write_json(path, result)
     return result

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from benchbed.config import Suite
+from benchbed.config import MethodEntry, Suite
 from benchbed.data import DATASETS
 from benchbed.checkpoint import load_checkpoint
 from benchbed.errors import BenchbedError, SuiteError
@@ -25,13 +25,24 @@ from benchbed.sites import capacity
 
 @dataclass(frozen=True)
 class Entry:
+    """One row-to-be: ``method`` is the suite entry's key (``snl``, ``snl-rlnet``, ``snl+dapa``); the mask
+    comes from ``mask_method``, the finetune from ``finetune_method`` (the same method unless composed)."""
+
     method: str
     budget: int | None
     seed: int
+    mask_method: str = ""
+    finetune_method: str = ""
+    bypass: str = "identity"
+    label: str = ""
 
     @property
     def id(self) -> str:
         return entry_id(self.method, self.budget, self.seed)
+
+    @property
+    def composed(self) -> bool:
+        return self.mask_method != self.finetune_method or self.bypass != "identity"
 
 
 def plan(suite: Suite, methods: Methods) -> list[Entry]:
@@ -39,7 +50,7 @@ def plan(suite: Suite, methods: Methods) -> list[Entry]:
     for seed in suite.seeds:
         for m in suite.methods:
             budgets = suite.budgets if methods.get(m.name).info.budgeted else [None]
-            entries += [Entry(m.name, b, seed) for b in budgets]
+            entries += [Entry(m.key, b, seed, m.name, m.finetune or m.name, m.bypass, m.label) for b in budgets]
     return entries
 
 
@@ -87,26 +98,31 @@ def read_suite(path: str | Path) -> Suite:
         raise SuiteError(path, _errors(exc)) from None
 
 
-def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, BaseModel]]:
-    """Parse and validate ``path``; return the suite and every method's validated options."""
+def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, BaseModel], dict[str, BaseModel]]:
+    """Parse and validate ``path``; return the suite, every entry's options (of the method that builds its
+    mask) and the composed entries' finetune-method options, both by entry key."""
     suite = read_suite(path)
     unknown_parts = _registry_problems(suite)
     problems = list(unknown_parts)
+    finetune_options: dict[str, BaseModel] = {}
     options: dict[str, BaseModel] = {}
-    installed = methods.all
     for i, entry in enumerate(suite.methods):
-        if entry.name in methods.broken:
-            problems.append(f"methods.{i}.name: {methods.broken[entry.name]}")
-            continue
-        if entry.name not in installed:
-            problems.append(f"methods.{i}.name: unknown method {entry.name!r}; installed: {', '.join(installed) or 'none'}")
-            continue
-        info = installed[entry.name].info
-        given = _deep_merge(info.paper_recipe, entry.options) if suite.protocol == "paper" else entry.options
-        try:
-            options[entry.name] = validate_options(info.options, given)
-        except ValidationError as exc:
-            problems.extend(_errors(exc, ("methods", i, "options")))
+        parts = [("name", entry.name, entry.options, "options", options)]
+        if entry.finetune is not None:
+            parts.append(("finetune", entry.finetune, entry.finetune_options, "finetune_options", finetune_options))
+        for field, name, given, options_field, into in parts:
+            problem = _unknown_method(methods, name)
+            if problem:
+                problems.append(f"methods.{i}.{field}: {problem}")
+                continue
+            info = methods.all[name].info
+            given = _deep_merge(info.paper_recipe, given) if suite.protocol == "paper" else given
+            try:
+                into[entry.key] = validate_options(info.options, given)
+            except ValidationError as exc:
+                problems.extend(_errors(exc, ("methods", i, options_field)))
+        if not any(p.startswith(f"methods.{i}.") for p in problems):
+            problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, methods)]
     if suite.secure_cost.enabled and suite.secure_cost.profile not in methods.cost_profiles:
         problems.append(f"secure_cost.profile: unknown profile {suite.secure_cost.profile!r}; "
                         f"installed: {', '.join(methods.cost_profiles)}")
@@ -116,7 +132,33 @@ def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, Bas
         problems += _data_problems(suite)
     if problems:
         raise SuiteError(str(path), problems)
-    return suite, options
+    return suite, options, finetune_options
+
+
+def _unknown_method(methods: Methods, name: str) -> str | None:
+    if name in methods.broken:
+        return methods.broken[name]
+    if name not in methods.all:
+        return f"unknown method {name!r}; installed: {', '.join(methods.all) or 'none'}"
+    return None
+
+
+def _composition_problems(entry: MethodEntry, methods: Methods) -> list[str]:
+    """Why ``entry``'s mask cannot go with its finetune or its bypass, before any work starts."""
+    mask = methods.all[entry.name].info
+    problems = []
+    if entry.finetune is not None:
+        finetune = methods.all[entry.finetune].info
+        if not mask.budgeted and finetune.budgeted:
+            problems.append(f"{entry.name} makes no mask to finetune (it is a reference row)")
+        refused = sorted(set(mask.produces) - set(finetune.accepts))
+        if refused:
+            problems.append(f"{entry.finetune}'s finetune cannot train {' or '.join(refused)} sites, which "
+                            f"{entry.name}'s mask makes ({entry.finetune} accepts {', '.join(sorted(finetune.accepts))})")
+    if entry.bypass == "dapa" and "masked" not in mask.produces:
+        problems.append(f"bypass: dapa gives linearized pixels of masked sites a polynomial; {entry.name} makes "
+                        f"{', '.join(sorted(mask.produces))} sites")
+    return problems
 
 
 def _registry_problems(suite: Suite) -> list[str]:

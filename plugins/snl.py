@@ -12,10 +12,13 @@ reference picked it on test.
 The paper's schedule needs as many epochs as it takes (421 for 15K ReLUs on CIFAR-100). Under a
 compute budget the search gets a share of it, and a search stopped early leaves a mask that is the
 top-k of barely-trained alphas. So by default (``lambda_schedule: on_track``) lambda also grows
-×``lambda_catch_up`` after every epoch whose alive count is above a geometric path from the start
-count to the budget, reached at ``on_track_by`` of the search's planned epochs; with a generous
-share the path is lax and the paper's rule alone drives lambda. ``compute: paper`` runs the paper's
-rule alone.
+×``lambda_catch_up`` after every epoch in which the alive count fell more slowly than it must to
+reach the budget by ``on_track_by`` of the search's planned epochs (the per-epoch ratio
+(budget / alive)^(1 / epochs left)). The rule follows the rate, not the level: an alpha moves at
+most its lr per Adam step, so pruning lags lambda, and a count that is falling fast enough needs no
+larger lambda even while it is still above the budget (growing it then only overshoots). With a
+generous share the required rate is slow and the paper's rule alone drives lambda.
+``compute: paper`` runs the paper's rule alone.
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ class Options(DistillationOptions):
     lambda_schedule: Literal["on_track", "paper"] = Field(
         "on_track", description="paper: only the paper's rule; on_track: also grow lambda while the alive count "
                                 "is behind the path that reaches the budget within the search's share")
-    lambda_catch_up: float = Field(2.0, gt=1, description="lambda multiplier after an epoch behind the path")
+    lambda_catch_up: float = Field(2.0, gt=1, description="lambda multiplier after an epoch that pruned too slowly "
+                                                          "to reach the budget in time")
     on_track_by: float = Field(0.8, gt=0, le=1, description="share of the planned search epochs by which the "
                                                            "path reaches the budget")
     alive_threshold: float = Field(1e-2, description="an alpha above this counts as a live ReLU")
@@ -94,48 +98,19 @@ class AlphaKernel(SiteKernel):
 
 
 def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Options,
-                target: float | None = None) -> float:
+                behind: bool = False) -> float:
     """SNL's schedule: grow lambda when an epoch (from ``lambda_patience_start`` on) set no new low;
-    with a ``target`` alive count for this epoch, grow it ×``lambda_catch_up`` instead while behind it."""
-    if target is not None and alive > target:
+    grow it ×``lambda_catch_up`` instead after an epoch that was ``behind`` the pace to the budget."""
+    if behind:
         return lam * opts.lambda_catch_up
     if epoch >= opts.lambda_patience_start and alive >= best_alive:
         return lam * opts.lambda_growth
     return lam
 
 
-def on_track_target(epoch: int, start: int, budget: int, planned_epochs: float, by: float) -> float:
-    """Alive count at the end of ``epoch`` (0-based) on the geometric path from ``start`` down to
-    ``budget``, reached after ``by`` of ``planned_epochs``."""
-    progress = min(1.0, (epoch + 1) / max(by * planned_epochs, 1e-9))
-    return start * (budget / start) ** progress
-
-
-def binarize(alphas: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, int]], budget: int) -> dict[str, torch.Tensor]:
-    """Masks keeping the ``budget`` largest alphas (pixels); channel alphas keep whole channels, largest
-    first, skipping any that would overshoot, so they land on the budget or just under it."""
-    names = list(alphas)
-    per_channel = [alphas[n].shape[1:] == (1, 1) and shapes[n][1:] != (1, 1) for n in names]
-    if not any(per_channel):
-        flat = torch.cat([alphas[n].detach().flatten().float().cpu() for n in names])
-        keep = torch.zeros_like(flat)
-        # A stable sort makes ties (e.g. untouched alphas of 1.0) deterministic: earlier sites win.
-        keep[torch.sort(flat, descending=True, stable=True).indices[:budget]] = 1
-        return {n: part.view(alphas[n].shape) for n, part in zip(names, keep.split([alphas[n].numel() for n in names]))}
-    values, owners = [], []
-    for n in names:
-        a = alphas[n].detach().flatten().float().cpu()
-        values.append(a)
-        owners += [(n, c, shapes[n][1] * shapes[n][2]) for c in range(len(a))]
-    order = torch.sort(torch.cat(values), descending=True, stable=True).indices.tolist()
-    masks = {n: torch.zeros(shapes[n][0], 1, 1) for n in names}
-    left = budget
-    for i in order:
-        n, c, size = owners[i]
-        if size <= left:
-            masks[n][c] = 1
-            left -= size
-    return masks
+def needed_ratio(alive: int, budget: int, epochs_left: float) -> float:
+    """Per-epoch ratio of the alive count that reaches ``budget`` in ``epochs_left`` epochs (at least one)."""
+    return (budget / alive) ** (1 / max(1.0, epochs_left))
 
 
 @hookimpl
@@ -154,7 +129,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     alive = lambda: sum(s.relus for s in sites.values())  # noqa: E731
 
     start = alive()
-    state = {"lambda": opts.lambda_init, "best": start, "reached": False, "trace": []}
+    state = {"lambda": opts.lambda_init, "best": start, "previous": start, "reached": False, "trace": []}
     search_epochs = min(opts.search.epochs, opts.search_share * ctx.clock.remaining_epochs())
     seconds_cap = opts.search_share * ctx.clock.remaining_seconds()
     start_seconds = ctx.clock.seconds_used
@@ -163,11 +138,14 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
 
     def after_epoch(epoch: int, val_acc: float) -> bool:
         count = alive()
-        target = (on_track_target(epoch, start, ctx.budget, planned, opts.on_track_by)
-                  if opts.lambda_schedule == "on_track" and ctx.budget < start else None)
+        behind = None
+        if opts.lambda_schedule == "on_track" and count > ctx.budget:
+            needed = needed_ratio(state["previous"], ctx.budget, opts.on_track_by * planned - epoch)
+            behind = count / state["previous"] > needed
         state["trace"].append({"epoch": epoch, "alive": count, "lambda": state["lambda"], "val_accuracy": val_acc,
-                               **({} if target is None else {"on_track_target": round(target)})})
-        state["lambda"] = next_lambda(state["lambda"], epoch, count, state["best"], opts, target)
+                               **({} if behind is None else {"behind_pace": behind})})
+        state["lambda"] = next_lambda(state["lambda"], epoch, count, state["best"], opts, bool(behind))
+        state["previous"] = count
         state["best"] = min(state["best"], count)
         state["reached"] = count <= ctx.budget
         return state["reached"] or ctx.clock.seconds_used - start_seconds >= seconds_cap

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 pytest.importorskip("spu")
@@ -46,9 +45,6 @@ def test_cheetah_cost_model_matches_spu_on_every_site_kind():
     assert abs(report["bytes_per_image"] - predicted["comm_mb"] * 1e6) <= 0.10 * report["bytes_per_image"]
     assert report["rounds_per_batch"] == [predicted["rounds"]] * 2
     assert report["top1_agreement"] == 1.0 and report["max_logit_error"] < 0.05
-    with torch.no_grad():
-        plain = model(images).numpy()
-    assert np.isfinite(plain).all()
 
 
 def test_cheetah_profile_is_two_party_and_measured():

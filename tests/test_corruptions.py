@@ -53,7 +53,9 @@ def natural_images(n: int = 6, size: int = 32) -> torch.Tensor:
     return (images.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-BATCHES = {"rgb32": random_images(4, 3, 32, 32), "grey8": random_images(16, 1, 8, 8)}
+# rgb32: CIFAR; grey8: scikit-learn's digits; grey28: Fashion-MNIST
+BATCHES = {"rgb32": random_images(4, 3, 32, 32), "grey8": random_images(16, 1, 8, 8),
+           "grey28": random_images(4, 1, 28, 28)}
 
 
 def test_names_in_the_standard_order_and_severities():
@@ -72,7 +74,19 @@ def test_contract(name, severity, kind):
     assert torch.equal(images, before), "the input must not be modified"
     changed = (out != images).flatten(1).any(1)
     # 1% impulse noise can miss all 64 values of an 8x8 grey image; the batch as a whole must change
-    assert changed.all() if kind == "rgb32" else changed.any()
+    assert changed.all() if kind != "grey8" else changed.any()
+
+
+@pytest.mark.parametrize("severity", SEVERITIES)
+@pytest.mark.parametrize("name", [n for n in NOT_RANDOM if n != "jpeg_compression"])  # JPEG mixes channels (YCbCr)
+def test_grey_images_are_corrupted_as_each_channel_of_a_grey_rgb_image(name, severity):
+    """On grey images a corruption is applied per channel: the single channel comes out as each channel of
+    the same image repeated three times (the deterministic corruptions, where no random draw differs)."""
+    grey = natural_images(4, 28)[:, :1]
+    as_rgb = corrupt(grey.expand(-1, 3, -1, -1).contiguous(), name, severity, seeded(0))
+    alone = corrupt(grey, name, severity, seeded(0))
+    for channel in range(3):
+        assert (as_rgb[:, channel:channel + 1].int() - alone.int()).abs().max() <= 1  # float rounding
 
 
 @pytest.mark.parametrize("severity", SEVERITIES)

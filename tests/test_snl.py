@@ -128,21 +128,19 @@ def test_finetune_keeps_the_bypass_an_identity(make_ctx):
         assert site.poly_pixels == 0
 
 
-def test_on_track_lambda_grows_by_the_catch_up_factor_while_behind_the_path():
+def test_on_track_lambda_grows_by_the_catch_up_factor_after_an_epoch_behind_pace():
     opts = snl.Options(lambda_init=1.0, lambda_growth=1.1, lambda_patience_start=0, lambda_catch_up=2.0)
-    # behind the path: ×2 whatever the low; on or ahead of it: the paper's rule
-    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts, target=850.0) == 2.0
-    assert snl.next_lambda(1.0, 3, alive=900, best_alive=1000, opts=opts, target=950.0) == 1.0
-    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts, target=950.0) == pytest.approx(1.1)
-    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts) == pytest.approx(1.1)
+    # behind pace: ×2 whatever the low; on pace: the paper's rule (grow only without a new low)
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts, behind=True) == 2.0
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=1000, opts=opts, behind=False) == 1.0
+    assert snl.next_lambda(1.0, 3, alive=900, best_alive=800, opts=opts, behind=False) == pytest.approx(1.1)
 
 
-def test_on_track_path_is_geometric_and_reaches_the_budget_at_its_share():
-    start, budget = 4608, 256
-    # 10 planned epochs, reached by 80%: after epoch index 7 (8 epochs done) the path is at the budget
-    assert snl.on_track_target(7, start, budget, 10, 0.8) == pytest.approx(256)
-    assert snl.on_track_target(9, start, budget, 10, 0.8) == pytest.approx(256)
-    assert snl.on_track_target(3, start, budget, 10, 0.8) == pytest.approx((4608 * 256) ** 0.5)
+def test_needed_ratio_reaches_the_budget_in_the_epochs_left():
+    # from 4608 to 256 in 4 epochs: each epoch must keep (256/4608)^(1/4) of the count
+    ratio = snl.needed_ratio(4608, 256, 4.0)
+    assert 4608 * ratio ** 4 == pytest.approx(256)
+    assert snl.needed_ratio(1000, 250, 0.3) == pytest.approx(0.25), "with under an epoch left: all of it now"
 
 
 def test_the_search_reaches_the_budget_within_its_share_of_a_smoke_sized_budget(make_ctx):

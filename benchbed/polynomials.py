@@ -1,0 +1,72 @@
+"""Polynomial stand-ins for ReLU: DaPa (AutoReP's distribution-aware quadratic) in closed form, and
+the ``bypass: dapa`` axis that gives any mask method's linearized pixels that quadratic, fitted per
+channel to the teacher's pre-activation statistics."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from benchbed.sites import MaskedKernel, ReLUSite
+
+
+def dapa_coefficients(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The least-squares quadratic ``c2·x² + c1·x + c0`` to ReLU under x ~ N(mu, sigma²) (sigma: std).
+    With z = mu/sigma and φ, Φ the standard normal pdf and cdf: c2 = φ(z)/(2σ), c1 = Φ(z) − z·φ(z),
+    c0 = (mu² + σ²)·φ(z)/(2σ)."""
+    mu, sigma = torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
+    sigma = sigma.clamp_min(1e-12)
+    z = mu / sigma
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
+    return pdf / (2 * sigma), cdf - z * pdf, (mu * mu + sigma * sigma) * pdf / (2 * sigma)
+
+
+@torch.no_grad()
+def input_statistics(model: nn.Module, sites: dict[str, ReLUSite], images: torch.Tensor,
+                     batch_size: int = 256) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per site, the per-channel mean and standard deviation of what flows into it over ``images``."""
+    sums = {n: [torch.zeros(s.shape[0], dtype=torch.float64), torch.zeros(s.shape[0], dtype=torch.float64), 0]
+            for n, s in sites.items()}
+
+    def hook(name: str):
+        def record(module, inputs) -> None:
+            x = inputs[0].detach().double().transpose(0, 1).flatten(1).cpu()
+            sums[name][0] += x.sum(1)
+            sums[name][1] += (x * x).sum(1)
+            sums[name][2] += x.shape[1]
+        return record
+
+    handles = [site.register_forward_pre_hook(hook(n)) for n, site in sites.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    stats = {}
+    for name, (total, squares, count) in sums.items():
+        mean = total / max(1, count)
+        stats[name] = (mean, (squares / max(1, count) - mean * mean).clamp_min(0).sqrt())
+    return stats
+
+
+def dapa_bypass(model: nn.Module, teacher: nn.Module, images: torch.Tensor) -> list[str]:
+    """Give every masked site of ``model`` whose linearized pixels compute the identity the DaPa quadratic
+    of the teacher's pre-activations at that site (trainable, as AutoReP trains its polynomials). Sites
+    whose bypass already is another polynomial (AutoReP's own) keep it. Returns the sites changed."""
+    student_sites = {n: s for n, s in model.named_modules() if isinstance(s, ReLUSite)}
+    identity = torch.tensor([0.0, 1.0, 0.0])
+    targets = {n: s for n, s in student_sites.items() if isinstance(s.kernel, MaskedKernel)
+               and torch.equal(s.kernel.coeffs.detach().cpu(), identity.expand_as(s.kernel.coeffs.cpu()))
+               and bool((s.kernel.mask == 0).any())}
+    teacher_sites = {n: s for n, s in teacher.named_modules() if isinstance(s, ReLUSite) and n in targets}
+    stats = input_statistics(teacher, teacher_sites, images)
+    for name, site in targets.items():
+        c2, c1, c0 = dapa_coefficients(*stats[name])
+        site.set_mask(site.kernel.mask.detach().cpu(), torch.stack([c2, c1, c0], 1).float(), trainable=True)
+    return sorted(targets)

@@ -1,0 +1,99 @@
+"""Composition: one method's mask with another method's finetune, and the DaPa bypass for any mask
+method, as one line of a suite; combinations that cannot work fail validation before any work."""
+from __future__ import annotations
+
+import torch
+
+from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, counted_sites, hookimpl
+from benchbed.checkpoint import load_checkpoint
+from benchbed.cli import main
+from benchbed.config import MethodEntry
+from benchbed.polynomials import dapa_coefficients, input_statistics
+from benchbed.records import entry_records
+from benchbed.runner import SuiteRun
+from benchbed.sites import MaskedKernel
+from conftest import plugin
+
+
+def _records(run_dir):
+    return {r["entry"]: r for r in entry_records(run_dir)}
+
+
+def test_keys_and_labels():
+    assert (MethodEntry(name="snl").key, MethodEntry(name="snl").label) == ("snl", "snl")
+    composed = MethodEntry(name="snl", finetune="rlnet", bypass="dapa")
+    assert (composed.key, composed.label) == ("snl+dapa-rlnet", "snl + DaPa → rlnet")
+
+
+def test_a_composed_entry_runs_end_to_end(write_suite, tmp_path):
+    suite = write_suite(budgets=[64], methods=[
+        {"name": "random_mask"},
+        {"name": "random_mask", "finetune": "snl", "finetune_options": {"finetune": {"batch_size": 64}}},
+        {"name": "random_mask", "bypass": "dapa"}])
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
+    assert counts["ok"] == 3, counts
+    records = _records(tmp_path / "run")
+    composed = records["random_mask-snl__64__s0"]
+    assert composed["label"] == "random_mask → snl" and composed["drelus"] == 64
+    assert composed["composition"]["finetune_method"] == "snl"
+    assert composed["composition"]["finetune_options"]["finetune"]["batch_size"] == 64
+    assert composed["compute"]["used"]["epochs"] <= 1.0 + 1e-9, "one budget covers both parts"
+    plain, dapa = records["random_mask__64__s0"], records["random_mask+dapa__64__s0"]
+    assert plain["build_mask"] == dapa["build_mask"], "the same mask"
+    assert dapa["bypass"]["sites"], "DaPa reached the linearized sites"
+    model = load_checkpoint(tmp_path / "run" / "entries" / dapa["checkpoint"])
+    kernels = [s.kernel for s in counted_sites(model).values() if isinstance(s.kernel, MaskedKernel)]
+    assert any(not torch.equal(k.coeffs[:, 0], torch.zeros_like(k.coeffs[:, 0])) for k in kernels), "quadratic terms"
+
+
+def _kind_method(produces=None, accepts=None):
+    class Options(Strict):
+        depth: int = 1
+
+    info = MethodInfo(description="x", options=Options,
+                      **({"produces": frozenset(produces)} if produces else {}),
+                      **({"accepts": frozenset(accepts)} if accepts else {}))
+    return plugin(method_info=hookimpl(lambda: info), build_mask=hookimpl(lambda ctx, model: MaskResult(model)),
+                  finetune=hookimpl(lambda ctx, model: FinetuneResult(model)))
+
+
+def test_impossible_combinations_fail_validation(write_suite, methods_with, tmp_path, capsys, monkeypatch):
+    methods = methods_with(("patcher", _kind_method(produces={"patch"})),
+                           ("poly_trainer", _kind_method(accepts={"relu", "masked"})))
+    monkeypatch.setattr("benchbed.cli.Methods", lambda pm: methods)
+    suite = write_suite(methods=[{"name": "patcher", "finetune": "poly_trainer"},
+                                 {"name": "patcher", "bypass": "dapa"},
+                                 {"name": "random_mask", "finetune": "poly_trainer",
+                                  "finetune_options": {"dpth": 2}},
+                                 {"name": "random_mask", "finetune": "nonexistent"}])
+    assert main(["validate", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert "methods.0: poly_trainer's finetune cannot train patch sites, which patcher's mask makes" in err
+    assert "methods.1: bypass: dapa gives linearized pixels of masked sites a polynomial; patcher makes patch" in err
+    assert "methods.2.finetune_options.dpth: Extra inputs are not permitted" in err
+    assert "methods.3.finetune: unknown method 'nonexistent'" in err
+
+
+def test_dapa_bypass_fits_the_teachers_statistics(make_ctx):
+    ctx, student = make_ctx(None)
+    from benchbed.polynomials import dapa_bypass
+
+    site_name, site = next(iter(counted_sites(student).items()))
+    mask = torch.zeros(site.shape)
+    mask[0] = 1  # channel 0 keeps its ReLUs
+    site.set_mask(mask)
+    images = ctx.sample_train_images(64)
+    assert dapa_bypass(student, ctx.teacher, images) == [site_name]
+    teacher_site = dict(ctx.teacher.named_modules())[site_name]
+    captured = []
+    handle = teacher_site.register_forward_pre_hook(lambda m, args: captured.append(args[0].detach()))
+    with torch.no_grad():
+        ctx.teacher(images)
+    handle.remove()
+    x = captured[0].double().transpose(0, 1).flatten(1)
+    mu, sigma = x.mean(1), x.std(1, unbiased=False)
+    expected = torch.stack(dapa_coefficients(mu, sigma), 1).float()
+    assert torch.allclose(site.kernel.coeffs.detach(), expected, atol=1e-5)
+    assert site.kernel.coeffs.requires_grad
+    stats = input_statistics(ctx.teacher, {site_name: teacher_site}, images)
+    assert torch.allclose(stats[site_name][0], mu) and torch.allclose(stats[site_name][1], sigma)

@@ -1,0 +1,97 @@
+"""DeepReDuce: stages and blocks read off site names, thinning, the configurations and the choice at
+or under a budget, and the stage ranking on a model whose critical stage is known by construction."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import benchbed_plugins.deepreduce as dr
+from benchbed.compute import ComputeClock
+from benchbed.context import EntryContext
+from benchbed.data import TrainingData
+from benchbed.models import build_model
+from benchbed.sites import ReLUSite, counted_sites, drelu_count, trace_shapes
+from benchbed.suite import validate_options
+
+NARROW = ["relu", "layers.0.0.relu1", "layers.0.0.relu2", "layers.1.0.relu1", "layers.1.0.relu2",
+          "layers.2.0.relu1", "layers.2.0.relu2"]
+
+
+def test_stages_and_blocks_come_from_site_names():
+    model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
+    assert list(counted_sites(model)) == NARROW
+    assert dr.stages(NARROW) == {"relu": ["relu"], "layers.0": NARROW[1:3], "layers.1": NARROW[3:5],
+                                 "layers.2": NARROW[5:7]}
+    assert dr.thinned(NARROW, "first") == ["relu", "layers.0.0.relu2", "layers.1.0.relu2", "layers.2.0.relu2"]
+    assert dr.thinned(NARROW, "second") == ["relu", "layers.0.0.relu1", "layers.1.0.relu1", "layers.2.0.relu1"]
+    assert dr.thinned(NARROW, "none") == NARROW
+
+
+def test_configurations_and_the_choice_under_a_budget():
+    by_stage = {"s1": ["s1.b.r1", "s1.b.r2"], "s2": ["s2.b.r1", "s2.b.r2"]}
+    sizes = {"s1.b.r1": 100, "s1.b.r2": 100, "s2.b.r1": 10, "s2.b.r2": 10}
+    configs = dr.configurations(["s1", "s2"], by_stage, sizes, "first")
+    # k=0: nothing; k=1: s1 (200) and s1 thinned (100); k=2: all (220) and both thinned (110)
+    assert [c.drelus for c in configs] == [0, 100, 110, 200, 220]
+    assert dr.choose(configs, 150).drelus == 110 and dr.choose(configs, 150).thinned
+    assert dr.choose(configs, 200) == next(c for c in configs if c.drelus == 200 and not c.thinned)
+    assert dr.choose(configs, 50).drelus == 0, "below every configuration: the all-linear network"
+
+
+class CriticalMiddle(nn.Module):
+    """Three stages on 2-pixel inputs. Stage ``a`` and ``c`` see only positive inputs (their ReLUs act as
+    identities); stage ``b`` computes relu(x1 − ½) and relu(½ − x1), whose sum |x1 − ½| decides the class.
+    Only ``b``'s ReLUs matter, by construction."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_a, self.conv_b, self.conv_c, self.head = (nn.Conv2d(2, 2, 1), nn.Conv2d(2, 2, 1),
+                                                            nn.Conv2d(2, 1, 1), nn.Conv2d(1, 2, 1))
+        self.a = nn.ModuleDict({"block": nn.ModuleDict({"relu": ReLUSite()})})
+        self.b = nn.ModuleDict({"block": nn.ModuleDict({"relu": ReLUSite()})})
+        self.c = nn.ModuleDict({"block": nn.ModuleDict({"relu": ReLUSite()})})
+        with torch.no_grad():
+            self.conv_a.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+            self.conv_a.bias.fill_(2.0)
+            self.conv_b.weight.copy_(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]).view(2, 2, 1, 1))
+            self.conv_b.bias.copy_(torch.tensor([-2.5, 2.5]))
+            self.conv_c.weight.fill_(1.0)
+            self.conv_c.bias.fill_(2.0)
+            self.head.weight.copy_(torch.tensor([0.0, 20.0]).view(2, 1, 1, 1))
+            self.head.bias.copy_(torch.tensor([0.0, -20 * 2.25]))
+
+    def forward(self, x):
+        h = self.a["block"]["relu"](self.conv_a(x))
+        h = self.b["block"]["relu"](self.conv_b(h))
+        h = self.c["block"]["relu"](self.conv_c(h))
+        return self.head(h).flatten(1)
+
+
+def _toy_data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.randint(0, 256, (n, 2, 1, 1), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
+    y = ((x[:, 0, 0, 0].float() / 255 - 0.5).abs() > 0.25).long()
+    return x, y
+
+
+def test_criticality_finds_the_critical_stage(tmp_path):
+    teacher = CriticalMiddle().eval()
+    trace_shapes(teacher, (2, 1, 1))
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    train_x, train_y = _toy_data(2048, 0)
+    val_x, val_y = _toy_data(512, 1)
+    data = TrainingData("toy", train_x, train_y, val_x, val_y, num_classes=2, mean=(0.0, 0.0), std=(1.0, 1.0),
+                        crop_padding=0, flip=False)
+    options = validate_options(dr.Options, {"criticality": {"epochs": 2, "batch_size": 128, "lr": 0.001},
+                                            "criticality_share": 0.5})
+    ctx = EntryContext(method="deepreduce", budget=2, seed=0, data=data, teacher=teacher,
+                       clock=ComputeClock(12.0, None, len(train_y)), device=torch.device("cpu"), options=options,
+                       generator=torch.Generator().manual_seed(0), workdir=tmp_path, log=lambda m: None)
+    student = CriticalMiddle()
+    trace_shapes(student, (2, 1, 1))
+    result = dr.build_mask(ctx=ctx, model=student)
+    scores = result.info["criticality"]
+    assert result.info["ranking"][0] == "b", scores
+    assert scores["b"] > 0.95 and max(scores["a"], scores["c"]) < 0.8, scores
+    assert result.info["kept_stages"] == ["b"] and drelu_count(student) == 2
+    assert ctx.clock.epochs_used <= 12.0
