@@ -12,6 +12,7 @@ from benchbed.errors import BenchbedError
 from benchbed.evaluation import evaluate_model
 from benchbed.hookspecs import hookimpl
 from benchbed.models import stage_modules
+from benchbed.polynomials import dapa_coefficients
 from benchbed.robust_training import adversarial, augmix
 from benchbed.sites import (IDENTITY, ZERO, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
                             relu_count, sites)
@@ -21,7 +22,8 @@ __all__ = [
     "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "DataBundle", "DistillationOptions", "EntryContext",
     "EvaluationSettings", "FinetuneResult", "MaskResult", "MethodInfo", "PublishedResult", "ReLUSite", "RobustTraining",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix", "bn_path",
-    "convert_dual_bn", "counted_sites", "cross_entropy", "distillation", "distilled_finetune", "drelu_count",
+    "convert_dual_bn", "counted_sites", "cross_entropy", "dapa_coefficients", "distillation", "distilled_finetune",
+    "drelu_count",
     "evaluate_model", "fit", "has_dual_bn", "hookimpl", "kd_loss", "patch_drelus", "patch_gate", "planned_steps",
     "relu_count",
     "sites", "stage_modules", "to_float",

@@ -140,12 +140,13 @@ def assess(records: list[dict]) -> list[Claim]:
               "AutoReP, Peng et al., ICCV 2023", "≥",
               per_budget("autorep", "snl", "clean_accuracy", budgets[:1])),
         Claim("knapsack_ge_snl", "knapsack's patch ReLUs ≥ SNL's per-pixel mask at equal DReLUs (every budget)",
-              "Knapsack, Jha et al. (patch-ReLU)", "≥", per_budget("knapsack", "snl", "clean_accuracy")),
+              "knapsack patch-ReLU, Gorski & Avidan, arXiv:2304.10442", "≥",
+              per_budget("knapsack", "snl", "clean_accuracy")),
     ]
     for metric, key in (("pgd_accuracy", "pgd"), ("corruption_accuracy", "corruption")):
         others = [m for m in methods if m != "rlnet"]
         claims.append(Claim(f"rlnet_best_{key}", f"RLNet has the best {METRIC_NAMES[metric]} at every budget",
-                            "RLNet, Sarkar et al.", "≥",
+                            "RLNet, Sarkar, Kundu, Beerel, CVPR-W 2024", "≥",
                             [c for m in others for c in per_budget("rlnet", m, metric)]
                             or [untested("every budget", "no other method with a budget finished")]))
     monotone = [compare(ok, f"{m}: {lo:,} → {hi:,}", (m, hi), (m, lo), "clean_accuracy")

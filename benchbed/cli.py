@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -59,7 +60,12 @@ def _plugins(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
                            "description": m.info.description, "paper": m.info.paper,
-                           "options": m.info.options.model_json_schema()} for m in methods.values()], indent=2))
+                           "options": m.info.options.model_json_schema(),
+                           "defaults": m.info.options().model_dump(mode="json"),
+                           "paper_recipe": m.info.paper_recipe,
+                           "published": [asdict(p) for p in m.info.published],
+                           "produces": sorted(m.info.produces), "accepts": sorted(m.info.accepts)}
+                          for m in methods.values()], indent=2))
     else:
         print(tabulate([[m.name, m.package, m.version, ", ".join(m.hooks), m.info.description]
                         for m in methods.values()], headers=["method", "package", "version", "hooks", "description"]))

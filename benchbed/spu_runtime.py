@@ -18,6 +18,8 @@ counts twice and some kernels add actions by hand for accounting (``addCommStats
   same in every party, so the figure is the same for every image and every run.
 - ``cheetah``: two parties, so a send never goes to two peers and SPU adds no actions by hand; a
   kernel's rounds are its busier party's messages (the OT and HE sub-protocols answer each other).
+  This counts every message of the silent-OT setup as a round, a bound from above where the setup
+  sends several messages without waiting for an answer.
 """
 from __future__ import annotations
 

@@ -2,14 +2,14 @@
 
 Every ReLU pixel (or channel) of every counted site has a trainable score s and a binary indicator
 m; the site computes ``m·relu(x) + (1−m)·p(x)`` with a per-channel polynomial p. On every training
-forward m follows a hysteresis rule with threshold t: a kept ReLU is dropped only when s < −t, a
+forward m follows a hysteresis rule with threshold t: a kept ReLU is dropped once s ≤ −t, a
 dropped one comes back only when s > t. The gradient reaches s straight through m. A hinge penalty
 λ·relu(Σm/N − B/N) pushes the density down while it is above the budget.
 
 DaPa: p is the least-squares quadratic fit of ReLU under N(μ, σ²), μ and σ the running statistics of
 the channel's pre-activation. Writing X = μ + σZ and projecting relu(X) on the Hermite polynomials
 1, Z, Z²−1 gives E[f] = σ(zΦ + φ), E[fZ] = σΦ and E[f(Z²−1)] = σφ (z = μ/σ), which expand to the
-closed form in ``dapa_coefficients``. As in the authors' code, the coefficients are trainable
+closed form of ``dapa_coefficients`` (the core's, shared with ``bypass: dapa``). As in the authors' code, the coefficients are trainable
 throughout and, during the first ``dapa_refresh_epochs``, overwritten from the running statistics
 every ``dapa_refresh_every`` training steps. ``dapa: exact`` uses that fit; ``dapa: reference``
 reproduces what the released code ran (``reference_dapa``): the clipped running *variance* where σ
@@ -22,7 +22,6 @@ polynomials with the mask frozen, CE + KD, best epoch on validation.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -31,24 +30,12 @@ from pydantic import Field
 from torch import nn
 
 from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          SiteKernel, TrainRecipe, counted_sites, distillation, fit, hookimpl)
+                          SiteKernel, TrainRecipe, counted_sites, dapa_coefficients, distillation, fit,
+                          hookimpl)
 
 # The paper's hinge weights by budget on ResNet-18 (491,520 counted ReLUs), read as budget fractions.
 PAPER_LAMBDAS = [(6_000, 200.0), (9_000, 140.0), (12_900, 80.0), (15_000, 60.0), (25_000, 40.0)]
 PAPER_RELUS = 491_520
-
-
-def dapa_coefficients(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Least-squares quadratic ``c2·x² + c1·x + c0`` to ReLU under x ~ N(mu, sigma²) (sigma: std)."""
-    mu, sigma = torch.as_tensor(mu, dtype=torch.float64), torch.as_tensor(sigma, dtype=torch.float64)
-    sigma = sigma.clamp_min(1e-12)
-    z = mu / sigma
-    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
-    cdf = 0.5 * (1 + torch.erf(z / math.sqrt(2)))
-    c2 = pdf / (2 * sigma)
-    c1 = cdf - z * pdf
-    c0 = (mu * mu + sigma * sigma) * pdf / (2 * sigma)
-    return c2, c1, c0
 
 
 # The released code's DaPa: the running variance, clipped from below, stands where σ belongs; c0 and c2

@@ -14,8 +14,8 @@ by a forward hook, so everything before the site does not depend on the vmapped 
 per batch of probes. Probing is forward-only work and is charged to the entry's compute budget (a
 forward counts a third of a training image). Each probe averages over ``distortion_images`` images
 (the paper's 2,048) when the budget affords them within ``extraction_share``; otherwise over as many
-as it affords, but never fewer than ``min_distortion_images`` while the whole budget can pay for
-them; every shortfall is recorded as a cut.
+as that share affords, raised to ``min_distortion_images`` when the whole budget can pay for the
+minimum; every shortfall is recorded as a cut.
 """
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ class Options(Strict):
                                                   "does not)")
     distortion_images: int = Field(2048, ge=1, description="training images per distortion probe (paper: 2,048)")
     min_distortion_images: int = Field(128, ge=1, description="fewest images per probe: taken beyond "
-                                                              "`extraction_share` when needed, cut only when the "
-                                                              "whole budget cannot pay for them")
+                                                              "`extraction_share` when the whole budget pays for "
+                                                              "them; otherwise the share's count, recorded as a cut")
     extraction_share: float = Field(0.5, gt=0, le=1, description="share of the compute for distortion probes "
                                                                  "when it affords `min_distortion_images`")
     probe_batch: int = Field(32, ge=1, description="probes evaluated together in one vmapped forward")
@@ -119,12 +119,15 @@ def site_catalogue(height: int, width: int, opts: Options) -> tuple[list[tuple[i
 
 def probe_images(affordable_by_budget: float, train_size: int, opts: Options) -> int:
     """Images per probe: ``distortion_images`` if ``extraction_share`` of the budget affords them, else
-    what that share affords but at least ``min_distortion_images``, all capped by what the whole
-    budget (``affordable_by_budget`` images per probe) and the training set allow."""
-    by_share = int(opts.extraction_share * affordable_by_budget) if affordable_by_budget < float("inf") else train_size
-    wanted = max(min(opts.distortion_images, by_share), min(opts.min_distortion_images, opts.distortion_images))
-    whole = int(affordable_by_budget) if affordable_by_budget < float("inf") else train_size
-    return max(1, min(wanted, whole, train_size))
+    what that share affords — raised to ``min_distortion_images`` when the whole budget
+    (``affordable_by_budget`` images per probe) can pay for the minimum, the finetune then getting
+    less. A minimum the whole budget cannot pay for is not spent on: the share's count stays."""
+    if affordable_by_budget == float("inf"):
+        return max(1, min(opts.distortion_images, train_size))
+    by_share = min(opts.distortion_images, int(opts.extraction_share * affordable_by_budget))
+    minimum = min(opts.min_distortion_images, opts.distortion_images)
+    wanted = minimum if by_share < minimum <= affordable_by_budget else by_share
+    return max(1, min(wanted, train_size))
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ on the stage outputs. Each attack step is charged to the entry's compute budget,
 is planned over the steps the budget pays for at that price.
 
 Stage 1 (``mask_method: training``, the paper's): the student trains with its mask, starting from a
-random one of the allocated size; after every epoch each site keeps the positions where the
+random one of the allocated size and, as in the authors' code, from freshly initialised weights; after every epoch each site keeps the positions where the
 student's post-ReLU features differed most from the teacher's (summed |teacher − student| over the
 clean images of the epoch). ``one_shot`` ranks positions once instead, by E|relu(x) − x| on the
 all-ReLU model. Stage 2 (``finetune``) trains with the last mask frozen. ``evaluate`` reads clean and
@@ -66,6 +66,9 @@ class Options(Strict):
     beta: float = Field(1000.0, ge=0, description="weight of attention transfer")
     kd_temperature: float = Field(4.0, gt=0)
     robust: RobustTraining = Field(default_factory=RobustTraining)
+    mask_training_from: Literal["scratch", "teacher"] = Field(
+        "scratch", description="stage 1 trains a freshly initialised student, as the authors' code does; from the "
+                               "teacher's weights, kept positions match the teacher and the mask flips every epoch")
     mask_share: float = Field(150 / 390, gt=0, lt=1, description="training: largest share of the compute for "
                                                                  "stage 1 (the paper: 150 of 390 epochs)")
     mask_training: TrainRecipe = Field(
@@ -301,9 +304,15 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
 
 def train_mask(ctx: EntryContext, model, sites: dict, counts: dict[str, int]) -> dict:
     """Stage 1: train with the mask, re-deriving it after every epoch from the summed |teacher − student|
-    post-ReLU features on the clean images; starts from a random mask of the allocated sizes."""
+    post-ReLU features on the clean images; starts from a random mask of the allocated sizes (and, by
+    default, from freshly initialised weights)."""
     opts: Options = ctx.options
     generator = torch.Generator().manual_seed(ctx.seed)
+    if opts.mask_training_from == "scratch":
+        torch.manual_seed(ctx.seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
     for name, site in sites.items():
         site.set_mask(top_positions(torch.rand(site.shape, generator=generator), counts[name]))
     totals = {n: torch.zeros(s.shape, device=ctx.device) for n, s in sites.items()}
@@ -334,7 +343,8 @@ def train_mask(ctx: EntryContext, model, sites: dict, counts: dict[str, int]) ->
                      select_on_val=False, on_epoch_end=after_epoch, label=f"{ctx.method} mask training")
     finally:
         remove()
-    return {"mask_epochs": round(result.epochs, 4), "mask_updates": len(changes),
+    return {"mask_epochs": round(result.epochs, 4), "mask_training_from": opts.mask_training_from,
+            "mask_updates": len(changes),
             "moved_share_per_update": [round(c, 4) for c in changes]}
 
 

@@ -43,8 +43,9 @@ class Options(DistillationOptions):
                                 "is behind the path that reaches the budget within the search's share")
     lambda_catch_up: float = Field(2.0, gt=1, description="lambda multiplier after an epoch that pruned too slowly "
                                                           "to reach the budget in time")
-    on_track_by: float = Field(0.8, gt=0, le=1, description="share of the planned search epochs by which the "
-                                                           "path reaches the budget")
+    on_track_by: float = Field(0.6, gt=0, le=1, description="share of the planned search epochs by which the count "
+                                                           "should reach the budget (the rest absorbs the lag of "
+                                                           "pruning behind lambda)")
     alive_threshold: float = Field(1e-2, description="an alpha above this counts as a live ReLU")
     alpha_lr: float | None = Field(None, gt=0, description="lr of the alphas (default: the search lr)")
     search: TrainRecipe = Field(
@@ -111,6 +112,35 @@ def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Optio
 def needed_ratio(alive: int, budget: int, epochs_left: float) -> float:
     """Per-epoch ratio of the alive count that reaches ``budget`` in ``epochs_left`` epochs (at least one)."""
     return (budget / alive) ** (1 / max(1.0, epochs_left))
+
+
+
+
+def binarize(alphas: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, int]], budget: int) -> dict[str, torch.Tensor]:
+    """Masks keeping the ``budget`` largest alphas (pixels); channel alphas keep whole channels, largest
+    first, skipping any that would overshoot, so they land on the budget or just under it."""
+    names = list(alphas)
+    per_channel = [alphas[n].shape[1:] == (1, 1) and shapes[n][1:] != (1, 1) for n in names]
+    if not any(per_channel):
+        flat = torch.cat([alphas[n].detach().flatten().float().cpu() for n in names])
+        keep = torch.zeros_like(flat)
+        # A stable sort makes ties (e.g. untouched alphas of 1.0) deterministic: earlier sites win.
+        keep[torch.sort(flat, descending=True, stable=True).indices[:budget]] = 1
+        return {n: part.view(alphas[n].shape) for n, part in zip(names, keep.split([alphas[n].numel() for n in names]))}
+    values, owners = [], []
+    for n in names:
+        a = alphas[n].detach().flatten().float().cpu()
+        values.append(a)
+        owners += [(n, c, shapes[n][1] * shapes[n][2]) for c in range(len(a))]
+    order = torch.sort(torch.cat(values), descending=True, stable=True).indices.tolist()
+    masks = {n: torch.zeros(shapes[n][0], 1, 1) for n in names}
+    left = budget
+    for i in order:
+        n, c, size = owners[i]
+        if size <= left:
+            masks[n][c] = 1
+            left -= size
+    return masks
 
 
 @hookimpl

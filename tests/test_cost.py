@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch import nn
 
+from benchbed.cli import main
 from benchbed.config import SecureCostSettings
 from benchbed.cost import CostProfile, PROFILE_FILES, aby3_profile, linear_key, price, securenn_profile
 from benchbed.dual_bn import convert_dual_bn
@@ -154,3 +155,9 @@ def test_calibrated_profiles_come_from_their_files():
     assert cost["nonlinear_mb"] == pytest.approx(4608 * profile.relu_bytes / 1e6)
     assert cost["busiest_party_mb"] < 0.4 * cost["comm_mb"]
     assert PROFILE_FILES["cheetah"].exists(), "python -m benchbed.calibrate --protocol cheetah writes it"
+
+
+def test_unknown_profile_is_a_suite_error(write_suite, capsys):
+    assert main(["validate", str(write_suite(secure_cost={"profiles": ["aby3", "garbled"]}))]) == 2
+    assert ("secure_cost.profiles.1: unknown profile 'garbled'; installed: aby3, cheetah, securenn"
+            in capsys.readouterr().err)

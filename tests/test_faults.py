@@ -209,9 +209,12 @@ def test_a_wrong_method_info_answer_is_left_out(methods_with, capsys):
 
 
 def test_zero_drelu_entries_stay_on_the_plot():
-    frame = pd.DataFrame({"method": ["m", "m"], "budget": [0, 64], "drelus": [0, 64], "clean_accuracy": [0.1, 0.9],
-                          "clean_accuracy_std": [float("nan"), float("nan")]})
-    fig = figure(frame, "t")
+    frame = pd.DataFrame({"method": ["m", "m"], "label": ["m", "m"], "budget": [0, 64], "drelus": [0, 64],
+                          "clean_accuracy": [0.1, 0.9], "clean_accuracy_std": [float("nan"), float("nan")],
+                          "seeds": [1, 1]})
+    meta = {"suite": {"name": "t", "dataset": {"name": "digits"}, "model": {"name": "m", "stem_relu": True},
+                      "compute": {"epochs": 1, "seconds": None, "paper": False}}, "seeds": [0]}
+    fig = figure(frame, meta, [])
     ax = fig.axes[0]
     xs = [x for line in ax.get_lines() for x in line.get_xdata()]
     left, right = ax.get_xlim()

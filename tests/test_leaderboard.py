@@ -37,21 +37,34 @@ def test_publish_merges_seeds_into_mean_and_std(two_seeds, capsys):
     assert len(rows) == 2
     assert all("| 2 " in row and "±" in row for row in rows), rows
     header = next(line for line in md.splitlines() if line.startswith("| method"))
-    for column in ("ReLUs", "DReLUs", "clean acc %", "comm MB", "rounds", "LAN s", "WAN s", "epochs used"):
+    for column in ("ReLUs", "DReLUs", "clean acc %", "aby3 MB", "aby3 rounds", "aby3 LAN s", "aby3 WAN s",
+                   "compute used (epochs)"):
         assert column in header
+    assert "seconds" not in header, "wall time varies with machine load: it is not ranked"
+    assert "### How to read the table" in md and "sample standard deviation over seeds" in md
     twin = json.loads((root / "published" / "tiny.json").read_text())
     assert twin["seeds"] == [0, 1] and len(twin["entries"]) == 6
     row = next(r for r in twin["rows"] if r["method"] == "random_mask" and r["budget"] == 64)
     accs = [e["metrics"]["clean_accuracy"] for e in twin["entries"] if e["method"] == "random_mask" and e["budget"] == 64]
     assert row["clean_accuracy"] == pytest.approx(sum(accs) / 2)
     assert (root / "published" / "tiny.png").stat().st_size > 10_000
+    assert (root / "published" / "tiny.html").read_text().count("<tr>") == 1 + 3, "header and one row per entry group"
 
 
 def test_leaderboard_command_rerenders_a_run(two_seeds, capsys):
     _, dirs = two_seeds
     (dirs[0] / "leaderboard.md").unlink(missing_ok=True)
     assert main(["leaderboard", str(dirs[0])]) == 0
-    assert "| all_relu" in (dirs[0] / "leaderboard.md").read_text()
+    md = (dirs[0] / "leaderboard.md").read_text()
+    assert "| all_relu" in md
+    row = next(line for line in md.splitlines() if line.startswith("| random_mask") and "| 64 " in line)
+    acc = row.split("|")[6].strip()
+    assert "±" in acc, "one seed: the accuracy carries its binomial interval"
+    from benchbed.leaderboard import wilson_halfwidth
+
+    value, half = (float(x) for x in acc.split("±"))
+    n = json.loads((dirs[0] / "data.json").read_text())["test"]
+    assert half == pytest.approx(100 * wilson_halfwidth(value / 100, n), abs=0.011)
 
 
 def test_runs_of_different_suites_are_not_merged(two_seeds, write_suite, tmp_path):
@@ -66,3 +79,32 @@ def test_the_same_seed_twice_is_refused(two_seeds, tmp_path):
     _, dirs = two_seeds
     with pytest.raises(BenchbedError, match="merge runs of different seeds"):
         render([dirs[0], dirs[0]], tmp_path / "out")
+
+
+def test_wilson_interval_against_a_hand_computation():
+    from benchbed.leaderboard import wilson_halfwidth
+
+    # p = 0.9, n = 100, z = 1.96: (1.96·sqrt(0.0009 + 0.000096)) / 1.0384 = 0.05957…
+    assert wilson_halfwidth(0.9, 100) == pytest.approx(0.0596, abs=1e-4)
+    assert wilson_halfwidth(1.0, 359) > 0, "a perfect score still has an interval"
+
+
+def test_colours_are_stable_across_runs():
+    from benchbed.leaderboard import colour
+
+    assert colour("snl") == "#1f77b4" and colour("my_method") == colour("my_method")
+
+
+def test_the_published_html_renders_the_table_in_a_browser(two_seeds):
+    from test_html_board import CHROMIUM, read_table, rendered_dom
+
+    if CHROMIUM is None:
+        pytest.skip("needs Debian's chromium (.ci/run installs it)")
+    root, dirs = two_seeds
+    render(dirs, root / "html")
+    rows = read_table(rendered_dom(root / "html" / "tiny.html", "#sort=clean_accuracy"))
+    assert rows[0][:4] == ["method", "budget", "seeds", "ReLUs"]
+    body = rows[1:]
+    assert len(body) == 3 and {r[0] for r in body} == {"all_relu", "random_mask"}
+    accuracies = [float(r[rows[0].index("clean acc %")].split("±")[0]) for r in body]
+    assert accuracies == sorted(accuracies, reverse=True), "sorted by the browser, best first"

@@ -1,9 +1,8 @@
-"""The Ray executor: the smoke suite on a local Ray instance with two CPU workers gives records of the
-same form as the local executor, renders the same leaderboard, and resumes."""
+"""The Ray executor: a suite on a local Ray instance with two CPU workers gives records of the same form
+as the local executor, renders the same leaderboard, and resumes."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -12,7 +11,6 @@ from benchbed.records import entry_records
 from benchbed.runner import SuiteRun
 
 ray = pytest.importorskip("ray")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -22,27 +20,23 @@ def local_ray():
     ray.shutdown()
 
 
-@pytest.mark.slow
-def test_smoke_suite_on_ray_matches_the_local_form(local_ray, tmp_path, write_suite):
-    counts = SuiteRun.from_file(ROOT / "suites" / "smoke.yaml", out=tmp_path / "ray", quiet=True).run(executor="ray")
-    assert counts["error"] == 0 and counts["ok"] > 0
-    ray_records = {r["entry"]: r for r in entry_records(tmp_path / "ray")}
-    assert all(r["status"] == "ok" for r in ray_records.values())
-    assert all((tmp_path / "ray" / "entries" / r["checkpoint"]).exists() for r in ray_records.values())
-
-    tiny = write_suite(methods=[{"name": "all_relu"}, {"name": "random_mask"}])
+def test_ray_entries_match_the_local_form_and_resume(local_ray, tmp_path, write_suite):
+    tiny = write_suite(methods=[{"name": "all_relu"}, {"name": "random_mask"}, {"name": "snl"}],
+                       teacher={"recipe": {"epochs": 1}})
     SuiteRun.from_file(tiny, out=tmp_path / "local", quiet=True).run()
-    SuiteRun.from_file(tiny, out=tmp_path / "tiny_ray", quiet=True).run(executor="ray")
+    counts = SuiteRun.from_file(tiny, out=tmp_path / "ray", quiet=True).run(executor="ray")
+    assert counts["error"] == 0 and counts["ok"] == 5, counts
     local = {r["entry"]: r for r in entry_records(tmp_path / "local")}
-    remote = {r["entry"]: r for r in entry_records(tmp_path / "tiny_ray")}
+    remote = {r["entry"]: r for r in entry_records(tmp_path / "ray")}
     assert local.keys() == remote.keys()
     for key in local:
         assert local[key].keys() == remote[key].keys()
         assert local[key]["drelus"] == remote[key]["drelus"]
         assert local[key]["compute"]["limit"] == remote[key]["compute"]["limit"], "identical budgets on both executors"
+        assert (tmp_path / "ray" / "entries" / remote[key]["checkpoint"]).exists()
 
     board = render([tmp_path / "ray"], tmp_path / "ray", stem="leaderboard").read_text()
     assert "| snl" in board and "| all_relu" in board
-    again = SuiteRun.from_file(ROOT / "suites" / "smoke.yaml", out=tmp_path / "ray", quiet=True).run(executor="ray")
-    assert again["skipped"] == len(ray_records) and again["ok"] == 0
-    assert json.loads((tmp_path / "ray" / "suite.json").read_text())["suite"]["name"] == "smoke"
+    again = SuiteRun.from_file(tiny, out=tmp_path / "ray", quiet=True).run(executor="ray")
+    assert again["skipped"] == len(remote) and again["ok"] == 0
+    assert json.loads((tmp_path / "ray" / "suite.json").read_text())["suite"]["name"] == "tiny"

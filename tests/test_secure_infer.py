@@ -14,10 +14,11 @@ from benchbed.secure_infer import recorded_price, secure_infer  # noqa: E402
 
 
 def test_a_measured_run_still_renders_and_resumes(write_suite, tmp_path):
-    suite = write_suite(methods=[{"name": "all_relu"}], budgets=[64])
+    suite = write_suite(methods=[{"name": "all_relu"}], budgets=[64], secure_cost={"profiles": ["aby3", "cheetah"]})
     run_dir = tmp_path / "run"
     SuiteRun.from_file(suite, out=run_dir, quiet=True).run()
     (entry,) = entry_records(run_dir)
+    assert set(entry["secure_cost"]) == {"aby3", "cheetah"}, "priced under every profile of the suite"
     result = secure_infer(str(run_dir / entry["entry"]), images=2)
 
     path = run_dir / "secure_infer" / f"{entry['entry']}.aby3.json"
@@ -27,8 +28,15 @@ def test_a_measured_run_still_renders_and_resumes(write_suite, tmp_path):
     assert result["predicted"]["comm_mb"] == recorded_price(entry, "aby3")["comm_mb"]
     assert result["rounds_agree"] and abs(result["bytes_ratio"] - 1) < 0.1
     assert result["measured"]["rounds_per_batch"] == [recorded_price(entry, "aby3")["rounds"]] * 2
+    cheetah = secure_infer(str(run_dir / entry["entry"]), images=1, protocol_name="cheetah")
+    assert cheetah["measured"]["parties"] == 2 and abs(cheetah["bytes_ratio"] - 1) < 0.1
+    assert (run_dir / "secure_infer" / f"{entry['entry']}.cheetah.json").exists()
 
-    assert render([run_dir], run_dir).exists()
+    board = render([run_dir], run_dir).read_text()
+    header = next(line for line in board.splitlines() if line.startswith("| method"))
+    for column in ("aby3 comm MB", "aby3 rounds", "aby3 WAN s", "cheetah comm MB", "cheetah LAN s", "cheetah WAN s"):
+        assert column in header
+    assert "busiest party's bytes / bandwidth" in board and "all parties send together" in board
     SuiteRun.from_file(suite, out=run_dir, quiet=True).run()  # resumes: nothing left to run
     assert [r["entry"] for r in entry_records(run_dir)] == [entry["entry"]]
     assert read_json(run_dir / "entries" / f"{entry['entry']}.json") == entry

@@ -145,7 +145,7 @@ def test_needed_ratio_reaches_the_budget_in_the_epochs_left():
 
 def test_the_search_reaches_the_budget_within_its_share_of_a_smoke_sized_budget(make_ctx):
     # digits, 20 epochs of compute as in the smoke suite: the search (half of it) must reach the budget
-    ctx, student = make_ctx(_opts(lambda_init=1e-3, alpha_lr=0.02, lambda_growth=1.5, lambda_patience_start=1),
+    ctx, student = make_ctx(_opts(lambda_init=3e-3, alpha_lr=0.01, lambda_growth=1.5, lambda_patience_start=1),
                             budget=256, epochs=20.0)
     info = snl.build_mask(ctx=ctx, model=student).info
     assert info["budget_reached_by_search"] is True, info["trace"]
