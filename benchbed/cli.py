@@ -109,14 +109,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _secure_infer(args: argparse.Namespace) -> int:
-    result = secure_infer(args.entry, args.images, args.batch_size)
+    result = secure_infer(args.entry, args.images, args.batch_size, args.protocol)
     m, p = result["measured"], result["predicted"]
-    print(tabulate([["MB per image", f"{p['comm_mb']:.4f}", f"{m['bytes_per_image'] / 1e6:.4f}"],
-                    ["rounds per inference", p["rounds"], m["rounds_per_inference"]],
+    rounds = sorted(set(m["rounds_per_batch"]))
+    print(tabulate([["MB per image (all parties)", f"{p['comm_mb']:.4f}", f"{m['bytes_per_image'] / 1e6:.4f}"],
+                    ["MB per image (busiest party)", f"{p['busiest_party_mb']:.4f}",
+                     f"{m['busiest_party_bytes_per_image'] / 1e6:.4f}"],
+                    ["rounds per inference", p["rounds"], ", ".join(map(str, rounds))],
                     ["seconds per image", f"{p['compute_s']:.3f} (compute)", f"{m['seconds_per_image']:.3f}"]],
-                   headers=[result["entry"], "cost model (aby3)", "SPU ABY3 (measured)"]))
+                   headers=[result["entry"], f"recorded price ({args.protocol})", f"SPU {args.protocol} (measured)"]))
     print(f"agreement with the plaintext model on {m['images']} images: top-1 {m['top1_agreement']:.1%}, "
-          f"max logit error {m['max_logit_error']:.2e}; bytes measured / predicted = {result['bytes_ratio']:.3f}")
+          f"max logit error {m['max_logit_error']:.2e}; bytes measured / predicted = {result['bytes_ratio']:.3f}; "
+          f"rounds {'agree' if result['rounds_agree'] else 'DISAGREE'} for every batch; "
+          f"written to {result['path']}")
     return 0
 
 
@@ -155,10 +160,12 @@ def parser() -> argparse.ArgumentParser:
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
     ben.add_argument("--json", help="also write the figures to this file")
     ben.set_defaults(func=_bench)
-    sec = sub.add_parser("secure-infer", help="run a finished entry in SPU's 3PC simulator (ABY3) and measure it")
+    sec = sub.add_parser("secure-infer", help="run a finished entry in SPU's simulator (ABY3 3PC or Cheetah 2PC) "
+                                              "and measure it against its recorded price")
     sec.add_argument("entry", help="RUN_DIR/ENTRY, e.g. runs/smoke/snl__256__s0")
     sec.add_argument("--images", type=int, default=8)
     sec.add_argument("--batch-size", type=int, default=1)
+    sec.add_argument("--protocol", choices=["aby3", "cheetah"], default="aby3")
     sec.set_defaults(func=_secure_infer)
     return p
 

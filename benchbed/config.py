@@ -185,7 +185,9 @@ class NetworkSettings(Strict):
 
 class SecureCostSettings(Strict):
     enabled: bool = True
-    profile: str = Field("aby3", description="a protocol profile from the cost_profiles hook (aby3, securenn, …)")
+    profiles: list[str] = Field(default_factory=lambda: ["aby3"], min_length=1,
+                                description="protocol profiles from the cost_profiles hook (aby3, cheetah, securenn, …); "
+                                            "every entry is priced under each")
     networks: dict[str, NetworkSettings] = Field(default_factory=lambda: {
         "LAN": NetworkSettings(bandwidth_mbps=10_000, rtt_ms=0.2),
         "WAN": NetworkSettings(bandwidth_mbps=100, rtt_ms=40),

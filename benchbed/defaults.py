@@ -25,4 +25,4 @@ def secure_cost(model: nn.Module, input_shape: tuple[int, int, int], settings: S
 
 @hookimpl
 def cost_profiles() -> list[cost.CostProfile]:
-    return [cost.aby3_profile(), cost.securenn_profile()]
+    return [cost.aby3_profile(), cost.cheetah_profile(), cost.securenn_profile()]

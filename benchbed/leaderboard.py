@@ -281,8 +281,8 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     if cost["enabled"]:
         nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
         lines.append(f"- **Secure cost:** {', '.join(f'`{p}`' for p in _profiles(records))} (one inference of one "
-                     "image, whole network: linear and non-linear layers; latency = local compute + bytes / bandwidth "
-                     f"+ rounds · RTT); {nets}.")
+                     "image, whole network: linear and non-linear layers; latency = local compute + the busiest party's "
+                     f"bytes / bandwidth + rounds · RTT); {nets}.")
     lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
                  f"{hardware.get('cpu_count', '?')} CPUs; **versions:** "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())

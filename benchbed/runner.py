@@ -155,8 +155,10 @@ class SuiteRun:
                 raise BenchbedError(f"method {entry.method!r} changed the model while evaluating it")
             if self.suite.secure_cost.enabled:
                 settings = self.suite.secure_cost
-                record["secure_cost"] = call("secure_cost")(model=model, input_shape=data.input_shape, settings=settings,
-                                                            profile=self.methods.cost_profiles[settings.profile])
+                record["secure_cost"] = {name: call("secure_cost")(model=model, input_shape=data.input_shape,
+                                                                   settings=settings,
+                                                                   profile=self.methods.cost_profiles[name])
+                                         for name in settings.profiles}
             record["checkpoint"] = f"{entry.id}.pt"
             record["status"] = "ok"
         except BudgetExceeded as exc:

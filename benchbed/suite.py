@@ -123,9 +123,10 @@ def load_suite(path: str | Path, methods: Methods) -> tuple[Suite, dict[str, Bas
                 problems.extend(_errors(exc, ("methods", i, options_field)))
         if not any(p.startswith(f"methods.{i}.") for p in problems):
             problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, methods)]
-    if suite.secure_cost.enabled and suite.secure_cost.profile not in methods.cost_profiles:
-        problems.append(f"secure_cost.profile: unknown profile {suite.secure_cost.profile!r}; "
-                        f"installed: {', '.join(methods.cost_profiles)}")
+    for i, name in enumerate(suite.secure_cost.profiles if suite.secure_cost.enabled else []):
+        if name not in methods.cost_profiles:
+            problems.append(f"secure_cost.profiles.{i}: unknown profile {name!r}; "
+                            f"installed: {', '.join(sorted(methods.cost_profiles))}")
     if not unknown_parts:
         problems += _budget_problems(suite)
     if not unknown_parts:

@@ -163,15 +163,17 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
             best_state = copy.deepcopy(model.state_dict())
         epoch += 1
         if on_epoch_end is not None and on_epoch_end(epoch - 1, val_acc):
+            asked = step / steps_per_epoch  # the method ended the stage itself: nothing was cut
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     if not select_on_val and history:
         best_acc, best_epoch = history[-1]["val_accuracy"], history[-1]["epoch"]
     ran = step / steps_per_epoch
-    if part is not None and step < math.ceil(asked * steps_per_epoch):
+    cut = step < math.ceil(asked * steps_per_epoch - 1e-9)  # the budget (planned for or run out) held it short
+    if part is not None and cut:
         ctx.record_cut(part, f"{ran:.3g} of {asked:g} epochs")
-    return FitResult(ran, best_epoch, best_acc, ctx.clock.exhausted_at is not None, history)
+    return FitResult(ran, best_epoch, best_acc, cut or ctx.clock.exhausted_at is not None, history)
 
 
 def distilled_finetune(ctx: EntryContext, model: nn.Module, recipe: TrainRecipe, opts: DistillationOptions,

@@ -32,7 +32,7 @@ def test_cosine_ends_at_its_floor_when_every_step_costs_more(make_ctx, cost):
     # LambdaLR's lr after the last step is the factor at ``steps``: cos(pi) -> 0
     assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert ctx.clock.epochs_used <= 4.0 + 1e-9
-    assert ctx.cuts["finetune"] == f"{result.epochs:.3g} of 240 epochs"
+    assert ctx.cuts["finetune"] == f"{result.epochs:.3g} of 240 epochs" and result.stopped_by_budget
 
 
 def test_step_schedule_reaches_its_last_milestone(make_ctx):
@@ -54,3 +54,10 @@ def test_a_stage_that_gets_all_it_asks_records_no_cut(make_ctx):
     ctx, model = make_ctx(None, epochs=5.0)
     fit(model, ctx, TrainRecipe(epochs=1, lr=0.01, batch_size=64), part="finetune")
     assert ctx.cuts == {}
+
+
+def test_a_stage_the_method_ends_itself_is_no_cut(make_ctx):
+    ctx, model = make_ctx(None, epochs=5.0)
+    result = fit(model, ctx, TrainRecipe(epochs=4, lr=0.01, batch_size=64), part="search",
+                 on_epoch_end=lambda epoch, acc: epoch == 0)
+    assert result.epochs == 1 and not result.stopped_by_budget and ctx.cuts == {}
