@@ -9,7 +9,7 @@ class Options(Strict):
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(description="the shared all-ReLU teacher as is (reference row, one per seed)",
-                      options=Options, budgeted=False)
+                      options=Options, budgeted=False, produces=frozenset({"relu"}))
 
 
 @hookimpl

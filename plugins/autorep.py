@@ -29,9 +29,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          SiteKernel, TrainRecipe, counted_sites, dapa_coefficients, distillation, fit,
-                          hookimpl)
+from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskedKernel, MaskResult,
+                          MethodInfo, PublishedResult, SiteKernel, TrainRecipe, counted_sites, dapa_bypass,
+                          dapa_coefficients, distillation, fit, hookimpl)
+
+# The paper's top-1 at 12.9K ReLUs on ResNet-18 without a stem ReLU (arXiv:2308.10134).
+PUBLISHED = [PublishedResult("cifar100", "resnet18_cifar", False, 12_900, 0.7492, "AutoReP, ICCV 2023"),
+             PublishedResult("cifar10", "resnet18_cifar", False, 12_900, 0.9431, "AutoReP, ICCV 2023")]
+# Training images whose teacher statistics fit DaPa polynomials to another method's linearized pixels.
+DAPA_FIT_IMAGES = 512
 
 # The paper's hinge weights by budget on ResNet-18 (491,520 counted ReLUs), read as budget fractions.
 PAPER_LAMBDAS = [(6_000, 200.0), (9_000, 140.0), (12_900, 80.0), (15_000, 60.0), (25_000, 40.0)]
@@ -117,7 +123,8 @@ PAPER_RECIPE = {
 def method_info() -> MethodInfo:
     return MethodInfo(description="hysteresis-gated ReLU indicators with straight-through scores; replaced "
                                   "pixels use DaPa polynomials; hinge budget penalty",
-                      paper="Peng et al., ICCV 2023, arXiv:2308.10134", options=Options, paper_recipe=PAPER_RECIPE)
+                      paper="Peng et al., ICCV 2023, arXiv:2308.10134", options=Options, paper_recipe=PAPER_RECIPE,
+                      produces=frozenset({"masked"}), accepts=frozenset({"relu", "masked"}), published=PUBLISHED)
 
 
 class AutoRePKernel(SiteKernel):
@@ -266,5 +273,12 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
     opts: Options = ctx.options
     if opts.finetune is None:
         return FinetuneResult(model, {"finetune": "none (as in the paper)"})
+    info = {}
+    if any(isinstance(s.kernel, MaskedKernel) and not s.kernel.coeffs.requires_grad for s in counted_sites(model).values()):
+        # Another method's mask with identity bypasses: AutoReP trains DaPa polynomials there, fitted first.
+        if not ctx.clock.allows_forward(DAPA_FIT_IMAGES):
+            raise BenchbedError("autorep: no compute budget left to fit DaPa polynomials")
+        info["dapa_fitted_sites"] = dapa_bypass(model, ctx.teacher, ctx.sample_train_images(DAPA_FIT_IMAGES))
     loss = distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight)
-    return FinetuneResult(model, fit(model, ctx, opts.finetune, loss_fn=loss, label=f"{ctx.method} finetune").summary())
+    return FinetuneResult(model, {**info, **fit(model, ctx, opts.finetune, loss_fn=loss,
+                                                 label=f"{ctx.method} finetune").summary()})

@@ -50,7 +50,8 @@ class Options(DistillationOptions):
 def method_info() -> MethodInfo:
     return MethodInfo(description="coarse ReLU reduction: cull the least critical stages, thin one ReLU per block, "
                                   "then distil; lands at or under the budget",
-                      paper="Jha et al., ICML 2021, arXiv:2103.01396", options=Options)
+                      paper="Jha et al., ICML 2021, arXiv:2103.01396", options=Options,
+                      produces=frozenset({"relu", "masked"}))
 
 
 def stage_of(site_name: str) -> str:

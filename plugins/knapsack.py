@@ -98,7 +98,8 @@ PAPER_RECIPE = {
 def method_info() -> MethodInfo:
     return MethodInfo(description="patch ReLUs (one DReLU per patch) with per-channel patch sizes chosen by an "
                                   "exact multiple-choice knapsack over measured logit distortion",
-                      paper="Gorski & Avidan, arXiv:2304.10442", options=Options, paper_recipe=PAPER_RECIPE)
+                      paper="Gorski & Avidan, arXiv:2304.10442", options=Options, paper_recipe=PAPER_RECIPE,
+                      produces=frozenset({"patch"}))
 
 
 def catalogue(height: int, width: int, dims: list[int], max_aspect: float) -> list[tuple[int, int]]:

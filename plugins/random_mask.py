@@ -16,7 +16,7 @@ class Options(DistillationOptions):
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(description="uniformly random per-pixel mask meeting the budget exactly, then finetuned "
-                                  "with CE + KD (baseline)", options=Options)
+                                  "with CE + KD (baseline)", options=Options, produces=frozenset({"masked"}))
 
 
 def random_masks(shapes: dict[str, tuple[int, int, int]], budget: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

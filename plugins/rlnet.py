@@ -99,7 +99,8 @@ def method_info() -> MethodInfo:
     return MethodInfo(description="robust linearization: dual BN, mask from the teacher-student post-ReLU mismatch, "
                                   "training on clean, AugMix and RSLAD adversarial thirds with KL and attention transfer",
                       paper="Sarkar, Kundu, Beerel, CVPR-W 2024, arXiv:2402.05521", options=Options,
-                      paper_recipe=PAPER_RECIPE, teacher=lambda options: options.teacher)
+                      paper_recipe=PAPER_RECIPE, teacher=lambda options: options.teacher,
+                      produces=frozenset({"masked"}))
 
 
 def allocate(sizes: dict[str, int], weights: dict[str, float], budget: int) -> dict[str, int]:
@@ -351,6 +352,8 @@ def train_mask(ctx: EntryContext, model, sites: dict, counts: dict[str, int]) ->
 @hookimpl
 def finetune(ctx: EntryContext, model) -> FinetuneResult:
     opts: Options = ctx.options
+    if not has_dual_bn(model):  # another method's mask: give it RLNet's dual BN from its own statistics
+        convert_dual_bn(model.cpu()).to(ctx.device)
     loss, remove = robust_step(ctx, model)
     try:
         result = fit(model, ctx, opts.finetune, step_loss=loss, cost_per_image=cost_per_image(opts),

@@ -29,9 +29,16 @@ from pydantic import Field
 from torch import nn
 
 from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl,
+                          PublishedResult, SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl,
                           planned_steps)
 
+
+# The paper's CIFAR-100 ResNet-18 top-1 by ReLU count (no stem ReLU), from its published table.
+PUBLISHED = [PublishedResult("cifar100", "resnet18_cifar", False, relus, accuracy, "SNL, ICML 2022")
+             for relus, accuracy in [(12_900, 0.6653), (14_900, 0.6717), (25_000, 0.7005), (29_800, 0.7018),
+                                     (40_000, 0.7235), (49_400, 0.7375), (60_000, 0.7485), (69_800, 0.7529),
+                                     (79_100, 0.7572), (99_900, 0.7594), (120_000, 0.7635), (150_000, 0.7735),
+                                     (180_000, 0.7765), (248_400, 0.777)]]
 
 class Options(DistillationOptions):
     granularity: Literal["pixel", "channel"] = "pixel"
@@ -75,7 +82,8 @@ PAPER_RECIPE = {
 def method_info() -> MethodInfo:
     return MethodInfo(description="learned per-pixel ReLU masks: L1 on alphas with a growing lambda, "
                                   "top-k to the exact budget, then finetune with KD",
-                      paper="Cho et al., ICML 2022, arXiv:2202.02340", options=Options, paper_recipe=PAPER_RECIPE)
+                      paper="Cho et al., ICML 2022, arXiv:2202.02340", options=Options, paper_recipe=PAPER_RECIPE,
+                      produces=frozenset({"masked"}), published=PUBLISHED)
 
 
 class AlphaKernel(SiteKernel):

@@ -97,3 +97,26 @@ def test_dapa_bypass_fits_the_teachers_statistics(make_ctx):
     assert site.kernel.coeffs.requires_grad
     stats = input_statistics(ctx.teacher, {site_name: teacher_site}, images)
     assert torch.allclose(stats[site_name][0], mu) and torch.allclose(stats[site_name][1], sigma)
+
+
+def test_built_in_finetunes_take_other_methods_masks(write_suite, tmp_path):
+    suite = write_suite(budgets=[64], compute={"epochs": 2}, methods=[
+        {"name": "random_mask", "finetune": "autorep",
+         "finetune_options": {"finetune": {"batch_size": 64, "epochs": 1}}},
+        {"name": "random_mask", "finetune": "rlnet",
+         "finetune_options": {"robust": {"pgd_steps": 1}, "finetune": {"batch_size": 63}}}])
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
+    records = _records(tmp_path / "run")
+    assert counts["ok"] == 2, {k: r.get("error") for k, r in records.items()}
+    autorep = records["random_mask-autorep__64__s0"]
+    assert autorep["finetune"]["dapa_fitted_sites"], "AutoReP fitted its polynomials to the random mask first"
+    rlnet = records["random_mask-rlnet__64__s0"]
+    assert "clean_accuracy_adv_bn" in rlnet["metrics"], "RLNet gave the model its dual BN and evaluated both paths"
+
+
+def test_autoreps_finetune_refuses_knapsacks_patches(write_suite, capsys):
+    suite = write_suite(methods=[{"name": "knapsack", "finetune": "autorep"}, {"name": "knapsack", "bypass": "dapa"}])
+    assert main(["validate", str(suite)]) == 2
+    err = capsys.readouterr().err
+    assert "autorep's finetune cannot train patch sites, which knapsack's mask makes" in err
+    assert "methods.1: bypass: dapa gives linearized pixels of masked sites a polynomial; knapsack makes patch" in err

@@ -10,7 +10,7 @@ from benchbed.runner import SuiteRun
 
 
 def test_two_runs_in_two_directories_give_identical_numbers(write_suite, tmp_path):
-    suite = write_suite(budgets=[512], methods=[
+    suite = write_suite(budgets=[512], teacher={"recipe": {"epochs": 1}}, compute={"epochs": 0.5}, methods=[
         {"name": "all_relu"}, {"name": "random_mask", "options": {"finetune": {"batch_size": 64}}},
         {"name": "snl", "options": {"search": {"batch_size": 64}, "finetune": {"batch_size": 64}}}])
     runs = [tmp_path / "a", tmp_path / "b"]
