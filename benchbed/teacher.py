@@ -94,7 +94,7 @@ def prepare(suite: Suite, data: DataBundle, run_dir: Path, device: torch.device,
         except BenchbedError as exc:
             reporter.log(f"teacher ({variant}): {exc}; training it again")
     if model is None:
-        model, source = _train(suite, data, device, reporter, variant)
+        model, source = _train(suite, data, run_dir, device, reporter, variant)
     model = frozen(model, suite, device)
     if variant == "robust" and not has_dual_bn(model):
         raise BenchbedError("the robust teacher has no dual BN; remove its checkpoint from the run directory")
@@ -119,7 +119,7 @@ def _readable(path: Path) -> bool:
         return False
 
 
-def _train(suite: Suite, data: DataBundle, device: torch.device, reporter: Reporter,
+def _train(suite: Suite, data: DataBundle, run_dir: Path, device: torch.device, reporter: Reporter,
            variant: str) -> tuple[nn.Module, dict]:
     cfg = suite.teacher
     if cfg.recipe is None:
@@ -138,6 +138,8 @@ def _train(suite: Suite, data: DataBundle, device: torch.device, reporter: Repor
     model = model.to(device)
     kind = "robust dual-BN " if robust else ""
     reporter.log(f"teacher ({variant}): training a {kind}{suite.model.name} for {cfg.recipe.epochs:g} epochs")
+    partial = files(run_dir, variant)[0].with_suffix(".partial.pt")  # resumes a teacher that was interrupted
     with clock.running():
-        result = fit(model, ctx, cfg.recipe, loss_fn=loss_fn, label=f"teacher ({variant})")
+        result = fit(model, ctx, cfg.recipe, loss_fn=loss_fn, label=f"teacher ({variant})", resume=partial)
+    partial.unlink(missing_ok=True)
     return model, {"trained": result.summary(), "robust": robust is not None, "compute": clock.record()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterable
 
 import torch
@@ -18,6 +19,7 @@ from benchbed.config import DistillationOptions, TrainRecipe
 from benchbed.context import EntryContext
 from benchbed.data import eval_batches
 from benchbed.devices import autocast
+from benchbed.records import atomic_write
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -109,7 +111,7 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
         extra_loss: Callable[[], torch.Tensor] | None = None, select_on_val: bool = True,
         on_epoch_end: Callable[[int, float], bool | None] | None = None, label: str = "train",
         cost_per_image: float = 1.0, step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        part: str | None = None) -> FitResult:
+        part: str | None = None, resume: Path | None = None) -> FitResult:
     """Train ``model`` for ``epochs`` (default: the recipe's), never past the entry's compute budget.
 
     ``loss_fn(logits, y, x)`` defaults to cross-entropy; ``extra_loss()`` is added every step
@@ -121,6 +123,8 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
     epoch the validation accuracy is measured; with ``select_on_val`` the best epoch's weights are
     restored at the end. ``on_epoch_end(epoch, val_accuracy)`` may return True to stop early.
     With ``part``, a stage that runs fewer epochs than asked is recorded as a cut of that part.
+    With ``resume``, the loop's whole state is saved there after every epoch and picked up from it on
+    the next call, so an interrupted stage (the teacher's hours on CIFAR) continues where it stopped.
     """
     asked = recipe.epochs if epochs is None else epochs
     n_train = len(ctx.data.train_y)
@@ -137,6 +141,17 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
 
     best_acc, best_state, best_epoch, history = -1.0, None, -1, []
     step, epoch = 0, 0
+    if resume is not None and resume.exists():
+        state = torch.load(resume, map_location=ctx.device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        ctx.generator.set_state(state["generator"].cpu())
+        ctx.clock.charge(state["images"] - ctx.clock.images)
+        step, epoch, best_acc, best_epoch, history = (state["step"], state["epoch"], state["best_acc"],
+                                                      state["best_epoch"], state["history"])
+        best_state = state["best_state"]
+        ctx.log(f"{label}: resumed at epoch {epoch} from {resume}")
     while step < total_steps and not ctx.clock.exhausted:
         model.train()
         for x, y in ctx.train_batches(batch_size):
@@ -162,6 +177,11 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
             best_acc, best_epoch = val_acc, epoch
             best_state = copy.deepcopy(model.state_dict())
         epoch += 1
+        if resume is not None:
+            atomic_write(resume, lambda f: torch.save({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "generator": ctx.generator.get_state(), "images": ctx.clock.images, "step": step, "epoch": epoch,
+                "best_acc": best_acc, "best_epoch": best_epoch, "history": history, "best_state": best_state}, f))
         if on_epoch_end is not None and on_epoch_end(epoch - 1, val_acc):
             asked = step / steps_per_epoch  # the method ended the stage itself: nothing was cut
             break
