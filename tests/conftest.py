@@ -117,3 +117,29 @@ def make_ctx(digits, tmp_path):
         return ctx, student
 
     return make
+
+
+def install_plugin(site_dir: Path, distribution: str, version: str, method: str, module: str, source: str) -> Path:
+    """'Install' a distribution into ``site_dir`` that registers ``module`` (with ``source``) as the method
+    ``method`` through the ``benchbed`` entry-point group, as pip would; put ``site_dir`` on the path to use it."""
+    dist = site_dir / f"{module}-{version}.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n")
+    (dist / "entry_points.txt").write_text(f"[benchbed]\n{method} = {module}\n")
+    (site_dir / f"{module}.py").write_text(source)
+    return site_dir
+
+
+def keep_first_pixels(ctx, model):
+    """A ``build_mask`` that keeps the first ``budget`` pixels of the counted sites, in model order."""
+    import torch
+
+    from benchbed.api import MaskResult, counted_sites
+
+    left = ctx.budget
+    for site in counted_sites(model).values():
+        flat = torch.zeros(site.numel)
+        flat[:min(left, site.numel)] = 1
+        left -= int(flat.sum())
+        site.set_mask(flat.view(site.shape))
+    return MaskResult(model)

@@ -20,6 +20,7 @@ from benchbed.models import build_model
 from benchbed.records import atomic_write, read_json, write_json
 from benchbed.rundir import RunDir
 from benchbed.runner import SuiteRun
+from conftest import install_plugin
 
 
 def _suite(write_suite, **changes):
@@ -179,12 +180,7 @@ BROKEN_PLUGIN = "raise ImportError('needs a library that is not installed')\n"
 
 
 def test_a_plugin_that_fails_to_import_is_left_out_with_a_warning(tmp_path, write_suite):
-    site_dir = tmp_path / "site"
-    dist = site_dir / "broken_bb-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-bb\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[benchbed]\nbroken = broken_bb\n")
-    (site_dir / "broken_bb.py").write_text(BROKEN_PLUGIN)
+    site_dir = install_plugin(tmp_path / "site", "broken-bb", "0.1", "broken", "broken_bb", BROKEN_PLUGIN)
     env = {**os.environ, "PYTHONPATH": str(site_dir)}
     listing = subprocess.run([sys.executable, "-m", "benchbed", "plugins"], env=env, capture_output=True, text=True)
     assert listing.returncode == 0 and "random_mask" in listing.stdout

@@ -16,7 +16,7 @@ from benchbed.errors import BenchbedError
 from benchbed.plugins import DISABLE_ENV, Methods, plugin_manager
 from benchbed.records import entry_records
 from benchbed.runner import SuiteRun
-from conftest import method_plugin, plugin
+from conftest import install_plugin, method_plugin, plugin
 
 SPECS = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if hasattr(fn, f"{hookspecs.PROJECT}_spec")}
@@ -81,12 +81,8 @@ def finetune(ctx, model):
 @pytest.fixture
 def third_party(tmp_path, monkeypatch):
     """A separately 'installed' distribution that registers a method through the entry-point group."""
-    site_dir = tmp_path / "site"
-    dist = site_dir / "fake_bb_plugin-0.3.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-bb-plugin\nVersion: 0.3.0\n")
-    (dist / "entry_points.txt").write_text("[benchbed]\nfirst_pixels = fake_bb_plugin\n")
-    (site_dir / "fake_bb_plugin.py").write_text(textwrap.dedent(FAKE_PLUGIN))
+    site_dir = install_plugin(tmp_path / "site", "fake-bb-plugin", "0.3.0", "first_pixels", "fake_bb_plugin",
+                              textwrap.dedent(FAKE_PLUGIN))
     monkeypatch.syspath_prepend(str(site_dir))
     return site_dir
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from benchbed.records import entry_records
 
+from conftest import install_plugin
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -21,12 +23,7 @@ def readme_plugin() -> str:
 
 
 def test_the_readme_example_plugin_runs(tmp_path, write_suite):
-    site_dir = tmp_path / "site"
-    dist = site_dir / "my_method-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-method\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[benchbed]\nmy_method = my_method\n")
-    (site_dir / "my_method.py").write_text(readme_plugin())
+    site_dir = install_plugin(tmp_path / "site", "my-method", "1.0", "my_method", "my_method", readme_plugin())
     suite = write_suite(methods=[{"name": "my_method", "options": {"finetune": {"epochs": 2}}}], budgets=[64, 512])
     env = {**os.environ, "PYTHONPATH": str(site_dir)}
     result = subprocess.run([sys.executable, "-m", "benchbed", "run", str(suite), "--out", str(tmp_path / "run"),

@@ -15,18 +15,8 @@ from benchbed.api import FinetuneResult, MaskResult, SiteKernel, TrainRecipe, fi
 from benchbed.errors import BenchbedError
 from benchbed.records import entry_records
 from benchbed.runner import SuiteRun
-from benchbed.sites import counted_sites, sites
-from conftest import method_plugin
-
-
-def _all_ones(ctx, model):
-    left = ctx.budget
-    for site in counted_sites(model).values():
-        flat = torch.zeros(site.numel)
-        flat[:min(left, site.numel)] = 1
-        left -= int(flat.sum())
-        site.set_mask(flat.view(site.shape))
-    return MaskResult(model)
+from benchbed.sites import sites
+from conftest import keep_first_pixels, method_plugin
 
 
 def _records(run_dir):
@@ -40,7 +30,7 @@ def test_greedy_method_is_held_to_the_epoch_budget(write_suite, methods_with, tm
             assert list(ctx.train_batches(64)) == []
         return FinetuneResult(model, result.summary())
 
-    methods = methods_with(("greedy", method_plugin(_all_ones, greedy_finetune)))
+    methods = methods_with(("greedy", method_plugin(keep_first_pixels, greedy_finetune)))
     suite = write_suite(methods=[{"name": "greedy"}], compute={"epochs": 1.5})
     SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     for record in _records(tmp_path / "run").values():

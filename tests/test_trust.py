@@ -15,21 +15,11 @@ from benchbed.cli import main
 from benchbed.records import entry_records, read_json
 from benchbed.runner import SuiteRun
 from benchbed.sites import MaskedKernel
-from conftest import method_plugin
+from conftest import keep_first_pixels, method_plugin
 
 
 def _records(run_dir):
     return {r["entry"]: r for r in entry_records(run_dir)}
-
-
-def _keep_first(ctx, model):
-    left = ctx.budget
-    for site in counted_sites(model).values():
-        flat = torch.zeros(site.numel)
-        flat[:min(left, site.numel)] = 1
-        left -= int(flat.sum())
-        site.set_mask(flat.view(site.shape))
-    return MaskResult(model)
 
 
 def _run(write_suite, methods_with, tmp_path, plugins, names=None, **changes):
@@ -52,7 +42,7 @@ def test_training_on_an_own_loop_is_charged_and_flagged(write_suite, methods_wit
                 optimizer.step()
         return FinetuneResult(model)
 
-    _, counts = _run(write_suite, methods_with, tmp_path, [("own_loop", method_plugin(_keep_first, own_loop))],
+    _, counts = _run(write_suite, methods_with, tmp_path, [("own_loop", method_plugin(keep_first_pixels, own_loop))],
                      names=["own_loop", "random_mask"], compute={"epochs": 2})
     records = _records(tmp_path / "run")
     cheat = records["own_loop__64__s0"]
@@ -83,7 +73,7 @@ def test_a_swallowed_budget_stop_still_counts(write_suite, methods_with, tmp_pat
         except BaseException:  # noqa: B036 — swallows everything, as a careless plugin might
             pass
         run.timer.advance(100.0)
-        return _keep_first(ctx, model)
+        return keep_first_pixels(ctx, model)
 
     methods = methods_with(("ordinary", method_plugin(ordinary_handler)), ("greedy", method_plugin(greedy_handler)))
     suite = write_suite(methods=[{"name": "ordinary"}, {"name": "greedy"}, {"name": "all_relu"}], budgets=[64],
@@ -150,7 +140,7 @@ def test_drelus_are_counted_by_the_core_not_by_the_kernel(write_suite, methods_w
         return MaskResult(model)
 
     def liar_under_budget(ctx, model):
-        _keep_first(ctx, model)
+        keep_first_pixels(ctx, model)
         for site in counted_sites(model).values():
             site.set_kernel(Modest(site.kernel.mask.clone()))
         return MaskResult(model)
@@ -231,7 +221,7 @@ def test_a_method_ignoring_the_clock_is_stopped_by_the_alarm(write_suite, method
                 pass
 
     _, counts = _run(write_suite, methods_with, tmp_path,
-                     [("spinner", method_plugin(spin)), ("idle", method_plugin(_keep_first))],
+                     [("spinner", method_plugin(spin)), ("idle", method_plugin(keep_first_pixels))],
                      compute={"epochs": None, "seconds": 0.5})
     records = _records(tmp_path / "run")
     spinner = records["spinner__64__s0"]
