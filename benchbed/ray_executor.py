@@ -23,9 +23,14 @@ def run_on_ray(task: Callable[[Item, Any], Result], items: list[Item], shared: A
     gpus = ray.cluster_resources().get("GPU", 0)
     if device == "cuda" and not gpus:
         raise BenchbedError("the suite asks for `device: cuda` but the Ray cluster has no GPU")
-    remote = ray.remote(num_gpus=1, num_cpus=0)(task) if gpus else ray.remote(num_cpus=1)(task)
+    remote = ray.remote(num_gpus=1, num_cpus=0)(_call) if gpus else ray.remote(num_cpus=1)(_call)
     shared_ref = ray.put(shared)
-    pending = {remote.remote(item, shared_ref): item for item in items}
+    pending = {remote.remote(task, item, shared_ref): item for item in items}
     while pending:
         (done,), _ = ray.wait(list(pending), num_returns=1)
         yield pending.pop(done), ray.get(done)
+
+
+def _call(task: Callable[[Item, Any], Result], item: Item, shared: Any) -> Result:
+    """What a worker runs: Ray schedules functions, and the task (a picklable callable) travels as an argument."""
+    return task(item, shared)
