@@ -6,6 +6,7 @@ cached in the data root, and marked "generated"."""
 from __future__ import annotations
 
 import math
+import os
 import zlib
 from pathlib import Path
 from typing import Callable
@@ -70,9 +71,17 @@ def _official(folder: Path, name: str, severity: int, limit: int) -> tuple[torch
     return x, torch.from_numpy(np.asarray(labels[block], dtype=np.int64))
 
 
+def cache_root(data_root: Path) -> Path:
+    """Where generated corruptions are cached: beside the data, or in the user's cache when the data
+    root is read-only (a system-wide dataset such as Debian's)."""
+    if os.access(data_root, os.W_OK):
+        return data_root / "benchbed-corruptions"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbed" / "corruptions"
+
+
 def _generated(data: DataBundle, name: str, severity: int, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = data.test_x[:limit], data.test_y[:limit]
-    cache = Path(data.root) / "benchbed-corruptions" / f"{data.name}-v{GENERATOR_VERSION}" / f"{name}-s{severity}-n{len(y)}.pt"
+    cache = cache_root(Path(data.root)) / f"{data.name}-v{GENERATOR_VERSION}" / f"{name}-s{severity}-n{len(y)}.pt"
     if cache.exists():
         try:
             return torch.load(cache, weights_only=True).to(x.device), y

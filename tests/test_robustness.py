@@ -158,3 +158,12 @@ def test_dual_bn_checkpoint_round_trip(tmp_path):
     for path_name in ("clean", "adv"):
         with bn_path(model, path_name), bn_path(loaded, path_name):
             torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_generated_corruptions_are_cached_beside_writable_data_only(tmp_path, monkeypatch):
+    from benchbed.robustness import cache_root
+
+    assert cache_root(tmp_path) == tmp_path / "benchbed-corruptions"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr("benchbed.robustness.os.access", lambda path, mode: False)
+    assert cache_root(tmp_path / "read-only") == tmp_path / "cache" / "benchbed" / "corruptions"
