@@ -175,6 +175,10 @@ def markdown(claims: list[Claim]) -> list[str]:
         mark = {SUPPORTED: "✅", TIE: "🟰", CONTRADICTED: "❌", NOT_TESTED: "—"}[claim.verdict]
         holds = "" if claim.holds is None or claim.verdict != TIE else (" (within the claim)" if claim.holds
                                                                         else " (not shown beyond the spread)")
+        reasons = {c.why for c in claim.comparisons}
+        if claim.verdict == NOT_TESTED and len(reasons) == 1:  # one reason for all: say it once
+            lines.append(f"- {mark} **{claim.statement}** ({claim.source}): **{claim.verdict}** — {reasons.pop()}")
+            continue
         lines.append(f"- {mark} **{claim.statement}** ({claim.source}): **{claim.verdict}**{holds}")
         for c in claim.comparisons:
             if c.verdict == NOT_TESTED:

@@ -216,24 +216,26 @@ def _attack_lines(records: list[dict]) -> list[str]:
 
 
 def grid_lines(records: list[dict]) -> list[str]:
-    """Mask × finetune: clean accuracy (mean over seeds) of every pairing in the run, one grid per budget."""
+    """Mask × finetune: each accuracy (mean over seeds) of every pairing in the run, one grid per budget."""
     finished = [r for r in records if r["status"] == "ok" and r["budget"] is not None]
     if not any(r.get("composition") for r in finished):
         return []
-    cells: dict[tuple[int, str, str], list[float]] = {}
+    cells: dict[tuple[str, int, str, str], list[float]] = {}
     for r in finished:
         part = r.get("composition") or {"mask_method": r["method"], "finetune_method": r["method"], "bypass": "identity"}
         mask = part["mask_method"] + (" + DaPa" if part.get("bypass") == "dapa" else "")
-        cells.setdefault((r["budget"], mask, part["finetune_method"]), []).append(r["metrics"]["clean_accuracy"])
+        for metric in ("clean_accuracy", "pgd_accuracy", "corruption_accuracy"):
+            if metric in r["metrics"]:
+                cells.setdefault((metric, r["budget"], mask, part["finetune_method"]), []).append(r["metrics"][metric])
     lines = ["## Mask × finetune", "",
-             "Clean accuracy (%) of each method's mask (rows) trained by each method's finetune (columns), "
-             "under the same compute budget; the diagonal is each method as published."]
-    for budget in sorted({b for b, _, _ in cells}):
-        masks = sorted({m for b, m, _ in cells if b == budget})
-        finetunes = sorted({f for b, _, f in cells if b == budget})
-        body = [[m] + [f"{100 * sum(v) / len(v):.2f}" if (v := cells.get((budget, m, f))) else "—" for f in finetunes]
-                for m in masks]
-        lines += ["", f"**{budget:,} DReLUs**", "",
+             "Each method's mask (rows) trained by each method's finetune (columns), under the same compute budget; "
+             "the diagonal is each method as published. Mean over seeds, %."]
+    for metric, budget in sorted({(m, b) for m, b, _, _ in cells}, key=lambda k: (k[1], list(METRIC_TITLES).index(k[0]))):
+        masks = sorted({m for k, b, m, _ in cells if (k, b) == (metric, budget)})
+        finetunes = sorted({f for k, b, _, f in cells if (k, b) == (metric, budget)})
+        body = [[m] + [f"{100 * sum(v) / len(v):.2f}" if (v := cells.get((metric, budget, m, f))) else "—"
+                       for f in finetunes] for m in masks]
+        lines += ["", f"**{METRIC_TITLES[metric]}, {budget:,} DReLUs**", "",
                   tabulate(body, headers=["mask ↓ / finetune →"] + finetunes, tablefmt="github", disable_numparse=True)]
     return lines
 
