@@ -174,12 +174,7 @@ def _folded_bn(conv: torch.fx.Node, modules: dict[str, nn.Module]) -> torch.fx.N
 
 def folded_batchnorms(model: nn.Module, input_shape: Sequence[int]) -> set[str]:
     """Names of the BatchNorm modules that ``export`` folds into the convolution in front of them."""
-    was_training = model.training
-    model.eval()
-    try:
-        gm, modules = _trace(model, input_shape)
-    finally:
-        model.train(was_training)
+    gm, modules = _trace(model, input_shape)
     folded = set()
     for node in gm.graph.nodes:
         if node.op == "call_module" and isinstance(modules[node.target], nn.Conv2d):
@@ -190,27 +185,29 @@ def folded_batchnorms(model: nn.Module, input_shape: Sequence[int]) -> set[str]:
 
 
 def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[torch.fx.GraphModule, dict[str, nn.Module]]:
+    """The model's fx graph with shapes, traced in eval mode (inference is what is exported); the
+    model's own mode is restored."""
+    was_training = model.training
+    model.eval()
     try:
-        graph = _Tracer().trace(model)
-    except Exception as exc:  # fx raises many types for data-dependent control flow
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BenchbedError(f"secure export cannot trace the model with torch.fx ({first[:160]})") from None
-    gm = torch.fx.GraphModule(model, graph)
-    param = next(iter(list(model.parameters()) + list(model.buffers())), None)
-    device = param.device if param is not None else torch.device("cpu")
-    with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
+        try:
+            graph = _Tracer().trace(model)
+        except Exception as exc:  # fx raises many types for data-dependent control flow
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise BenchbedError(f"secure export cannot trace the model with torch.fx ({first[:160]})") from None
+        gm = torch.fx.GraphModule(model, graph)
+        param = next(iter(list(model.parameters()) + list(model.buffers())), None)
+        device = param.device if param is not None else torch.device("cpu")
+        with torch.no_grad():
+            ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
+    finally:
+        model.train(was_training)
     return gm, dict(gm.named_modules())
 
 
 def _plan(model: nn.Module, input_shape: Sequence[int]) -> _Program:
     jnp, lax = _jax()
-    was_training = model.training
-    model.eval()
-    try:
-        gm, modules = _trace(model, input_shape)
-    finally:
-        model.train(was_training)
+    gm, modules = _trace(model, input_shape)
     prog = _Program()
     nodes = list(gm.graph.nodes)
     placeholders = [n for n in nodes if n.op == "placeholder"]

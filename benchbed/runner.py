@@ -51,6 +51,7 @@ class SuiteRun:
         self.reporter = Reporter(quiet)
         self.device = resolve_device(suite.device)
         self.timer = time.perf_counter  # the seconds budget's clock; tests drive it by hand
+        self._seals: dict[int, str] = {}
 
     @classmethod
     def from_file(cls, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
@@ -87,7 +88,7 @@ class SuiteRun:
         clock = ComputeClock(*limits, len(data.train_y), device=self.device, timer=self.timer)
         (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
         shared = {stage: teachers[self.teacher_variant(m, o)] for stage, m, o in self.parts(entry)}
-        sealed = {stage: fingerprint(t) for stage, t in shared.items()}
+        sealed = {stage: self._seal(t) for stage, t in shared.items()}
         # A copy per entry and part: no entry can alter the others' teacher.
         own_teachers = {stage: copy.deepcopy(t) for stage, t in shared.items()}
         ctx = EntryContext(method=entry.method, budget=entry.budget, seed=entry.seed, data=data.for_methods(),
@@ -177,6 +178,13 @@ class SuiteRun:
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),
                       determinism=determinism(self.device))
         return record, payload
+
+    def _seal(self, shared_teacher: nn.Module) -> str:
+        """The fingerprint of a shared teacher, taken once: no method ever holds the shared one itself."""
+        key = id(shared_teacher)
+        if key not in self._seals:
+            self._seals[key] = fingerprint(shared_teacher)
+        return self._seals[key]
 
     def _dapa_bypass(self, ctx: EntryContext, model: nn.Module) -> dict:
         """Fit DaPa quadratics to the teacher's pre-activations for the linearized pixels; the images it
