@@ -9,7 +9,8 @@ script fails. Rounds are sequential communication rounds as ``benchbed.spu_runti
   constants that SPU turns secret (e.g. a zero for padding), which is ``constant_bytes``.
 - ``cheetah`` (2 parties): the first HE product and the first oblivious transfers in each direction
   set up keys and silent-OT state, once per inference (``constant_*``); the first secret elementwise
-  product sets up its own (``mult_setup_*``). Every primitive is measured as the difference between
+  product sets up its HE keys (``mult_setup_*``), and products draw Beaver triples in batches
+  (``beaver_batch_*``, priced by ``benchbed.cost.beaver_batches``). Every primitive is measured as the difference between
   a run with a warm-up (that pays the setup) plus the primitive and the warm-up alone. Linear layers
   are HE-based and their price depends on how SPU packs the layer's shape into ciphertexts, so each
   layer shape of the calibration models is measured as it is (``linear_measured``); a per-layer +
@@ -264,6 +265,31 @@ def _calibrate_aby3(log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
     return profile, fits
 
 
+# SPU's Cheetah makes Beaver triples in HE-based OLE batches of 8,192 slots (FM64): 4,096 triples each;
+# a product of at least two batches' slots (16,384 elements) is computed without triples
+BEAVER_TRIPLES = 4096
+
+
+def _beaver(u: np.ndarray, k: np.ndarray, mult: Fit, log: Callable[[str], None]) -> dict:
+    """The price of one batch of triples, measured after a warm-up whose product (large enough to skip
+    the triples) set up the HE keys: a product of T + 1 elements draws one batch more than one of T,
+    and one of 2T + 1 one more than one of 2T."""
+    big = np.random.default_rng(3).standard_normal((2, 4 * BEAVER_TRIPLES)).astype(np.float32)
+    meter = Meter("cheetah", (lambda x, w, a: (x @ w, x > 0, a[0] * a[1]), [u, k, big]))
+    sizes = (BEAVER_TRIPLES, BEAVER_TRIPLES + 1, 2 * BEAVER_TRIPLES, 2 * BEAVER_TRIPLES + 1)
+    cost = [meter.cost(lambda a: a[0] * a[1], [np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)])
+            for n in sizes]
+    batch, again = cost[1] - cost[0], cost[3] - cost[2]
+    if batch.rounds <= 0 or again.rounds != batch.rounds:
+        raise BenchbedError(f"calibration: products of {', '.join(map(str, sizes))} elements took "
+                            f"{', '.join(str(c.rounds) for c in cost)} rounds; SPU's triple batch is no longer "
+                            f"{BEAVER_TRIPLES} triples")
+    log(f"  triple batch   {batch.bytes} B, {batch.rounds} rounds per {BEAVER_TRIPLES} triples "
+        f"(products of >= {4 * BEAVER_TRIPLES} elements skip them)")
+    return {"beaver_batch_triples": BEAVER_TRIPLES, "beaver_batch_bytes": _num(batch.bytes - mult.a),
+            "beaver_batch_rounds": int(batch.rounds), "beaver_direct_min": 4 * BEAVER_TRIPLES}
+
+
 def _calibrate_cheetah(log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
     rng = np.random.default_rng(7)
     # the silent-OT state is sized on its first use: the warm-up uses it at the size of a small model's layer
@@ -281,7 +307,7 @@ def _calibrate_cheetah(log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]
     setup = once - (twice - once)
     log(f"  setup          {setup.bytes} B, {setup.rounds} rounds (HE keys, silent-OT state both ways)")
     meter = Meter("cheetah", (warm, [u, k]))
-    fits = _primitives(meter, (256, 576, 1024), 0.01, log)
+    fits = _primitives(meter, (256, 576, 1024), 0.03, log)
     profile = _common(fits)
     poly, affine = fits["poly"], fits["affine_secret"]
     profile.update({
@@ -289,15 +315,16 @@ def _calibrate_cheetah(log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]
         "select_rounds": fits["compare_select"].round_count - fits["compare"].round_count,
         "poly_rounds": poly.round_count, "affine_rounds": affine.round_count,
         "constant_bytes": _num(setup.bytes), "constant_rounds": int(setup.rounds),
-        # the first secret elementwise product sets up its own state: the fixed part of the fits
-        "mult_setup_bytes": _num(max(poly.b, affine.b)), "mult_setup_rounds": 0,
     })
-    # rounds of the setup sit in the first call; a later product's rounds are what the fit's share is
+    profile.update(_beaver(u, k, fits["mult_fxp"], log))
+    # the fits' fixed part is the first product's: its HE keys and one batch of triples
+    profile["mult_setup_bytes"] = _num(max(poly.b, affine.b) - profile["beaver_batch_bytes"])
     mult_once = meter.cost(lambda x, y: x * y, _elementwise(lambda x, y: x, inputs=2)(256)[1])
     mult_twice = meter.cost(lambda x, y: (x * y, (x + 1) * y), _elementwise(lambda x, y: x, inputs=2)(256)[1])
-    profile["mult_setup_rounds"] = int(mult_once.rounds - (mult_twice.rounds - mult_once.rounds))
-    profile["poly_rounds"] -= profile["mult_setup_rounds"]
-    profile["affine_rounds"] -= profile["mult_setup_rounds"]
+    first = int(mult_once.rounds - (mult_twice.rounds - mult_once.rounds))  # keys and a batch, in the first
+    profile["mult_setup_rounds"] = first - profile["beaver_batch_rounds"]
+    profile["poly_rounds"] -= first
+    profile["affine_rounds"] -= first
 
     measured, keys = {}, []
     for name, shape in CALIBRATION_MODELS:

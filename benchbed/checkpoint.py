@@ -87,7 +87,13 @@ def model_from_payload(payload: object, source: str = "checkpoint", *, expect_mo
         convert_dual_bn(model)
     try:
         apply_site_specs(model, payload["sites"])
-        model.load_state_dict(payload["state_dict"])
+        # Patch kernels saved before they had polynomials carry no coefficients: theirs are the identity
+        # the spec already rebuilt.
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        missing = [k for k in missing if not (k.endswith(".kernel.coeffs") and "coeffs" not in
+                                              payload["sites"].get(k[:-len(".kernel.coeffs")], {"coeffs": 0}))]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
     except (RuntimeError, KeyError, TypeError) as exc:
         raise BenchbedError(f"checkpoint {source} does not match its model ({str(exc).splitlines()[0][:160]})") from None
     return model

@@ -6,8 +6,8 @@ pricing mirrors how ``benchbed.jax_export`` runs a model in SPU: the client norm
 the clear; BatchNorm after a convolution is folded into it; the global average pool is folded into
 the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
 identity pixels pass for free and every other replaced pixel computes its channel's quadratic with
-SECRET coefficients (trained polynomials are weights); a patch site compares one sum per patch and
-selects the gated pixels. Layers run one after another, so rounds add up.
+SECRET coefficients (trained polynomials are weights); a patch site compares one sum per patch,
+selects the gated pixels, and prices its linearized channels as replaced pixels. Layers run one after another, so rounds add up.
 
 Two byte conventions: ``comm_mb`` is what all parties send together (the figure papers report);
 ``busiest_party_mb`` is what the busiest party sends. Parties send in parallel on their own links,
@@ -62,8 +62,14 @@ class CostProfile:
     linear_bytes_per_layer: float = 0.0
     constant_bytes: float = 0.0  # once per inference (a public constant made secret; 2PC key and OT setup)
     constant_rounds: int = 0
-    mult_setup_bytes: float = 0.0
+    mult_setup_bytes: float = 0.0  # once, at the first secret elementwise product (2PC: its HE keys)
     mult_setup_rounds: int = 0
+    # 2PC triples: SPU's Cheetah draws Beaver triples for a secret product from a cache that it refills,
+    # when short of the product's n, with ceil(n / T) batches of T triples (an HE-based OLE batch each)
+    beaver_batch_triples: int = 0  # T; 0: the protocol makes no triples on demand
+    beaver_batch_bytes: float = 0.0
+    beaver_batch_rounds: int = 0
+    beaver_direct_min: int = 0  # products of at least this many elements skip the triples (not priced apart)
     parties: int = 3
     busiest_share: dict = field(default_factory=dict)
     linear_measured: dict = field(default_factory=dict)  # linear_key -> {"bytes", "rounds", "busiest_bytes"}
@@ -141,6 +147,7 @@ class LayerCost:
     kind: str
     drelus: int = 0
     secure_mults: int = 0
+    poly_pixels: int = 0  # pixels of a quadratic with secret coefficients
     macs: int = 0
     bytes: float = 0.0
     busiest_bytes: float = 0.0
@@ -166,17 +173,20 @@ def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
         cost.drelus, cost.secure_mults = kept, kept
         cost.add(p.relu_bytes * kept, p.relu_rounds, p.share("relu"))
         secret = torch.from_numpy(secret_polynomial_channels(kernel)).float().view(-1, 1, 1)
-        poly = int(((1 - kernel.mask) * secret).expand(shape).sum())
+        poly = cost.poly_pixels = int(((1 - kernel.mask) * secret).expand(shape).sum())
         cost.secure_mults += 2 * poly
         cost.add(p.poly_bytes * poly, p.poly_rounds, p.share("poly"))
     elif isinstance(kernel, PatchKernel):
         _, height, width = shape
         gated = sum(height * width for hw in kernel.sizes.tolist() if tuple(hw) not in (IDENTITY, ZERO))
+        poly = cost.poly_pixels = height * width * int(
+            (kernel.linearized().cpu() & torch.from_numpy(secret_polynomial_channels(kernel))).sum())
         cost.drelus = site.drelus
-        cost.secure_mults = gated
+        cost.secure_mults = gated + 2 * poly
         if cost.drelus:
             cost.add(p.compare_bytes * cost.drelus, p.compare_rounds, p.share("compare"))
             cost.add(p.select_bytes * gated, p.select_rounds, p.share("select"))
+        cost.add(p.poly_bytes * poly, p.poly_rounds, p.share("poly"))
     else:
         raise ValueError(f"site {name} has a {type(kernel).__name__}, which has no price")
     return cost
@@ -228,6 +238,47 @@ def _linear_cost(name: str, module: nn.Module, shape_in: tuple[int, ...], output
     return cost
 
 
+def _product_calls(model: nn.Module, input_shape: tuple[int, int, int], layers: list[LayerCost]) -> list[int]:
+    """Sizes of the secret elementwise products of one inference in the order the export runs them:
+    a site's quadratic is two products over its replaced pixels (c2·x, then x·(c2·x + c1)), an
+    unfolded BatchNorm one over its outputs."""
+    products = {c.layer: [c.poly_pixels] * 2 if c.poly_pixels else [c.secure_mults]
+                for c in layers if c.kind == "affine" or c.poly_pixels}
+    if not products:
+        return []
+    order: list[str] = []
+    handles = [m.register_forward_hook(lambda m, i, o, name=name: order.append(name))
+               for name, m in model.named_modules() if name in products]
+    param = next(model.parameters())
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    return [n for name in order for n in products[name]]
+
+
+def beaver_batches(products: list[int], p: CostProfile) -> int:
+    """Triple batches a 2PC protocol draws for secret products of these sizes, in this order. As
+    SPU's Cheetah does it (``CheetahMulState::TakeCachedBeaver``): a product of n takes n triples
+    from the cache; when the cache holds fewer, ceil(n / T) batches of T are added first."""
+    if not p.beaver_batch_triples:
+        return 0
+    cached = batches = 0
+    for n in products:
+        if p.beaver_direct_min and n >= p.beaver_direct_min:
+            continue
+        if cached < n:
+            drawn = -(-n // p.beaver_batch_triples)
+            batches += drawn
+            cached += drawn * p.beaver_batch_triples
+        cached -= n
+    return batches
+
+
 def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings,
           profile: CostProfile) -> dict:
     """The secure price of one inference of ``model`` under ``profile``."""
@@ -245,8 +296,11 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
     layers += site_layers
     setup = LayerCost("setup", "setup")
     setup.add(p.constant_bytes, p.constant_rounds, p.share("constant"))
-    if any(c.kind == "affine" or (c.kind == "masked" and c.secure_mults > c.drelus) for c in layers):
+    products = _product_calls(model, input_shape, layers)
+    if products:
         setup.add(p.mult_setup_bytes, p.mult_setup_rounds, p.share("constant"))
+        batches = beaver_batches(products, p)
+        setup.add(p.beaver_batch_bytes * batches, p.beaver_batch_rounds * batches, p.share("constant"))
     if setup.bytes:
         layers.append(setup)
     total_bytes = sum(c.bytes for c in layers)

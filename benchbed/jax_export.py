@@ -410,12 +410,12 @@ def _site_fn(prog: _Program, site: ReLUSite, node, shape_in, modules, jnp) -> Ca
     if isinstance(kernel, MaskedKernel):
         return _masked_fn(prog, str(node.target), kernel, chw, jnp)
     if isinstance(kernel, PatchKernel):
-        return _patch_fn(kernel, chw, jnp)
+        return _patch_fn(prog, str(node.target), kernel, chw, jnp)
     raise BenchbedError(f"site {node.target} runs a {type(kernel).__name__}, which secure export does not know; "
                         "a method must freeze its sites to relu/masked/patch kernels")
 
 
-def secret_polynomial_channels(kernel: MaskedKernel) -> np.ndarray:
+def secret_polynomial_channels(kernel: MaskedKernel | PatchKernel) -> np.ndarray:
     """Per channel, whether its polynomial is a weight: every channel of a trained polynomial, and the
     channels of a fixed one that are not the identity (0, 1, 0). Only fixed identity bypasses are
     architecture."""
@@ -462,11 +462,12 @@ def _masked_fn(prog: _Program, name: str, kernel: MaskedKernel, chw: tuple[int, 
     return masked
 
 
-def _patch_fn(kernel: PatchKernel, chw: tuple[int, int, int], jnp) -> Callable:
+def _patch_fn(prog: _Program, name: str, kernel: PatchKernel, chw: tuple[int, int, int], jnp) -> Callable:
     """Per (h, w) group of channels: sum-pool (zero-padded for ceil patches at the border) and repeat
     the sign over the patch. All groups share ONE comparison and ONE ``where``, so a site costs the
-    rounds of one comparison and one select however many patch sizes it mixes. Identity channels
-    pass through, zero channels become 0; one concatenate + inverse channel gather puts them back."""
+    rounds of one comparison and one select however many patch sizes it mixes. Linearized channels
+    pass through, or compute their quadratic with secret coefficients as masked pixels do; zero
+    channels become 0; one concatenate + inverse channel gather puts them back."""
     c, height, width = chw
     groups: dict[tuple[int, int], list[int]] = {}
     for ch, hw in enumerate(kernel.sizes.detach().cpu().tolist()):
@@ -478,9 +479,12 @@ def _patch_fn(kernel: PatchKernel, chw: tuple[int, int, int], jnp) -> Callable:
             gated.append((ph, pw, -(-height // ph), -(-width // pw), len(idx)))
     gated_idx = np.asarray([ch for hw, idx in sorted(groups.items()) if hw not in (IDENTITY, ZERO) for ch in idx],
                            dtype=np.int32)
-    identity_idx = np.asarray(groups.get(IDENTITY, []), dtype=np.int32)
+    linearized = np.asarray(groups.get(IDENTITY, []), dtype=np.int32)
+    secret = secret_polynomial_channels(kernel)
+    identity_idx, poly_idx = linearized[~secret[linearized]], linearized[secret[linearized]]
     zero_idx = np.asarray(groups.get(ZERO, []), dtype=np.int32)
-    order = np.concatenate([gated_idx, identity_idx, zero_idx])
+    order = np.concatenate([gated_idx, identity_idx, poly_idx, zero_idx])
+    coeffs = prog.add_weight(f"{name}.coeffs", kernel.coeffs.detach().t()) if len(poly_idx) else None
     inverse = np.argsort(order).astype(np.int32)
     permuted = not np.array_equal(order, np.arange(c))
 
@@ -508,6 +512,10 @@ def _patch_fn(kernel: PatchKernel, chw: tuple[int, int, int], jnp) -> Callable:
             outs.append(jnp.where(gate_all(xs), xs, 0))  # one select
         if len(identity_idx):
             outs.append(x[:, identity_idx])
+        if len(poly_idx):
+            c2, c1, c0 = (w[coeffs][k][poly_idx].reshape(1, -1, 1, 1) for k in range(3))  # a public gather: free
+            y = x[:, poly_idx]
+            outs.append(y * (c2 * y + c1) + c0)
         if len(zero_idx):
             xz = x[:, zero_idx]
             outs.append(xz - xz)  # a secret zero for free; a public zero map would be sealed at 24 B/pixel

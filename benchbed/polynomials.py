@@ -1,6 +1,6 @@
 """Polynomial stand-ins for ReLU: DaPa (AutoReP's distribution-aware quadratic) in closed form, and
-the ``bypass: dapa`` axis that gives any mask method's linearized pixels that quadratic, fitted per
-channel to the teacher's pre-activation statistics."""
+the ``bypass: dapa`` axis that gives any mask method's linearized pixels (masked or patch sites) that
+quadratic, fitted per channel to the teacher's pre-activation statistics."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from benchbed.sites import MaskedKernel, ReLUSite
+from benchbed.sites import MaskedKernel, PatchKernel, ReLUSite, SiteKernel
 
 
 def dapa_coefficients(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,17 +56,30 @@ def input_statistics(model: nn.Module, sites: dict[str, ReLUSite], images: torch
 
 
 def dapa_bypass(model: nn.Module, teacher: nn.Module, images: torch.Tensor) -> list[str]:
-    """Give every masked site of ``model`` whose linearized pixels compute the identity the DaPa quadratic
-    of the teacher's pre-activations at that site (trainable, as AutoReP trains its polynomials). Sites
-    whose bypass already is another polynomial (AutoReP's own) keep it. Returns the sites changed."""
+    """Give the linearized pixels of every masked or patch site of ``model`` whose bypass is the
+    identity the DaPa quadratic of the teacher's pre-activations at that site, per channel (trainable,
+    as AutoReP trains its polynomials). Sites whose bypass already is another polynomial (AutoReP's
+    own) keep it; zeroed patch channels stay zero. Returns the sites changed."""
     student_sites = {n: s for n, s in model.named_modules() if isinstance(s, ReLUSite)}
-    identity = torch.tensor([0.0, 1.0, 0.0])
-    targets = {n: s for n, s in student_sites.items() if isinstance(s.kernel, MaskedKernel)
-               and torch.equal(s.kernel.coeffs.detach().cpu(), identity.expand_as(s.kernel.coeffs.cpu()))
-               and bool((s.kernel.mask == 0).any())}
+    targets = {n: s for n, s in student_sites.items() if _identity_bypass(s.kernel)}
     teacher_sites = {n: s for n, s in teacher.named_modules() if isinstance(s, ReLUSite) and n in targets}
     stats = input_statistics(teacher, teacher_sites, images)
     for name, site in targets.items():
-        c2, c1, c0 = dapa_coefficients(*stats[name])
-        site.set_mask(site.kernel.mask.detach().cpu(), torch.stack([c2, c1, c0], 1).float(), trainable=True)
+        coeffs = torch.stack(dapa_coefficients(*stats[name]), 1).float()
+        if isinstance(site.kernel, MaskedKernel):
+            site.set_mask(site.kernel.mask.detach().cpu(), coeffs, trainable=True)
+        else:
+            site.set_patches(site.kernel.sizes.detach().cpu(), coeffs, trainable=True)
     return sorted(targets)
+
+
+def _identity_bypass(kernel: SiteKernel) -> bool:
+    """A masked or patch kernel with linearized pixels that compute the identity."""
+    if isinstance(kernel, MaskedKernel):
+        linearized = bool((kernel.mask == 0).any())
+    elif isinstance(kernel, PatchKernel):
+        linearized = bool(kernel.linearized().any())
+    else:
+        return False
+    coeffs = kernel.coeffs.detach().cpu()
+    return linearized and torch.equal(coeffs, torch.tensor([0.0, 1.0, 0.0]).expand_as(coeffs))

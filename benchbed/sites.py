@@ -8,7 +8,8 @@ that counting, pricing, checkpoints and export understand:
                     through a per-channel polynomial ``c2·x² + c1·x + c0`` (identity by default);
                     a site that is all polynomial is a mask of zeros with coefficients;
 - ``PatchKernel``   per channel a patch size: the sign of each patch's mean (one DReLU per patch)
-                    gates every pixel of the patch; a channel may also be identity or zero.
+                    gates every pixel of the patch; a channel may also be zero, or linearized:
+                    its pixels go through the channel's polynomial (identity by default).
 
 A method may install a kernel of its own while it searches (e.g. SNL's continuous alphas), but it
 must freeze every site into a standard kernel before it hands the model back.
@@ -46,6 +47,22 @@ def patch_gate(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def patch_drelus(height: int, width: int, h: int, w: int) -> int:
     """DReLUs of one channel of an ``height``×``width`` map cut into (h, w) patches."""
     return math.ceil(height / min(h, height)) * math.ceil(width / min(w, width))
+
+
+def _polynomial(coeffs: torch.Tensor | None, channels: int, trainable: bool) -> nn.Parameter:
+    """Per-channel ``(c2, c1, c0)`` of ``c2·x² + c1·x + c0`` (identity when None), trained only where
+    the method says so (AutoReP's quadratics), so that an identity bypass stays an identity."""
+    if coeffs is None:
+        coeffs = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
+    if coeffs.shape != (channels, 3):
+        raise BenchbedError(f"polynomial coefficients must be (C,3)=({channels},3), got {tuple(coeffs.shape)}")
+    return nn.Parameter(coeffs.detach().clone().float(), requires_grad=trainable)
+
+
+def _apply_polynomial(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    c = coeffs.to(x.dtype)
+    c2, c1, c0 = (c[:, i].view(1, -1, 1, 1) for i in range(3))
+    return (c2 * x + c1) * x + c0
 
 
 class SiteKernel(nn.Module):
@@ -98,24 +115,14 @@ class MaskedKernel(SiteKernel):
         if mask.dim() != 3:
             raise BenchbedError(f"a site mask must be (C,H,W) or (C,1,1), got shape {tuple(mask.shape)}")
         self.register_buffer("mask", (mask != 0).to(torch.float32))
-        channels = mask.shape[0]
-        if coeffs is None:
-            coeffs = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
-        if coeffs.shape != (channels, 3):
-            raise BenchbedError(f"polynomial coefficients must be (C,3)=({channels},3), got {tuple(coeffs.shape)}")
-        # The mask never trains; the polynomial trains only where the method says so (AutoReP's
-        # quadratics), so that an identity bypass stays an identity through finetuning.
-        self.coeffs = nn.Parameter(coeffs.detach().clone().float(), requires_grad=trainable)
+        self.coeffs = _polynomial(coeffs, mask.shape[0], trainable)  # the mask never trains
 
     @property
     def per_channel(self) -> bool:
         return self.mask.shape[1:] == (1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.coeffs.to(x.dtype)
-        c2, c1, c0 = (c[:, i].view(1, -1, 1, 1) for i in range(3))
-        poly = (c2 * x + c1) * x + c0
-        return torch.where(self.mask.to(torch.bool), F.relu(x), poly)
+        return torch.where(self.mask.to(torch.bool), F.relu(x), _apply_polynomial(self.coeffs, x))
 
     def _kept(self, shape: Shape) -> int:
         return int(self.mask.expand(shape).sum().item())
@@ -137,21 +144,24 @@ class MaskedKernel(SiteKernel):
 class PatchKernel(SiteKernel):
     """One DReLU per patch: ``x · 1[mean(x over patch) > 0]`` broadcast over the patch.
 
-    ``sizes[c]`` is ``(h, w)`` for channel c, ``IDENTITY`` = (0, 0) to remove its ReLU, or
-    ``ZERO`` = (-1, -1) to zero the channel. Border patches are cut by the map (ceil division).
-    The gate carries no gradient; gradients pass to x through the multiplication.
+    ``sizes[c]`` is ``(h, w)`` for channel c, ``IDENTITY`` = (0, 0) to remove its ReLU (its pixels
+    then go through the channel's polynomial ``coeffs[c]``, the identity by default), or ``ZERO`` =
+    (-1, -1) to zero the channel. Border patches are cut by the map (ceil division). The gate carries
+    no gradient; gradients pass to x through the multiplication.
     """
 
     kind = "patch"
     standard = True
 
-    def __init__(self, sizes: Sequence[tuple[int, int]] | torch.Tensor):
+    def __init__(self, sizes: Sequence[tuple[int, int]] | torch.Tensor, coeffs: torch.Tensor | None = None,
+                 trainable: bool = False):
         super().__init__()
         sizes = torch.as_tensor(sizes, dtype=torch.long).reshape(-1, 2)
         for h, w in sizes.tolist():
             if not ((h >= 1 and w >= 1) or (h, w) in (IDENTITY, ZERO)):
                 raise BenchbedError(f"patch size ({h},{w}) is neither h,w >= 1, identity (0,0) nor zero (-1,-1)")
         self.register_buffer("sizes", sizes)
+        self.coeffs = _polynomial(coeffs, len(sizes), trainable)
         groups: dict[tuple[int, int], list[int]] = {}
         for c, hw in enumerate(map(tuple, sizes.tolist())):
             groups.setdefault(hw, []).append(c)
@@ -164,7 +174,7 @@ class PatchKernel(SiteKernel):
         for (h, w), idx in self._groups:
             xs = x.index_select(1, idx.to(x.device))
             if (h, w) == IDENTITY:
-                parts.append(xs)
+                parts.append(_apply_polynomial(self.coeffs.index_select(0, idx.to(x.device)), xs))
             elif (h, w) == ZERO:
                 parts.append(torch.zeros_like(xs))
             else:
@@ -183,8 +193,17 @@ class PatchKernel(SiteKernel):
     def drelus(self, shape: Shape) -> int:
         return sum(n for _, n in self._per_channel(shape))
 
+    def linearized(self) -> torch.Tensor:
+        """Per channel, whether its ReLU was removed (its pixels go through the polynomial)."""
+        return (self.sizes == torch.tensor(IDENTITY, device=self.sizes.device)).all(1)
+
+    def poly_pixels(self, shape: Shape) -> int:
+        _, height, width = shape
+        return height * width * int((self.linearized() & (self.coeffs[:, 0] != 0)).sum())
+
     def spec(self) -> dict:
-        return {"kind": self.kind, "sizes": self.sizes.detach().cpu()}
+        return {"kind": self.kind, "sizes": self.sizes.detach().cpu(), "coeffs": self.coeffs.detach().cpu(),
+                "trainable": self.coeffs.requires_grad}
 
 
 STANDARD_KERNELS = (ReLUKernel, MaskedKernel, PatchKernel)
@@ -197,7 +216,7 @@ def kernel_from_spec(spec: dict) -> SiteKernel:
     if kind == "masked":
         return MaskedKernel(spec["mask"], spec["coeffs"], bool(spec.get("trainable", False)))
     if kind == "patch":
-        return PatchKernel(spec["sizes"])
+        return PatchKernel(spec["sizes"], spec.get("coeffs"), bool(spec.get("trainable", False)))
     raise BenchbedError(f"unknown site kernel kind {kind!r} in checkpoint")
 
 
@@ -244,9 +263,12 @@ class ReLUSite(nn.Module):
         shape = self._require_shape()
         self.set_kernel(MaskedKernel(torch.zeros(shape[0], 1, 1), coeffs, trainable))
 
-    def set_patches(self, sizes: Sequence[tuple[int, int]] | torch.Tensor) -> None:
+    def set_patches(self, sizes: Sequence[tuple[int, int]] | torch.Tensor, coeffs: torch.Tensor | None = None,
+                    trainable: bool = False) -> None:
+        """Per channel a patch size, ``IDENTITY`` or ``ZERO``; identity channels go through the
+        per-channel polynomial ``coeffs`` (identity by default), trained later only if ``trainable``."""
         shape = self._require_shape()
-        kernel = PatchKernel(sizes)
+        kernel = PatchKernel(sizes, coeffs, trainable)
         if kernel.sizes.shape[0] != shape[0]:
             raise BenchbedError(f"{kernel.sizes.shape[0]} patch sizes for a site with {shape[0]} channels")
         self.set_kernel(kernel)

@@ -16,10 +16,13 @@ counts twice and some kernels add actions by hand for accounting (``addCommStats
 - ``aby3``: each kernel's rounds from the protocol as SPU implements it (``KERNEL_ROUNDS``, from
   secretflow/spu ``libspu/mpc/aby3``), times the calls SPU's MPC profile counts. The counts are the
   same in every party, so the figure is the same for every image and every run.
-- ``cheetah``: two parties, so a send never goes to two peers and SPU adds no actions by hand; a
-  kernel's rounds are its busier party's messages (the OT and HE sub-protocols answer each other).
-  This counts every message of the silent-OT setup as a round, a bound from above where the setup
-  sends several messages without waiting for an answer.
+- ``cheetah``: two parties, so a send never goes to two peers and SPU adds no actions by hand; the
+  run's rounds are its busier party's messages over the whole run (its link's send actions; the OT
+  and HE sub-protocols answer each other). Not per kernel: SPU refills a party's silent-OT pool
+  lazily, inside whichever kernel finds it empty, so the two parties' refills may fall in two kernels
+  or in one, while each party sends the same messages in all. This counts every message of the
+  silent-OT setup as a round, a bound from above where the setup sends several messages without
+  waiting for an answer. A kernel's ``rounds`` are its busier party's messages in it, for reading only.
 """
 from __future__ import annotations
 
@@ -204,7 +207,7 @@ def run_executable(executable, args: Sequence[np.ndarray], *, protocol_name: str
     return parse(cap["text"], outputs, executable.code.decode("utf-8", errors="replace"), proto)
 
 
-def _kernel_rounds(proto: Protocol, kernels: dict[str, dict]) -> int:
+def _kernel_rounds(proto: Protocol, kernels: dict[str, dict], send_actions: list[int]) -> int:
     if proto.name in KERNEL_ROUNDS:
         table = KERNEL_ROUNDS[proto.name]
         unknown = sorted(k for k, v in kernels.items() if v["bytes"] and k not in table)
@@ -213,12 +216,12 @@ def _kernel_rounds(proto: Protocol, kernels: dict[str, dict]) -> int:
                                 f"{', '.join(unknown)}; add them to benchbed.spu_runtime.KERNEL_ROUNDS")
         for name, k in kernels.items():
             k["rounds"] = table.get(name, 0) * k["calls"] if k["bytes"] else 0
-    else:
         for k in kernels.values():
-            k["rounds"] = max(k.pop("party_sends"))
+            k.pop("party_sends")
+        return sum(k["rounds"] for k in kernels.values())
     for k in kernels.values():
-        k.pop("party_sends", None)
-    return sum(k["rounds"] for k in kernels.values())
+        k["rounds"] = max(k.pop("party_sends"))
+    return max(send_actions)
 
 
 def parse(text: str, outputs: list[np.ndarray], pphlo: str, proto: Protocol) -> SpuRun:
@@ -240,7 +243,7 @@ def parse(text: str, outputs: list[np.ndarray], pphlo: str, proto: Protocol) -> 
             k["calls"] = max(k["calls"], int(count))
             k["bytes"] += int(send)
             k["party_sends"].append(int(actions))
-    rounds = _kernel_rounds(proto, kernels)
+    rounds = _kernel_rounds(proto, kernels, [link[2] for link in links])
     seconds = [float(m.group(2)) for m in _RE_EXEC.finditer(text)]
     return SpuRun(outputs=outputs, protocol=proto.name, bytes_total=sum(link[0] for link in links),
                   bytes_per_party=[link[0] for link in links], rounds=rounds,

@@ -156,9 +156,9 @@ def _composition_problems(entry: MethodEntry, methods: Methods) -> list[str]:
         if refused:
             problems.append(f"{entry.finetune}'s finetune cannot train {' or '.join(refused)} sites, which "
                             f"{entry.name}'s mask makes ({entry.finetune} accepts {', '.join(sorted(finetune.accepts))})")
-    if entry.bypass == "dapa" and "masked" not in mask.produces:
-        problems.append(f"bypass: dapa gives linearized pixels of masked sites a polynomial; {entry.name} makes "
-                        f"{', '.join(sorted(mask.produces))} sites")
+    if entry.bypass == "dapa" and not {"masked", "patch"} & set(mask.produces):
+        problems.append(f"bypass: dapa gives linearized pixels of masked or patch sites a polynomial; {entry.name} "
+                        f"makes {', '.join(sorted(mask.produces)) or 'no'} sites")
     return problems
 
 

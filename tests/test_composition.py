@@ -8,10 +8,10 @@ from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, counted
 from benchbed.checkpoint import load_checkpoint
 from benchbed.cli import main
 from benchbed.config import MethodEntry
-from benchbed.polynomials import dapa_coefficients, input_statistics
+from benchbed.polynomials import dapa_bypass, dapa_coefficients, input_statistics
 from benchbed.records import entry_records
 from benchbed.runner import SuiteRun
-from benchbed.sites import MaskedKernel
+from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel
 from conftest import plugin
 
 
@@ -59,25 +59,24 @@ def _kind_method(produces=None, accepts=None):
 
 def test_impossible_combinations_fail_validation(write_suite, methods_with, tmp_path, capsys, monkeypatch):
     methods = methods_with(("patcher", _kind_method(produces={"patch"})),
-                           ("poly_trainer", _kind_method(accepts={"relu", "masked"})))
+                           ("poly_trainer", _kind_method(accepts={"relu", "masked"})),
+                           ("coarse", _kind_method(produces={"relu"})))
     monkeypatch.setattr("benchbed.cli.Methods", lambda pm: methods)
     suite = write_suite(methods=[{"name": "patcher", "finetune": "poly_trainer"},
-                                 {"name": "patcher", "bypass": "dapa"},
+                                 {"name": "coarse", "bypass": "dapa"},
                                  {"name": "random_mask", "finetune": "poly_trainer",
                                   "finetune_options": {"dpth": 2}},
                                  {"name": "random_mask", "finetune": "nonexistent"}])
     assert main(["validate", str(suite)]) == 2
     err = capsys.readouterr().err
     assert "methods.0: poly_trainer's finetune cannot train patch sites, which patcher's mask makes" in err
-    assert "methods.1: bypass: dapa gives linearized pixels of masked sites a polynomial; patcher makes patch" in err
+    assert "methods.1: bypass: dapa gives linearized pixels of masked or patch sites a polynomial; coarse makes relu" in err
     assert "methods.2.finetune_options.dpth: Extra inputs are not permitted" in err
     assert "methods.3.finetune: unknown method 'nonexistent'" in err
 
 
 def test_dapa_bypass_fits_the_teachers_statistics(make_ctx):
     ctx, student = make_ctx(None)
-    from benchbed.polynomials import dapa_bypass
-
     site_name, site = next(iter(counted_sites(student).items()))
     mask = torch.zeros(site.shape)
     mask[0] = 1  # channel 0 keeps its ReLUs
@@ -118,5 +117,31 @@ def test_autoreps_finetune_refuses_knapsacks_patches(write_suite, capsys):
     suite = write_suite(methods=[{"name": "knapsack", "finetune": "autorep"}, {"name": "knapsack", "bypass": "dapa"}])
     assert main(["validate", str(suite)]) == 2
     err = capsys.readouterr().err
-    assert "autorep's finetune cannot train patch sites, which knapsack's mask makes" in err
-    assert "methods.1: bypass: dapa gives linearized pixels of masked sites a polynomial; knapsack makes patch" in err
+    assert "methods.0: autorep's finetune cannot train patch sites, which knapsack's mask makes" in err
+    assert "methods.1" not in err, "DaPa on knapsack's linearized channels is a valid entry"
+
+
+def test_dapa_on_knapsacks_linearized_channels(make_ctx):
+    """``knapsack + DaPa``: the patch sites' linearized channels get the teacher's DaPa quadratic;
+    gated and zeroed channels, and the DReLU count, are untouched."""
+    ctx, student = make_ctx(None)
+    site_name, site = next(iter(counted_sites(student).items()))
+    channels = site.shape[0]
+    sizes = [IDENTITY if c % 3 == 0 else ZERO if c % 3 == 1 else (2, 2) for c in range(channels)]
+    site.set_patches(sizes)
+    drelus = site.drelus
+    images = ctx.sample_train_images(64)
+    assert dapa_bypass(student, ctx.teacher, images) == [site_name]
+    teacher_site = dict(ctx.teacher.named_modules())[site_name]
+    mu, sigma = input_statistics(ctx.teacher, {site_name: teacher_site}, images)[site_name]
+    expected = torch.stack(dapa_coefficients(mu, sigma), 1).float()
+    kernel = site.kernel
+    assert isinstance(kernel, PatchKernel) and kernel.coeffs.requires_grad and site.drelus == drelus
+    torch.testing.assert_close(kernel.sizes, torch.tensor(sizes))
+    torch.testing.assert_close(kernel.coeffs.detach(), expected)
+    x = torch.randn(2, *site.shape)
+    out = site(x)
+    c2, c1, c0 = (expected[0::3, i].view(1, -1, 1, 1) for i in range(3))
+    torch.testing.assert_close(out[:, 0::3], c2 * x[:, 0::3] ** 2 + c1 * x[:, 0::3] + c0)
+    assert (out[:, 1::3] == 0).all()
+    assert dapa_bypass(student, ctx.teacher, images) == [], "a fitted bypass is not refitted"

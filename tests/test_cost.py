@@ -7,9 +7,11 @@ from torch import nn
 
 from benchbed.cli import main
 from benchbed.config import SecureCostSettings
-from benchbed.cost import CostProfile, PROFILE_FILES, aby3_profile, linear_key, price, securenn_profile
+from benchbed.cost import CostProfile, PROFILE_FILES, aby3_profile, beaver_batches, linear_key, price, securenn_profile
 from benchbed.dual_bn import convert_dual_bn
 from benchbed.models import WideResNet, build_model
+from dataclasses import replace
+
 from benchbed.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
 
 # Round numbers, so that every expected figure below can be checked by hand.
@@ -83,6 +85,11 @@ def test_patch_site_by_hand():
     sites(model)["2"].set_patches([IDENTITY, IDENTITY])
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
     assert cost["bytes"] == 0 and cost["rounds"] == 0 and cost["drelus"] == 0
+    # a linearized channel given a quadratic (bypass: dapa) prices its 16 pixels as replaced pixels
+    sites(model)["2"].set_patches([(3, 3), IDENTITY], torch.tensor([[0.0, 1.0, 0.0], [0.1, 0.9, 0.05]]), trainable=True)
+    cost = layer(price(model, (1, 4, 4), NETS, P), "2")
+    assert cost["drelus"] == 4 and cost["secure_mults"] == 16 + 2 * 16
+    assert cost["bytes"] == 50 * 4 + 7 * 16 + 20 * 16 and cost["rounds"] == 5 + 3 + 4
 
 
 def test_batchnorm_folds_only_into_a_conv_whose_only_user_it_is():
@@ -161,3 +168,39 @@ def test_unknown_profile_is_a_suite_error(write_suite, capsys):
     assert main(["validate", str(write_suite(secure_cost={"profiles": ["aby3", "garbled"]}))]) == 2
     assert ("secure_cost.profiles.1: unknown profile 'garbled'; installed: aby3, cheetah, securenn"
             in capsys.readouterr().err)
+
+
+def test_triples_are_drawn_in_batches_as_spus_cheetah_draws_them():
+    """A product of n takes n triples from the cache; a cache short of n first gains ceil(n/T)
+    batches of T (by hand, T = 100)."""
+    p = replace(P, beaver_batch_triples=100, beaver_batch_bytes=1000, beaver_batch_rounds=4)
+    assert beaver_batches([32, 32], p) == 1, "one batch of 100 serves both"
+    assert beaver_batches([32, 32, 60], p) == 2, "36 left < 60: one more batch (136), 76 left"
+    assert beaver_batches([250], p) == 3 and beaver_batches([100, 1], p) == 2
+    assert beaver_batches([250], replace(p, beaver_direct_min=200)) == 0, "large products skip the triples"
+    assert beaver_batches([250], P) == 0, "a protocol without triples on demand"
+    model = toy()
+    sites(model)["2"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)  # 2 products of 32
+    setup = layer(price(model, (1, 4, 4), NETS, replace(p, mult_setup_bytes=500, mult_setup_rounds=2)), "setup")
+    assert setup["bytes"] == 500 + 1000 and setup["rounds"] == 2 + 4
+
+
+def test_products_are_counted_in_forward_order():
+    """Sites of 32 and 48 replaced pixels, the second defined first: four products in forward order,
+    32, 32, 48, 48. With T = 20, by hand: 2 batches (8 left), 2 (16), 3 (28), 3 (40) = 10; the
+    definition order (48, 48, 32, 32) would draw 3 + 3 + 2 + 0 = 8."""
+    class TwoSites(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.late, self.early = nn.ReLU(), nn.ReLU()
+            self.conv1, self.conv2 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.late(self.conv2(self.early(self.conv1(x)))).flatten(1)
+
+    model = convert_relus(TwoSites(), (1, 4, 4))
+    named = sites(model)
+    named["early"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)
+    named["late"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 3), trainable=True)
+    p = replace(P, beaver_batch_triples=20, beaver_batch_bytes=1000, beaver_batch_rounds=4)
+    assert layer(price(model, (1, 4, 4), NETS, p), "setup")["bytes"] == 10 * 1000

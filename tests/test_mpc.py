@@ -221,6 +221,18 @@ def test_site_costs_follow_the_profile():
                                + PROFILE["constant_bytes"])
     assert run.rounds == PROFILE["compare_rounds"] + PROFILE["select_rounds"] + PROFILE["constant_rounds"]
 
+    # linearized channels with a trained quadratic (bypass: dapa on patches): secret coefficients, priced
+    # as replaced pixels, computed beside the gated channels
+    coeffs = torch.tensor(_cycle(COEFFS, 16))
+    run, expected, site, fn = _site_alone(lambda s: s.set_patches(_cycle(PATCHES, 16), coeffs, trainable=True), x)
+    np.testing.assert_allclose(run.outputs[0], expected, atol=1e-3)
+    assert fn.weight_names == ["0.coeffs"]
+    linearized = sum(1 for hw in _cycle(PATCHES, 16) if hw == (0, 0))
+    assert run.bytes_total == (site.drelus * PROFILE["compare_bytes"] + site.relus * PROFILE["select_bytes"]
+                               + linearized * 64 * PROFILE["poly_bytes"] + PROFILE["constant_bytes"])
+    assert run.rounds == (PROFILE["compare_rounds"] + PROFILE["select_rounds"] + PROFILE["poly_rounds"]
+                          + PROFILE["constant_rounds"])
+
 
 def test_trained_polynomial_coefficients_are_secret_weights():
     """AutoReP's coefficients are weights: SPU gets them as secret inputs, never as constants in the

@@ -84,13 +84,15 @@ def test_all_polynomial_site():
     assert site.drelus == 0 and site.poly_pixels == 4
 
 
-def _patch_reference(x: np.ndarray, sizes: list[tuple[int, int]]) -> np.ndarray:
-    """Per-channel, per-patch loop: the sign of each patch's mean gates the whole patch."""
+def _patch_reference(x: np.ndarray, sizes: list[tuple[int, int]], coeffs: np.ndarray | None = None) -> np.ndarray:
+    """Per-channel, per-patch loop: the sign of each patch's mean gates the whole patch; a linearized
+    channel computes its quadratic (the identity without ``coeffs``)."""
     out = np.zeros_like(x)
     _, channels, height, width = x.shape
     for c, (h, w) in enumerate(sizes):
         if (h, w) == IDENTITY:
-            out[:, c] = x[:, c]
+            c2, c1, c0 = coeffs[c] if coeffs is not None else (0.0, 1.0, 0.0)
+            out[:, c] = c2 * x[:, c] ** 2 + c1 * x[:, c] + c0
             continue
         if (h, w) == ZERO:
             continue
@@ -121,6 +123,24 @@ def test_patch_kernel_matches_loop(height, width, sizes, seed):
     site.set_patches(sizes)
     np.testing.assert_allclose(site(x).numpy(), _patch_reference(x.numpy(), sizes), atol=1e-12)
     assert site.drelus == _patch_drelus(site.shape, sizes)
+
+
+def test_patch_kernels_linearized_channels_compute_their_polynomial():
+    sizes = [(2, 2), IDENTITY, ZERO, IDENTITY]
+    coeffs = torch.tensor([[9.0, 9.0, 9.0], [0.2, 0.7, -0.1], [9.0, 9.0, 9.0], [0.0, 1.0, 0.0]])  # float32, as kept
+    x = torch.randn(3, 4, 5, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    site = _site((4, 5, 5))
+    site.set_patches(sizes, coeffs, trainable=True)
+    out = site(x)
+    np.testing.assert_allclose(out.detach().numpy(), _patch_reference(x.numpy(), sizes, coeffs.double().numpy()), atol=1e-12)
+    assert site.drelus == 9 and site.relus == 25
+    assert site.poly_pixels == 25, "one linearized channel has a square term"
+    out.sum().backward()
+    grad = site.kernel.coeffs.grad
+    assert grad[1].abs().sum() > 0 and grad[0].abs().sum() == grad[2].abs().sum() == 0, "only linearized channels train"
+    rebuilt = PatchKernel(**{k: v for k, v in site.kernel.spec().items() if k != "kind"})
+    torch.testing.assert_close(rebuilt.coeffs, site.kernel.coeffs.detach().float())
+    assert rebuilt.coeffs.requires_grad
 
 
 def test_patch_one_by_one_is_relu_and_gradient_flows():
@@ -177,6 +197,26 @@ def test_checkpoint_round_trip_keeps_every_kernel(tmp_path):
     torch.testing.assert_close(loaded(x), model(x))
     assert [c.kind for c in site_counts(loaded)] == [c.kind for c in site_counts(model)]
     assert drelu_count(loaded) == drelu_count(model)
+
+
+def test_patch_checkpoints_saved_before_patch_polynomials_still_load(tmp_path):
+    model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8), mean=[0.5], std=[0.25])
+    site_name, site = list(sites(model).items())[2]
+    site.set_patches([(2, 3)] * 8 + [IDENTITY] * 4 + [ZERO] * 4)
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path, model_name="resnet_narrow", num_classes=10, input_shape=(1, 8, 8),
+                    mean=(0.5,), std=(0.25,))
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"].pop(f"{site_name}.kernel.coeffs")
+    for key in ("coeffs", "trainable"):
+        payload["sites"][site_name].pop(key)
+    torch.save(payload, path)
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(load_checkpoint(path).eval()(x), model.eval()(x))
+    payload["state_dict"].pop("conv1.weight")  # any other missing weight is still refused
+    torch.save(payload, path)
+    with pytest.raises(BenchbedError, match="does not match its model"):
+        load_checkpoint(path)
 
 
 def test_identity_bypass_does_not_train_unless_asked():
