@@ -14,13 +14,13 @@ from benchbed.hookspecs import hookimpl
 from benchbed.models import stage_modules
 from benchbed.polynomials import dapa_bypass, dapa_coefficients
 from benchbed.robust_training import adversarial, augmix
-from benchbed.sites import (IDENTITY, ZERO, MaskedKernel, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
+from benchbed.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
                             relu_count, sites)
 from benchbed.training import accuracy, cross_entropy, distillation, distilled_finetune, fit, kd_loss, planned_steps
 
 __all__ = [
     "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "DataBundle", "DistillationOptions", "EntryContext",
-    "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel", "MethodInfo", "PublishedResult", "ReLUSite", "RobustTraining",
+    "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel", "MethodInfo", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix", "bn_path",
     "convert_dual_bn", "counted_sites", "cross_entropy", "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune",
     "drelu_count",

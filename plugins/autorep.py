@@ -30,7 +30,7 @@ from pydantic import Field
 from torch import nn
 
 from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskedKernel, MaskResult,
-                          MethodInfo, PublishedResult, SiteKernel, TrainRecipe, counted_sites, dapa_bypass,
+                          MethodInfo, PatchKernel, PublishedResult, SiteKernel, TrainRecipe, counted_sites, dapa_bypass,
                           dapa_coefficients, distillation, fit, hookimpl)
 
 # The paper's top-1 at 12.9K ReLUs on ResNet-18 without a stem ReLU (arXiv:2308.10134).
@@ -124,7 +124,7 @@ def method_info() -> MethodInfo:
     return MethodInfo(description="hysteresis-gated ReLU indicators with straight-through scores; replaced "
                                   "pixels use DaPa polynomials; hinge budget penalty",
                       paper="Peng et al., ICCV 2023, arXiv:2308.10134", options=Options, paper_recipe=PAPER_RECIPE,
-                      produces=frozenset({"masked"}), accepts=frozenset({"relu", "masked"}), published=PUBLISHED)
+                      produces=frozenset({"masked"}), accepts=frozenset({"relu", "masked", "patch"}), published=PUBLISHED)
 
 
 class AutoRePKernel(SiteKernel):
@@ -274,8 +274,10 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
     if opts.finetune is None:
         return FinetuneResult(model, {"finetune": "none (as in the paper)"})
     info = {}
-    if any(isinstance(s.kernel, MaskedKernel) and not s.kernel.coeffs.requires_grad for s in counted_sites(model).values()):
-        # Another method's mask with identity bypasses: AutoReP trains DaPa polynomials there, fitted first.
+    if any(isinstance(s.kernel, (MaskedKernel, PatchKernel)) and not s.kernel.coeffs.requires_grad
+           for s in counted_sites(model).values()):
+        # Another method's mask with identity bypasses (pixels or patch channels): AutoReP trains DaPa
+        # polynomials there, fitted first.
         if not ctx.clock.allows_forward(DAPA_FIT_IMAGES):
             raise BenchbedError("autorep: no compute budget left to fit DaPa polynomials")
         info["dapa_fitted_sites"] = dapa_bypass(model, ctx.teacher, ctx.sample_train_images(DAPA_FIT_IMAGES))

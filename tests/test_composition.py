@@ -113,12 +113,23 @@ def test_built_in_finetunes_take_other_methods_masks(write_suite, tmp_path):
     assert "clean_accuracy_adv_bn" in rlnet["metrics"], "RLNet gave the model its dual BN and evaluated both paths"
 
 
-def test_autoreps_finetune_refuses_knapsacks_patches(write_suite, capsys):
-    suite = write_suite(methods=[{"name": "knapsack", "finetune": "autorep"}, {"name": "knapsack", "bypass": "dapa"}])
-    assert main(["validate", str(suite)]) == 2
-    err = capsys.readouterr().err
-    assert "methods.0: autorep's finetune cannot train patch sites, which knapsack's mask makes" in err
-    assert "methods.1" not in err, "DaPa on knapsack's linearized channels is a valid entry"
+def test_autoreps_finetune_trains_dapa_on_knapsacks_linearized_channels(write_suite, tmp_path):
+    suite = write_suite(budgets=[64], methods=[
+        {"name": "knapsack", "options": {"min_distortion_images": 8}, "finetune": "autorep",
+         "finetune_options": {"finetune": {"batch_size": 64}}},
+        {"name": "knapsack", "options": {"min_distortion_images": 8}, "bypass": "dapa"}])
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
+    records = _records(tmp_path / "run")
+    assert counts["ok"] == 2, {k: r.get("error") for k, r in records.items()}
+    for key, fitted in (("knapsack-autorep__64__s0", lambda r: r["finetune"]["dapa_fitted_sites"]),
+                        ("knapsack+dapa__64__s0", lambda r: r["bypass"]["sites"])):
+        record = records[key]
+        assert fitted(record), f"{key}: DaPa reached knapsack's linearized channels"
+        assert record["drelus"] <= 64
+        model = load_checkpoint(tmp_path / "run" / "entries" / record["checkpoint"])
+        polynomials = [s.kernel for s in counted_sites(model).values()
+                       if isinstance(s.kernel, PatchKernel) and s.kernel.coeffs.requires_grad]
+        assert polynomials and any(bool((k.coeffs[k.linearized(), 0] != 0).any()) for k in polynomials)
 
 
 def test_dapa_on_knapsacks_linearized_channels(make_ctx):
