@@ -9,7 +9,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +111,7 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
         extra_loss: Callable[[], torch.Tensor] | None = None, select_on_val: bool = True,
         on_epoch_end: Callable[[int, float], bool | None] | None = None, label: str = "train",
         cost_per_image: float = 1.0, step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-        part: str | None = None, resume: Path | None = None) -> FitResult:
+        part: str | None = None, resume: Path | None = None, period: float = 1.0) -> FitResult:
     """Train ``model`` for ``epochs`` (default: the recipe's), never past the entry's compute budget.
 
     ``loss_fn(logits, y, x)`` defaults to cross-entropy; ``extra_loss()`` is added every step
@@ -120,16 +120,22 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
     each image of a batch costs, extra passes and attack steps included (the method charges all
     but the first itself); the schedule is planned over the steps the budget will pay for, so a
     cosine or step schedule ends where it is meant to, however much a step costs. After every
-    epoch the validation accuracy is measured; with ``select_on_val`` the best epoch's weights are
-    restored at the end. ``on_epoch_end(epoch, val_accuracy)`` may return True to stop early.
+    ``period`` epochs of steps (1: every epoch; less for a method that must act several times within
+    an epoch, e.g. SNL's lambda over a short search) the validation accuracy is measured; with
+    ``select_on_val`` the best period's weights are restored at the end. ``on_epoch_end(index,
+    val_accuracy)``, called after each period (``index`` counts periods), may return True to stop
+    early. Epochs are whole shuffled passes whatever the period.
     With ``part``, a stage that runs fewer epochs than asked is recorded as a cut of that part.
     With ``resume``, the loop's whole state is saved there after every epoch and picked up from it on
     the next call, so an interrupted stage (the teacher's hours on CIFAR) continues where it stopped.
     """
+    if resume is not None and period != 1:
+        raise ValueError("fit resumes on whole epochs: period must be 1 with resume")
     asked = recipe.epochs if epochs is None else epochs
     n_train = len(ctx.data.train_y)
     batch_size = min(recipe.batch_size, n_train)
     steps_per_epoch = max(1, n_train // batch_size)
+    steps_per_period = max(1, round(period * steps_per_epoch))
     total_steps = planned_steps(ctx, asked, batch_size, cost_per_image)
     loss_fn = loss_fn or cross_entropy(recipe.label_smoothing)
     optimizer = make_optimizer(model.parameters() if params is None else params, recipe)
@@ -152,9 +158,18 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
                                                       state["best_epoch"], state["history"])
         best_state = state["best_state"]
         ctx.log(f"{label}: resumed at epoch {epoch} from {resume}")
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]] = iter(())
     while step < total_steps and not ctx.clock.exhausted:
         model.train()
-        for x, y in ctx.train_batches(batch_size):
+        taken = 0
+        while taken < steps_per_period and step < total_steps:
+            batch = next(batches, None)
+            if batch is None:  # an epoch ended: the next one is a fresh shuffle
+                batches = ctx.train_batches(batch_size)
+                batch = next(batches, None)
+                if batch is None:  # the compute budget cannot pay for another batch
+                    break
+            x, y = batch
             if step_loss is not None:
                 loss = step_loss(x, y)
             else:
@@ -168,8 +183,9 @@ def fit(model: nn.Module, ctx: EntryContext, recipe: TrainRecipe, *, epochs: flo
             optimizer.step()
             scheduler.step()
             step += 1
-            if step >= total_steps:
-                break
+            taken += 1
+        if not taken:
+            break
         val_acc = accuracy(model, ctx.data.val_x, ctx.data.val_y)
         history.append({"epoch": epoch, "val_accuracy": val_acc, "lr": optimizer.param_groups[0]["lr"]})
         ctx.progress(label, step / total_steps, 1.0)

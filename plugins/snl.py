@@ -53,6 +53,8 @@ class Options(DistillationOptions):
     on_track_by: float = Field(0.6, gt=0, le=1, description="share of the planned search epochs by which the count "
                                                            "should reach the budget (the rest absorbs the lag of "
                                                            "pruning behind lambda)")
+    lambda_period: float = Field(1.0, gt=0, le=1, description="epochs between lambda updates (the paper: 1); a search "
+                                                             "of an epoch or two needs several updates an epoch")
     alive_threshold: float = Field(1e-2, description="an alpha above this counts as a live ReLU")
     alpha_lr: float | None = Field(None, gt=0, description="lr of the alphas (default: the search lr)")
     search: TrainRecipe = Field(
@@ -106,10 +108,10 @@ class AlphaKernel(SiteKernel):
     drelus = relus
 
 
-def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Options,
+def next_lambda(lam: float, epoch: float, alive: int, best_alive: int, opts: Options,
                 behind: bool = False) -> float:
-    """SNL's schedule: grow lambda when an epoch (from ``lambda_patience_start`` on) set no new low;
-    grow it ×``lambda_catch_up`` instead after an epoch that was ``behind`` the pace to the budget."""
+    """SNL's schedule: grow lambda when a period (from epoch ``lambda_patience_start`` on) set no new
+    low; grow it ×``lambda_catch_up`` instead after a period that was ``behind`` the pace to the budget."""
     if behind:
         return lam * opts.lambda_catch_up
     if epoch >= opts.lambda_patience_start and alive >= best_alive:
@@ -117,9 +119,9 @@ def next_lambda(lam: float, epoch: int, alive: int, best_alive: int, opts: Optio
     return lam
 
 
-def needed_ratio(alive: int, budget: int, epochs_left: float) -> float:
-    """Per-epoch ratio of the alive count that reaches ``budget`` in ``epochs_left`` epochs (at least one)."""
-    return (budget / alive) ** (1 / max(1.0, epochs_left))
+def needed_ratio(alive: int, budget: int, periods_left: float) -> float:
+    """Per-period ratio of the alive count that reaches ``budget`` in ``periods_left`` periods (at least one)."""
+    return (budget / alive) ** (1 / max(1.0, periods_left))
 
 
 
@@ -174,14 +176,15 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     batch = min(opts.search.batch_size, len(ctx.data.train_y))
     planned = planned_steps(ctx, search_epochs, batch) / max(1, len(ctx.data.train_y) // batch)
 
-    def after_epoch(epoch: int, val_acc: float) -> bool:
+    def after_period(index: int, val_acc: float) -> bool:
         count = alive()
+        epoch = index * opts.lambda_period
         behind = None
         if opts.lambda_schedule == "on_track" and count > ctx.budget:
-            needed = needed_ratio(state["previous"], ctx.budget, opts.on_track_by * planned - epoch)
+            needed = needed_ratio(state["previous"], ctx.budget, (opts.on_track_by * planned - epoch) / opts.lambda_period)
             behind = count / state["previous"] > needed
-        state["trace"].append({"epoch": epoch, "alive": count, "lambda": state["lambda"], "val_accuracy": val_acc,
-                               **({} if behind is None else {"behind_pace": behind})})
+        state["trace"].append({"epoch": round(epoch, 4), "alive": count, "lambda": state["lambda"],
+                               "val_accuracy": val_acc, **({} if behind is None else {"behind_pace": behind})})
         state["lambda"] = next_lambda(state["lambda"], epoch, count, state["best"], opts, bool(behind))
         state["previous"] = count
         state["best"] = min(state["best"], count)
@@ -191,7 +194,8 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     penalty = lambda: state["lambda"] * sum(a.abs().sum() for a in alphas)  # noqa: E731
     result = fit(model, ctx, opts.search, epochs=search_epochs, params=params, extra_loss=penalty,
                  loss_fn=distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight),
-                 select_on_val=False, on_epoch_end=after_epoch, label=f"{ctx.method} mask search")
+                 select_on_val=False, on_epoch_end=after_period, period=opts.lambda_period,
+                 label=f"{ctx.method} mask search")
     final_alive = alive()
     masks = binarize({n: k.alpha for n, k in kernels.items()}, {n: s.shape for n, s in sites.items()}, ctx.budget)
     for name, site in sites.items():

@@ -153,6 +153,36 @@ def test_the_search_reaches_the_budget_within_its_share_of_a_smoke_sized_budget(
     assert "mask_search" not in ctx.cuts
 
 
+def test_a_one_epoch_search_updates_lambda_several_times_an_epoch(make_ctx):
+    """Two epochs of compute leave the search one: with the paper's one lambda update an epoch the
+    on-track rule never acts; with ten an epoch it doubles lambda after every period behind pace."""
+    infos = {}
+    for period in (1.0, 0.1):
+        ctx, student = make_ctx(_opts(lambda_init=1e-4, alpha_lr=0.1, lambda_patience_start=0, lambda_period=period),
+                                budget=256, epochs=2.0)
+        infos[period] = snl.build_mask(ctx=ctx, model=student).info
+    assert [t["epoch"] for t in infos[1.0]["trace"]] == [0]
+    trace = infos[0.1]["trace"]
+    assert [t["epoch"] for t in trace] == pytest.approx([i / 10 for i in range(10)])
+    for before, after in zip(trace, trace[1:]):
+        assert after["lambda"] == pytest.approx(before["lambda"] * (2.0 if before["behind_pace"] else 1.0))
+    assert infos[0.1]["final_lambda"] > 100 * infos[1.0]["final_lambda"]
+    assert infos[0.1]["alive_at_stop"] < infos[1.0]["alive_at_stop"]
+
+
+def test_fit_periods_split_whole_shuffled_epochs(make_ctx):
+    """Validation and the callback come every period; the batches are the same whole epochs."""
+    weights, calls = {}, {}
+    for period in (1.0, 0.25):
+        ctx, student = make_ctx(None, epochs=2.0)
+        seen = []
+        training.fit(student, ctx, training.TrainRecipe(epochs=2, lr=0.01, batch_size=64), select_on_val=False,
+                     period=period, on_epoch_end=lambda i, acc: seen.append(i))
+        weights[period], calls[period] = [p.detach().clone() for p in student.parameters()], seen
+    assert calls[1.0] == [0, 1] and calls[0.25] == list(range(8))
+    assert all(torch.equal(a, b) for a, b in zip(weights[1.0], weights[0.25]))
+
+
 def test_paper_recipe_runs_the_paper_schedule_alone():
     info = snl.method_info()
     recipe = info.paper_recipe
