@@ -7,7 +7,9 @@ the clear; BatchNorm after a convolution is folded into it; the global average p
 the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
 identity pixels pass for free and every other replaced pixel computes its channel's quadratic with
 SECRET coefficients (trained polynomials are weights); a patch site compares one sum per patch,
-selects the gated pixels, and prices its linearized channels as replaced pixels. Layers run one after another, so rounds add up.
+selects the gated pixels, and prices its linearized channels as replaced pixels. Layers run one after
+another, so rounds add up. A 2PC profile also prices the one-time setup and the Beaver triples its
+secret products draw, in the batches SPU draws them.
 
 Two byte conventions: ``comm_mb`` is what all parties send together (the figure papers report);
 ``busiest_party_mb`` is what the busiest party sends. Parties send in parallel on their own links,
