@@ -60,6 +60,13 @@ def load_checkpoint(path: str | Path, **expect) -> nn.Module:
     return model_from_payload(payload, str(path), **expect)
 
 
+def _legacy_patch_coeffs(key: str, specs: dict[str, dict]) -> bool:
+    """A kernel's coefficients that a checkpoint from before patch kernels had polynomials lacks: its
+    spec has none either, and the rebuilt kernel's identity is what it computed."""
+    site, _, leaf = key.rpartition(".kernel.")
+    return leaf == "coeffs" and site in specs and "coeffs" not in specs[site]
+
+
 def model_from_payload(payload: object, source: str = "checkpoint", *, expect_model: str | None = None,
                        expect_classes: int | None = None, expect_input_shape: tuple[int, ...] | None = None,
                        expect_mean: tuple[float, ...] | None = None, expect_std: tuple[float, ...] | None = None) -> nn.Module:
@@ -87,11 +94,8 @@ def model_from_payload(payload: object, source: str = "checkpoint", *, expect_mo
         convert_dual_bn(model)
     try:
         apply_site_specs(model, payload["sites"])
-        # Patch kernels saved before they had polynomials carry no coefficients: theirs are the identity
-        # the spec already rebuilt.
         missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-        missing = [k for k in missing if not (k.endswith(".kernel.coeffs") and "coeffs" not in
-                                              payload["sites"].get(k[:-len(".kernel.coeffs")], {"coeffs": 0}))]
+        missing = [k for k in missing if not _legacy_patch_coeffs(k, payload["sites"])]
         if missing or unexpected:
             raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
     except (RuntimeError, KeyError, TypeError) as exc:
