@@ -15,7 +15,7 @@ from benchbed.models import stage_modules
 from benchbed.polynomials import dapa_bypass, dapa_coefficients
 from benchbed.robust_training import adversarial, augmix
 from benchbed.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
-                            relu_count, sites)
+                            eval_mode, relu_count, sites)
 from benchbed.training import accuracy, cross_entropy, distillation, distilled_finetune, fit, kd_loss, planned_steps
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel", "MethodInfo", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix", "bn_path",
     "convert_dual_bn", "counted_sites", "cross_entropy", "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune",
-    "drelu_count",
+    "drelu_count", "eval_mode",
     "evaluate_model", "fit", "has_dual_bn", "hookimpl", "kd_loss", "patch_drelus", "patch_gate", "planned_steps",
     "relu_count",
     "sites", "stage_modules", "to_float",

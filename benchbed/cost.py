@@ -29,7 +29,7 @@ from benchbed.config import SecureCostSettings
 from benchbed.dual_bn import DualBatchNorm2d
 from benchbed.errors import BenchbedError
 from benchbed.jax_export import folded_batchnorms, secret_polynomial_channels
-from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, sites
+from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, probe_forward, sites
 
 PRIMITIVES = ("relu", "compare", "select", "poly", "affine", "linear", "constant")
 
@@ -208,19 +208,9 @@ def linear_layers(model: nn.Module, input_shape: tuple[int, int, int]
         is_folded = name in folded or name.rpartition(".")[0] in folded
         order.append((name, module, tuple(inputs[0][0].shape), output[0].numel(), is_folded))
 
-    watched = [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
-               and not isinstance(m, DualBatchNorm2d)]
-    handles = [m.register_forward_hook(hook) for m in watched]
-    param = next(model.parameters())
-    try:
-        with torch.no_grad():
-            was_training = model.training
-            model.eval()
-            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-            model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
+    probe_forward(model, input_shape, {m: hook for m in model.modules()
+                                       if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
+                                       and not isinstance(m, DualBatchNorm2d)})
     return order
 
 
@@ -249,17 +239,8 @@ def _product_calls(model: nn.Module, input_shape: tuple[int, int, int], layers: 
     if not products:
         return []
     order: list[str] = []
-    handles = [m.register_forward_hook(lambda m, i, o, name=name: order.append(name))
-               for name, m in model.named_modules() if name in products]
-    param = next(model.parameters())
-    was_training = model.training
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    probe_forward(model, input_shape, {m: lambda m, i, o, name=name: order.append(name)
+                                       for name, m in model.named_modules() if name in products})
     return [n for name in order for n in products[name]]
 
 

@@ -38,7 +38,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from benchbed.dual_bn import DualBatchNorm2d
 from benchbed.errors import BenchbedError
 from benchbed.models import Normalize
-from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite
+from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, eval_mode
 
 _LEAVES = (ReLUSite, Normalize, DualBatchNorm2d, nn.BatchNorm2d, nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d)
 
@@ -187,9 +187,7 @@ def folded_batchnorms(model: nn.Module, input_shape: Sequence[int]) -> set[str]:
 def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[torch.fx.GraphModule, dict[str, nn.Module]]:
     """The model's fx graph with shapes, traced in eval mode (inference is what is exported); the
     model's own mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         try:
             graph = _Tracer().trace(model)
         except Exception as exc:  # fx raises many types for data-dependent control flow
@@ -200,8 +198,6 @@ def _trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[torch.fx.Graph
         device = param.device if param is not None else torch.device("cpu")
         with torch.no_grad():
             ShapeProp(gm).propagate(torch.zeros(1, *input_shape, device=device))
-    finally:
-        model.train(was_training)
     return gm, dict(gm.named_modules())
 
 

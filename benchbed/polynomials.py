@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from benchbed.sites import MaskedKernel, PatchKernel, ReLUSite, SiteKernel
+from benchbed.sites import MaskedKernel, PatchKernel, ReLUSite, SiteKernel, eval_mode
 
 
 def dapa_coefficients(mu: torch.Tensor, sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -39,15 +39,13 @@ def input_statistics(model: nn.Module, sites: dict[str, ReLUSite], images: torch
         return record
 
     handles = [site.register_forward_pre_hook(hook(n)) for n, site in sites.items()]
-    was_training = model.training
-    model.eval()
     try:
-        for start in range(0, len(images), batch_size):
-            model(images[start:start + batch_size])
+        with eval_mode(model):
+            for start in range(0, len(images), batch_size):
+                model(images[start:start + batch_size])
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     stats = {}
     for name, (total, squares, count) in sums.items():
         mean = total / max(1, count)

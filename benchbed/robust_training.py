@@ -10,6 +10,7 @@ from torchvision.transforms import v2
 from benchbed.attacks import pgd
 from benchbed.config import RobustTraining
 from benchbed.dual_bn import bn_path
+from benchbed.sites import eval_mode
 from benchbed.training import LossFn
 
 
@@ -25,13 +26,9 @@ def augmix(x: torch.Tensor, settings: RobustTraining) -> torch.Tensor:
 def adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: RobustTraining, objective=None) -> torch.Tensor:
     """PGD examples through the adversarial BN path, generated in eval mode so that the attack's
     forward passes leave the BatchNorm statistics alone."""
-    was_training = model.training
-    model.eval()
     extra = {} if objective is None else {"objective": objective}
-    with bn_path(model, "adv"):
-        adv = pgd(model, x, y, eps=settings.eps, step=settings.step, steps=settings.pgd_steps, **extra)
-    model.train(was_training)
-    return adv
+    with eval_mode(model), bn_path(model, "adv"):
+        return pgd(model, x, y, eps=settings.eps, step=settings.step, steps=settings.pgd_steps, **extra)
 
 
 def robust_teacher_loss(model: nn.Module, settings: RobustTraining) -> LossFn:

@@ -23,6 +23,7 @@ from benchbed.data import load_dataset, to_float
 from benchbed.errors import BenchbedError
 from benchbed.jax_export import export
 from benchbed.records import read_json, write_json
+from benchbed.sites import eval_mode
 from benchbed.spu_runtime import FIELD, compile_spu, protocol, run_executable, spu_version
 
 MEASUREMENTS_DIR = "secure_infer"
@@ -73,13 +74,8 @@ def measure(model: nn.Module, images: torch.Tensor, *, protocol_name: str = "aby
 def _plaintext_logits(model: nn.Module, images: torch.Tensor) -> np.ndarray:
     param = next(iter(list(model.parameters()) + list(model.buffers())), None)
     device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(images.to(device)).float().cpu().numpy()
-    finally:
-        model.train(was_training)
+    with torch.no_grad(), eval_mode(model):
+        return model(images.to(device)).float().cpu().numpy()
 
 
 def secure_inference(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1, protocol_name: str = "aby3",

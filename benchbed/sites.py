@@ -17,8 +17,9 @@ must freeze every site into a standard kernel before it hands the model back.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -307,15 +308,36 @@ def counted_sites(model: nn.Module) -> dict[str, ReLUSite]:
 
 
 @torch.no_grad()
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode for the block; its own mode is restored afterwards, whatever happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def probe_forward(model: nn.Module, input_shape: Sequence[int],
+                  hooks: dict[nn.Module, Callable] | None = None) -> None:
+    """One eval-mode, no-grad forward pass of a zero image of ``input_shape``, with ``hooks``
+    (module -> forward hook) attached for it only: how the core reads a model's structure."""
+    handles = [m.register_forward_hook(h) for m, h in (hooks or {}).items()]
+    param = next(model.parameters())
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
+    finally:
+        for h in handles:
+            h.remove()
+
+
 def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> None:
     """Record every site's (C,H,W) with one forward pass of a zero image."""
     for site in sites(model).values():
         site.shape = None
-    param = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-    model.train(was_training)
+    probe_forward(model, input_shape)
     missing = [n for n, s in sites(model).items() if s.shape is None]
     if missing:
         raise BenchbedError(f"sites never reached by a forward pass: {', '.join(missing)}")
@@ -391,16 +413,8 @@ def convert_relus(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
     ``torch.fx`` so that every call gets a site of its own.
     """
     calls: dict[str, int] = {}
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
-               for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
-    param = next(model.parameters())
-    with torch.no_grad():
-        was_training = model.training
-        model.eval()
-        model(torch.zeros(1, *input_shape, device=param.device, dtype=param.dtype))
-        model.train(was_training)
-    for h in handles:
-        h.remove()
+    probe_forward(model, input_shape, {m: lambda mod, i, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1)
+                                       for n, m in model.named_modules() if isinstance(m, nn.ReLU)})
     if any(n > 1 for n in calls.values()):
         model = _split_shared_relus(model)
     else:

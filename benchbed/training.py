@@ -20,6 +20,7 @@ from benchbed.context import EntryContext
 from benchbed.data import eval_batches
 from benchbed.devices import autocast
 from benchbed.records import atomic_write
+from benchbed.sites import eval_mode
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -74,13 +75,11 @@ def distillation(teacher: nn.Module, temperature: float = 4.0, kd_weight: float 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    was_training = model.training
-    model.eval()
     correct = torch.zeros((), dtype=torch.long, device=y.device)
-    for x, yb in eval_batches(x_u8, y, batch_size):
-        with autocast(y.device):
-            correct += (model(x).argmax(1) == yb).sum()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, yb in eval_batches(x_u8, y, batch_size):
+            with autocast(y.device):
+                correct += (model(x).argmax(1) == yb).sum()
     return correct.item() / max(1, len(y))
 
 

@@ -32,7 +32,7 @@ from pydantic import Field
 
 from benchbed.api import (BenchbedError, EntryContext, EvaluationSettings, FinetuneResult, MaskResult, MethodInfo,
                           RobustTraining, Strict, TrainRecipe, adversarial, augmix, bn_path, convert_dual_bn,
-                          counted_sites, evaluate_model, fit, has_dual_bn, hookimpl, kd_loss, stage_modules)
+                          counted_sites, eval_mode, evaluate_model, fit, has_dual_bn, hookimpl, kd_loss, stage_modules)
 from benchbed.api import sites as all_sites  # every site of a model by name (``sites`` names locals here)
 
 # The authors' per-site kept fractions for ResNet-18 on CIFAR-100 (stem, then the 16 block ReLUs in
@@ -158,16 +158,13 @@ def relu_mismatch(model, sites: dict, images: torch.Tensor, batch_size: int = 25
         return hook
 
     handles = [site.register_forward_hook(accumulate(n)) for n, site in sites.items()]
-    was_training = model.training
-    model.eval()
     try:
-        with bn_path(model, "clean"):
+        with eval_mode(model), bn_path(model, "clean"):
             for start in range(0, len(images), batch_size):
                 model(images[start:start + batch_size])
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     return {n: t / len(images) for n, t in totals.items()}
 
 
