@@ -1,30 +1,64 @@
-"""What a plugin imports — the one door between the benchbed core and methods: the hook marker, the
-types the hooks pass, the site switches, the core training loop and losses, and the robustness
-pieces (dual BN, attacks, AugMix, evaluation) that robust methods build on. Plugins import nothing
+"""What a plugin imports — the one door between the benchbed core and plugins: the hook marker, the
+types the hooks pass, the site switches, the core training loop and losses, top-k under a budget, the
+robustness pieces (dual BN, attacks, AugMix, evaluation) that robust methods build on, and what a plugin
+needs to contribute a dataset, a model, a protocol profile or a robustness metric. Plugins import nothing
 else from ``benchbed``; a test enforces it. Everything here is stable for plugin authors."""
-from benchbed.compute import FORWARD_SHARE
-from benchbed.config import (DistillationOptions, EvaluationSettings, RobustTraining, SecureCostSettings, Strict,
-                             TrainRecipe)
-from benchbed.context import EntryContext, FinetuneResult, MaskResult, MethodInfo, PublishedResult
-from benchbed.data import DataBundle, TrainingData, to_float
-from benchbed.dual_bn import bn_path, convert_dual_bn, has_dual_bn
+from benchbed.config import (
+                             DistillationOptions,
+                             EvaluationSettings,
+                             RobustTraining,
+                             SecureCostSettings,
+                             Strict,
+                             TrainRecipe,
+)
+from benchbed.data.bundle import DataBundle, TrainingData, bundle_from_arrays, to_float
+from benchbed.data.registry import DatasetSpec
 from benchbed.errors import BenchbedError
-from benchbed.evaluation import evaluate_model
-from benchbed.hookspecs import hookimpl
-from benchbed.models import stage_modules
-from benchbed.polynomials import dapa_bypass, dapa_coefficients
-from benchbed.robust_training import adversarial, augmix
-from benchbed.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, SiteKernel, counted_sites, drelu_count, patch_drelus, patch_gate,
-                            eval_mode, relu_count, sites)
-from benchbed.training import accuracy, cross_entropy, distillation, distilled_finetune, fit, kd_loss, planned_steps
+from benchbed.model.architectures import Normalize, stage_modules
+from benchbed.model.dual_bn import bn_path, convert_dual_bn, has_dual_bn
+from benchbed.model.passes import eval_mode, forward_hooks, observe
+from benchbed.model.polynomials import dapa_bypass, dapa_coefficients
+from benchbed.model.registry import ModelSpec
+from benchbed.model.selection import top_k
+from benchbed.model.sites import (
+                             IDENTITY,
+                             ZERO,
+                             MaskedKernel,
+                             PatchKernel,
+                             ReLUSite,
+                             SiteKernel,
+                             convert_relus,
+                             counted_sites,
+                             drelu_count,
+                             patch_drelus,
+                             patch_gate,
+                             relu_count,
+                             sites,
+)
+from benchbed.plugin.hookspecs import hookimpl
+from benchbed.plugin.toolkit import distilled_finetune
+from benchbed.plugin.types import (
+                             EntryContext,
+                             FinetuneResult,
+                             MaskResult,
+                             MethodInfo,
+                             PublishedResult,
+)
+from benchbed.robustness.evaluate import evaluate_model
+from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.training import adversarial, augmix
+from benchbed.secure.cost import CostProfile
+from benchbed.train.compute import FORWARD_SHARE
+from benchbed.train.loop import accuracy, fit, planned_steps
+from benchbed.train.losses import cross_entropy, distillation, kd_loss
 
 __all__ = [
-    "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "DataBundle", "DistillationOptions", "EntryContext",
-    "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel", "MethodInfo", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining",
-    "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix", "bn_path",
-    "convert_dual_bn", "counted_sites", "cross_entropy", "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune",
-    "drelu_count", "eval_mode",
-    "evaluate_model", "fit", "has_dual_bn", "hookimpl", "kd_loss", "patch_drelus", "patch_gate", "planned_steps",
-    "relu_count",
-    "sites", "stage_modules", "to_float",
+    "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "CostProfile", "DataBundle", "DatasetSpec",
+    "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
+    "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",
+    "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",
+    "bn_path", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
+    "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune", "drelu_count", "eval_mode",
+    "evaluate_model", "fit", "forward_hooks", "has_dual_bn", "hookimpl", "kd_loss", "observe", "patch_drelus",
+    "patch_gate", "planned_steps", "relu_count", "sites", "stage_modules", "to_float", "top_k",
 ]

@@ -1,6 +1,6 @@
 """benchbed: one protocol for the ReLU-linearization methods of private inference.
 
-Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer (``benchbed COMMAND -h``)."""
+Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer, calibrate (``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +12,19 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
-from benchbed.bench import bench
-from benchbed.data import DATASETS
+from benchbed.data.bundle import to_float
 from benchbed.errors import BenchbedError, SuiteError
-from benchbed.leaderboard import render
-from benchbed.plugins import Methods, plugin_manager
-from benchbed.runner import SuiteRun
-from benchbed.secure_infer import secure_infer
-from benchbed.suite import load_suite, plan
+from benchbed.files import write_json
+from benchbed.model.checkpoint import load_checkpoint
+from benchbed.perf.bench import bench
+from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.report.board import render
+from benchbed.run.rundir import RunDir
+from benchbed.run.runner import SuiteRun
+from benchbed.run.suite import load_suite, plan
+from benchbed.secure.calibrate import calibrate
+from benchbed.secure.cost import PROFILE_FILES
+from benchbed.secure.measure import against_price, recorded_price, secure_inference
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -33,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     methods = Methods(plugin_manager())
-    suite, _, _ = load_suite(args.suite, methods)
+    suite = load_suite(args.suite, methods).suite
     print(f"{args.suite}: valid — {count_entries(suite, methods)}")
     return 0
 
@@ -56,19 +61,30 @@ def count_entries(suite, methods: Methods) -> str:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    methods = Methods(plugin_manager()).all
+    found = Methods(plugin_manager())
+    methods = found.all
+    contributions = {
+        "datasets": [{"name": d.name, "input_shape": list(d.input_shape), "classes": d.num_classes,
+                      "description": d.description} for d in found.datasets.specs.values()],
+        "models": [{"name": m.name, "description": m.description} for m in found.models.specs.values()],
+        "cost_profiles": [{"name": p.name, "parties": p.parties, "description": p.description}
+                          for p in found.cost_profiles.values()],
+        "robustness_metrics": [{"name": m.name, "adversarial": m.adversarial, "description": m.description,
+                                "settings": m.settings.model_json_schema()} for m in found.metrics.metrics.values()]}
     if args.json:
-        print(json.dumps([{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
-                           "description": m.info.description, "paper": m.info.paper,
-                           "options": m.info.options.model_json_schema(),
-                           "defaults": m.info.options().model_dump(mode="json"),
-                           "paper_recipe": m.info.paper_recipe,
-                           "published": [asdict(p) for p in m.info.published],
-                           "produces": sorted(m.info.produces), "accepts": sorted(m.info.accepts)}
-                          for m in methods.values()], indent=2))
-    else:
-        print(tabulate([[m.name, m.package, m.version, ", ".join(m.hooks), m.info.description]
-                        for m in methods.values()], headers=["method", "package", "version", "hooks", "description"]))
+        print(json.dumps({"methods": [{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
+                                       "description": m.info.description, "paper": m.info.paper,
+                                       "options": m.info.options.model_json_schema(),
+                                       "defaults": m.info.options().model_dump(mode="json"),
+                                       "paper_recipe": m.info.paper_recipe,
+                                       "published": [asdict(p) for p in m.info.published],
+                                       "produces": sorted(m.info.produces), "accepts": sorted(m.info.accepts)}
+                                      for m in methods.values()], **contributions}, indent=2))
+        return 0
+    print(tabulate([[m.name, m.package, m.version, ", ".join(m.hooks), m.info.description]
+                    for m in methods.values()], headers=["method", "package", "version", "hooks", "description"]))
+    for kind, rows in contributions.items():
+        print(f"\n{kind.replace('_', ' ')}: " + ", ".join(row["name"] for row in rows))
     return 0
 
 
@@ -86,14 +102,15 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     on_gpu = torch.cuda.is_available()
+    found = Methods(plugin_manager())
     # Defaults that finish in seconds on a CPU; the CIFAR ResNet-18 on a GPU.
     model = args.model or ("resnet18_cifar" if on_gpu else "resnet_narrow")
     dataset = args.dataset or ("cifar100" if on_gpu else "digits")
     steps = args.steps or (20 if on_gpu else 5)
-    spec = DATASETS[dataset]
+    spec = found.datasets[dataset]
     print(f"bench: {model} on {dataset}-shaped synthetic data, batch {args.batch_size}, {steps} steps per measurement",
           file=sys.stderr)
-    result = bench(model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
+    result = bench(found.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
                    kinds=tuple(args.sites.split(",")), compile_model=args.compile,
                    log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
     rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
@@ -109,7 +126,19 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _secure_infer(args: argparse.Namespace) -> int:
-    result = secure_infer(args.entry, args.images, args.batch_size, args.protocol)
+    if args.images < 1 or args.batch_size < 1:
+        raise BenchbedError("--images and --batch-size must be at least 1")
+    found = Methods(plugin_manager())
+    run_dir, entry = RunDir.of_entry(args.entry)
+    predicted = recorded_price(run_dir.record(entry), args.protocol)
+    spec = run_dir.meta()["suite"]["dataset"]
+    data = found.datasets.load(spec["name"], spec["root"], spec["download"], spec["val_fraction"], spec["split_seed"])
+    model = load_checkpoint(run_dir.checkpoint_path(entry), found.models).eval()
+    measured = secure_inference(model, to_float(data.test_x[:args.images]), batch_size=args.batch_size,
+                                protocol_name=args.protocol)
+    result = against_price(entry, measured, predicted)
+    result["path"] = str(run_dir.measurement_path(entry, args.protocol))
+    run_dir.write_measurement(entry, args.protocol, result)
     m, p = result["measured"], result["predicted"]
     rounds = sorted(set(m["rounds_per_batch"]))
     print(tabulate([["MB per image (all parties)", f"{p['comm_mb']:.4f}", f"{m['bytes_per_image'] / 1e6:.4f}"],
@@ -117,11 +146,22 @@ def _secure_infer(args: argparse.Namespace) -> int:
                      f"{m['busiest_party_bytes_per_image'] / 1e6:.4f}"],
                     ["rounds per inference", p["rounds"], ", ".join(map(str, rounds))],
                     ["seconds per image", f"{p['compute_s']:.3f} (compute)", f"{m['seconds_per_image']:.3f}"]],
-                   headers=[result["entry"], f"recorded price ({args.protocol})", f"SPU {args.protocol} (measured)"]))
+                   headers=[entry, f"recorded price ({args.protocol})", f"SPU {args.protocol} (measured)"]))
     print(f"agreement with the plaintext model on {m['images']} images: top-1 {m['top1_agreement']:.1%}, "
           f"max logit error {m['max_logit_error']:.2e}; bytes measured / predicted = {result['bytes_ratio']:.3f}; "
           f"rounds {'agree' if result['rounds_agree'] else 'DISAGREE'} for every batch; "
           f"written to {result['path']}")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    output = Path(args.output) if args.output else PROFILE_FILES[args.protocol]
+    profile = calibrate(protocol_name=args.protocol, quick=args.quick)
+    write_json(output, profile)
+    print(f"wrote {output}")
+    failed = [name for name, ok in profile["checks"].items() if not ok]
+    if failed:
+        print(f"warning: consistency checks failed: {', '.join(failed)}")
     return 0
 
 
@@ -167,6 +207,11 @@ def parser() -> argparse.ArgumentParser:
     sec.add_argument("--batch-size", type=int, default=1)
     sec.add_argument("--protocol", choices=["aby3", "cheetah"], default="aby3")
     sec.set_defaults(func=_secure_infer)
+    cal = sub.add_parser("calibrate", help="measure a protocol profile's per-operation costs in SPU's simulator")
+    cal.add_argument("--protocol", choices=sorted(PROFILE_FILES), default="aby3")
+    cal.add_argument("--output", help="where to write the profile JSON (default: the packaged profile)")
+    cal.add_argument("--quick", action="store_true", help="fewer timing repeats and sizes")
+    cal.set_defaults(func=_calibrate)
     return p
 
 

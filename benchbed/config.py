@@ -136,46 +136,18 @@ class MethodEntry(Strict):
         return self.name + (" + DaPa" if self.bypass == "dapa" else "") + (f" → {self.finetune}" if self.finetune else "")
 
 
-class PGDSettings(Strict):
-    """L∞ PGD with random start, in pixel space before normalisation, in eval mode."""
+class EvaluationSettings(BaseModel):
+    """``batch_size``, and under every other key a robustness metric (``pgd``, ``corruptions``, ``autoattack``
+    or a plugin's, see ``benchbed plugins``) with its settings; a metric that is absent is off. Suite
+    loading checks each key against the installed metrics and their settings models."""
 
-    eps: float = Field(8 / 255, gt=0)
-    step: float = Field(2 / 255, gt=0)
-    steps: int = Field(20, ge=1)
-    random_start: bool = True
-    check_steps: int = Field(5, ge=1, description="a weaker attack the full one must not lose to (gradient masking)")
-    images: int = Field(1000, ge=1, description="test images attacked")
-
-
-CIFAR_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-           "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression")
-
-
-class CorruptionSettings(Strict):
-    names: list[str] = Field(default_factory=lambda: list(CIFAR_C))
-    severities: list[int] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
-    images: int = Field(10_000, ge=1, description="test images per corruption and severity")
-
-    @field_validator("names")
-    @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in CIFAR_C]
-        if unknown or not names:
-            raise ValueError(f"unknown corruptions {unknown}; choose from {', '.join(CIFAR_C)}")
-        return names
-
-    @field_validator("severities")
-    @classmethod
-    def _severities(cls, severities: list[int]) -> list[int]:
-        if not severities or any(s not in (1, 2, 3, 4, 5) for s in severities):
-            raise ValueError("severities are among 1..5")
-        return severities
-
-
-class EvaluationSettings(Strict):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     batch_size: int = Field(512, ge=1)
-    pgd: PGDSettings | None = Field(None, description="adversarial accuracy; off when absent")
-    corruptions: CorruptionSettings | None = Field(None, description="corruption accuracy; off when absent")
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The robustness metrics the suite turns on, by name, with their settings as given."""
+        return dict(self.model_extra or {})
 
 
 class NetworkSettings(Strict):

@@ -1,4 +1,8 @@
-"""The one exception type that reaches a user as a single line."""
+"""The one exception type that reaches a user as a single line, and the rule for cutting any other
+exception down to one."""
+
+# How much of a foreign exception's message a one-line error keeps.
+FIRST_LINE_CHARS = 160
 
 
 class BenchbedError(Exception):
@@ -18,3 +22,10 @@ class BudgetExceeded(BaseException):
     """Raised inside an entry that ran past the compute the suite grants every method. Like
     ``KeyboardInterrupt`` it is no ``Exception``, so a plugin's ``except Exception:`` cannot swallow it;
     and the core checks the usage after every entry anyway."""
+
+
+def first_line(exc: BaseException, limit: int = FIRST_LINE_CHARS) -> str:
+    """The first non-empty line of ``exc``'s message, cut to ``limit`` characters; its type's name
+    when it has no message. What a one-line error quotes of a library's exception."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]

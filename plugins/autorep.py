@@ -29,9 +29,26 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskedKernel, MaskResult,
-                          MethodInfo, PatchKernel, PublishedResult, SiteKernel, TrainRecipe, counted_sites, dapa_bypass,
-                          dapa_coefficients, distillation, fit, hookimpl)
+from benchbed.api import (
+    BenchbedError,
+    DistillationOptions,
+    EntryContext,
+    FinetuneResult,
+    MaskedKernel,
+    MaskResult,
+    MethodInfo,
+    PatchKernel,
+    PublishedResult,
+    SiteKernel,
+    TrainRecipe,
+    counted_sites,
+    dapa_bypass,
+    dapa_coefficients,
+    distillation,
+    fit,
+    hookimpl,
+    top_k,
+)
 
 # The paper's top-1 at 12.9K ReLUs on ResNet-18 without a stem ReLU (arXiv:2308.10134).
 PUBLISHED = [PublishedResult("cifar100", "resnet18_cifar", False, 12_900, 0.7492, "AutoReP, ICCV 2023"),
@@ -197,28 +214,9 @@ class AutoRePKernel(SiteKernel):
     drelus = relus
 
 
-def top_k_masks(kernels: dict[str, AutoRePKernel], budget: int) -> dict[str, torch.Tensor]:
-    """Keep the highest scores until ``budget`` pixels are kept (whole channels at channel granularity)."""
-    names = list(kernels)
-    scores = torch.cat([kernels[n].score.detach().flatten().float().cpu() for n in names])
-    weights = torch.cat([torch.full((kernels[n].score.numel(),), kernels[n].pixels_per_entry) for n in names])
-    keep = torch.zeros_like(scores)
-    left = budget
-    for i in torch.sort(scores, descending=True, stable=True).indices.tolist():
-        if weights[i] <= left:
-            keep[i] = 1
-            left -= int(weights[i])
-        if left == 0:
-            break
-    return {n: part.view(kernels[n].score.shape)
-            for n, part in zip(names, keep.split([kernels[n].score.numel() for n in names]))}
-
-
 @hookimpl
 def build_mask(ctx: EntryContext, model) -> MaskResult:
     opts: Options = ctx.options
-    if ctx.budget is None:
-        raise BenchbedError("autorep needs a ReLU budget")
     sites = counted_sites(model)
     generator = torch.Generator().manual_seed(ctx.seed)
     kernels = {n: AutoRePKernel(s.shape, opts, generator) for n, s in sites.items()}
@@ -257,7 +255,8 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
                  on_epoch_end=after_epoch, label=f"{ctx.method} search")
     kept = sum(s.relus for s in sites.values())
     masks = ({n: k.mask.detach().cpu() for n, k in kernels.items()} if kept == ctx.budget
-             else top_k_masks(kernels, ctx.budget))
+             else top_k({n: k.score for n, k in kernels.items()}, ctx.budget,
+                        {n: k.pixels_per_entry for n, k in kernels.items()}))
     for name, site in sites.items():
         site.set_mask(masks[name], kernels[name].effective_coeffs().detach().cpu(),
                       trainable=opts.polynomial != "identity")

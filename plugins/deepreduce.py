@@ -27,8 +27,20 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          ReLUSite, TrainRecipe, counted_sites, distillation, fit, hookimpl)
+from benchbed.api import (
+    BenchbedError,
+    DistillationOptions,
+    EntryContext,
+    FinetuneResult,
+    MaskResult,
+    MethodInfo,
+    ReLUSite,
+    TrainRecipe,
+    counted_sites,
+    distillation,
+    fit,
+    hookimpl,
+)
 
 
 class Options(DistillationOptions):
@@ -148,8 +160,6 @@ def criticality(ctx: EntryContext, model: torch.nn.Module, by_stage: dict[str, l
 @hookimpl
 def build_mask(ctx: EntryContext, model) -> MaskResult:
     opts: Options = ctx.options
-    if ctx.budget is None:
-        raise BenchbedError("deepreduce needs a ReLU budget")
     sites: dict[str, ReLUSite] = counted_sites(model)
     by_stage = stages(list(sites))
     scores = criticality(ctx, model, by_stage, opts)

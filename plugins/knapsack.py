@@ -28,9 +28,26 @@ from benchbed_plugins._mckp import solve_mckp
 from pydantic import Field
 from torch.func import vmap
 
-from benchbed.api import (FORWARD_SHARE, IDENTITY, ZERO, BenchbedError, EntryContext, FinetuneResult, MaskResult, MethodInfo, Strict,
-                          TrainRecipe, counted_sites, cross_entropy, distillation, fit, hookimpl, patch_drelus,
-                          patch_gate)
+from benchbed.api import (
+    FORWARD_SHARE,
+    IDENTITY,
+    ZERO,
+    BenchbedError,
+    EntryContext,
+    FinetuneResult,
+    MaskResult,
+    MethodInfo,
+    Strict,
+    TrainRecipe,
+    counted_sites,
+    cross_entropy,
+    distillation,
+    fit,
+    forward_hooks,
+    hookimpl,
+    patch_drelus,
+    patch_gate,
+)
 
 __all__ = ["solve_mckp", "catalogue", "extract_distortions", "AUTHORS_PATCHES", "site_catalogue"]
 
@@ -146,13 +163,8 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
     for start in range(0, len(images), opts.image_batch):
         x = images[start:start + opts.image_batch]
         inputs: dict[str, torch.Tensor] = {}
-        handles = [site.register_forward_hook(lambda m, i, o, n=name: inputs.__setitem__(n, i[0]))
-                   for name, site in sites.items()]
-        try:
+        with forward_hooks({site: lambda m, i, o, n=name: inputs.__setitem__(n, i[0]) for name, site in sites.items()}):
             reference = model(x).float()  # one pass records every site's input too
-        finally:
-            for handle in handles:
-                handle.remove()
         for name, site in sites.items():
             pre = inputs[name]
             relu = F.relu(pre)
@@ -162,9 +174,9 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
                 injected["onehot"], injected["delta"] = onehot, delta
                 return model(x).float()
 
-            handle = site.register_forward_hook(
-                lambda m, i, o: o + injected["onehot"].view(1, -1, 1, 1).to(o.dtype) * injected["delta"].unsqueeze(1))
-            try:
+            inject = {site: lambda m, i, o: o + injected["onehot"].view(1, -1, 1, 1).to(o.dtype)
+                      * injected["delta"].unsqueeze(1)}
+            with forward_hooks(inject):
                 for k, option in enumerate(options[name]):
                     if option == IDENTITY:
                         changed = pre
@@ -182,8 +194,6 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
                         logits = vmap(probe)(onehot, deltas[idx])
                         out[name][idx.cpu(), k] += ((logits - reference) ** 2).mean(dim=2).sum(dim=1).cpu()
                         probes_done += len(idx) * len(x)
-            finally:
-                handle.remove()
     seconds = time.perf_counter() - started
     for name in out:
         out[name] /= len(images)
@@ -194,8 +204,6 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
 @hookimpl
 def build_mask(ctx: EntryContext, model) -> MaskResult:
     opts: Options = ctx.options
-    if ctx.budget is None:
-        raise BenchbedError("knapsack needs a ReLU budget")
     sites = counted_sites(model)
     options, catalogues = {}, {}
     for name, site in sites.items():

@@ -17,9 +17,9 @@ Stage 1 (``mask_method: training``, the paper's): the student trains with its ma
 random one of the allocated size and, as in the authors' code, from freshly initialised weights; after every epoch each site keeps the positions where the
 student's post-ReLU features differed most from the teacher's (summed |teacher − student| over the
 clean images of the epoch). ``one_shot`` ranks positions once instead, by E|relu(x) − x| on the
-all-ReLU model. Stage 2 (``finetune``) trains with the last mask frozen. ``evaluate`` reads clean and
-corruption accuracy through the clean BNs and PGD through the adversarial BNs, and reports both
-paths' clean accuracy.
+all-ReLU model. Stage 2 (``finetune``) trains with the last mask frozen. The core evaluates a dual-BN
+model as the paper does: clean and corruption accuracy through the clean BNs, PGD through the
+adversarial BNs, and both paths' clean accuracy.
 """
 from __future__ import annotations
 
@@ -30,10 +30,31 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from benchbed.api import (BenchbedError, EntryContext, EvaluationSettings, FinetuneResult, MaskResult, MethodInfo,
-                          RobustTraining, Strict, TrainRecipe, adversarial, augmix, bn_path, convert_dual_bn,
-                          counted_sites, eval_mode, evaluate_model, fit, has_dual_bn, hookimpl, kd_loss, stage_modules)
-from benchbed.api import sites as all_sites  # every site of a model by name (``sites`` names locals here)
+from benchbed.api import (
+    BenchbedError,
+    EntryContext,
+    FinetuneResult,
+    MaskResult,
+    MethodInfo,
+    RobustTraining,
+    Strict,
+    TrainRecipe,
+    adversarial,
+    augmix,
+    bn_path,
+    convert_dual_bn,
+    counted_sites,
+    fit,
+    has_dual_bn,
+    hookimpl,
+    kd_loss,
+    observe,
+    stage_modules,
+    top_k,
+)
+from benchbed.api import (
+    sites as all_sites,  # every site of a model by name (``sites`` names locals here)
+)
 
 # The authors' per-site kept fractions for ResNet-18 on CIFAR-100 (stem, then the 16 block ReLUs in
 # order), by the budget they were made for (sensitivity_list.yaml of sreetamasarkar/rlnet).
@@ -147,7 +168,6 @@ def site_weights(ctx: EntryContext, sites: dict) -> tuple[dict[str, float], str]
     return {n: opts.sensitivity.get(n, 0.0) for n in sites}, "per-site weights"
 
 
-@torch.no_grad()
 def relu_mismatch(model, sites: dict, images: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Per pixel, E|relu(x) − x| = E|min(x, 0)| of each site's input over ``images`` (clean BN path)."""
     totals = {n: torch.zeros(s.shape, device=images.device) for n, s in sites.items()}
@@ -157,22 +177,14 @@ def relu_mismatch(model, sites: dict, images: torch.Tensor, batch_size: int = 25
             totals[name] += inputs[0].float().clamp(max=0).abs().sum(0)
         return hook
 
-    handles = [site.register_forward_hook(accumulate(n)) for n, site in sites.items()]
-    try:
-        with eval_mode(model), bn_path(model, "clean"):
-            for start in range(0, len(images), batch_size):
-                model(images[start:start + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
+    with bn_path(model, "clean"):
+        observe(model, images, {site: accumulate(n) for n, site in sites.items()}, batch_size)
     return {n: t / len(images) for n, t in totals.items()}
 
 
 def top_positions(scores: torch.Tensor, count: int) -> torch.Tensor:
-    """0/1 mask of the ``count`` highest scores (earlier positions win ties)."""
-    flat = torch.zeros(scores.numel())
-    flat[torch.sort(scores.flatten().float().cpu(), descending=True, stable=True).indices[:count]] = 1
-    return flat.view(scores.shape)
+    """0/1 mask of one site's ``count`` highest scores (earlier positions win ties)."""
+    return top_k({"site": scores}, count)["site"]
 
 
 def attention(features: torch.Tensor) -> torch.Tensor:
@@ -281,8 +293,6 @@ def robust_step(ctx: EntryContext, model, on_clean_sites: Callable[[dict, dict],
 @hookimpl
 def build_mask(ctx: EntryContext, model) -> MaskResult:
     opts: Options = ctx.options
-    if ctx.budget is None:
-        raise BenchbedError("rlnet needs a ReLU budget")
     if not has_dual_bn(model):
         convert_dual_bn(model.cpu()).to(ctx.device)
     sites = counted_sites(model)
@@ -358,15 +368,3 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
     finally:
         remove()
     return FinetuneResult(model, result.summary())
-
-
-@hookimpl
-def evaluate(ctx: EntryContext, model, settings: EvaluationSettings) -> dict[str, Any]:
-    with bn_path(model, "clean"):
-        metrics = evaluate_model(model, ctx.data, settings, ctx.seed, metrics=("clean", "val", "corruptions"))
-    with bn_path(model, "adv"):
-        adv = evaluate_model(model, ctx.data, settings, ctx.seed, metrics=("clean", "pgd"))
-    metrics["clean_accuracy_adv_bn"] = adv.pop("clean_accuracy")
-    metrics.update(adv)
-    metrics["bn_paths"] = {"clean_and_corruptions": "clean", "pgd": "adv"}
-    return metrics

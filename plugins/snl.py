@@ -28,10 +28,23 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
-                          PublishedResult, SiteKernel, TrainRecipe, counted_sites, distillation, distilled_finetune, fit, hookimpl,
-                          planned_steps)
-
+from benchbed.api import (
+    DistillationOptions,
+    EntryContext,
+    FinetuneResult,
+    MaskResult,
+    MethodInfo,
+    PublishedResult,
+    SiteKernel,
+    TrainRecipe,
+    counted_sites,
+    distillation,
+    distilled_finetune,
+    fit,
+    hookimpl,
+    planned_steps,
+    top_k,
+)
 
 # The paper's CIFAR-100 ResNet-18 top-1 by ReLU count (no stem ReLU), from its published table.
 PUBLISHED = [PublishedResult("cifar100", "resnet18_cifar", False, relus, accuracy, "SNL, ICML 2022")
@@ -124,41 +137,15 @@ def needed_ratio(alive: int, budget: int, periods_left: float) -> float:
     return (budget / alive) ** (1 / max(1.0, periods_left))
 
 
-
-
-def binarize(alphas: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, int]], budget: int) -> dict[str, torch.Tensor]:
-    """Masks keeping the ``budget`` largest alphas (pixels); channel alphas keep whole channels, largest
-    first, skipping any that would overshoot, so they land on the budget or just under it."""
-    names = list(alphas)
-    per_channel = [alphas[n].shape[1:] == (1, 1) and shapes[n][1:] != (1, 1) for n in names]
-    if not any(per_channel):
-        flat = torch.cat([alphas[n].detach().flatten().float().cpu() for n in names])
-        keep = torch.zeros_like(flat)
-        # A stable sort makes ties (e.g. untouched alphas of 1.0) deterministic: earlier sites win.
-        keep[torch.sort(flat, descending=True, stable=True).indices[:budget]] = 1
-        return {n: part.view(alphas[n].shape) for n, part in zip(names, keep.split([alphas[n].numel() for n in names]))}
-    values, owners = [], []
-    for n in names:
-        a = alphas[n].detach().flatten().float().cpu()
-        values.append(a)
-        owners += [(n, c, shapes[n][1] * shapes[n][2]) for c in range(len(a))]
-    order = torch.sort(torch.cat(values), descending=True, stable=True).indices.tolist()
-    masks = {n: torch.zeros(shapes[n][0], 1, 1) for n in names}
-    left = budget
-    for i in order:
-        n, c, size = owners[i]
-        if size <= left:
-            masks[n][c] = 1
-            left -= size
-    return masks
+def alpha_sizes(alphas: dict[str, torch.Tensor], shapes: dict[str, tuple[int, int, int]]) -> dict[str, int]:
+    """Pixels an alpha stands for: 1 per pixel, a whole H×W map per channel."""
+    return {n: shapes[n][1] * shapes[n][2] if alphas[n].shape[1:] == (1, 1) else 1 for n in alphas}
 
 
 @hookimpl
 def build_mask(ctx: EntryContext, model) -> MaskResult:
     opts: Options = ctx.options
     sites = counted_sites(model)
-    if ctx.budget is None:
-        raise BenchbedError("snl needs a ReLU budget")
     kernels = {n: AlphaKernel(s.shape, opts.granularity, opts.alive_threshold) for n, s in sites.items()}
     for name, site in sites.items():
         site.set_kernel(kernels[name])
@@ -197,7 +184,9 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
                  select_on_val=False, on_epoch_end=after_period, period=opts.lambda_period,
                  label=f"{ctx.method} mask search")
     final_alive = alive()
-    masks = binarize({n: k.alpha for n, k in kernels.items()}, {n: s.shape for n, s in sites.items()}, ctx.budget)
+    alphas = {n: k.alpha for n, k in kernels.items()}
+    # the budget's largest alphas: ties (alphas never moved) go to earlier sites and pixels
+    masks = top_k(alphas, ctx.budget, alpha_sizes(alphas, {n: s.shape for n, s in sites.items()}))
     for name, site in sites.items():
         site.set_mask(masks[name])
     info = {"search_epochs": round(result.epochs, 4), "planned_search_epochs": round(planned, 4),

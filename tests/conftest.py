@@ -8,7 +8,23 @@ from types import ModuleType
 import pytest
 import yaml
 
-from benchbed.plugins import Methods, plugin_manager
+from benchbed.data.datasets import builtin_datasets
+from benchbed.model import checkpoint
+from benchbed.model.architectures import builtin_models
+from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.run.rundir import RunDir
+
+# The built-in registries, as a run without third-party plugins has them.
+build_model = builtin_models().build
+load_dataset = builtin_datasets().load
+
+
+def load_checkpoint(path, **expect):
+    return checkpoint.load_checkpoint(path, builtin_models(), **expect)
+
+
+def entry_records(run_dir, warn=None) -> list[dict]:
+    return RunDir(run_dir).records(warn)
 
 TINY_SUITE = {
     "name": "tiny",
@@ -86,7 +102,7 @@ def plugin(**hooks) -> ModuleType:
 
 @pytest.fixture(scope="session")
 def digits():
-    from benchbed.data import load_dataset
+    from conftest import load_dataset
 
     return load_dataset("digits", val_fraction=0.15)
 
@@ -97,9 +113,7 @@ def make_ctx(digits, tmp_path):
     ResNet teacher, and a fresh student copy of it, for exercising one method's hooks directly."""
     import torch
 
-    from benchbed.compute import ComputeClock
-    from benchbed.context import EntryContext
-    from benchbed.models import build_model
+    from benchbed.plugin.types import EntryContext
 
     def make(options, budget: int | None = 256, epochs: float = 2.0, seed: int = 0, method: str = "m"):
         torch.manual_seed(seed)
@@ -110,10 +124,9 @@ def make_ctx(digits, tmp_path):
         student = copy.deepcopy(teacher).train()
         for p in student.parameters():
             p.requires_grad_(True)
-        ctx = EntryContext(method=method, budget=budget, seed=seed, data=digits, teacher=teacher,
-                           clock=ComputeClock(epochs, None, len(digits.train_y)), device=torch.device("cpu"),
-                           options=options, generator=torch.Generator().manual_seed(seed), workdir=tmp_path,
-                           log=lambda m: None)
+        ctx = EntryContext.create(method=method, budget=budget, seed=seed, data=digits, teacher=teacher,
+                                  options=options, device=torch.device("cpu"), epochs=epochs, workdir=tmp_path,
+                                  log=lambda m: None)
         return ctx, student
 
     return make

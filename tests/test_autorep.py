@@ -4,13 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from benchbed.config import SecureCostSettings
-from benchbed.suite import validate_options
-from benchbed.cost import aby3_profile, price
-from benchbed.models import build_model
-from benchbed.sites import MaskedKernel, counted_sites, drelu_count
 from benchbed_plugins import autorep
+from conftest import build_model
+
+from benchbed.api import top_k
+from benchbed.config import SecureCostSettings
+from benchbed.model.sites import MaskedKernel, counted_sites, drelu_count
+from benchbed.run.suite import validate_options
+from benchbed.secure.cost import aby3_profile, price
 
 
 @pytest.mark.parametrize("mask,score,expected", [
@@ -104,7 +105,7 @@ def test_top_k_on_scores_is_exact_on_resnet18():
     opts = validate_options(autorep.Options, {})
     gen = torch.Generator().manual_seed(0)
     kernels = {n: autorep.AutoRePKernel(s.shape, opts, gen) for n, s in counted_sites(model).items()}
-    masks = autorep.top_k_masks(kernels, 15_000)
+    masks = top_k({n: k.score for n, k in kernels.items()}, 15_000, {n: k.pixels_per_entry for n, k in kernels.items()})
     assert sum(int(m.sum()) for m in masks.values()) == 15_000
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from benchbed.model.architectures import builtin_models
+from benchbed.perf.bench import _conv_only, bench
+from conftest import build_model
 
-from benchbed.bench import _conv_only, bench
 from benchbed.cli import main
-from benchbed.models import build_model
-from benchbed.sites import sites
+from benchbed.model.sites import sites
 
 
 def test_bench_reports_every_site_kind(tmp_path, capsys):
@@ -33,5 +34,5 @@ def test_conv_only_limit_keeps_only_convolutions_and_the_classifier():
 
 
 def test_bench_function_on_a_subset():
-    result = bench("resnet_narrow", (1, 8, 8), 10, batch_size=16, steps=2, kinds=("patch",))
+    result = bench(builtin_models(), "resnet_narrow", (1, 8, 8), 10, batch_size=16, steps=2, kinds=("patch",))
     assert list(result["sites"]) == ["patch"] and result["device"] == "cpu"

@@ -7,18 +7,15 @@ benchmark table (group ``training-loop``)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import build_model, load_dataset
 
-from benchbed.compute import ComputeClock
-from benchbed.context import EntryContext
-from benchbed.data import load_dataset
-from benchbed.models import build_model
 from benchbed.config import TrainRecipe
-from benchbed.training import fit
+from benchbed.train.loop import fit
+from benchbed.train.session import Session
 
 BATCH = 64
 EPOCHS = 3
@@ -36,9 +33,7 @@ def _model(data):
 
 def harness_epoch(data):
     model = _model(data)
-    ctx = EntryContext(method="bench", budget=None, seed=0, data=data, teacher=None,
-                       clock=ComputeClock(None, None, len(data.train_y)), device=torch.device("cpu"),
-                       options=TrainRecipe(), generator=torch.Generator().manual_seed(0), workdir=Path("."))
+    ctx = Session.create(data, torch.device("cpu"), seed=0)
     fit(model, ctx, TrainRecipe(epochs=EPOCHS, lr=0.05, batch_size=BATCH, schedule="constant", nesterov=False))
 
 

@@ -6,9 +6,19 @@ import math
 
 import numpy as np
 import pytest
+from benchbed.report.claims import (
+    CONTRADICTED,
+    NOT_TESTED,
+    SUPPORTED,
+    T95,
+    TIE,
+    as_json,
+    assess,
+    compare,
+    markdown,
+    t95,
+)
 from scipy import stats
-
-from benchbed.claims import CONTRADICTED, NOT_TESTED, SUPPORTED, T95, TIE, as_json, assess, compare, markdown, t95
 
 BUDGETS = (100, 400)
 

@@ -3,16 +3,21 @@ method, as one line of a suite; combinations that cannot work fail validation be
 from __future__ import annotations
 
 import torch
+from conftest import entry_records, load_checkpoint, plugin
 
-from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, counted_sites, hookimpl
-from benchbed.checkpoint import load_checkpoint
+from benchbed.api import (
+    FinetuneResult,
+    MaskResult,
+    MethodInfo,
+    Strict,
+    counted_sites,
+    hookimpl,
+)
 from benchbed.cli import main
 from benchbed.config import MethodEntry
-from benchbed.polynomials import dapa_bypass, dapa_coefficients, input_statistics
-from benchbed.records import entry_records
-from benchbed.runner import SuiteRun
-from benchbed.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel
-from conftest import plugin
+from benchbed.model.polynomials import dapa_bypass, dapa_coefficients, input_statistics
+from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel
+from benchbed.run.runner import SuiteRun
 
 
 def _records(run_dir):

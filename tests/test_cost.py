@@ -1,18 +1,27 @@
 """The cost model's arithmetic on hand-computed cases, for every site kind, layer type and profile."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from conftest import build_model
 from torch import nn
 
 from benchbed.cli import main
 from benchbed.config import SecureCostSettings
-from benchbed.cost import CostProfile, PROFILE_FILES, aby3_profile, beaver_batches, linear_key, price, securenn_profile
-from benchbed.dual_bn import convert_dual_bn
-from benchbed.models import WideResNet, build_model
-from dataclasses import replace
-
-from benchbed.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
+from benchbed.model.architectures import WideResNet
+from benchbed.model.dual_bn import convert_dual_bn
+from benchbed.model.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
+from benchbed.secure.cost import (
+    PROFILE_FILES,
+    CostProfile,
+    aby3_profile,
+    beaver_batches,
+    linear_key,
+    price,
+    securenn_profile,
+)
 
 # Round numbers, so that every expected figure below can be checked by hand.
 P = CostProfile("toy", "toy", relu_bytes=100, relu_rounds=10, compare_bytes=50, compare_rounds=5, select_bytes=7,
@@ -161,7 +170,7 @@ def test_calibrated_profiles_come_from_their_files():
     assert cost["drelus"] == 4608 and cost["profile"] == "aby3"
     assert cost["nonlinear_mb"] == pytest.approx(4608 * profile.relu_bytes / 1e6)
     assert cost["busiest_party_mb"] < 0.4 * cost["comm_mb"]
-    assert PROFILE_FILES["cheetah"].exists(), "python -m benchbed.calibrate --protocol cheetah writes it"
+    assert PROFILE_FILES["cheetah"].exists(), "benchbed calibrate --protocol cheetah writes it"
 
 
 def test_unknown_profile_is_a_suite_error(write_suite, capsys):

@@ -2,16 +2,15 @@
 or under a budget, and the stage ranking on a model whose critical stage is known by construction."""
 from __future__ import annotations
 
+import benchbed_plugins.deepreduce as dr
 import torch
+from conftest import build_model
 from torch import nn
 
-import benchbed_plugins.deepreduce as dr
-from benchbed.compute import ComputeClock
-from benchbed.context import EntryContext
-from benchbed.data import TrainingData
-from benchbed.models import build_model
-from benchbed.sites import ReLUSite, counted_sites, drelu_count, trace_shapes
-from benchbed.suite import validate_options
+from benchbed.data.bundle import TrainingData
+from benchbed.model.sites import ReLUSite, counted_sites, drelu_count, trace_shapes
+from benchbed.plugin.types import EntryContext
+from benchbed.run.suite import validate_options
 
 NARROW = ["relu", "layers.0.0.relu1", "layers.0.0.relu2", "layers.1.0.relu1", "layers.1.0.relu2",
           "layers.2.0.relu1", "layers.2.0.relu2"]
@@ -84,9 +83,8 @@ def test_criticality_finds_the_critical_stage(tmp_path):
                         crop_padding=0, flip=False)
     options = validate_options(dr.Options, {"criticality": {"epochs": 2, "batch_size": 128, "lr": 0.001},
                                             "criticality_share": 0.5})
-    ctx = EntryContext(method="deepreduce", budget=2, seed=0, data=data, teacher=teacher,
-                       clock=ComputeClock(12.0, None, len(train_y)), device=torch.device("cpu"), options=options,
-                       generator=torch.Generator().manual_seed(0), workdir=tmp_path, log=lambda m: None)
+    ctx = EntryContext.create(method="deepreduce", budget=2, seed=0, data=data, teacher=teacher, options=options,
+                              device=torch.device("cpu"), epochs=12.0, workdir=tmp_path, log=lambda m: None)
     student = CriticalMiddle()
     trace_shapes(student, (2, 1, 1))
     result = dr.build_mask(ctx=ctx, model=student)

@@ -11,16 +11,16 @@ import threading
 import pandas as pd
 import pytest
 import yaml
+from benchbed.model.checkpoint import checkpoint_payload, write_checkpoint
+from conftest import build_model, install_plugin
 
-from benchbed.checkpoint import checkpoint_payload, write_checkpoint
 from benchbed.cli import main
 from benchbed.errors import BenchbedError
-from benchbed.leaderboard import figure, render
-from benchbed.models import build_model
-from benchbed.records import atomic_write, read_json, write_json
-from benchbed.rundir import RunDir
-from benchbed.runner import SuiteRun
-from conftest import install_plugin
+from benchbed.files import atomic_write, read_json, write_json
+from benchbed.report.board import render
+from benchbed.report.figure import figure
+from benchbed.run.rundir import RunDir
+from benchbed.run.runner import SuiteRun
 
 
 def _suite(write_suite, **changes):
@@ -88,7 +88,7 @@ def test_an_unwritable_run_directory_is_one_line(write_suite, tmp_path, capsys):
 
 
 def test_a_failed_entry_write_fails_that_entry_only(write_suite, tmp_path, monkeypatch):
-    from benchbed import runner
+    from benchbed.run import runner
 
     real = runner.write_checkpoint
 
@@ -192,8 +192,9 @@ def test_a_plugin_that_fails_to_import_is_left_out_with_a_warning(tmp_path, writ
 
 
 def test_a_wrong_method_info_answer_is_left_out(methods_with, capsys):
-    from benchbed.api import hookimpl
     from conftest import plugin
+
+    from benchbed.api import hookimpl
 
     methods = methods_with(("odd", plugin(method_info=hookimpl(lambda: {"description": "a dict"}),
                                           build_mask=hookimpl(lambda ctx, model: None),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchbed.cli import main, parser
-from benchbed.runner import SuiteRun
+from benchbed.run.runner import SuiteRun
 
 
 def test_quiet_run_reports_teacher_training_and_evaluation(write_suite, tmp_path, capsys):
@@ -36,7 +36,8 @@ def test_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    assert commands == {"run", "validate", "plugins", "leaderboard", "publish", "bench", "secure-infer"}
+    assert commands == {"run", "validate", "plugins", "leaderboard", "publish", "bench", "secure-infer",
+                        "calibrate"}
     assert all(out.count(c) >= 2 for c in commands), "listed in the usage and described"
 
 

@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import build_model, load_dataset
 from torch import nn
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
-from benchbed.compute import ComputeClock
-from benchbed.context import EntryContext
-from benchbed.data import DATASETS, load_dataset, read_idx
+from benchbed.data.datasets import builtin_datasets, read_idx
 from benchbed.errors import BenchbedError
-from benchbed.models import build_model
-from benchbed.sites import convert_relus, counted_sites, drelu_count, relu_count
+from benchbed.model.sites import convert_relus, counted_sites, drelu_count, relu_count
+from benchbed.plugin.types import EntryContext
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "fmnist.yaml"
@@ -64,7 +63,7 @@ def test_idx_writer_matches_the_format_torchvision_reads(tmp_path):
 def test_loads_the_debian_layout_of_four_gz_files(tmp_path):
     arrays = fake_fashion()
     root = write_debian(tmp_path / "fashion-mnist", arrays)
-    assert DATASETS["fashion_mnist"].present(root) and not DATASETS["fashion_mnist"].present(tmp_path)
+    assert builtin_datasets()["fashion_mnist"].present(root) and not builtin_datasets()["fashion_mnist"].present(tmp_path)
     data = load_dataset("fashion_mnist", root, val_fraction=0.2, split_seed=1)
     assert data.input_shape == (1, 28, 28) and data.num_classes == 10 and data.train_x.dtype == torch.uint8
     assert torch.equal(data.test_x[:, 0], torch.from_numpy(arrays["test"][0]))
@@ -82,7 +81,7 @@ def test_loads_torchvisions_layout_through_its_fashionmnist(tmp_path, monkeypatc
     from torchvision import datasets
 
     monkeypatch.setattr(datasets.utils, "download_url", lambda *a, **k: pytest.fail("must not download"))
-    assert DATASETS["fashion_mnist"].present(tmp_path)
+    assert builtin_datasets()["fashion_mnist"].present(tmp_path)
     data = load_dataset("fashion_mnist", tmp_path, download=True, val_fraction=0.1)
     assert torch.equal(data.test_x[:, 0], torch.from_numpy(arrays["test"][0]))
     assert len(data.train_y) + len(data.val_y) == 100
@@ -103,7 +102,7 @@ def test_a_wrong_magic_number_or_a_truncated_file_is_refused(tmp_path):
         read_idx(tmp_path / "short.gz", 1)
 
 
-@pytest.mark.skipif(not DATASETS["fashion_mnist"].present(DEBIAN), reason="Debian's dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not builtin_datasets()["fashion_mnist"].present(DEBIAN), reason="Debian's dataset-fashion-mnist not installed")
 def test_the_real_set_from_debians_package():
     train_labels = read_idx(DEBIAN / "train-labels-idx1-ubyte.gz", 1)
     assert np.bincount(train_labels).tolist() == [6000] * 10
@@ -126,7 +125,7 @@ def test_the_suite_spans_two_to_twenty_five_percent_of_the_models_relus():
     assert len(raw["seeds"]) == 3 and raw["evaluation"]["pgd"] and raw["evaluation"]["corruptions"]
 
 
-@pytest.mark.skipif(not DATASETS["fashion_mnist"].present(DEBIAN), reason="Debian's dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not builtin_datasets()["fashion_mnist"].present(DEBIAN), reason="Debian's dataset-fashion-mnist not installed")
 def test_the_suite_validates():
     from benchbed.cli import main
 
@@ -134,8 +133,8 @@ def test_the_suite_validates():
 
 
 def test_a_tiny_run_on_idx_files_states_grey_corruptions(write_suite, tmp_path):
-    from benchbed.leaderboard import render
-    from benchbed.runner import SuiteRun
+    from benchbed.report.board import render
+    from benchbed.run.runner import SuiteRun
 
     root = write_debian(tmp_path / "fm", fake_fashion(n_train=120, n_test=40))
     suite = write_suite(dataset={"name": "fashion_mnist", "root": str(root), "val_fraction": 0.25},
@@ -156,9 +155,8 @@ def test_a_tiny_run_on_idx_files_states_grey_corruptions(write_suite, tmp_path):
 def test_a_torchvision_resnet_nobody_wrote_for_benchbed_runs_snl_on_fashion_mnist(tmp_path):
     """torchvision's ResNet-18 (its blocks reuse one ReLU module), given a 1-channel stem, converted to sites and
     masked by SNL for a few steps on Fashion-MNIST-format data read by the loader."""
-    from torchvision.models import resnet18
-
     from benchbed_plugins import snl
+    from torchvision.models import resnet18
 
     data = load_dataset("fashion_mnist", write_debian(tmp_path / "fm", fake_fashion(n_train=96, n_test=16)),
                         val_fraction=0.25)
@@ -176,9 +174,9 @@ def test_a_torchvision_resnet_nobody_wrote_for_benchbed_runs_snl_on_fashion_mnis
     budget = 2000
     options = snl.Options(lambda_init=1e-3, alpha_lr=0.05, search={"epochs": 2, "batch_size": 24},
                           finetune={"epochs": 0.5, "batch_size": 24})
-    ctx = EntryContext(method="snl", budget=budget, seed=0, data=data.for_methods(), teacher=teacher,
-                       clock=ComputeClock(2.5, None, len(data.train_y)), device=torch.device("cpu"), options=options,
-                       generator=torch.Generator().manual_seed(0), workdir=tmp_path, log=lambda m: None)
+    ctx = EntryContext.create(method="snl", budget=budget, seed=0, data=data.for_methods(), teacher=teacher,
+                              options=options, device=torch.device("cpu"), epochs=2.5, workdir=tmp_path,
+                              log=lambda m: None)
     masked = snl.build_mask(ctx=ctx, model=student)
     tuned = snl.finetune(ctx=ctx, model=masked.model)
     assert 0 < drelu_count(tuned.model) <= budget < relu_count(teacher)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchbed.html_board import write_html
+from benchbed.report.html import write_html
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_browser = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (.ci/run installs it)")

@@ -7,16 +7,16 @@ import pytest
 
 from benchbed.cli import main
 from benchbed.errors import BenchbedError
-from benchbed.leaderboard import render
-from benchbed.runner import SuiteRun
+from benchbed.report.board import render
+from benchbed.run.runner import SuiteRun
 
 METHODS = [{"name": "all_relu"}, {"name": "random_mask", "options": {"finetune": {"batch_size": 64}}}]
 
 
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory):
-    from conftest import TINY_SUITE, _merge
     import yaml
+    from conftest import TINY_SUITE, _merge
 
     root = tmp_path_factory.mktemp("board")
     dirs = []
@@ -60,7 +60,7 @@ def test_leaderboard_command_rerenders_a_run(two_seeds, capsys):
     row = next(line for line in md.splitlines() if line.startswith("| random_mask") and "| 64 " in line)
     acc = row.split("|")[6].strip()
     assert "±" in acc, "one seed: the accuracy carries its binomial interval"
-    from benchbed.leaderboard import wilson_halfwidth
+    from benchbed.report.tables import wilson_halfwidth
 
     value, half = (float(x) for x in acc.split("±"))
     n = json.loads((dirs[0] / "data.json").read_text())["test"]
@@ -82,7 +82,7 @@ def test_the_same_seed_twice_is_refused(two_seeds, tmp_path):
 
 
 def test_wilson_interval_against_a_hand_computation():
-    from benchbed.leaderboard import wilson_halfwidth
+    from benchbed.report.tables import wilson_halfwidth
 
     # p = 0.9, n = 100, z = 1.96: (1.96·sqrt(0.0009 + 0.000096)) / 1.0384 = 0.05957…
     assert wilson_halfwidth(0.9, 100) == pytest.approx(0.0596, abs=1e-4)
@@ -90,7 +90,7 @@ def test_wilson_interval_against_a_hand_computation():
 
 
 def test_colours_are_stable_across_runs():
-    from benchbed.leaderboard import colour
+    from benchbed.report.figure import colour
 
     assert colour("snl") == "#1f77b4" and colour("my_method") == colour("my_method")
 

@@ -12,17 +12,18 @@ import pytest
 pytest.importorskip("spu")
 
 import torch  # noqa: E402
+from conftest import build_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchbed.config import SecureCostSettings  # noqa: E402
-from benchbed.cost import PROFILE_FILES, aby3_profile, price  # noqa: E402
-from benchbed.dual_bn import convert_dual_bn  # noqa: E402
 from benchbed.errors import BenchbedError  # noqa: E402
-from benchbed.jax_export import export  # noqa: E402
-from benchbed.models import Normalize, WideResNet, build_model  # noqa: E402
-from benchbed.secure_infer import measure, secure_inference  # noqa: E402
-from benchbed.sites import ReLUSite, SiteKernel, relu_count, sites, trace_shapes  # noqa: E402
-from benchbed.spu_runtime import compile_spu, run_secure  # noqa: E402
+from benchbed.model.architectures import Normalize, WideResNet
+from benchbed.model.dual_bn import convert_dual_bn  # noqa: E402
+from benchbed.model.sites import ReLUSite, SiteKernel, relu_count, sites, trace_shapes  # noqa: E402
+from benchbed.secure.cost import PROFILE_FILES, aby3_profile, price  # noqa: E402
+from benchbed.secure.export import export  # noqa: E402
+from benchbed.secure.measure import measure, secure_inference  # noqa: E402
+from benchbed.secure.spu_runtime import compile_spu, run_secure  # noqa: E402
 
 SHAPE = (1, 8, 8)
 PROFILE = json.loads(PROFILE_FILES["aby3"].read_text())

@@ -9,14 +9,13 @@ import textwrap
 import typing
 
 import pytest
+from conftest import entry_records, install_plugin, method_plugin, plugin
 
-from benchbed import hookspecs
+from benchbed.plugin import hookspecs
 from benchbed.api import FinetuneResult, MaskResult, MethodInfo, hookimpl
 from benchbed.errors import BenchbedError
-from benchbed.plugins import DISABLE_ENV, Methods, plugin_manager
-from benchbed.records import entry_records
-from benchbed.runner import SuiteRun
-from conftest import install_plugin, method_plugin, plugin
+from benchbed.plugin.manager import DISABLE_ENV, Methods, plugin_manager
+from benchbed.run.runner import SuiteRun
 
 SPECS = {name: fn for name, fn in inspect.getmembers(hookspecs, inspect.isfunction)
          if hasattr(fn, f"{hookspecs.PROJECT}_spec")}
@@ -144,7 +143,8 @@ def _method(tag: str, calls: list, evaluate=None):
     return method_plugin(build_mask, finetune, budgeted=False, evaluate=evaluate, description=tag)
 
 
-def test_dispatch_reaches_only_the_entrys_method_and_overrides_win(methods_with, write_suite, tmp_path):
+def test_dispatch_reaches_only_the_entrys_method_and_its_own_metrics_stand_beside_the_cores(methods_with, write_suite,
+                                                                                             tmp_path):
     calls: list = []
     own_metrics = lambda ctx, model, settings: {"clean_accuracy": 0.5, "val_accuracy": 0.5, "own": 1.0}  # noqa: E731
     methods = methods_with(("alpha", _method("alpha", calls)), ("beta", _method("beta", calls, evaluate=own_metrics)))
@@ -152,5 +152,8 @@ def test_dispatch_reaches_only_the_entrys_method_and_overrides_win(methods_with,
     SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
     assert calls == [("alpha", "build_mask"), ("alpha", "finetune"), ("beta", "build_mask"), ("beta", "finetune")]
     records = {r["method"]: r for r in entry_records(tmp_path / "run")}
-    assert records["beta"]["metrics"]["own"] == 1.0, "a method's evaluate overrides the core default"
-    assert "own" not in records["alpha"]["metrics"], "and only for that method"
+    assert records["beta"]["method_metrics"]["own"] == 1.0, "a method's evaluate is recorded beside the core's"
+    assert records["beta"]["metrics"]["clean_accuracy"] == records["alpha"]["metrics"]["clean_accuracy"], \
+        "the core's measurement stands"
+    assert any("clean_accuracy" in d for d in records["beta"]["disagreements"]), "and a disagreement is flagged"
+    assert "method_metrics" not in records["alpha"], "and only for that method"

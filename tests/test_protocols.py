@@ -2,9 +2,10 @@
 recipes run each method's published recipe without a limit and record the compute it used."""
 from __future__ import annotations
 
-from benchbed.plugins import Methods, plugin_manager
-from benchbed.records import entry_records
-from benchbed.runner import SuiteRun
+from conftest import entry_records
+
+from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.run.runner import SuiteRun
 
 
 def test_paper_protocol_runs_the_published_recipes_and_records_their_compute(write_suite, tmp_path):
@@ -23,7 +24,7 @@ def test_paper_protocol_runs_the_published_recipes_and_records_their_compute(wri
     assert snl["compute"]["limit"] == {"epochs": None, "seconds": None}
     assert 0 < snl["compute"]["used"]["epochs"] <= 5 + 1e-6, "what the recipe used, in the matched protocol's units"
     board = (tmp_path / "run" / "leaderboard.md")
-    from benchbed.leaderboard import render
+    from benchbed.report.board import render
 
     text = render([tmp_path / "run"], tmp_path / "run", stem="leaderboard").read_text()
     assert board.exists() and "Protocol: paper recipes" in text and "compute used (epochs)" in text

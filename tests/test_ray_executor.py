@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import entry_records
 
-from benchbed.leaderboard import render
-from benchbed.records import entry_records
-from benchbed.runner import SuiteRun
+from benchbed.report.board import render
+from benchbed.run.runner import SuiteRun
 
 ray = pytest.importorskip("ray")
 

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import torch
+from conftest import entry_records, load_checkpoint
 
-from benchbed.checkpoint import load_checkpoint
-from benchbed.records import entry_records, read_json
-from benchbed.reproducibility import determinism, seed_everything
-from benchbed.runner import SuiteRun
+from benchbed.files import read_json
+from benchbed.run.runner import SuiteRun
+from benchbed.train.reproducibility import determinism, seed_everything
 
 
 def test_two_runs_in_two_directories_give_identical_numbers(write_suite, tmp_path):

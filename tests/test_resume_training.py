@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchbed.config import TrainRecipe
-from benchbed.training import fit
+from benchbed.train.loop import fit
 
 
 class Interrupted(Exception):

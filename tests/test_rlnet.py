@@ -6,16 +6,23 @@ import json
 
 import pytest
 import torch
+from benchbed_plugins import rlnet
+from conftest import build_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchbed.config import EvaluationSettings
-from benchbed.suite import validate_options
-from benchbed.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn, has_dual_bn
-from benchbed.models import build_model
-from benchbed.runner import SuiteRun
-from benchbed.sites import counted_sites, drelu_count
-from benchbed_plugins import rlnet
+from benchbed.model.dual_bn import (
+    DualBatchNorm2d,
+    bn_path,
+    convert_dual_bn,
+    has_dual_bn,
+)
+from benchbed.model.sites import counted_sites, drelu_count
+from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.robustness.evaluate import evaluate_model
+from benchbed.run.runner import SuiteRun
+from benchbed.run.suite import validate_options
 
 
 @settings(max_examples=100, deadline=None)
@@ -78,11 +85,13 @@ def test_finetune_and_evaluate_route_both_bn_paths(make_ctx):
     assert ctx.clock.epochs_used <= 1.0 + 1e-9
     adv_stats = [m.adv.running_mean for m in result.model.modules() if isinstance(m, DualBatchNorm2d)]
     assert any(s.abs().sum() > 0 for s in adv_stats), "adversarial examples trained the adversarial BNs"
-    metrics = rlnet.evaluate(ctx=ctx, model=result.model.eval(),
-                             settings=EvaluationSettings(pgd={"images": 50, "steps": 3, "check_steps": 1}))
+    # the core evaluates a dual-BN model as RLNet's paper does
+    metrics = evaluate_model(result.model.eval(), ctx.data, EvaluationSettings(pgd={"images": 50, "steps": 3,
+                                                                                    "check_steps": 1}),
+                             ctx.seed, Methods(plugin_manager()).metrics)
     for key in ("clean_accuracy", "clean_accuracy_adv_bn", "pgd_accuracy", "val_accuracy"):
         assert 0 <= metrics[key] <= 1
-    assert metrics["bn_paths"] == {"clean_and_corruptions": "clean", "pgd": "adv"}
+    assert metrics["bn_paths"] == {"clean": "clean", "pgd": "adv"}
 
 
 def test_robust_teacher_recipe(write_suite, tmp_path):
@@ -91,7 +100,7 @@ def test_robust_teacher_recipe(write_suite, tmp_path):
     SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
     record = json.loads((tmp_path / "run" / "teacher.json").read_text())
     assert record["source"]["robust"] is True
-    from benchbed.checkpoint import load_checkpoint
+    from conftest import load_checkpoint
 
     assert has_dual_bn(load_checkpoint(tmp_path / "run" / "teacher.pt"))
     entry = json.loads((tmp_path / "run" / "entries" / "all_relu__all__s0.json").read_text())
@@ -185,7 +194,7 @@ def test_stage_one_rederives_the_mask_from_the_clean_post_relu_mismatch(make_ctx
     assert {n: int(m.sum()) for n, m in initial.items()} == counts, "the random start has the allocated sizes"
 
     # replay the epoch by hand: same batches, the starting mask, clean third only, |teacher - student|
-    from benchbed.data import train_batches
+    from benchbed.data.bundle import train_batches
 
     student = copy.deepcopy(result.model).train()
     for name, site in counted_sites(student).items():
@@ -247,7 +256,7 @@ def test_paper_recipe_asks_for_the_robust_teacher():
 
 
 def test_augmix_leaves_out_the_ops_that_overlap_the_test_corruptions(monkeypatch):
-    from benchbed import robust_training
+    from benchbed.robustness import training as robust_training
     from benchbed.config import RobustTraining
 
     seen = []

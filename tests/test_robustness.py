@@ -6,29 +6,30 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from conftest import build_model
 
-from benchbed.attacks import pgd
-from benchbed.config import CorruptionSettings, PGDSettings
-from benchbed.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn
-from benchbed.models import build_model
-from benchbed.robustness import corruption_accuracy, pgd_accuracy
 from benchbed.config import TrainRecipe
-from benchbed.training import accuracy, fit
+from benchbed.model.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn
+from benchbed.robustness.attacks import pgd
+from benchbed.robustness.corruption_accuracy import (
+    CorruptionSettings,
+    corruption_accuracy,
+)
+from benchbed.robustness.pgd_accuracy import PGDSettings, pgd_accuracy
+from benchbed.train.loop import accuracy, fit
 
 
 @pytest.fixture(scope="module")
 def trained(request):
     """A narrow ResNet trained for a few epochs on digits (about 95% test accuracy)."""
-    from benchbed.compute import ComputeClock
-    from benchbed.context import EntryContext
-    from benchbed.data import load_dataset
+    from conftest import load_dataset
+
+    from benchbed.train.session import Session
 
     data = load_dataset("digits", val_fraction=0.15)
     torch.manual_seed(0)
     model = build_model("resnet_narrow", num_classes=10, input_shape=data.input_shape, mean=data.mean, std=data.std)
-    ctx = EntryContext(method="t", budget=None, seed=0, data=data, teacher=None,
-                       clock=ComputeClock(None, None, len(data.train_y)), device=torch.device("cpu"),
-                       options=TrainRecipe(), generator=torch.Generator().manual_seed(0), workdir=None)
+    ctx = Session.create(data, torch.device("cpu"), seed=0)
     fit(model, ctx, TrainRecipe(epochs=6, lr=0.05, batch_size=64))
     return model.eval(), data
 
@@ -104,7 +105,7 @@ def _bundle(name, root, test_x, test_y=None):
 
 
 def _digits_like():
-    from benchbed.data import load_dataset
+    from conftest import load_dataset
 
     return load_dataset("digits")
 
@@ -144,7 +145,9 @@ def test_dual_bn_paths_keep_separate_statistics():
 
 
 def test_dual_bn_checkpoint_round_trip(tmp_path):
-    from benchbed.checkpoint import load_checkpoint, save_checkpoint
+    from conftest import load_checkpoint
+
+    from benchbed.model.checkpoint import save_checkpoint
 
     model = convert_dual_bn(build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8)))
     model.train()
@@ -161,9 +164,9 @@ def test_dual_bn_checkpoint_round_trip(tmp_path):
 
 
 def test_generated_corruptions_are_cached_beside_writable_data_only(tmp_path, monkeypatch):
-    from benchbed.robustness import cache_root
+    from benchbed.robustness.corruption_accuracy import cache_root
 
     assert cache_root(tmp_path) == tmp_path / "benchbed-corruptions"
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr("benchbed.robustness.os.access", lambda path, mode: False)
+    monkeypatch.setattr("benchbed.robustness.corruption_accuracy.os.access", lambda path, mode: False)
     assert cache_root(tmp_path / "read-only") == tmp_path / "cache" / "benchbed" / "corruptions"

@@ -10,13 +10,12 @@ import time
 
 import pytest
 import torch
+from conftest import entry_records, keep_first_pixels, method_plugin
 
 from benchbed.api import FinetuneResult, MaskResult, SiteKernel, TrainRecipe, fit
 from benchbed.errors import BenchbedError
-from benchbed.records import entry_records
-from benchbed.runner import SuiteRun
-from benchbed.sites import sites
-from conftest import keep_first_pixels, method_plugin
+from benchbed.model.sites import sites
+from benchbed.run.runner import SuiteRun
 
 
 def _records(run_dir):

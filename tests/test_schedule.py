@@ -7,7 +7,7 @@ import pytest
 import torch.nn.functional as F
 
 from benchbed.config import TrainRecipe
-from benchbed.training import fit, planned_steps
+from benchbed.train.loop import fit, planned_steps
 
 
 def _charging_loss(ctx, model, cost: float):

@@ -6,11 +6,22 @@ import pytest
 
 pytest.importorskip("spu")
 
+from conftest import entry_records  # noqa: E402
+
+from benchbed.cli import main  # noqa: E402
 from benchbed.errors import BenchbedError  # noqa: E402
-from benchbed.leaderboard import render  # noqa: E402
-from benchbed.records import entry_records, read_json  # noqa: E402
-from benchbed.runner import SuiteRun  # noqa: E402
-from benchbed.secure_infer import recorded_price, secure_infer  # noqa: E402
+from benchbed.files import read_json  # noqa: E402
+from benchbed.report.board import render  # noqa: E402
+from benchbed.run.rundir import RunDir  # noqa: E402
+from benchbed.run.runner import SuiteRun  # noqa: E402
+from benchbed.secure.measure import recorded_price  # noqa: E402
+
+
+def secure_infer(target: str, images: int, protocol_name: str = "aby3") -> dict:
+    """``benchbed secure-infer`` on ``target``, and the measurement it wrote."""
+    assert main(["secure-infer", target, "--images", str(images), "--protocol", protocol_name]) == 0
+    run_dir, entry = RunDir.of_entry(target)
+    return read_json(run_dir.measurement_path(entry, protocol_name))
 
 
 def test_a_measured_run_still_renders_and_resumes(write_suite, tmp_path):

@@ -7,15 +7,26 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from conftest import build_model, load_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from benchbed.checkpoint import load_checkpoint, save_checkpoint
 from benchbed.errors import BenchbedError
-from benchbed.models import build_model
-from benchbed.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, capacity, convert_relus, drelu_count,
-                            relu_count, site_counts, sites)
+from benchbed.model.checkpoint import save_checkpoint
+from benchbed.model.sites import (
+    IDENTITY,
+    ZERO,
+    MaskedKernel,
+    PatchKernel,
+    ReLUSite,
+    capacity,
+    convert_relus,
+    drelu_count,
+    relu_count,
+    site_counts,
+    sites,
+)
 
 
 def test_resnet18_cifar_counts_both_conventions():

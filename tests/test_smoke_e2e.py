@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from benchbed.records import entry_records
+from conftest import entry_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,12 +4,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from benchbed import training
-from benchbed.suite import validate_options
-from benchbed.models import build_model
-from benchbed.sites import MaskedKernel, counted_sites, drelu_count, relu_count
 from benchbed_plugins import snl
+from conftest import build_model
+
+from benchbed.api import top_k
+from benchbed.train import loop as training
+from benchbed.config import TrainRecipe
+from benchbed.model.sites import MaskedKernel, counted_sites, drelu_count, relu_count
+from benchbed.run.suite import validate_options
+
+
+def binarize(alphas, shapes, budget):
+    """SNL's masks: the budget's largest alphas, a channel alpha standing for its whole map."""
+    return top_k(alphas, budget, snl.alpha_sizes(alphas, shapes))
 
 
 def test_alpha_site_output_is_the_convex_mix():
@@ -49,7 +56,7 @@ def test_binarize_hits_the_budget_exactly_on_resnet18(stem_relu, budget):
     sites = counted_sites(model)
     gen = torch.Generator().manual_seed(0)
     alphas = {n: torch.rand(s.shape, generator=gen) for n, s in sites.items()}
-    masks = snl.binarize(alphas, {n: s.shape for n, s in sites.items()}, budget)
+    masks = binarize(alphas, {n: s.shape for n, s in sites.items()}, budget)
     for n, s in sites.items():
         s.set_mask(masks[n])
     assert relu_count(model) == drelu_count(model) == budget
@@ -63,16 +70,16 @@ def test_binarize_breaks_ties_deterministically_and_exactly():
     model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
     sites = counted_sites(model)
     ones = {n: torch.ones(s.shape) for n, s in sites.items()}  # a search that never moved
-    masks = snl.binarize(ones, {n: s.shape for n, s in sites.items()}, 1000)
+    masks = binarize(ones, {n: s.shape for n, s in sites.items()}, 1000)
     assert sum(int(m.sum()) for m in masks.values()) == 1000
-    assert snl.binarize(ones, {n: s.shape for n, s in sites.items()}, 1000).keys() == masks.keys()
+    assert binarize(ones, {n: s.shape for n, s in sites.items()}, 1000).keys() == masks.keys()
 
 
 def test_channel_granularity_lands_on_or_just_under_the_budget():
     model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
     sites = counted_sites(model)
     alphas = {n: torch.rand(s.shape[0], 1, 1, generator=torch.Generator().manual_seed(1)) for n, s in sites.items()}
-    masks = snl.binarize(alphas, {n: s.shape for n, s in sites.items()}, 1000)
+    masks = binarize(alphas, {n: s.shape for n, s in sites.items()}, 1000)
     for n, s in sites.items():
         s.set_mask(masks[n])
     assert 1000 - 4 < drelu_count(model) <= 1000  # the smallest channel here has 2x2 = 4 pixels
@@ -176,7 +183,7 @@ def test_fit_periods_split_whole_shuffled_epochs(make_ctx):
     for period in (1.0, 0.25):
         ctx, student = make_ctx(None, epochs=2.0)
         seen = []
-        training.fit(student, ctx, training.TrainRecipe(epochs=2, lr=0.01, batch_size=64), select_on_val=False,
+        training.fit(student, ctx, TrainRecipe(epochs=2, lr=0.01, batch_size=64), select_on_val=False,
                      period=period, on_epoch_end=lambda i, acc: seen.append(i))
         weights[period], calls[period] = [p.detach().clone() for p in student.parameters()], seen
     assert calls[1.0] == [0, 1] and calls[0.25] == list(range(8))

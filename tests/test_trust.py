@@ -9,13 +9,13 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import entry_records, keep_first_pixels, method_plugin
 
 from benchbed.api import FinetuneResult, MaskResult, counted_sites
 from benchbed.cli import main
-from benchbed.records import entry_records, read_json
-from benchbed.runner import SuiteRun
-from benchbed.sites import MaskedKernel
-from conftest import keep_first_pixels, method_plugin
+from benchbed.files import read_json
+from benchbed.model.sites import MaskedKernel
+from benchbed.run.runner import SuiteRun
 
 
 def _records(run_dir):
@@ -185,7 +185,7 @@ def test_an_exiting_plugin_does_not_end_the_run(write_suite, methods_with, tmp_p
         sys.exit(0)
 
     methods = methods_with(("quitter", method_plugin(quitter, budgeted=False)))
-    monkeypatch.setattr("benchbed.runner.Methods", lambda pm: methods)
+    monkeypatch.setattr("benchbed.run.runner.Methods", lambda pm: methods)
     suite = write_suite(methods=[{"name": "quitter"}, {"name": "all_relu"}], budgets=[64])
     code = main(["run", str(suite), "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 1, "a failed entry makes the run exit non-zero"
@@ -194,8 +194,7 @@ def test_an_exiting_plugin_does_not_end_the_run(write_suite, methods_with, tmp_p
     assert records["all_relu__all__s0"]["status"] == "ok"
 
 
-@pytest.mark.parametrize("answer, message", [({"val_accuracy": 0.5}, "no clean_accuracy"),
-                                             ("nonsense", "no clean_accuracy"),
+@pytest.mark.parametrize("answer, message", [("nonsense", "must return a dict of metrics"),
                                              ({"clean_accuracy": 93.0}, "outside [0, 1]")])
 def test_a_bad_evaluate_answer_fails_its_entry_only(write_suite, methods_with, tmp_path, answer, message):
     plugins = [("bad_eval", method_plugin(lambda ctx, model: MaskResult(model), budgeted=False,
@@ -206,10 +205,22 @@ def test_a_bad_evaluate_answer_fails_its_entry_only(write_suite, methods_with, t
     assert records["all_relu__all__s0"]["status"] == "ok"
 
 
+def test_a_method_cannot_replace_the_cores_measurement(write_suite, methods_with, tmp_path):
+    """A method's ``evaluate`` that claims 99.9% is recorded beside the core's measurement and flagged."""
+    plugins = [("boaster", method_plugin(lambda ctx, model: MaskResult(model), budgeted=False,
+                                         evaluate=lambda ctx, model, settings: {"clean_accuracy": 0.999}))]
+    _run(write_suite, methods_with, tmp_path, plugins, names=["boaster", "all_relu"])
+    records = _records(tmp_path / "run")
+    boaster, reference = records["boaster__all__s0"], records["all_relu__all__s0"]
+    assert boaster["status"] == "ok" and boaster["method_metrics"]["clean_accuracy"] == 0.999
+    assert boaster["metrics"]["clean_accuracy"] == reference["metrics"]["clean_accuracy"] < 0.999
+    assert boaster["disagreements"] and "clean_accuracy" in boaster["disagreements"][0]
+
+
 def test_a_method_ignoring_the_clock_is_stopped_by_the_alarm(write_suite, methods_with, tmp_path, monkeypatch):
     """The one real-time test: a method that never returns is interrupted. It asserts that it was
     stopped and flagged, not how fast."""
-    from benchbed import compute
+    from benchbed.train import compute
 
     monkeypatch.setattr(compute, "GRACE_SECONDS", 0.2)
 

@@ -1,0 +1,124 @@
+"""Checkpoints: the state dict plus every site's kernel, loadable with ``weights_only=True``."""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from benchbed.errors import BenchbedError, first_line
+from benchbed.files import atomic_write
+from benchbed.model.dual_bn import convert_dual_bn, has_dual_bn
+from benchbed.model.registry import ModelRegistry
+from benchbed.model.sites import apply_site_specs, site_specs
+
+FORMAT = "benchbed-checkpoint/1"
+
+
+def checkpoint_payload(model: nn.Module, *, model_name: str, num_classes: int, input_shape: tuple[int, int, int],
+                       mean: tuple, std: tuple) -> dict:
+    """Everything needed to rebuild ``model``, as tensors and plain data only."""
+    return {"format": FORMAT, "model": model_name, "num_classes": num_classes, "input_shape": list(input_shape),
+            "mean": list(mean), "std": list(std), "build": dict(getattr(model, "build_options", {})),
+            "sites": site_specs(model),
+            "transforms": ["dual_bn"] if has_dual_bn(model) else [],
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A digest of everything that decides what ``model`` computes: its state (weights, buffers, site
+    kernels), which parameters train, and every module's train/eval mode."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    digest.update(repr([(n, p.requires_grad) for n, p in model.named_parameters()]).encode())
+    digest.update(repr([(n, m.training) for n, m in model.named_modules()]).encode())
+    return digest.hexdigest()
+
+
+def write_checkpoint(payload: dict, path: Path) -> None:
+    atomic_write(path, lambda f: torch.save(payload, f))
+
+
+def save_checkpoint(model: nn.Module, path: Path, **description) -> None:
+    write_checkpoint(checkpoint_payload(model, **description), path)
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    """A checkpoint as read from disk, once: its payload and the sha256 of its bytes."""
+
+    path: str
+    payload: dict
+    sha256: str
+
+
+def read_checkpoint(path: str | Path) -> CheckpointFile:
+    """Read a checkpoint file. Only tensors and plain data are unpickled (``weights_only=True``)."""
+    path = Path(path).expanduser()
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise BenchbedError(f"no checkpoint at {path}") from None
+    except OSError as exc:
+        raise BenchbedError(f"cannot read checkpoint {path} ({exc.strerror or exc})") from None
+    try:
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated, foreign or tampered files
+        raise BenchbedError(f"checkpoint {path} is unreadable or unsafe ({first_line(exc)}); "
+                            "re-create it with `benchbed run` or point the suite at another file") from None
+    return CheckpointFile(str(path), payload, hashlib.sha256(raw).hexdigest())
+
+
+def load_checkpoint(path: str | Path, models: ModelRegistry, **expect) -> nn.Module:
+    """Rebuild the model a checkpoint describes (see ``model_from_payload`` for ``expect``)."""
+    file = read_checkpoint(path)
+    return model_from_payload(file.payload, file.path, models=models, **expect)
+
+
+def _legacy_patch_coeffs(key: str, specs: dict[str, dict]) -> bool:
+    """A kernel's coefficients that a checkpoint from before patch kernels had polynomials lacks: its
+    spec has none either, and the rebuilt kernel's identity is what it computed."""
+    site, _, leaf = key.rpartition(".kernel.")
+    return leaf == "coeffs" and site in specs and "coeffs" not in specs[site]
+
+
+def model_from_payload(payload: object, source: str = "checkpoint", *, models: ModelRegistry,
+                       expect_model: str | None = None,
+                       expect_classes: int | None = None, expect_input_shape: tuple[int, ...] | None = None,
+                       expect_mean: tuple[float, ...] | None = None, expect_std: tuple[float, ...] | None = None) -> nn.Module:
+    """Rebuild a model from a payload, checking it against what the suite and its dataset expect."""
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise BenchbedError(f"{source} is not a benchbed checkpoint ({FORMAT}); save models with benchbed")
+    if expect_model and payload["model"] != expect_model:
+        raise BenchbedError(f"checkpoint {source} holds a {payload['model']}, the suite wants {expect_model}")
+    if expect_classes and payload["num_classes"] != expect_classes:
+        raise BenchbedError(f"checkpoint {source} has {payload['num_classes']} classes, the dataset {expect_classes}")
+    if expect_input_shape and tuple(payload["input_shape"]) != tuple(expect_input_shape):
+        raise BenchbedError(f"checkpoint {source} was made for inputs of shape {tuple(payload['input_shape'])}, "
+                            f"the dataset has {tuple(expect_input_shape)}; train a teacher on this dataset")
+    for what, want in (("mean", expect_mean), ("std", expect_std)):
+        if want is not None and not torch.allclose(torch.tensor(payload[what], dtype=torch.float64),
+                                                   torch.tensor(want, dtype=torch.float64), atol=1e-4):
+            raise BenchbedError(f"checkpoint {source} normalises inputs with another {what} than the dataset "
+                                f"({payload[what]} vs {list(want)}); it was trained on other data")
+    model = models.build(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
+                         mean=payload["mean"], std=payload["std"], **payload.get("build", {}))
+    unknown = set(payload.get("transforms", [])) - {"dual_bn"}
+    if unknown:
+        raise BenchbedError(f"checkpoint {source} needs model transforms this benchbed lacks: {sorted(unknown)}")
+    if "dual_bn" in payload.get("transforms", []):
+        convert_dual_bn(model)
+    try:
+        apply_site_specs(model, payload["sites"])
+        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+        missing = [k for k in missing if not _legacy_patch_coeffs(k, payload["sites"])]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
+    except (RuntimeError, KeyError, TypeError) as exc:
+        raise BenchbedError(f"checkpoint {source} does not match its model ({first_line(exc)})") from None
+    return model

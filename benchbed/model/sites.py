@@ -1,0 +1,424 @@
+"""ReLU sites: every ReLU of a model is a named module whose behaviour a method can switch.
+
+A site holds a *kernel* that decides what it computes. The standard kernels are the only ones
+that counting, pricing, checkpoints and export understand:
+
+- ``ReLUKernel``    plain ReLU: one DReLU per pixel;
+- ``MaskedKernel``  per-pixel or per-channel 0/1 mask: kept pixels go through ReLU, the others
+                    through a per-channel polynomial ``c2·x² + c1·x + c0`` (identity by default);
+                    a site that is all polynomial is a mask of zeros with coefficients;
+- ``PatchKernel``   per channel a patch size: the sign of each patch's mean (one DReLU per patch)
+                    gates every pixel of the patch; a channel may also be zero, or linearized:
+                    its pixels go through the channel's polynomial (identity by default).
+
+A method may install a kernel of its own while it searches (e.g. SNL's continuous alphas), but it
+must freeze every site into a standard kernel before it hands the model back.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchbed.errors import BenchbedError
+from benchbed.model.passes import probe_forward
+
+Shape = tuple[int, int, int]
+
+IDENTITY = (0, 0)
+ZERO = (-1, -1)
+
+
+def patch_gate(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``x · 1[mean of its (h, w) patch > 0]`` on every channel of ``x`` (N, C, H, W); patches at the
+    borders are cut by the map. The gate carries no gradient."""
+    height, width = x.shape[-2:]
+    h, w = min(h, height), min(w, width)
+    with torch.no_grad():
+        # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
+        gate = F.avg_pool2d(x, (h, w), stride=(h, w), ceil_mode=True) > 0
+        gate = gate.repeat_interleave(h, 2).repeat_interleave(w, 3)[..., :height, :width]
+    return x * gate.to(x.dtype)
+
+
+def patch_drelus(height: int, width: int, h: int, w: int) -> int:
+    """DReLUs of one channel of an ``height``×``width`` map cut into (h, w) patches."""
+    return math.ceil(height / min(h, height)) * math.ceil(width / min(w, width))
+
+
+def _polynomial(coeffs: torch.Tensor | None, channels: int, trainable: bool) -> nn.Parameter:
+    """Per-channel ``(c2, c1, c0)`` of ``c2·x² + c1·x + c0`` (identity when None), trained only where
+    the method says so (AutoReP's quadratics), so that an identity bypass stays an identity."""
+    if coeffs is None:
+        coeffs = torch.tensor([0.0, 1.0, 0.0]).repeat(channels, 1)
+    if coeffs.shape != (channels, 3):
+        raise BenchbedError(f"polynomial coefficients must be (C,3)=({channels},3), got {tuple(coeffs.shape)}")
+    return nn.Parameter(coeffs.detach().clone().float(), requires_grad=trainable)
+
+
+def _apply_polynomial(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    c = coeffs.to(x.dtype)
+    c2, c1, c0 = (c[:, i].view(1, -1, 1, 1) for i in range(3))
+    return (c2 * x + c1) * x + c0
+
+
+class SiteKernel(nn.Module):
+    """What a site computes, and what it costs on a map of ``shape`` = (C, H, W)."""
+
+    kind: str = "custom"
+    standard: bool = False
+
+    def relus(self, shape: Shape) -> int:
+        """Pixels whose output goes through a comparison-gated nonlinearity."""
+        raise BenchbedError(f"kernel {type(self).__name__} has no ReLU count; freeze it first")
+
+    def drelus(self, shape: Shape) -> int:
+        """Secure comparisons (DReLUs) one image needs at this site."""
+        raise BenchbedError(f"kernel {type(self).__name__} has no DReLU count; freeze it first")
+
+    def poly_pixels(self, shape: Shape) -> int:
+        """Pixels that go through a polynomial with a square term (one secure multiplication each)."""
+        return 0
+
+    def spec(self) -> dict:
+        """Primitive/tensor description from which ``kernel_from_spec`` rebuilds this kernel."""
+        raise BenchbedError(f"kernel {type(self).__name__} cannot be saved; freeze it first")
+
+
+class ReLUKernel(SiteKernel):
+    kind = "relu"
+    standard = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
+
+    def relus(self, shape: Shape) -> int:
+        return math.prod(shape)
+
+    drelus = relus
+
+    def spec(self) -> dict:
+        return {"kind": self.kind}
+
+
+class MaskedKernel(SiteKernel):
+    """``mask·relu(x) + (1−mask)·p(x)``, mask of shape (C,H,W) or (C,1,1), p per channel."""
+
+    kind = "masked"
+    standard = True
+
+    def __init__(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None, trainable: bool = False):
+        super().__init__()
+        if mask.dim() != 3:
+            raise BenchbedError(f"a site mask must be (C,H,W) or (C,1,1), got shape {tuple(mask.shape)}")
+        self.register_buffer("mask", (mask != 0).to(torch.float32))
+        self.coeffs = _polynomial(coeffs, mask.shape[0], trainable)  # the mask never trains
+
+    @property
+    def per_channel(self) -> bool:
+        return self.mask.shape[1:] == (1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.mask.to(torch.bool), F.relu(x), _apply_polynomial(self.coeffs, x))
+
+    def _kept(self, shape: Shape) -> int:
+        return int(self.mask.expand(shape).sum().item())
+
+    def relus(self, shape: Shape) -> int:
+        return self._kept(shape)
+
+    drelus = relus
+
+    def poly_pixels(self, shape: Shape) -> int:
+        square = (self.coeffs[:, 0] != 0).float().view(-1, 1, 1)
+        return int(((1 - self.mask) * square).expand(shape).sum().item())
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "mask": self.mask.detach().cpu(), "coeffs": self.coeffs.detach().cpu(),
+                "trainable": self.coeffs.requires_grad}
+
+
+class PatchKernel(SiteKernel):
+    """One DReLU per patch: ``x · 1[mean(x over patch) > 0]`` broadcast over the patch.
+
+    ``sizes[c]`` is ``(h, w)`` for channel c, ``IDENTITY`` = (0, 0) to remove its ReLU (its pixels
+    then go through the channel's polynomial ``coeffs[c]``, the identity by default), or ``ZERO`` =
+    (-1, -1) to zero the channel. Border patches are cut by the map (ceil division). The gate carries
+    no gradient; gradients pass to x through the multiplication.
+    """
+
+    kind = "patch"
+    standard = True
+
+    def __init__(self, sizes: Sequence[tuple[int, int]] | torch.Tensor, coeffs: torch.Tensor | None = None,
+                 trainable: bool = False):
+        super().__init__()
+        sizes = torch.as_tensor(sizes, dtype=torch.long).reshape(-1, 2)
+        for h, w in sizes.tolist():
+            if not ((h >= 1 and w >= 1) or (h, w) in (IDENTITY, ZERO)):
+                raise BenchbedError(f"patch size ({h},{w}) is neither h,w >= 1, identity (0,0) nor zero (-1,-1)")
+        self.register_buffer("sizes", sizes)
+        self.coeffs = _polynomial(coeffs, len(sizes), trainable)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for c, hw in enumerate(map(tuple, sizes.tolist())):
+            groups.setdefault(hw, []).append(c)
+        self._groups = [(hw, torch.tensor(idx)) for hw, idx in sorted(groups.items())]
+        order = torch.cat([idx for _, idx in self._groups])
+        self.register_buffer("_inverse", torch.argsort(order), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for (h, w), idx in self._groups:
+            xs = x.index_select(1, idx.to(x.device))
+            if (h, w) == IDENTITY:
+                parts.append(_apply_polynomial(self.coeffs.index_select(0, idx.to(x.device)), xs))
+            elif (h, w) == ZERO:
+                parts.append(torch.zeros_like(xs))
+            else:
+                parts.append(patch_gate(xs, h, w))
+        return torch.cat(parts, 1).index_select(1, self._inverse)
+
+    def _per_channel(self, shape: Shape) -> Iterator[tuple[tuple[int, int], int]]:
+        _, height, width = shape
+        for h, w in self.sizes.tolist():
+            yield (h, w), 0 if (h, w) in (IDENTITY, ZERO) else patch_drelus(height, width, h, w)
+
+    def relus(self, shape: Shape) -> int:
+        _, height, width = shape
+        return sum(height * width for hw, _ in self._per_channel(shape) if hw not in (IDENTITY, ZERO))
+
+    def drelus(self, shape: Shape) -> int:
+        return sum(n for _, n in self._per_channel(shape))
+
+    def linearized(self) -> torch.Tensor:
+        """Per channel, whether its ReLU was removed (its pixels go through the polynomial)."""
+        return (self.sizes == torch.tensor(IDENTITY, device=self.sizes.device)).all(1)
+
+    def poly_pixels(self, shape: Shape) -> int:
+        _, height, width = shape
+        return height * width * int((self.linearized() & (self.coeffs[:, 0] != 0)).sum())
+
+    def spec(self) -> dict:
+        return {"kind": self.kind, "sizes": self.sizes.detach().cpu(), "coeffs": self.coeffs.detach().cpu(),
+                "trainable": self.coeffs.requires_grad}
+
+
+STANDARD_KERNELS = (ReLUKernel, MaskedKernel, PatchKernel)
+
+
+def kernel_from_spec(spec: dict) -> SiteKernel:
+    kind = spec.get("kind")
+    if kind == "relu":
+        return ReLUKernel()
+    if kind == "masked":
+        return MaskedKernel(spec["mask"], spec["coeffs"], bool(spec.get("trainable", False)))
+    if kind == "patch":
+        return PatchKernel(spec["sizes"], spec.get("coeffs"), bool(spec.get("trainable", False)))
+    raise BenchbedError(f"unknown site kernel kind {kind!r} in checkpoint")
+
+
+class ReLUSite(nn.Module):
+    """One ReLU of a model. Its name is its module path; ``role`` marks the stem ReLU."""
+
+    def __init__(self, role: str = "body"):
+        super().__init__()
+        self.role = role
+        self.counted = True
+        self.shape: Shape | None = None
+        self.kernel: SiteKernel = ReLUKernel()
+        # Moves with .to()/.cuda() so that a kernel switched in later lands on the model's device.
+        self.register_buffer("_anchor", torch.empty(0), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shape is None:
+            self.shape = tuple(x.shape[1:])
+        return self.kernel(x)
+
+    def _require_shape(self) -> Shape:
+        if self.shape is None:
+            raise BenchbedError("site shape unknown: call benchbed.sites.trace_shapes(model, input_shape) first")
+        return self.shape
+
+    # -- switching -------------------------------------------------------------------------
+    def set_kernel(self, kernel: SiteKernel) -> None:
+        self.kernel = kernel.to(self._anchor.device)
+
+    def set_relu(self) -> None:
+        self.set_kernel(ReLUKernel())
+
+    def set_mask(self, mask: torch.Tensor, coeffs: torch.Tensor | None = None, trainable: bool = False) -> None:
+        """Keep ReLUs where ``mask`` is 1; elsewhere the per-channel polynomial ``coeffs`` (identity by
+        default), trained by later finetuning only if ``trainable``."""
+        shape = self._require_shape()
+        if mask.dim() == 1:
+            mask = mask.view(-1, 1, 1)
+        if mask.shape not in (torch.Size(shape), torch.Size((shape[0], 1, 1))):
+            raise BenchbedError(f"mask of shape {tuple(mask.shape)} does not fit site of shape {shape}")
+        self.set_kernel(MaskedKernel(mask.detach(), coeffs, trainable))
+
+    def set_polynomial(self, coeffs: torch.Tensor, trainable: bool = False) -> None:
+        shape = self._require_shape()
+        self.set_kernel(MaskedKernel(torch.zeros(shape[0], 1, 1), coeffs, trainable))
+
+    def set_patches(self, sizes: Sequence[tuple[int, int]] | torch.Tensor, coeffs: torch.Tensor | None = None,
+                    trainable: bool = False) -> None:
+        """Per channel a patch size, ``IDENTITY`` or ``ZERO``; identity channels go through the
+        per-channel polynomial ``coeffs`` (identity by default), trained later only if ``trainable``."""
+        shape = self._require_shape()
+        kernel = PatchKernel(sizes, coeffs, trainable)
+        if kernel.sizes.shape[0] != shape[0]:
+            raise BenchbedError(f"{kernel.sizes.shape[0]} patch sizes for a site with {shape[0]} channels")
+        self.set_kernel(kernel)
+
+    # -- cost --------------------------------------------------------------------------------
+    @property
+    def numel(self) -> int:
+        return math.prod(self._require_shape())
+
+    @property
+    def relus(self) -> int:
+        return self.kernel.relus(self._require_shape())
+
+    @property
+    def drelus(self) -> int:
+        return self.kernel.drelus(self._require_shape())
+
+    @property
+    def poly_pixels(self) -> int:
+        return self.kernel.poly_pixels(self._require_shape())
+
+    def extra_repr(self) -> str:
+        return f"role={self.role}, shape={self.shape}, kind={self.kernel.kind}"
+
+
+# -- whole-model views -------------------------------------------------------------------------
+
+def sites(model: nn.Module) -> dict[str, ReLUSite]:
+    """Every site of ``model`` by module path, in forward-definition order."""
+    return {name: m for name, m in model.named_modules() if isinstance(m, ReLUSite)}
+
+
+def counted_sites(model: nn.Module) -> dict[str, ReLUSite]:
+    """The sites a ReLU budget covers (and that methods may linearize)."""
+    return {name: s for name, s in sites(model).items() if s.counted}
+
+
+def trace_shapes(model: nn.Module, input_shape: Sequence[int]) -> None:
+    """Record every site's (C,H,W) with one forward pass of a zero image."""
+    for site in sites(model).values():
+        site.shape = None
+    probe_forward(model, input_shape)
+    missing = [n for n, s in sites(model).items() if s.shape is None]
+    if missing:
+        raise BenchbedError(f"sites never reached by a forward pass: {', '.join(missing)}")
+
+
+@dataclass(frozen=True)
+class SiteCount:
+    name: str
+    shape: Shape
+    kind: str
+    counted: bool
+    relus: int
+    drelus: int
+    poly_pixels: int
+
+
+def site_counts(model: nn.Module) -> list[SiteCount]:
+    return [SiteCount(n, s._require_shape(), s.kernel.kind, s.counted, s.relus, s.drelus, s.poly_pixels)
+            for n, s in sites(model).items()]
+
+
+def relu_count(model: nn.Module, counted_only: bool = True) -> int:
+    return sum(s.relus for s in (counted_sites(model) if counted_only else sites(model)).values())
+
+
+def drelu_count(model: nn.Module, counted_only: bool = True) -> int:
+    return sum(s.drelus for s in (counted_sites(model) if counted_only else sites(model)).values())
+
+
+def capacity(model: nn.Module) -> int:
+    """Pixels of all counted sites: the largest ReLU budget the model admits."""
+    return sum(s.numel for s in counted_sites(model).values())
+
+
+def site_specs(model: nn.Module) -> dict[str, dict]:
+    specs = {}
+    for name, site in sites(model).items():
+        if not site.kernel.standard:
+            raise BenchbedError(f"site {name} still runs a {type(site.kernel).__name__}; "
+                                "a method must freeze its sites to relu/masked/patch kernels")
+        specs[name] = {**site.kernel.spec(), "counted": site.counted, "shape": list(site._require_shape())}
+    return specs
+
+
+def canonicalize(model: nn.Module) -> list[str]:
+    """Rebuild every site's kernel from its saved spec with the core's own kernel classes, so that what
+    the core counts, prices, saves and evaluates is one and the same thing, whatever class the method
+    handed back. Returns the sites whose kernel was of another class (a subclass of a standard one)."""
+    specs = site_specs(model)
+    foreign = [n for n, s in sites(model).items() if type(s.kernel) not in STANDARD_KERNELS]
+    apply_site_specs(model, specs)
+    return foreign
+
+
+def apply_site_specs(model: nn.Module, specs: dict[str, dict]) -> None:
+    own = sites(model)
+    if set(own) != set(specs):
+        raise BenchbedError("checkpoint sites do not match the model's sites "
+                            f"(missing {sorted(set(own) - set(specs))[:3]}, extra {sorted(set(specs) - set(own))[:3]})")
+    for name, spec in specs.items():
+        own[name].shape = tuple(spec["shape"])
+        own[name].counted = bool(spec["counted"])
+        own[name].set_kernel(kernel_from_spec(spec))
+
+
+# -- bring your own model ------------------------------------------------------------------------
+
+def convert_relus(model: nn.Module, input_shape: Sequence[int]) -> nn.Module:
+    """Turn every ``nn.ReLU`` of ``model`` into its own ``ReLUSite`` and trace the site shapes.
+
+    A ReLU module that the forward pass calls more than once (torchvision's ResNet blocks reuse
+    ``self.relu``) would make several ReLUs share one site; those models are rewritten with
+    ``torch.fx`` so that every call gets a site of its own.
+    """
+    calls: dict[str, int] = {}
+    probe_forward(model, input_shape, {m: lambda mod, i, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1)
+                                       for n, m in model.named_modules() if isinstance(m, nn.ReLU)})
+    if any(n > 1 for n in calls.values()):
+        model = _split_shared_relus(model)
+    else:
+        for name in calls:
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, ReLUSite())
+    trace_shapes(model, input_shape)
+    if not sites(model):
+        raise BenchbedError("the model has no nn.ReLU modules to convert into sites")
+    return model
+
+
+def _split_shared_relus(model: nn.Module) -> nn.Module:
+    import torch.fx
+
+    try:
+        graph_module = torch.fx.symbolic_trace(model)
+    except Exception as exc:  # fx cannot trace data-dependent control flow
+        raise BenchbedError(f"the model reuses one nn.ReLU module for several ReLUs and cannot be traced "
+                            f"by torch.fx ({exc.__class__.__name__}); give each ReLU its own module") from exc
+    relu_calls = [node for node in graph_module.graph.nodes
+                  if node.op == "call_module" and isinstance(graph_module.get_submodule(node.target), nn.ReLU)]
+    seen: dict[str, int] = {}
+    for node in relu_calls:
+        k = seen.get(node.target, 0)
+        seen[node.target] = k + 1
+        target = f"{node.target}_{k}".replace(".", "_") if k else node.target
+        graph_module.add_submodule(target, ReLUSite())
+        node.target = target
+    graph_module.delete_all_unused_submodules()
+    graph_module.recompile()
+    return graph_module

@@ -1,0 +1,149 @@
+"""``benchbed bench``: training and inference throughput of a model with each kind of site, on the
+current device, next to a plain reference loop and a conv-only limit.
+
+- harness: the core's ``fit`` and ``accuracy`` — data resident on the device as uint8, batched
+  augmentation on the device, channels_last and bf16 autocast on CUDA;
+- reference: what a plain script does — a torch ``DataLoader`` over a CPU dataset with per-image
+  torchvision transforms, fp32, one host-to-device copy per batch;
+- conv-only limit: the same network's convolutions and linear layer alone (BatchNorm and every
+  site made identity), forward and backward on resident data — the practical ceiling.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from benchbed.config import TrainRecipe
+from benchbed.data.bundle import DataBundle, to_float
+from benchbed.data.synthetic import synthetic_data
+from benchbed.model.registry import ModelRegistry
+from benchbed.model.sites import ReLUSite, counted_sites
+from benchbed.train.devices import autocast, synchronize
+from benchbed.train.loop import accuracy, fit
+from benchbed.train.session import Session
+
+SITE_KINDS = ("relu", "masked", "polynomial", "patch")
+
+
+def configure_sites(model: nn.Module, kind: str, generator: torch.Generator) -> None:
+    """Switch every counted site: ``masked`` keeps a random 10% of pixels, ``polynomial`` is a quadratic
+    everywhere, ``patch`` gates 2x2 patches."""
+    for site in counted_sites(model).values():
+        if kind == "masked":
+            site.set_mask((torch.rand(site.shape, generator=generator) < 0.1).float())
+        elif kind == "polynomial":
+            site.set_polynomial(torch.tensor([[0.1, 0.5, 0.2]]).repeat(site.shape[0], 1))
+        elif kind == "patch":
+            site.set_patches([(2, 2)] * site.shape[0])
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+class _ReferenceDataset(Dataset):
+    def __init__(self, data: DataBundle):
+        self.x, self.y = data.train_x.cpu(), data.train_y.cpu()
+        self.transform = v2.Compose([v2.RandomCrop(data.input_shape[1:], padding=data.crop_padding),
+                                     v2.RandomHorizontalFlip(), v2.ToDtype(torch.float32, scale=True)])
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.x[i]), self.y[i]
+
+
+def _reference_train(model: nn.Module, data: DataBundle, batch_size: int, device: torch.device) -> None:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    model.train()
+    for x, y in DataLoader(_ReferenceDataset(data), batch_size=batch_size, shuffle=True, drop_last=True):
+        x, y = x.to(device), y.to(device)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+@torch.no_grad()
+def _reference_infer(model: nn.Module, data: DataBundle, batch_size: int, device: torch.device) -> None:
+    model.eval()
+    x_all = data.train_x.cpu()
+    for start in range(0, len(x_all), batch_size):
+        model(x_all[start:start + batch_size].float().div(255).to(device)).argmax(1).cpu()
+
+
+def _conv_only(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` without BatchNorm and without any ReLU site: convolutions and the classifier."""
+    limit = copy.deepcopy(model)
+    for module in list(limit.modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, (nn.BatchNorm2d, ReLUSite)):
+                setattr(module, child_name, nn.Identity())
+    return limit
+
+
+def _conv_limit(model: nn.Module, data: DataBundle, batch_size: int, device: torch.device) -> None:
+    model.train()
+    for start in range(0, len(data.train_y) - batch_size + 1, batch_size):
+        x = to_float(data.train_x[start:start + batch_size])
+        with autocast(device):
+            out = model(x)
+        out.float().sum().backward()
+
+
+def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, int], num_classes: int, *,
+          batch_size: int, steps: int, kinds: tuple[str, ...] = SITE_KINDS, device: torch.device | None = None,
+          compile_model: bool = False, log: Callable[[str], None] = lambda message: None) -> dict:
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    generator = torch.Generator().manual_seed(0)
+    data = synthetic_data(input_shape, num_classes, batch_size * steps, generator)
+    resident = data.to(device)
+    images = batch_size * steps
+    recipe = TrainRecipe(epochs=1, lr=0.01, batch_size=batch_size, schedule="constant", nesterov=False)
+    results: dict[str, dict] = {}
+    for kind in kinds:
+        log(f"{kind} sites: harness and reference loops")
+        model = models.build(model_name, num_classes=num_classes, input_shape=input_shape, mean=data.mean, std=data.std)
+        configure_sites(model, kind, generator)
+        model = model.to(device)
+        harness_model = torch.compile(model) if compile_model else model
+        ctx = Session.create(resident, device, seed=0)
+        warm = replace(resident, train_x=resident.train_x[:2 * batch_size], train_y=resident.train_y[:2 * batch_size])
+        fit(harness_model, replace(ctx, data=warm), recipe, select_on_val=False)
+        harness_train = _timed(lambda: fit(harness_model, ctx, recipe, select_on_val=False), device)
+        harness_infer = _timed(lambda: accuracy(harness_model, resident.train_x, resident.train_y, batch_size), device)
+        reference = copy.deepcopy(model)
+        _reference_train(reference, replace(data, train_x=data.train_x[:2 * batch_size],
+                                            train_y=data.train_y[:2 * batch_size]), batch_size, device)
+        reference_train = _timed(lambda: _reference_train(reference, data, batch_size, device), device)
+        reference_infer = _timed(lambda: _reference_infer(reference, data, batch_size, device), device)
+        results[kind] = {
+            "harness_train_images_per_s": images / harness_train, "reference_train_images_per_s": images / reference_train,
+            "train_speedup": reference_train / harness_train,
+            "harness_infer_images_per_s": images / harness_infer, "reference_infer_images_per_s": images / reference_infer,
+            "infer_speedup": reference_infer / harness_infer}
+    log("conv-only limit")
+    limit_model = _conv_only(models.build(model_name, num_classes=num_classes, input_shape=input_shape)).to(device)
+    if device.type == "cuda":
+        limit_model = limit_model.to(memory_format=torch.channels_last)
+    _conv_limit(limit_model, replace(resident, train_x=resident.train_x[:2 * batch_size]), batch_size, device)
+    limit = images / _timed(lambda: _conv_limit(limit_model, resident, batch_size, device), device)
+    for row in results.values():
+        row["fraction_of_conv_limit"] = row["harness_train_images_per_s"] / limit
+    return {"model": model_name, "input_shape": list(input_shape), "batch_size": batch_size, "steps": steps,
+            "device": str(device), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "compiled": compile_model, "conv_only_train_images_per_s": limit,
+            "sites": results}

@@ -1,0 +1,33 @@
+"""The core's own contributions, registered through the same hooks as any plugin's: the built-in
+datasets, models, protocol profiles and robustness metrics."""
+from __future__ import annotations
+
+from benchbed.data.datasets import BUILTIN_DATASETS
+from benchbed.data.registry import DatasetSpec
+from benchbed.model.architectures import BUILTIN_MODELS
+from benchbed.model.registry import ModelSpec
+from benchbed.plugin.hookspecs import hookimpl
+from benchbed.robustness.corruption_accuracy import CORRUPTION_METRIC
+from benchbed.robustness.pgd_accuracy import PGD_METRIC
+from benchbed.robustness.registry import RobustnessMetric
+from benchbed.secure import cost
+
+
+@hookimpl
+def cost_profiles() -> list[cost.CostProfile]:
+    return [cost.aby3_profile(), cost.cheetah_profile(), cost.securenn_profile()]
+
+
+@hookimpl
+def datasets() -> list[DatasetSpec]:
+    return list(BUILTIN_DATASETS)
+
+
+@hookimpl
+def models() -> list[ModelSpec]:
+    return list(BUILTIN_MODELS)
+
+
+@hookimpl
+def robustness_metrics() -> list[RobustnessMetric]:
+    return [PGD_METRIC, CORRUPTION_METRIC]

@@ -1,0 +1,106 @@
+"""The types the hooks pass: what the core hands a method for one entry (method × budget × seed), what
+it gets back, and how a method describes itself."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from benchbed.config import Strict
+from benchbed.data.bundle import TrainingData
+from benchbed.train.session import Session
+
+Protocol = Literal["matched", "paper"]
+
+
+@dataclass(kw_only=True)
+class EntryContext(Session):
+    """Everything an entry may use: a training ``Session`` (``data`` holds the training and validation
+    splits only: the test split reaches nothing but the core's evaluation; batches from
+    ``train_batches`` charge the entry's compute budget, and the core also meters every forward pass of
+    the student, so training on a loop of one's own is charged too) with the entry's method, ReLU
+    budget (an int for every budgeted method: the core guarantees it), validated options and frozen
+    teacher. ``notes`` and ``cuts`` are copied into the entry's record."""
+
+    method: str
+    budget: int | None
+    teacher: nn.Module | None
+    options: BaseModel
+    workdir: Path = Path(".")
+    protocol: Protocol = "matched"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, *, method: str, budget: int | None, seed: int, data: TrainingData, teacher: nn.Module | None,
+               options: BaseModel, device: torch.device, epochs: float | None = None, seconds: float | None = None,
+               generator: torch.Generator | None = None, timer: Callable[[], float] = time.perf_counter,
+               **rest) -> "EntryContext":
+        """An entry's context with its compute clock (``epochs`` and/or ``seconds``; None: no limit) and a
+        generator seeded by ``seed`` unless one is given; the one way the core and the tests make one."""
+        return cls(method=method, budget=budget, seed=seed, data=data, teacher=teacher, options=options,
+                   device=device, clock=Session.clock_for(data, device, epochs, seconds, timer),
+                   generator=generator or torch.Generator(device=device).manual_seed(seed), **rest)
+
+
+@dataclass
+class MaskResult:
+    """What ``build_mask`` returns: the model with every site frozen to a standard kernel."""
+
+    model: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneResult:
+    """What ``finetune`` returns: the selected model (chosen on validation, never test)."""
+
+    model: nn.Module
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+# How far a published ReLU count may sit from a suite's budget and still be set beside it: papers
+# report rounded counts (SNL's "14.9K" for a 15,000 budget).
+PUBLISHED_BUDGET_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class PublishedResult:
+    """A top-1 accuracy the method's paper reports, for the leaderboard to set beside ours."""
+
+    dataset: str
+    model: str
+    stem_relu: bool
+    relus: int
+    accuracy: float  # a fraction
+    source: str = ""
+
+    def matches(self, dataset: str, model: str, stem_relu: bool, budget: int | None) -> bool:
+        return (budget is not None and (self.dataset, self.model, self.stem_relu) == (dataset, model, stem_relu)
+                and abs(self.relus - budget) <= PUBLISHED_BUDGET_TOLERANCE * budget)
+
+
+@dataclass
+class MethodInfo:
+    """A method's self-description. Its name is the name its plugin is registered under."""
+
+    description: str
+    paper: str = ""
+    options: type[BaseModel] = Strict
+    budgeted: bool = True  # False for reference rows (all-ReLU) that run once, whatever the budgets
+    # Option overrides that make the method run its published recipe (epochs, schedule, images per
+    # probe) under ``compute: paper``; merged over the defaults, under the suite's own options.
+    paper_recipe: dict[str, Any] = field(default_factory=dict)
+    # The teacher variant an entry with these options distils from: "standard" (the suite's teacher)
+    # or "robust" (dual-BN, trained on clean, AugMix and PGD inputs). The runner trains each once.
+    teacher: Callable[[BaseModel], str] = lambda options: "standard"
+    # The paper's own figures; the leaderboard shows the one at a suite's dataset, model and budget.
+    published: list[PublishedResult] = field(default_factory=list)
+    # Composition: the site kinds ``build_mask`` leaves (relu, masked, patch) and those ``finetune`` can
+    # train. A suite that pairs one method's mask with a finetune that cannot take it fails validation.
+    produces: frozenset[str] = frozenset({"relu", "masked", "patch"})
+    accepts: frozenset[str] = frozenset({"relu", "masked", "patch"})

@@ -1,0 +1,97 @@
+"""Publishing a leaderboard from run records: records → tables (``tables``) → markdown (``markdown``),
+a JSON twin, a figure (``figure``) and a self-contained HTML page (``html``).
+
+Several runs of one suite (typically different seeds) merge into one board: every number is the
+mean over seeds ± the sample standard deviation; with one seed, an accuracy carries its 95%
+binomial (Wilson) interval on the number of images it was measured on, so readers do not rank noise."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from benchbed.errors import BenchbedError
+from benchbed.files import write_json, write_text
+from benchbed.report import claims, figure, markdown, tables
+from benchbed.report.html import write_html
+from benchbed.run.rundir import RunDir
+
+GRID_METRICS = ["clean_accuracy", "pgd_accuracy", "corruption_accuracy"]
+
+
+def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
+    """The suite metadata shared by ``run_dirs`` and all their entry records."""
+    metas = [RunDir(d).meta() for d in run_dirs]
+    if len({m["fingerprint"] for m in metas}) > 1:
+        raise BenchbedError("these runs are of different suite configurations and cannot be merged: "
+                            + ", ".join(f"{m['run_dir']} ({m['suite']['name']})" for m in metas))
+    records, seen = [], {}
+    for meta in metas:
+        for record in RunDir(meta["run_dir"]).records():
+            if record["entry"] in seen:
+                raise BenchbedError(f"entry {record['entry']} is in both {seen[record['entry']]} and {meta['run_dir']}; "
+                                    "merge runs of different seeds")
+            seen[record["entry"]] = meta["run_dir"]
+            records.append(record)
+    if not records:
+        raise BenchbedError(f"no entry records in {', '.join(map(str, run_dirs))}; run the suite first")
+    merged = dict(metas[0])
+    merged["seeds"] = sorted({r["seed"] for r in records})
+    merged["run_dirs"] = [m["run_dir"] for m in metas]
+    return merged, records
+
+
+def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwrite: bool = True) -> Path:
+    """Write ``<stem>.md``, ``.json``, ``.png`` and ``.html`` into ``out_dir``; return the markdown path.
+    Without ``overwrite``, a leaderboard already there is an error rather than silently replaced."""
+    meta, records = load_runs([Path(d) for d in run_dirs])
+    stem = stem or meta["suite"]["name"]
+    out_dir = Path(out_dir)
+    if not overwrite and (out_dir / f"{stem}.md").exists():
+        raise BenchbedError(f"{out_dir / f'{stem}.md'} exists; pass --overwrite to replace it, or --to another folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n_test = (meta.get("data") or {}).get("test")
+    frame = tables.table(records)
+    titles = tables.accuracy_titles(records)
+    accuracies = set(titles)
+    profile_names = tables.profiles(records)
+    networks = list(meta["suite"]["secure_cost"]["networks"]) if meta["suite"]["secure_cost"]["enabled"] else []
+    protocol = markdown.protocol_lines(meta, records)
+    explained = [] if frame.empty else markdown.explanation_lines(frame, profile_names, n_test)
+    title = f"Leaderboard: {meta['suite']['name']}"
+    cols = [] if frame.empty else markdown.columns(frame, titles, profile_names, networks)
+    sections = markdown.grid_lines(tables.grid(records, GRID_METRICS), titles)
+    cut = [r for r in records if r.get("cuts")]
+    if cut:
+        sections += ["", "## Cut to fit the budget", ""]
+        sections += [f"- `{r['entry']}`: " + "; ".join(f"{part}: {why}" for part, why in r["cuts"].items()) for r in cut]
+    unfinished = [r for r in records if r["status"] != "ok"]
+    if unfinished:
+        sections += ["", "## Entries that did not finish", ""]
+        sections += [f"- `{r['entry']}`: **{r['status']}** — {r.get('error', '')}" for r in unfinished]
+    tested = claims.assess(records)
+    sections += [""] + claims.markdown(tested)
+    md_path = out_dir / f"{stem}.md"
+    write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), protocol=protocol,
+                                      table="" if frame.empty else markdown.results_table(frame, cols, accuracies),
+                                      explained=explained, sections=[""] + sections))
+    write_json(out_dir / f"{stem}.json", {
+        "suite": meta["suite"], "seeds": meta["seeds"], "run_dirs": meta["run_dirs"], "claims": claims.as_json(tested),
+        "protocol": protocol, "how_to_read": explained, "columns": [{"key": k, "title": t} for k, t in cols],
+        "rows": [] if frame.empty else frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
+        "entries": [{k: r.get(k) for k in ("entry", "method", "label", "budget", "seed", "status", "error", "relus",
+                                           "drelus", "metrics", "secure_cost", "compute", "notes", "cuts",
+                                           "composition", "published")} for r in records]})
+    images = []
+    if not frame.empty:
+        images.append(out_dir / f"{stem}.png")
+        figure.save(figure.figure(frame, meta, profile_names), images[0])
+    rows = [] if frame.empty else [
+        [(row["label"], row["label"]), ("—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}",
+                                        None if pd.isna(row["budget"]) else int(row["budget"])),
+         (str(int(row["seeds"])), int(row["seeds"]))]
+        + [(markdown.cell(row, k, accuracies), None if pd.isna(row.get(k)) else float(row[k])) for k, _ in cols]
+        for _, row in frame.iterrows()]
+    write_html(out_dir / f"{stem}.html", title, protocol + explained,
+               [("method", "method"), ("budget", "budget"), ("seeds", "seeds")] + cols, rows, images, sections)
+    return md_path

@@ -1,0 +1,84 @@
+"""The leaderboard's figure: accuracy against DReLUs (the budgets as ticks) and, where a secure cost was
+priced, against secure latency with the Pareto front. Every method keeps its colour in every plot."""
+from __future__ import annotations
+
+import hashlib
+
+import matplotlib
+import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
+from matplotlib.figure import Figure  # noqa: E402
+
+from benchbed.report.markdown import settings_text  # noqa: E402
+
+# Stable colours: the built-in methods keep theirs in every plot; others get one from their name.
+PALETTE = {"all_relu": "#555555", "random_mask": "#9e9e9e", "snl": "#1f77b4", "autorep": "#ff7f0e",
+           "knapsack": "#2ca02c", "rlnet": "#d62728", "deepreduce": "#9467bd"}
+EXTRA_COLOURS = ["#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f", "#393b79", "#637939", "#843c39"]
+
+
+def colour(method: str) -> str:
+    """The method's colour, the same in every plot of every run."""
+    if method in PALETTE:
+        return PALETTE[method]
+    return EXTRA_COLOURS[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(EXTRA_COLOURS)]
+
+
+def figure(frame: pd.DataFrame, meta: dict, profiles: list[str]) -> Figure:
+    """Accuracy against DReLUs (the budgets as ticks) and, where a secure cost was priced, against the WAN
+    latency of the first profile with the Pareto front of every entry."""
+    latency = next((f"latency_WAN@{p}" for p in profiles if f"latency_WAN@{p}" in frame.columns), None)
+    fig, axes = plt.subplots(1, 2 if latency else 1, figsize=(12 if latency else 6.4, 4.6), dpi=110, squeeze=False)
+    ax = axes[0][0]
+    for label, rows in frame.groupby("label"):
+        rows = rows.sort_values("drelus")
+        method = rows["method"].iloc[0]
+        err = 100 * rows["clean_accuracy_std"].where(rows["seeds"] > 1, rows.get("clean_accuracy_ci")).fillna(0)
+        if rows["budget"].isna().all():
+            ax.axhline(100 * rows["clean_accuracy"].iloc[0], ls="--", color=colour(method), lw=1,
+                       label=f"{label} ({int(rows['drelus'].iloc[0]):,} DReLUs)")
+        else:
+            ax.errorbar(rows["drelus"], 100 * rows["clean_accuracy"], yerr=err, marker="o", capsize=3,
+                        color=colour(method), label=label)
+    # symlog: log-like for the budgets, and entries with no DReLU at all still get a place, at 0.
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=0)
+    budgets = sorted({int(b) for b in frame["budget"].dropna()})
+    if budgets:
+        ax.set_xticks(budgets)
+        ax.set_xticklabels([f"{b:,}" for b in budgets], rotation=30)
+        ax.minorticks_off()
+    ax.set_xlabel("DReLUs per image (ticks: the suite's budgets)")
+    ax.set_ylabel("clean test accuracy (%)")
+    ax.set_title("accuracy vs DReLUs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    if latency:
+        right = axes[0][1]
+        points = frame.dropna(subset=[latency, "clean_accuracy"])
+        for label, rows in points.groupby("label"):
+            right.scatter(rows[latency], 100 * rows["clean_accuracy"], color=colour(rows["method"].iloc[0]),
+                          label=label, s=28)
+        front, best = [], -1.0
+        for _, row in points.sort_values([latency, "clean_accuracy"], ascending=[True, False]).iterrows():
+            if row["clean_accuracy"] > best:
+                best = row["clean_accuracy"]
+                front.append((row[latency], 100 * best))
+        if front:
+            right.step(*zip(*front), where="post", color="black", lw=1, alpha=0.6, label="Pareto front")
+        right.set_xscale("log")
+        right.set_xlabel(f"WAN latency per image, s ({latency.split('@')[1]})")
+        right.set_ylabel("clean test accuracy (%)")
+        right.set_title("accuracy vs secure cost")
+        right.grid(alpha=0.3, which="both")
+        right.legend(fontsize=7)
+    fig.suptitle(f"{meta['suite']['name']}: {settings_text(meta)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save(fig: Figure, path) -> None:
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,193 @@
+"""Presentation in words: the cells, the columns, the protocol and how-to-read lines, and the markdown
+page rendered from ``templates/board.md.j2``."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+from tabulate import tabulate
+
+from benchbed.report.tables import PAPER_COLUMNS, profiles
+
+TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
+                               keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                               undefined=jinja2.StrictUndefined, autoescape=False)
+# Row identity and bookkeeping: never a column of its own.
+NOT_SHOWN = {"method", "label", "budget", "seed", "status", "seeds", "val_accuracy"}
+
+
+def value_text(key: str, value: float, accuracies: set[str]) -> str:
+    if key in accuracies or key in PAPER_COLUMNS:
+        return f"{100 * value:.2f}"
+    if key in ("relus", "drelus") or key.startswith("rounds@"):
+        return f"{value:,.0f}"
+    if key.startswith("comm_mb@"):
+        return f"{value:.3f}"
+    if key.startswith("latency_"):
+        return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
+    if key == "epochs_used":
+        return f"{value:.2f}"
+    return f"{value:.4g}"
+
+
+def _missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def cell(row: pd.Series, key: str, accuracies: set[str]) -> str:
+    """A table cell: the mean, ± the seeds' standard deviation (several seeds) or the binomial interval."""
+    value = row.get(key)
+    if _missing(value):
+        return "—"
+    text = value_text(key, value, accuracies)
+    spread = row.get(f"{key}_std") if row["seeds"] > 1 else row.get(f"{key}_ci")
+    if not _missing(spread) and spread > 0:
+        text += f" ± {value_text(key, spread, accuracies)}"
+    return text
+
+
+def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str],
+            networks: list[str]) -> list[tuple[str, str]]:
+    """(key, title) of every column the table shows, in order."""
+    cols = [("relus", "ReLUs"), ("drelus", "DReLUs"), ("clean_accuracy", titles["clean_accuracy"])]
+    if "paper_accuracy" in frame.columns:
+        cols += list(PAPER_COLUMNS.items())
+    known = {k for k, _ in cols} | set(PAPER_COLUMNS) | {"epochs_used"} | NOT_SHOWN
+    cols += [(k, titles.get(k, k)) for k in frame.columns
+             if k not in known and "@" not in k and not k.startswith("n:") and not k.endswith(("_std", "_ci"))]
+    for profile in profile_names:
+        if f"comm_mb@{profile}" in frame.columns:
+            cols += [(f"comm_mb@{profile}", f"{profile} MB"), (f"rounds@{profile}", f"{profile} rounds")]
+            cols += [(f"latency_{n}@{profile}", f"{profile} {n} s") for n in networks]
+    return cols + [("epochs_used", "compute used (epochs)")]
+
+
+def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str]) -> str:
+    body = [[row["label"], "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
+            + [cell(row, key, accuracies) for key, _ in cols] for _, row in frame.iterrows()]
+    return tabulate(body, headers=["method", "budget", "seeds"] + [t for _, t in cols], tablefmt="github",
+                    disable_numparse=True)
+
+
+def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int | None) -> list[str]:
+    """What the columns mean, so that the table reads without the source code."""
+    lines = ["- **ReLUs** are the pixels whose output passes through a comparison-gated nonlinearity; **DReLUs** are "
+             "the secure comparisons one image costs. They differ for patch ReLUs (knapsack: one DReLU gates a whole "
+             "patch), so budgets are in DReLUs.",
+             "- **Accuracies** are on the test split, read once after the weights were chosen on validation. "
+             + (f"One test image is {100 / n_test:.2f} points. " if n_test else "")
+             + "With one seed, ± is the 95% binomial (Wilson) interval on the images the accuracy was measured on; "
+               "with several, ± is the sample standard deviation over seeds. Differences inside them are noise."]
+    if "clean_accuracy_adv_bn" in frame.columns:
+        lines.append("- **clean acc, adv BN** is a dual-BN model's (RLNet's) clean accuracy through its adversarial "
+                     "BatchNorms, the path its PGD accuracy is measured on; the other accuracies use the clean BNs.")
+    if profile_names:
+        lines.append("- **MB** is the communication of one inference of one image, summed over all parties (the figure "
+                     "papers report); **rounds** are its sequential communication rounds; **s** is latency per image "
+                     "on each network, whose bandwidth term is priced on the busiest party's bytes where the profile "
+                     "records them (parties send in parallel).")
+    lines.append("- **compute used** is the entry's whole mask search and finetune in epochs of training-image "
+                 "equivalents (a forward-only image counts a third), the unit the matched-compute budget is set in. "
+                 "Wall time is in the JSON records; it depends on the machine and its load, so it is not ranked here.")
+    return lines
+
+
+def attack_lines(records: list[dict]) -> list[str]:
+    """The PGD settings and the outcome of its two sanity checks over every entry."""
+    attacked = [r for r in records if (r.get("metrics") or {}).get("pgd")]
+    if not attacked:
+        return []
+    pgd = attacked[0]["metrics"]["pgd"]
+    flagged = [r["entry"] for r in attacked if r["metrics"]["pgd"].get("gradient_masking_suspected")]
+    checks = ("both sanity checks passed on every entry (adversarial ≤ clean accuracy; the full attack no weaker "
+              "than a short one beyond noise)" if not flagged else
+              f"a sanity check failed — gradient masking suspected — on {', '.join(flagged)}")
+    return [f"- **PGD:** L∞, ε = {pgd['eps']:.4g}, step {pgd['step']:.4g}, {pgd['steps']} steps, "
+            f"{'random start' if pgd['random_start'] else 'no random start'}, on the first {pgd['images']:,} test "
+            f"images, in pixel space [0, 1] before normalisation, in eval mode; {checks}."]
+
+
+def compute_line(compute: dict) -> str:
+    if compute.get("paper"):
+        return ("- **Protocol: paper recipes.** Every method runs its published recipe (epochs, schedules, images per "
+                "probe, teacher) without a compute limit; the compute each entry used is in the table, in epochs "
+                "of training-image equivalents. Read it beside the matched-compute suite.")
+    limits = ", ".join(f"{k} {v:g}" for k, v in compute.items() if k != "paper" and v is not None)
+    return (f"- **Protocol: matched compute.** Every entry (mask search + finetune) gets the same budget: {limits}. "
+            "Parts of a method's published recipe that did not fit are listed under *Cut to fit the budget*.")
+
+
+def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
+    suite, data, teacher = meta["suite"], meta.get("data", {}), meta.get("teacher", {})
+    first = next((r for r in records if r.get("versions")), {})
+    versions = first.get("versions", {})
+    commit = first.get("source_commit", {})
+    hardware = first.get("hardware", {})
+    cost = suite["secure_cost"]
+    teacher_text = (f"trained here ({suite['teacher']['recipe']['epochs']:g} epochs, seed {suite['teacher']['seed']})"
+                    if suite["teacher"].get("recipe") else f"loaded from {suite['teacher']['checkpoint']}")
+    lines = [
+        f"- **Data:** {suite['dataset']['name']}: {data.get('train', '?')} train / {data.get('val', '?')} validation "
+        f"(split seed {suite['dataset']['split_seed']}) / {data.get('test', '?')} test images. "
+        "Checkpoints are selected on validation; test is read once, at the end.",
+        f"- **Model:** {suite['model']['name']}; ReLU convention: "
+        + ("every ReLU counted, the stem ReLU included (the knapsack/RLNet model)." if suite["model"]["stem_relu"]
+           else "built without a stem ReLU, every ReLU counted (the SNL/AutoReP model)."),
+        f"- **Teacher:** one all-ReLU teacher shared by every entry, {teacher_text}; "
+        f"test accuracy {100 * teacher.get('clean_accuracy', float('nan')):.2f}%.",
+        f"- **Budgets (DReLUs over counted sites):** {', '.join(f'{b:,}' for b in suite['budgets'])}.",
+        compute_line(suite["compute"]),
+        f"- **Seeds:** {', '.join(map(str, meta['seeds']))}.",
+    ]
+    lines += attack_lines(records)
+    corrupted = next((r["metrics"]["corruptions"] for r in records if (r.get("metrics") or {}).get("corruptions")), None)
+    if corrupted:
+        source = corrupted["source"] if isinstance(corrupted["source"], str) else "official and generated"
+        grey = source == "generated" and (data.get("input_shape") or [3])[0] == 1
+        lines.append(f"- **Corruptions:** {len(corrupted['per_corruption'])} CIFAR-C corruptions × severities "
+                     f"{', '.join(map(str, corrupted['severities']))} on {corrupted['images']:,} test images, "
+                     + ("generated, applied per channel to grayscale." if grey else f"{source}."))
+    if cost["enabled"]:
+        nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
+        lines.append(f"- **Secure cost:** {', '.join(f'`{p}`' for p in profiles(records))} (one inference of one "
+                     "image, whole network: linear and non-linear layers; latency = local compute + the busiest party's "
+                     f"bytes / bandwidth + rounds · RTT); {nets}.")
+    lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
+                 f"{hardware.get('cpu_count', '?')} CPUs; **versions:** "
+                 + ", ".join(f"{k} {v}" for k, v in versions.items())
+                 + f"; **commit:** {commit.get('commit') or 'unknown'}{' (dirty)' if commit.get('dirty') else ''}.")
+    return lines
+
+
+def grid_lines(cells: dict[tuple[str, int], dict[tuple[str, str], float]], titles: dict[str, str]) -> list[str]:
+    """The mask × finetune section, one grid per (metric, budget)."""
+    if not cells:
+        return []
+    order = list(titles)
+    lines = ["## Mask × finetune", "",
+             "Each method's mask (rows) trained by each method's finetune (columns), under the same compute budget; "
+             "the diagonal is each method as published. Mean over seeds, %."]
+    for metric, budget in sorted(cells, key=lambda k: (k[1], order.index(k[0]) if k[0] in order else len(order))):
+        pairs = cells[(metric, budget)]
+        masks = sorted({m for m, _ in pairs})
+        finetunes = sorted({f for _, f in pairs})
+        body = [[m] + [f"{100 * pairs[(m, f)]:.2f}" if (m, f) in pairs else "—" for f in finetunes] for m in masks]
+        lines += ["", f"**{titles.get(metric, metric)}, {budget:,} DReLUs**", "",
+                  tabulate(body, headers=["mask ↓ / finetune →"] + finetunes, tablefmt="github", disable_numparse=True)]
+    return lines
+
+
+def settings_text(meta: dict) -> str:
+    suite = meta["suite"]
+    compute = suite["compute"]
+    budget = ("paper recipes" if compute.get("paper") else
+              ", ".join(f"{v:g} {k}" for k, v in compute.items() if k != "paper" and v is not None) + " per entry")
+    return (f"{suite['dataset']['name']} · {suite['model']['name']} ({'with' if suite['model']['stem_relu'] else 'no'} "
+            f"stem ReLU) · {budget} · seeds {', '.join(map(str, meta['seeds']))}")
+
+
+def page(**context) -> str:
+    """The leaderboard page in markdown (``templates/board.md.j2``)."""
+    return TEMPLATES.get_template("board.md.j2").render(**context)

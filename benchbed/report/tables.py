@@ -1,0 +1,106 @@
+"""Aggregation: entry records to one table row per (method, budget) — means and sample standard
+deviations over seeds, and for one seed the 95% binomial (Wilson) interval of each accuracy on the
+images it was measured on. No presentation here."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+Z95 = 1.959964
+# Accuracies the evaluation titles in every record (``metrics.columns``); these are their fallbacks.
+DEFAULT_TITLES = {"clean_accuracy": "clean acc %"}
+PAPER_COLUMNS = {"paper_accuracy": "paper's acc %", "paper_delta": "Δ vs paper (pp)"}
+IDENTITY_COLUMNS = ("method", "label", "budget", "seed", "status")
+
+
+def wilson_halfwidth(p: float, n: int) -> float:
+    """Half-width of the 95% Wilson score interval of a proportion ``p`` measured on ``n`` trials."""
+    if not n:
+        return float("nan")
+    denominator = 1 + Z95 ** 2 / n
+    return Z95 * math.sqrt(p * (1 - p) / n + Z95 ** 2 / (4 * n * n)) / denominator
+
+
+def costs(record: dict) -> dict[str, dict]:
+    """The entry's secure cost per protocol profile (a record priced under one profile holds it bare)."""
+    cost = record.get("secure_cost") or {}
+    if "comm_mb" in cost:
+        return {cost.get("profile", "aby3"): cost}
+    return {name: c for name, c in cost.items() if isinstance(c, dict) and "comm_mb" in c}
+
+
+def profiles(records: list[dict]) -> list[str]:
+    return list(dict.fromkeys(p for r in records for p in costs(r)))
+
+
+def accuracy_titles(records: list[dict]) -> dict[str, str]:
+    """Every accuracy the records' evaluations titled, in the order they first appear."""
+    titles = dict(DEFAULT_TITLES)
+    for r in records:
+        for key, column in ((r.get("metrics") or {}).get("columns") or {}).items():
+            titles.setdefault(key, column["title"])
+    return titles
+
+
+def flatten(record: dict) -> dict[str, Any]:
+    """One record as one row: its scalar metrics, the image count of each accuracy (``n:KEY``), the
+    paper's figure, and per profile its price."""
+    metrics = record.get("metrics") or {}
+    row = {"method": record["method"], "label": record.get("label", record["method"]), "budget": record["budget"],
+           "seed": record["seed"], "status": record["status"], "relus": record.get("relus"),
+           "drelus": record.get("drelus"), "epochs_used": record["compute"]["used"]["epochs"]}
+    for key, value in metrics.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[key] = value
+    for key, column in (metrics.get("columns") or {}).items():
+        row[f"n:{key}"] = column.get("images")
+    if record.get("published"):
+        row["paper_accuracy"] = record["published"]["accuracy"]
+    for profile, cost in costs(record).items():
+        row[f"comm_mb@{profile}"], row[f"rounds@{profile}"] = cost["comm_mb"], cost["rounds"]
+        for net, seconds in cost["latency_s"].items():
+            row[f"latency_{net}@{profile}"] = seconds
+    return row
+
+
+def table(records: list[dict]) -> pd.DataFrame:
+    """One row per (method, budget) of the finished records: means, sample standard deviations
+    (``KEY_std``) over seeds, ``seeds``, and each accuracy's 95% binomial half-width (``KEY_ci``)."""
+    frame = pd.DataFrame([flatten(r) for r in records if r["status"] == "ok"])
+    if frame.empty:
+        return frame
+    frame["budget"] = frame["budget"].astype("Int64")
+    numeric = [c for c in frame.columns if c not in IDENTITY_COLUMNS]
+    frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
+    grouped = frame.groupby(["method", "label", "budget"], dropna=False)
+    out = grouped[numeric].mean().join(grouped[numeric].std(ddof=1).add_suffix("_std"))
+    out["seeds"] = grouped["seed"].count()
+    if "paper_accuracy" in out.columns:
+        out["paper_delta"] = out["clean_accuracy"] - out["paper_accuracy"]
+    for key in accuracy_titles(records):
+        if key in out.columns and f"n:{key}" in out.columns:
+            out[f"{key}_ci"] = [wilson_halfwidth(p, int(n)) if pd.notna(p) and pd.notna(n) else float("nan")
+                                for p, n in zip(out[key], out[f"n:{key}"])]
+    out = out.reset_index()
+    return out.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="last")
+
+
+def grid(records: list[dict], metrics: list[str]) -> dict[tuple[str, int], dict[tuple[str, str], float]]:
+    """Mask × finetune: per (metric, budget), the mean over seeds of every (mask, finetune) pairing that
+    ran; empty unless the run composes methods."""
+    finished = [r for r in records if r["status"] == "ok" and r["budget"] is not None]
+    if not any(r.get("composition") for r in finished):
+        return {}
+    cells: dict[tuple[str, int, str, str], list[float]] = {}
+    for r in finished:
+        part = r.get("composition") or {"mask_method": r["method"], "finetune_method": r["method"], "bypass": "identity"}
+        mask = part["mask_method"] + (" + DaPa" if part.get("bypass") == "dapa" else "")
+        for metric in metrics:
+            if metric in r["metrics"]:
+                cells.setdefault((metric, r["budget"], mask, part["finetune_method"]), []).append(r["metrics"][metric])
+    out: dict[tuple[str, int], dict[tuple[str, str], float]] = {}
+    for (metric, budget, mask, finetune), values in cells.items():
+        out.setdefault((metric, budget), {})[(mask, finetune)] = sum(values) / len(values)
+    return out

@@ -1,0 +1,52 @@
+"""The one evaluation every entry gets: clean and validation accuracy, then every robustness metric the
+suite turns on. A dual-BN model (RLNet's) is measured as its paper measures it: clean accuracy,
+validation accuracy and the non-adversarial metrics through its clean BatchNorms, the adversarial
+metrics (and a second clean accuracy) through its adversarial ones — so a metric added to the registry
+reaches every method, whatever its BatchNorms."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+from torch import nn
+
+from benchbed.config import EvaluationSettings
+from benchbed.data.bundle import DataBundle
+from benchbed.model.dual_bn import bn_path, has_dual_bn
+from benchbed.robustness.registry import MetricRegistry, Progress
+from benchbed.train.loop import accuracy
+
+
+def evaluate_model(model: nn.Module, data: DataBundle, settings: EvaluationSettings, seed: int,
+                   metrics: MetricRegistry, progress: Progress = lambda label, done, total: None) -> dict[str, Any]:
+    """Every metric of ``model`` (in eval mode) on ``data``'s test and validation splits. ``columns``
+    names each accuracy's leaderboard title and the number of test images it was measured on."""
+    model.eval()
+    size = settings.batch_size
+    dual = has_dual_bn(model)
+    n_test = len(data.test_y)
+    out: dict[str, Any] = {}
+    columns = {"clean_accuracy": {"title": "clean acc %", "images": n_test}}
+    chosen = {name: metrics.settings(name, given) for name, given in settings.metrics.items()}
+    for adversarial in (False, True):
+        path = bn_path(model, "adv" if adversarial else "clean") if dual else nullcontext()
+        with path:
+            if not adversarial:
+                progress("evaluating: clean and validation accuracy", 0, 1)
+                out["clean_accuracy"] = accuracy(model, data.test_x, data.test_y, size)
+                out["val_accuracy"] = accuracy(model, data.val_x, data.val_y, size)
+            elif dual:
+                out["clean_accuracy_adv_bn"] = accuracy(model, data.test_x, data.test_y, size)
+                columns["clean_accuracy_adv_bn"] = {"title": "clean acc, adv BN %", "images": n_test}
+            for name, options in chosen.items():
+                metric = metrics[name]
+                if metric.adversarial != adversarial:
+                    continue
+                result = metric.measure(model, data, options, size, seed, progress)
+                out.update(result)
+                columns.update({key: {"title": title, "images": metric.sample_size(result)}
+                                for key, title in metric.columns.items()})
+    if dual:
+        out["bn_paths"] = {"clean": "clean", **{name: "adv" if metrics[name].adversarial else "clean" for name in chosen}}
+    out["columns"] = columns
+    return out

@@ -1,0 +1,71 @@
+"""Robustness metrics by name. Any plugin contributes metrics through the ``robustness_metrics`` hook
+(the core's PGD, corruption and AutoAttack metrics arrive the same way); a suite turns one on by giving
+its settings under ``evaluation.<name>``, and every entry, dual-BN ones included, is measured with it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from pydantic import BaseModel, ValidationError
+from torch import nn
+
+from benchbed.data.bundle import DataBundle
+from benchbed.errors import BenchbedError
+
+Progress = Callable[[str, float, float], None]
+
+
+@dataclass(frozen=True)
+class RobustnessMetric:
+    """``measure(model, data, settings, batch_size, seed, progress)`` returns flat metrics (fractions) and
+    nested detail, reading only the test split, in eval mode. ``columns`` titles the flat accuracies the
+    leaderboard shows (key -> title); ``sample_size(result)`` is the number of test images they were
+    measured on (for the binomial interval). ``adversarial``: a dual-BN model is measured through its
+    adversarial BatchNorms (RLNet's protocol), otherwise through its clean ones."""
+
+    name: str
+    settings: type[BaseModel]
+    measure: Callable[[nn.Module, DataBundle, Any, int, int, Progress], dict]
+    columns: dict[str, str]
+    sample_size: Callable[[dict], int]
+    adversarial: bool = False
+    description: str = ""
+
+
+class MetricRegistry:
+    def __init__(self, metrics: Iterable[RobustnessMetric]):
+        self.metrics: dict[str, RobustnessMetric] = {}
+        for metric in metrics:
+            if metric.name in self.metrics or metric.name == "batch_size":
+                raise BenchbedError(f"two plugins register a robustness metric named {metric.name!r}; disable one "
+                                    "of them with BENCHBED_DISABLE")
+            self.metrics[metric.name] = metric
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.metrics
+
+    def __getitem__(self, name: str) -> RobustnessMetric:
+        if name not in self.metrics:
+            raise BenchbedError(f"unknown robustness metric {name!r}; installed: {', '.join(self.metrics) or 'none'}")
+        return self.metrics[name]
+
+    def names(self) -> list[str]:
+        return list(self.metrics)
+
+    def settings(self, name: str, given: Any) -> BaseModel:
+        """``given`` (a mapping from a suite, or the settings model itself) validated against metric ``name``."""
+        model = self[name].settings
+        return given if isinstance(given, model) else model.model_validate(given or {})
+
+    def problems(self, sections: dict[str, Any]) -> list[str]:
+        """Why a suite's ``evaluation`` sections do not validate, each with its field path."""
+        found = []
+        for name, given in sections.items():
+            if name not in self.metrics:
+                found.append(f"evaluation.{name}: unknown robustness metric; installed: {', '.join(self.metrics)}")
+                continue
+            try:
+                self.settings(name, given)
+            except ValidationError as exc:
+                found += [f"evaluation.{name}.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        return found

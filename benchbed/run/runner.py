@@ -1,0 +1,327 @@
+"""Running a suite: one shared teacher, then every (method × budget × seed) entry under the same
+compute budget, each written to the run directory as soon as it finishes."""
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from pydantic import BaseModel
+from torch import nn
+
+from benchbed.data.bundle import DataBundle
+from benchbed.errors import BenchbedError, BudgetExceeded
+from benchbed.files import write_json
+from benchbed.model.checkpoint import fingerprint, model_from_payload, write_checkpoint
+from benchbed.model.polynomials import dapa_bypass
+from benchbed.model.sites import canonicalize, capacity, drelu_count, relu_count, sites
+from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.types import EntryContext
+from benchbed.robustness.evaluate import evaluate_model
+from benchbed.run import provenance, teacher
+from benchbed.run.progress import Reporter
+from benchbed.run.rundir import STANDARD_TEACHER, RunDir
+from benchbed.run.scheduling import run_on_ray
+from benchbed.run.suite import Entry, LoadedSuite, load_suite, plan
+from benchbed.secure.cost import price
+from benchbed.train.devices import resolve_device
+from benchbed.train.reproducibility import determinism, seed_everything
+
+# Training images whose teacher pre-activations the DaPa bypass is fitted to.
+DAPA_IMAGES = 512
+
+
+class SuiteRun:
+    """One validated suite bound to a run directory."""
+
+    def __init__(self, loaded: LoadedSuite, *, out: str | Path | None = None, quiet: bool = False,
+                 methods: Methods | None = None):
+        self.loaded = loaded
+        self.suite, self.suite_path = loaded.suite, loaded.path
+        # by entry key: the options of the method that builds the entry's mask (and, alone, finetunes),
+        # and those of a composed entry's finetune method
+        self.options, self.finetune_options = loaded.options, loaded.finetune_options
+        self.methods = methods or Methods(plugin_manager())
+        self.run_dir = Path(out) if out else Path("runs") / self.suite.name
+        self.rundir = RunDir(self.run_dir)
+        self.reporter = Reporter(quiet)
+        self.device = resolve_device(self.suite.device)
+        self.timer = time.perf_counter  # the seconds budget's clock; tests drive it by hand
+        self._seals: dict[int, str] = {}
+
+    @classmethod
+    def from_file(cls, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
+                  methods: Methods | None = None) -> "SuiteRun":
+        methods = methods or Methods(plugin_manager())
+        return cls(load_suite(suite_path, methods), out=out, quiet=quiet, methods=methods)
+
+    def load_data(self) -> DataBundle:
+        spec = self.suite.dataset
+        return self.methods.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction,
+                                          spec.split_seed).to(self.device)
+
+    def parts(self, entry: Entry) -> list[tuple[str, str, BaseModel]]:
+        """(hook stage, method, its options) for the entry's mask and its finetune."""
+        finetune_options = self.finetune_options.get(entry.method, self.options[entry.method])
+        return [("build_mask", entry.mask_method, self.options[entry.method]),
+                ("finetune", entry.finetune_method, finetune_options)]
+
+    def teacher_variant(self, method: str, options: BaseModel) -> str:
+        return self.methods.get(method).info.teacher(options)
+
+    def teachers(self, data: DataBundle, entries: Iterable[Entry], loaded: nn.Module | None) -> dict[str, nn.Module]:
+        """Every teacher variant the entries ask for, each prepared once; ``loaded`` is the suite's own
+        teacher checkpoint, built when the run started."""
+        variants = sorted({STANDARD_TEACHER} | {self.teacher_variant(m, o) for e in entries for _, m, o in self.parts(e)})
+        return {v: teacher.prepare(self.suite, data, self.rundir, self.device, self.reporter, self.methods.models, v,
+                                   self.loaded.teacher_checkpoint, loaded) for v in variants}
+
+    # -- entries ----------------------------------------------------------------------------------
+    def run_entry(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module]) -> tuple[dict[str, Any], dict | None]:
+        """Run one entry under the core's rules; return its record and, when it finished, its checkpoint
+        payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
+        exits, alters its teacher, hands back kernels of its own — the record says so."""
+        mask_method, finetune_method = self.methods.get(entry.mask_method), self.methods.get(entry.finetune_method)
+        limits = {} if self.suite.protocol == "paper" else self.suite.compute.model_dump(include={"epochs", "seconds"})
+        (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
+        shared = {stage: teachers[self.teacher_variant(m, o)] for stage, m, o in self.parts(entry)}
+        sealed = {stage: self._seal(t) for stage, t in shared.items()}
+        # A copy per entry and part: no entry can alter the others' teacher.
+        own_teachers = {stage: copy.deepcopy(t) for stage, t in shared.items()}
+        ctx = EntryContext.create(method=entry.method, budget=entry.budget, seed=entry.seed, data=data.for_methods(),
+                                  teacher=own_teachers["build_mask"], options=mask_options, device=self.device,
+                                  generator=seed_everything(entry.seed, self.device), timer=self.timer,
+                                  workdir=self.rundir.work_dir(entry.id), log=self.reporter.log,
+                                  progress=self.reporter.progress, protocol=self.suite.protocol, **limits)
+        clock = ctx.clock
+        # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
+        finetune_ctx = replace(ctx, options=finetune_options, teacher=own_teachers["finetune"])
+        record: dict[str, Any] = {
+            "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
+            "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget, "seed": entry.seed,
+            "method_package": mask_method.package, "method_version": mask_method.version,
+            "options": mask_options.model_dump(mode="json"), "stem_relu": self.suite.model.stem_relu,
+            "protocol": self.suite.protocol, "started": provenance.now()}
+        if entry.composed:
+            record["composition"] = {
+                "mask_method": entry.mask_method, "finetune_method": entry.finetune_method, "bypass": entry.bypass,
+                "finetune_package": finetune_method.package, "finetune_version": finetune_method.version,
+                "finetune_options": finetune_options.model_dump(mode="json")}
+        published = [asdict(p) for p in mask_method.info.published
+                     if not entry.composed and p.matches(self.suite.dataset.name, self.suite.model.name,
+                                                         self.suite.model.stem_relu, entry.budget)]
+        if published:
+            record["published"] = published[0]
+        payload = None
+        student = copy.deepcopy(shared["build_mask"]).train()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        stop_metering = clock.meter(student)
+        mask_call = lambda hook: self.methods.caller(hook, entry.mask_method)  # noqa: E731
+        # The model's final form is the finetune's: its own extra metrics and price are recorded.
+        call = lambda hook: self.methods.caller(hook, entry.finetune_method)  # noqa: E731
+        try:
+            try:
+                with clock.running():
+                    masked = mask_call("build_mask")(ctx=ctx, model=student)
+                    model = self._frozen_model(masked, entry, "build_mask")
+                    record["build_mask"] = masked.info
+                    if entry.bypass == "dapa":
+                        record["bypass"] = self._dapa_bypass(ctx, model)
+                    tuned = call("finetune")(ctx=finetune_ctx, model=model)
+                    model = self._frozen_model(tuned, entry, "finetune")
+                    record["finetune"] = tuned.info
+            finally:
+                stop_metering()
+            overrun = clock.overrun()
+            if overrun:
+                raise BudgetExceeded(overrun)
+            if any(fingerprint(own_teachers[stage]) != sealed[stage] for stage in own_teachers):
+                raise BenchbedError(f"method {entry.method!r} changed its teacher (weights, buffers or train/eval "
+                                    "mode); the suite's teacher is read-only")
+            rebuilt = canonicalize(model)
+            if rebuilt:
+                record["rebuilt_from_spec"] = rebuilt
+            self._check_budget(model, entry)
+            record["relus"], record["drelus"] = relu_count(model), drelu_count(model)
+            record["relus_all_sites"], record["drelus_all_sites"] = relu_count(model, False), drelu_count(model, False)
+            payload = teacher.payload(model, self.suite, data)  # before evaluation: what is saved is what trained
+            final = fingerprint(model.eval())
+            record["metrics"] = evaluate_model(model, data, self.suite.evaluation, entry.seed, self.methods.metrics,
+                                               progress=ctx.progress)
+            eval_ctx = replace(ctx, data=data, teacher=None)
+            own = call("evaluate")(ctx=eval_ctx, model=model, settings=self.suite.evaluation)
+            if own is not None:
+                record["method_metrics"] = _checked_metrics(own, entry)
+            if fingerprint(model) != final:
+                raise BenchbedError(f"method {entry.method!r} changed the model while evaluating it")
+            if self.suite.secure_cost.enabled:
+                settings, profiles = self.suite.secure_cost, self.methods.cost_profiles
+                record["secure_cost"] = {name: price(model, data.input_shape, settings, profiles[name])
+                                         for name in settings.profiles}
+                own_prices = {name: call("secure_cost")(model=model, input_shape=data.input_shape, settings=settings,
+                                                        profile=profiles[name]) for name in settings.profiles}
+                if any(p is not None for p in own_prices.values()):
+                    record["method_secure_cost"] = own_prices
+            disagreements = _disagreements(record)
+            if disagreements:
+                record["disagreements"] = disagreements
+            record["checkpoint"] = f"{entry.id}.pt"
+            record["status"] = "ok"
+        except BudgetExceeded as exc:
+            payload = None
+            record.update(status="over_budget", error=str(exc))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # one entry's failure, or its sys.exit, must not take the suite down
+            payload = None
+            record.update(status="error", error=f"{type(exc).__name__}: {exc}",
+                          traceback=traceback.format_exc(limit=8).splitlines()[-12:])
+        record["notes"] = ctx.notes
+        record["cuts"] = ctx.cuts
+        record["compute"] = clock.record()
+        record.update(finished=provenance.now(), versions=provenance.versions(),
+                      source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),
+                      determinism=determinism(self.device))
+        return record, payload
+
+    def _seal(self, shared_teacher: nn.Module) -> str:
+        """The fingerprint of a shared teacher, taken once: no method ever holds the shared one itself."""
+        key = id(shared_teacher)
+        if key not in self._seals:
+            self._seals[key] = fingerprint(shared_teacher)
+        return self._seals[key]
+
+    def _dapa_bypass(self, ctx: EntryContext, model: nn.Module) -> dict:
+        """Fit DaPa quadratics to the teacher's pre-activations for the linearized pixels; the images it
+        reads are forward passes charged to the entry's budget."""
+        n = min(DAPA_IMAGES, len(ctx.data.train_y))
+        if not ctx.clock.allows_forward(n):
+            raise BudgetExceeded("no compute budget left to fit the DaPa bypass")
+        changed = dapa_bypass(model, ctx.teacher, ctx.sample_train_images(n))
+        return {"kind": "dapa", "images": n, "sites": changed}
+
+    def _frozen_model(self, result: Any, entry: Entry, stage: str) -> nn.Module:
+        if result is None or not isinstance(getattr(result, "model", None), nn.Module):
+            raise BenchbedError(f"method {entry.method!r} returned no model from {stage}")
+        custom = [n for n, s in sites(result.model).items() if not s.kernel.standard]
+        if custom:
+            raise BenchbedError(f"{entry.method}.{stage} left sites unfrozen ({', '.join(custom[:3])}…); "
+                                "freeze them to relu/masked/patch kernels")
+        return result.model
+
+    def _check_budget(self, model: nn.Module, entry: Entry) -> None:
+        if entry.budget is not None and drelu_count(model) > entry.budget:
+            raise BenchbedError(f"{entry.method} returned {drelu_count(model):,} DReLUs, over the budget of {entry.budget:,}")
+
+    # -- the whole suite --------------------------------------------------------------------------
+    def run(self, executor: str = "local", address: str | None = None) -> dict[str, int]:
+        """Run every unfinished entry, locally or as Ray tasks; records land in the run directory
+        as each entry finishes, whichever executor ran it. Nothing is written before the data and
+        the teacher checkpoint are known to load."""
+        data = self.load_data()
+        checkpoint = self.loaded.teacher_checkpoint
+        loaded = teacher.from_checkpoint(checkpoint, self.suite, data, self.methods.models) if checkpoint else None
+        with self.rundir.locked():
+            self.rundir.claim(self.suite, self.suite_path, {
+                **{k: v.model_dump(mode="json") for k, v in self.options.items()},
+                **{f"{k} (finetune)": v.model_dump(mode="json") for k, v in self.finetune_options.items()}})
+            self.rundir.write_data(data.describe())
+            entries = plan(self.suite, self.methods)
+            teachers = self.teachers(data, entries, loaded)
+            compute = ("each method's paper recipe" if self.suite.protocol == "paper"
+                       else self.suite.compute.model_dump(exclude_none=True))
+            self.reporter.log(f"{len(entries)} entries; {capacity(teachers['standard']):,} ReLUs "
+                              f"({'with' if self.suite.model.stem_relu else 'no'} stem ReLU); compute per entry: {compute}")
+            return self._run_entries(entries, data, teachers, executor, address)
+
+    def _run_entries(self, entries: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], executor: str,
+                     address: str | None) -> dict[str, int]:
+        todo = [e for e in entries if not self.rundir.is_finished(e.id)]
+        counts = {"ok": 0, "over_budget": 0, "error": 0, "skipped": len(entries) - len(todo)}
+        with self.reporter.entries(len(entries)) as advance:
+            for entry in entries:
+                if entry not in todo:
+                    advance(f"{entry.id}: finished earlier, skipped")
+            if executor == "ray":
+                shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
+                task = EntryTask(self.loaded, str(self.run_dir))
+                results = run_on_ray(task, todo, shared, address=address, device=self.suite.device)
+            else:
+                results = ((entry, self.run_entry(entry, data, teachers)) for entry in todo)
+            for entry, (record, payload) in results:
+                record = self._save(entry, record, payload)
+                counts[record["status"]] += 1
+                advance(_summary_line(record))
+        return counts
+
+    def _save(self, entry: Entry, record: dict, payload: dict | None) -> dict:
+        """Write the entry's checkpoint, then its record; a failed write fails this entry only."""
+        try:
+            if payload is not None:  # the checkpoint first: a finished record always has its checkpoint
+                write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
+            write_json(self.rundir.record_path(entry.id), record)
+        except OSError as exc:
+            self.reporter.log(f"{entry.id}: could not be saved ({exc.strerror or exc}); `benchbed run` redoes it")
+            return {**record, "status": "error", "error": f"not saved: {exc}"}
+        return record
+
+
+@dataclass(frozen=True)
+class EntryTask:
+    """One entry as a picklable task for a remote worker: it rebuilds the run from the validated suite,
+    loads the data and the shared teachers' payloads, and returns the record and checkpoint payload."""
+
+    loaded: LoadedSuite
+    run_dir: str
+
+    def __call__(self, entry: Entry, teacher_payloads: dict[str, dict]) -> tuple[dict, dict | None]:
+        run = SuiteRun(self.loaded, out=self.run_dir, quiet=True)
+        data = run.load_data()
+        teachers = {v: teacher.frozen(model_from_payload(p, f"the shared {v} teacher", models=run.methods.models),
+                                      run.device) for v, p in teacher_payloads.items()}
+        return run.run_entry(entry, data, teachers)
+
+
+def _checked_metrics(metrics: Any, entry: Entry) -> dict:
+    """A method's own ``evaluate`` answer the record can hold: a dict whose accuracies are fractions."""
+    if not isinstance(metrics, dict):
+        raise BenchbedError(f"evaluate of {entry.method!r} returned a {type(metrics).__name__}; it must return a dict "
+                            "of metrics")
+    bad = [k for k, v in metrics.items() if k.endswith("accuracy")
+           and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1)]
+    if bad:
+        raise BenchbedError(f"evaluate of {entry.method!r} returned accuracies outside [0, 1]: {', '.join(bad)}")
+    return metrics
+
+
+# How far a method's own figure may sit from the core's before the record flags it.
+AGREEMENT_TOLERANCE = 1e-6
+
+
+def _disagreements(record: dict) -> list[str]:
+    """Where a method's own metrics or prices differ from the core's measurement of the same thing."""
+    found = []
+    core, own = record.get("metrics") or {}, record.get("method_metrics") or {}
+    for key, value in own.items():
+        if isinstance(value, (int, float)) and isinstance(core.get(key), (int, float)) \
+                and abs(value - core[key]) > AGREEMENT_TOLERANCE:
+            found.append(f"{key}: the method says {value:.6g}, the core measured {core[key]:.6g}")
+    for profile, price_ in (record.get("method_secure_cost") or {}).items():
+        mine = (record.get("secure_cost") or {}).get(profile, {})
+        for key in ("drelus", "comm_mb", "rounds"):
+            if isinstance(price_, dict) and key in price_ and key in mine \
+                    and abs(float(price_[key]) - float(mine[key])) > AGREEMENT_TOLERANCE * max(1.0, abs(mine[key])):
+                found.append(f"{profile} {key}: the method prices {price_[key]:.6g}, the core {mine[key]:.6g}")
+    return found
+
+
+def _summary_line(record: dict) -> str:
+    if record["status"] != "ok":
+        return f"{record['entry']}: {record['status'].upper()} — {record.get('error', '')}"
+    metrics = record["metrics"]
+    return (f"{record['entry']}: acc {metrics['clean_accuracy']:.4f}, {record['drelus']:,} DReLUs, "
+            f"{record['compute']['used']['epochs']:.2f} epochs / {record['compute']['used']['seconds']:.1f} s")

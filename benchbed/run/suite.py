@@ -1,0 +1,223 @@
+"""Loading a suite file and checking it against what is installed, before any work starts; and the
+plan of entries (method × budget × seed) it asks for.
+
+``load_suite`` reports every problem at once, each as ``FILE: field.path: message``: YAML syntax,
+unknown or mistyped fields, unknown datasets, models or methods, unknown method options, and
+budgets the model cannot meet."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from benchbed.config import EvaluationSettings, MethodEntry, Suite
+from benchbed.errors import BenchbedError, SuiteError
+from benchbed.model.checkpoint import (
+    CheckpointFile,
+    model_from_payload,
+    read_checkpoint,
+)
+from benchbed.model.sites import capacity
+from benchbed.plugin.manager import Methods
+from benchbed.run.rundir import entry_id
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row-to-be: ``method`` is the suite entry's key (``snl``, ``snl-rlnet``, ``snl+dapa``); the mask
+    comes from ``mask_method``, the finetune from ``finetune_method`` (the same method unless composed)."""
+
+    method: str
+    budget: int | None
+    seed: int
+    mask_method: str = ""
+    finetune_method: str = ""
+    bypass: str = "identity"
+    label: str = ""
+
+    @property
+    def id(self) -> str:
+        return entry_id(self.method, self.budget, self.seed)
+
+    @property
+    def composed(self) -> bool:
+        return self.mask_method != self.finetune_method or self.bypass != "identity"
+
+
+def plan(suite: Suite, methods: Methods) -> list[Entry]:
+    """Every entry of the suite: a budgeted method at each budget (so its ``ctx.budget`` is always an
+    int), a reference method once, for every seed."""
+    entries = []
+    for seed in suite.seeds:
+        for m in suite.methods:
+            budgets = suite.budgets if methods.get(m.name).info.budgeted else [None]
+            entries += [Entry(m.key, b, seed, m.name, m.finetune or m.name, m.bypass, m.label) for b in budgets]
+    return entries
+
+
+def _loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    return [f"{_loc(prefix + tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+
+
+def _deep_merge(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _deep_merge(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def validate_options(model: type[BaseModel], given: dict[str, Any]) -> BaseModel:
+    """A method's options: what the suite gives, merged into the method's defaults at every depth,
+    so that ``search: {lr: 0.01}`` changes the lr and keeps the rest of the method's search recipe."""
+    try:
+        defaults = model().model_dump()
+    except ValidationError:  # options without a default for every field: nothing to merge into
+        return model.model_validate(given)
+    return model.model_validate(_deep_merge(defaults, given))
+
+
+def read_suite(path: str | Path) -> Suite:
+    """Parse ``path`` against the schema alone."""
+    path = str(path)
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError:
+        raise SuiteError(path, ["no such file"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise SuiteError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
+    if not isinstance(raw, dict):
+        raise SuiteError(path, ["a suite is a YAML mapping with dataset, model, teacher, budgets, compute, methods"])
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise SuiteError(path, _errors(exc)) from None
+
+
+@dataclass
+class LoadedSuite:
+    """A validated suite: every entry's options (of the method that builds its mask) and the composed
+    entries' finetune-method options, both by entry key, and the teacher checkpoint as validation read it
+    (read once per run)."""
+
+    suite: Suite
+    options: dict[str, BaseModel]
+    finetune_options: dict[str, BaseModel]
+    path: str = ""
+    teacher_checkpoint: CheckpointFile | None = None
+
+
+def load_suite(path: str | Path, methods: Methods) -> LoadedSuite:
+    """Parse and validate ``path`` against the schema and against what is installed."""
+    suite = read_suite(path)
+    unknown_parts = _registry_problems(suite, methods)
+    problems = list(unknown_parts)
+    finetune_options: dict[str, BaseModel] = {}
+    options: dict[str, BaseModel] = {}
+    for i, entry in enumerate(suite.methods):
+        parts = [("name", entry.name, entry.options, "options", options)]
+        if entry.finetune is not None:
+            parts.append(("finetune", entry.finetune, entry.finetune_options, "finetune_options", finetune_options))
+        for field, name, given, options_field, into in parts:
+            problem = _unknown_method(methods, name)
+            if problem:
+                problems.append(f"methods.{i}.{field}: {problem}")
+                continue
+            info = methods.all[name].info
+            given = _deep_merge(info.paper_recipe, given) if suite.protocol == "paper" else given
+            try:
+                into[entry.key] = validate_options(info.options, given)
+            except ValidationError as exc:
+                problems.extend(_errors(exc, ("methods", i, options_field)))
+        if not any(p.startswith(f"methods.{i}.") for p in problems):
+            problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, methods)]
+    for i, name in enumerate(suite.secure_cost.profiles if suite.secure_cost.enabled else []):
+        if name not in methods.cost_profiles:
+            problems.append(f"secure_cost.profiles.{i}: unknown profile {name!r}; "
+                            f"installed: {', '.join(sorted(methods.cost_profiles))}")
+    metric_problems = methods.metrics.problems(suite.evaluation.metrics)
+    problems += metric_problems
+    if not metric_problems:  # every metric's settings in full, defaults included: what the fingerprint covers
+        sections = {name: methods.metrics.settings(name, given).model_dump(mode="json")
+                    for name, given in suite.evaluation.metrics.items()}
+        suite = suite.model_copy(update={"evaluation": EvaluationSettings(batch_size=suite.evaluation.batch_size,
+                                                                          **sections)})
+    checkpoint = None
+    if not unknown_parts:
+        problems += _budget_problems(suite, methods)
+        data_problems, checkpoint = _data_problems(suite, methods)
+        problems += data_problems
+    if problems:
+        raise SuiteError(str(path), problems)
+    return LoadedSuite(suite, options, finetune_options, str(path), checkpoint)
+
+
+def _unknown_method(methods: Methods, name: str) -> str | None:
+    if name in methods.broken:
+        return methods.broken[name]
+    if name not in methods.all:
+        return f"unknown method {name!r}; installed: {', '.join(methods.all) or 'none'}"
+    return None
+
+
+def _composition_problems(entry: MethodEntry, methods: Methods) -> list[str]:
+    """Why ``entry``'s mask cannot go with its finetune or its bypass, before any work starts."""
+    mask = methods.all[entry.name].info
+    problems = []
+    if entry.finetune is not None:
+        finetune = methods.all[entry.finetune].info
+        if not mask.budgeted and finetune.budgeted:
+            problems.append(f"{entry.name} makes no mask to finetune (it is a reference row)")
+        refused = sorted(set(mask.produces) - set(finetune.accepts))
+        if refused:
+            problems.append(f"{entry.finetune}'s finetune cannot train {' or '.join(refused)} sites, which "
+                            f"{entry.name}'s mask makes ({entry.finetune} accepts {', '.join(sorted(finetune.accepts))})")
+    if entry.bypass == "dapa" and not {"masked", "patch"} & set(mask.produces):
+        problems.append(f"bypass: dapa gives linearized pixels of masked or patch sites a polynomial; {entry.name} "
+                        f"makes {', '.join(sorted(mask.produces)) or 'no'} sites")
+    return problems
+
+
+def _registry_problems(suite: Suite, methods: Methods) -> list[str]:
+    problems = []
+    if suite.dataset.name not in methods.datasets:
+        problems.append(f"dataset.name: unknown dataset {suite.dataset.name!r}; choose one of "
+                        f"{', '.join(methods.datasets.names())}")
+    if suite.model.name not in methods.models:
+        problems.append(f"model.name: unknown model {suite.model.name!r}; choose one of {', '.join(methods.models.names())}")
+    return problems
+
+
+def _data_problems(suite: Suite, methods: Methods) -> tuple[list[str], CheckpointFile | None]:
+    """The dataset is there (or may be downloaded), and a teacher checkpoint loads and fits the suite;
+    the checkpoint as read, for the run to use."""
+    spec, problems, checkpoint = methods.datasets[suite.dataset.name], [], None
+    if not suite.dataset.download and not spec.present(Path(suite.dataset.root)):
+        problems.append(f"dataset.root: no {suite.dataset.name} under {suite.dataset.root}; set `dataset.download: true` "
+                        "or point `dataset.root` at the folder that holds it")
+    if suite.teacher.checkpoint:
+        try:
+            checkpoint = read_checkpoint(suite.teacher.checkpoint)
+            model_from_payload(checkpoint.payload, checkpoint.path, models=methods.models, expect_model=suite.model.name,
+                               expect_classes=spec.num_classes, expect_input_shape=spec.input_shape)
+        except BenchbedError as exc:
+            problems.append(f"teacher.checkpoint: {exc}")
+    return problems, checkpoint
+
+
+def _budget_problems(suite: Suite, methods: Methods) -> list[str]:
+    spec = methods.datasets[suite.dataset.name]
+    model = methods.models.build(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
+                                 stem_relu=suite.model.stem_relu)
+    limit = capacity(model)
+    return [f"budgets.{i}: {b:,} exceeds the {limit:,} ReLUs of {suite.model.name} on "
+            f"{suite.dataset.name} (stem_relu={suite.model.stem_relu})"
+            for i, b in enumerate(suite.budgets) if b > limit]
