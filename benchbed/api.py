@@ -37,28 +37,24 @@ from benchbed.model.sites import (
 )
 from benchbed.plugin.hookspecs import hookimpl
 from benchbed.plugin.toolkit import distilled_finetune
-from benchbed.plugin.types import (
-                             EntryContext,
-                             FinetuneResult,
-                             MaskResult,
-                             MethodInfo,
-                             PublishedResult,
-)
+from benchbed.plugin.types import (Claim, ClaimSide, EntryContext, FinetuneResult, MaskResult, MethodInfo,
+                                   PublishedResult)
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.robustness.registry import RobustnessMetric
 from benchbed.robustness.training import adversarial, augmix
 from benchbed.secure.cost import CostProfile
-from benchbed.train.compute import FORWARD_SHARE
+from benchbed.train.meter import FORWARD_SHARE, forward_share_after
 from benchbed.train.loop import accuracy, fit, planned_steps
 from benchbed.train.losses import cross_entropy, distillation, kd_loss
 
 __all__ = [
-    "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "CostProfile", "DataBundle", "DatasetSpec",
+    "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "Claim", "ClaimSide", "CostProfile", "DataBundle",
+    "DatasetSpec",
     "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
     "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",
     "bn_path", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
     "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune", "drelu_count", "eval_mode",
-    "evaluate_model", "fit", "forward_hooks", "has_dual_bn", "hookimpl", "kd_loss", "observe", "patch_drelus",
+    "evaluate_model", "fit", "forward_hooks", "forward_share_after", "has_dual_bn", "hookimpl", "kd_loss", "observe", "patch_drelus",
     "patch_gate", "planned_steps", "relu_count", "sites", "stage_modules", "to_float", "top_k",
 ]

@@ -52,8 +52,10 @@ def count_entries(suite, methods: Methods) -> str:
     budgeted = [m.name for m in suite.methods if methods.get(m.name).info.budgeted]
     once = [m.name for m in suite.methods if m.name not in budgeted]
     parts = []
+    levels = len(suite.compute.levels())
     if budgeted:
-        parts.append(f"{_plural(len(budgeted), 'method')} × {_plural(len(suite.budgets), 'budget')}")
+        parts.append(f"{_plural(len(budgeted), 'method')} × {_plural(len(suite.budgets), 'budget')}"
+                     + (f" × {levels} compute levels" if levels > 1 else ""))
     if once:
         parts.append(f"{_plural(len(once), 'reference method')} without a budget ({', '.join(once)})")
     per_seed = "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -28,7 +29,10 @@ class TrainRecipe(Strict):
     milestones: list[float] = Field(default_factory=lambda: [0.5, 0.75],
                                     description="step schedule: fractions of training at which lr is multiplied by gamma")
     gamma: float = Field(0.1, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up, in epochs of the recipe; under a cut "
+                                                         "budget it keeps its share of the stage")
+    warmup_start: float = Field(0.0, ge=0, le=1, description="the warm-up's first lr, as a fraction of the lr")
+    min_lr: float = Field(0.0, ge=0, description="floor of the scheduled lr (the warm-up may start below it)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     compile: bool = Field(False, description="train through torch.compile (pays a compile once per stage)")
 
@@ -85,13 +89,45 @@ class TeacherConfig(Strict):
         return self
 
 
+@dataclass(frozen=True)
+class ComputeLevel:
+    """One compute level of a suite: every entry at it gets ``epochs`` and/or ``seconds``; with
+    ``finetune_share`` the finetune gets exactly that share of the epochs and the mask search the rest."""
+
+    index: int
+    epochs: float | None
+    seconds: float | None
+    finetune_share: float | None = None
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{v:g} {unit}" for v, unit in ((self.epochs, "epochs"), (self.seconds, "s")) if v is not None)
+
+    @property
+    def tag(self) -> str:
+        """The level in entry ids: ``e8``, ``t600``, ``e8t600``."""
+        return "".join(f"{p}{v:g}" for p, v in (("e", self.epochs), ("t", self.seconds)) if v is not None)
+
+    def finetune_epochs(self, share: float | None) -> float | None:
+        """The finetune's fixed part of the epochs under ``share`` (the entry's or the suite's); None unsplit."""
+        return None if share is None or self.epochs is None else self.epochs * share
+
+
+PositiveNumbers = float | list[float]
+
+
 class ComputeBudget(Strict):
     """Matched compute: identical for every method and budget of the suite, the entry's whole mask search
-    + finetune. ``compute: paper`` instead runs each method's published recipe without a limit, and
-    records what it used in the same units."""
+    + finetune. Lists make compute an axis: ``epochs: [2, 8]`` runs every entry at each level (the
+    teacher and the reference rows are shared). ``finetune_share`` splits every level: the finetune gets
+    exactly that share of the epochs and the mask search at most the rest, so that entries differing
+    only in their mask get the same finetune. ``compute: paper`` instead runs each method's published
+    recipe without a limit, and records what it used in the same units."""
 
-    epochs: float | None = Field(None, gt=0)
-    seconds: float | None = Field(None, gt=0, description="device-seconds")
+    epochs: PositiveNumbers | None = Field(None, description="epochs of training-image equivalents per entry")
+    seconds: PositiveNumbers | None = Field(None, description="device-seconds per entry")
+    finetune_share: float | None = Field(None, gt=0, le=1, description="share of every level's epochs that is the "
+                                                                       "finetune's alone (the search gets the rest)")
     paper: bool = Field(False, description="the paper-recipe protocol (write `compute: paper`)")
 
     @model_validator(mode="before")
@@ -99,13 +135,38 @@ class ComputeBudget(Strict):
     def _paper_word(cls, data: Any) -> Any:
         return {"paper": True} if data == "paper" else data
 
+    @field_validator("epochs", "seconds")
+    @classmethod
+    def _positive(cls, value: PositiveNumbers | None) -> PositiveNumbers | None:
+        values = value if isinstance(value, list) else [] if value is None else [value]
+        if isinstance(value, list) and not value:
+            raise ValueError("give at least one compute level")
+        if any(v <= 0 for v in values):
+            raise ValueError("compute levels must be positive")
+        if len(set(values)) != len(values):
+            raise ValueError("compute levels repeat")
+        return value
+
     @model_validator(mode="after")
     def _some_limit(self) -> "ComputeBudget":
-        if self.paper and (self.epochs is not None or self.seconds is not None):
-            raise ValueError("`compute: paper` runs each method's own recipe; it takes no epochs or seconds")
+        if self.paper and (self.epochs is not None or self.seconds is not None or self.finetune_share is not None):
+            raise ValueError("`compute: paper` runs each method's own recipe; it takes no epochs, seconds or split")
         if not self.paper and self.epochs is None and self.seconds is None:
             raise ValueError("set `epochs`, `seconds` or both, or write `compute: paper`")
+        lengths = {len(v) for v in (self.epochs, self.seconds) if isinstance(v, list)}
+        if len(lengths) > 1:
+            raise ValueError("`epochs` and `seconds` list different numbers of compute levels")
+        if self.finetune_share is not None and self.epochs is None:
+            raise ValueError("`finetune_share` splits epochs; give `epochs`")
         return self
+
+    def levels(self) -> list[ComputeLevel]:
+        """The suite's compute levels, in the order given (one for a plain number; one unlimited for paper)."""
+        if self.paper:
+            return [ComputeLevel(0, None, None)]
+        count = max(len(v) if isinstance(v, list) else 1 for v in (self.epochs, self.seconds))
+        at = lambda v, i: v[i] if isinstance(v, list) else v  # noqa: E731
+        return [ComputeLevel(i, at(self.epochs, i), at(self.seconds, i), self.finetune_share) for i in range(count)]
 
 
 class MethodEntry(Strict):
@@ -118,6 +179,9 @@ class MethodEntry(Strict):
     bypass: Literal["identity", "dapa"] = Field(
         "identity", description="what linearized pixels compute: the identity, or AutoReP's DaPa quadratic fitted "
                                 "per channel to the teacher's pre-activations")
+    finetune_share: float | None = Field(
+        None, gt=0, le=1, description="this entry's own split of every level (the suite's `compute.finetune_share` "
+                                      "otherwise): 1 gives a mask-only method's finetune the whole budget")
 
     @model_validator(mode="after")
     def _finetune_options_need_a_finetune(self) -> "MethodEntry":
@@ -127,13 +191,17 @@ class MethodEntry(Strict):
 
     @property
     def key(self) -> str:
-        """The entry's name in ids and file names: ``snl``, ``snl+dapa``, ``snl-rlnet``."""
-        return self.name + ("+dapa" if self.bypass == "dapa" else "") + (f"-{self.finetune}" if self.finetune else "")
+        """The entry's name in ids and file names: ``snl``, ``snl+dapa``, ``snl-rlnet``, ``random_mask-snl.ft1``."""
+        share = f".ft{self.finetune_share:g}" if self.finetune_share is not None else ""
+        return (self.name + ("+dapa" if self.bypass == "dapa" else "") + (f"-{self.finetune}" if self.finetune else "")
+                + share)
 
     @property
     def label(self) -> str:
-        """The row's name in a leaderboard: ``snl``, ``snl + DaPa``, ``snl → rlnet``."""
-        return self.name + (" + DaPa" if self.bypass == "dapa" else "") + (f" → {self.finetune}" if self.finetune else "")
+        """The row's name in a leaderboard: ``snl``, ``snl + DaPa``, ``snl → rlnet``, ``random_mask → snl (finetune 100%)``."""
+        share = f" (finetune {self.finetune_share:.0%})" if self.finetune_share is not None else ""
+        return (self.name + (" + DaPa" if self.bypass == "dapa" else "") + (f" → {self.finetune}" if self.finetune else "")
+                + share)
 
 
 class EvaluationSettings(BaseModel):

@@ -1,12 +1,5 @@
 """Reference row: the shared all-ReLU teacher, unchanged."""
-from benchbed.api import (
-    EntryContext,
-    FinetuneResult,
-    MaskResult,
-    MethodInfo,
-    Strict,
-    hookimpl,
-)
+from benchbed.api import EntryContext, FinetuneResult, MaskResult, MethodInfo, Strict, hookimpl
 
 
 class Options(Strict):

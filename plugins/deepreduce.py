@@ -27,20 +27,8 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from benchbed.api import (
-    BenchbedError,
-    DistillationOptions,
-    EntryContext,
-    FinetuneResult,
-    MaskResult,
-    MethodInfo,
-    ReLUSite,
-    TrainRecipe,
-    counted_sites,
-    distillation,
-    fit,
-    hookimpl,
-)
+from benchbed.api import (BenchbedError, DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo,
+                          ReLUSite, TrainRecipe, counted_sites, distillation, fit, hookimpl)
 
 
 class Options(DistillationOptions):
@@ -142,18 +130,18 @@ def keep_only(model: torch.nn.Module, keep: set[str]) -> None:
 
 def criticality(ctx: EntryContext, model: torch.nn.Module, by_stage: dict[str, list[str]], opts: Options) -> dict[str, float]:
     """Per stage, the validation accuracy of a copy of ``model`` that keeps only that stage's ReLUs."""
-    per_stage_epochs = min(opts.criticality.epochs,
-                           opts.criticality_share * ctx.clock.remaining_epochs() / max(1, len(by_stage)))
-    if per_stage_epochs < opts.criticality.epochs:
-        ctx.record_cut("criticality", f"{per_stage_epochs:.2f} of {opts.criticality.epochs:g} epochs per stage")
+    per_stage = ctx.search_epochs(opts.criticality_share) / max(1, len(by_stage))
     loss = distillation(ctx.teacher, opts.kd_temperature, opts.kd_weight)
-    scores = {}
+    scores, ran = {}, []
     for stage, names in by_stage.items():
         trial = copy.deepcopy(model)
         keep_only(trial, set(names))
-        result = fit(trial, ctx, opts.criticality, epochs=per_stage_epochs, loss_fn=loss,
+        result = fit(trial, ctx, opts.criticality, budget_epochs=per_stage, loss_fn=loss,
                      label=f"{ctx.method} criticality of {stage}")
         scores[stage] = result.best_val_accuracy
+        ran.append(result.epochs)
+    if min(ran) < opts.criticality.epochs:
+        ctx.record_cut("criticality", f"{min(ran):.2f} of {opts.criticality.epochs:g} epochs per stage")
     return scores
 
 

@@ -3,76 +3,39 @@
 Every channel of every counted site picks one option: a patch size (h, w) — the sign of each
 patch's mean, one DReLU per patch, gates the whole patch — or identity (no ReLU), or zero when
 ``include_zero`` (the authors' search does not offer it). The patch sizes are by default the
-authors' catalogue for the map size (``AUTHORS_PATCHES``); a map size it lacks gets the generated
-catalogue, and the record says which one each map size used. The
+authors' catalogue for the map size (``AUTHORS_PATCHES``, every size they list: 1 to 512 px); a map
+size it lacks gets the generated catalogue, and the record says which one each map size used. The
 price of an option is its DReLUs; its distortion is the mean squared change of the logits when only
 that channel is switched to it, measured on training images. An exact multiple-choice knapsack
 then picks one option per channel, minimising total distortion under the DReLU budget.
 
 Distortion probes are batched with ``torch.func.vmap``: the probe's change is injected at the site
 by a forward hook, so everything before the site does not depend on the vmapped input and runs once
-per batch of probes. Probing is forward-only work and is charged to the entry's compute budget (a
-forward counts a third of a training image). Each probe averages over ``distortion_images`` images
+per batch of probes. Probing is forward-only work and the core's meter charges what it computes: the
+network after the probed site, its share of a forward (a whole forward counts a third of a training
+image). Each probe averages over ``distortion_images`` images
 (the paper's 2,048) when the budget affords them within ``extraction_share``; otherwise over as many
 as that share affords, raised to ``min_distortion_images`` when the whole budget can pay for the
 minimum; every shortfall is recorded as a cut.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from benchbed_plugins._mckp import solve_mckp
 from pydantic import Field
 from torch.func import vmap
 
-from benchbed.api import (
-    FORWARD_SHARE,
-    IDENTITY,
-    ZERO,
-    BenchbedError,
-    EntryContext,
-    FinetuneResult,
-    MaskResult,
-    MethodInfo,
-    Strict,
-    TrainRecipe,
-    counted_sites,
-    cross_entropy,
-    distillation,
-    fit,
-    forward_hooks,
-    hookimpl,
-    patch_drelus,
-    patch_gate,
-)
+from benchbed.api import (FORWARD_SHARE, IDENTITY, ZERO, BenchbedError, Claim, ClaimSide, EntryContext, FinetuneResult,
+                          MaskResult, MethodInfo, Strict, TrainRecipe, counted_sites, cross_entropy, distillation, fit,
+                          forward_hooks, forward_share_after, hookimpl, patch_drelus, patch_gate)
+from benchbed_plugins._mckp import solve_mckp
+from benchbed_plugins._patch_catalogue import AUTHORS_PATCHES
 
 __all__ = ["solve_mckp", "catalogue", "extract_distortions", "AUTHORS_PATCHES", "site_catalogue"]
-
-
-def _shapes(text: str) -> list[tuple[int, int]]:
-    return [tuple(int(v) for v in item.split("x")) for item in text.split()]
-
-
-# The patch shapes (height x width) of the authors' search per square map size, as listed in their
-# repository (yg320/secure_inference, research/distortion/parameters/block_sizes.py), in their order.
-# Not symmetric: e.g. 3x12 and 12x4 are offered, 12x3 and 4x12 are not. The 16 px list is the 32 px
-# one without its two largest squares.
-_AUTHORS_16 = (
-    "1x1 1x2 2x1 1x3 3x1 1x4 2x2 4x1 1x5 5x1 1x6 2x3 3x2 6x1 1x8 2x4 4x2 8x1 3x3 2x5 5x2 2x6 3x4 4x3 6x2 "
-    "3x5 5x3 2x8 4x4 8x2 3x6 6x3 4x5 5x4 3x8 4x6 6x4 8x3 5x5 3x9 9x3 5x6 6x5 4x8 8x4 3x12 6x6 6x8 8x6 12x4 "
-    "7x7 5x10 10x5 4x15 5x12 6x10 10x6 12x5 4x16 8x8 16x4 6x12 12x6 5x16 8x10 10x8 16x5 6x16 8x12 12x8 16x6 "
-    "10x10 8x16 16x8 12x12 16x16")
-AUTHORS_PATCHES: dict[int, list[tuple[int, int]]] = {
-    1: _shapes("1x1"),
-    2: _shapes("1x1 1x2 2x1 2x2"),
-    4: _shapes("1x1 1x2 2x1 2x2 2x4 4x2 4x4"),
-    8: _shapes("1x1 1x2 2x1 1x3 3x1 1x4 2x2 4x1 2x3 3x2 1x8 2x4 4x2 8x1 3x3 3x4 4x3 2x8 4x4 8x2 4x8 8x4 8x8"),
-    16: _shapes(_AUTHORS_16),
-    32: _shapes(_AUTHORS_16 + " 24x24 32x32"),
-}
 
 
 class Options(Strict):
@@ -98,7 +61,8 @@ class Options(Strict):
     finetune: TrainRecipe = Field(
         default_factory=lambda: TrainRecipe(epochs=120, optimizer="sgd", lr=0.005, momentum=0.9, nesterov=False,
                                             weight_decay=1e-3, batch_size=128, schedule="step",
-                                            milestones=[0.25, 0.5, 0.75], gamma=0.25, warmup_epochs=5),
+                                            milestones=[0.25, 0.5, 0.75], gamma=0.25, warmup_epochs=5,
+                                            warmup_start=0.01, min_lr=1e-4),
         description="finetune after the choice; its epochs are cut to what is left of the compute budget")
 
 
@@ -107,8 +71,12 @@ PAPER_RECIPE = {
     "patch_catalogue": "authors", "include_zero": False, "distortion_images": 2048, "loss": "ce",
     "finetune": {"epochs": 120, "optimizer": "sgd", "lr": 0.005, "momentum": 0.9, "nesterov": False,
                  "weight_decay": 1e-3, "batch_size": 128, "schedule": "step", "milestones": [0.25, 0.5, 0.75],
-                 "gamma": 0.25, "warmup_epochs": 5},
+                 "gamma": 0.25, "warmup_epochs": 5, "warmup_start": 0.01, "min_lr": 1e-4},
 }
+
+
+CLAIMS = [Claim("knapsack_beats_snl", "knapsack's patch ReLUs beat SNL's per-pixel mask at equal DReLUs, at every budget",
+                "knapsack patch-ReLU, Gorski & Avidan, arXiv:2304.10442", a=ClaimSide("knapsack"), b=ClaimSide("snl"))]
 
 
 @hookimpl
@@ -116,7 +84,7 @@ def method_info() -> MethodInfo:
     return MethodInfo(description="patch ReLUs (one DReLU per patch) with per-channel patch sizes chosen by an "
                                   "exact multiple-choice knapsack over measured logit distortion",
                       paper="Gorski & Avidan, arXiv:2304.10442", options=Options, paper_recipe=PAPER_RECIPE,
-                      produces=frozenset({"patch"}))
+                      produces=frozenset({"patch"}), claims=CLAIMS)
 
 
 def catalogue(height: int, width: int, dims: list[int], max_aspect: float) -> list[tuple[int, int]]:
@@ -129,32 +97,43 @@ def catalogue(height: int, width: int, dims: list[int], max_aspect: float) -> li
 
 
 def site_catalogue(height: int, width: int, opts: Options) -> tuple[list[tuple[int, int]], str]:
-    """The patch sizes offered on an ``height``×``width`` map, and which catalogue they come from."""
+    """The patch sizes offered on an ``height``×``width`` map, and which catalogue they come from. A shape the
+    authors list twice, or wider than the map (it is cut to the map), is probed once."""
     if opts.patch_catalogue == "authors" and height == width and height in AUTHORS_PATCHES:
-        return list(AUTHORS_PATCHES[height]), "authors"
+        return list(dict.fromkeys((min(h, height), min(w, width)) for h, w in AUTHORS_PATCHES[height])), "authors"
     return catalogue(height, width, opts.patch_dims, opts.max_aspect), "generated"
 
 
-def probe_images(affordable_by_budget: float, train_size: int, opts: Options) -> int:
-    """Images per probe: ``distortion_images`` if ``extraction_share`` of the budget affords them, else
-    what that share affords — raised to ``min_distortion_images`` when the whole budget
-    (``affordable_by_budget`` images per probe) can pay for the minimum, the finetune then getting
+def probe_images(affordable_by_share: float, affordable_by_budget: float, train_size: int, opts: Options) -> int:
+    """Images per probe: ``distortion_images`` if the probes' share of the budget (``affordable_by_share``
+    images per probe) affords them, else what that share affords — raised to ``min_distortion_images``
+    when the whole budget (``affordable_by_budget``) can pay for the minimum, the finetune then getting
     less. A minimum the whole budget cannot pay for is not spent on: the share's count stays."""
     if affordable_by_budget == float("inf"):
         return max(1, min(opts.distortion_images, train_size))
-    by_share = min(opts.distortion_images, int(opts.extraction_share * affordable_by_budget))
+    by_share = min(opts.distortion_images, int(affordable_by_share))
     minimum = min(opts.min_distortion_images, opts.distortion_images)
     wanted = minimum if by_share < minimum <= affordable_by_budget else by_share
     return max(1, min(wanted, train_size))
 
 
+def probe_cost(sites: dict, options: dict[str, list], shares: dict[str, float], probe_batch: int) -> float:
+    """Training images the probes of one image cost, as the meter counts them: the reference pass, then per
+    site and option its channels' probes — each the network after the site (``shares``) — plus, once per
+    vmapped batch of ``probe_batch`` channels, the network before the site, which the batch shares."""
+    per_option = {name: math.ceil(site.shape[0] / probe_batch) * (1 - shares[name]) + site.shape[0] * shares[name]
+                  for name, site in sites.items()}
+    return FORWARD_SHARE * (1 + sum(len(options[name]) * per_option[name] for name in sites))
+
+
 @torch.no_grad()
 def extract_distortions(model, sites: dict, options: dict[str, list], images: torch.Tensor, opts: Options,
-                        charge) -> tuple[dict[str, torch.Tensor], dict]:
+                        fits) -> tuple[dict[str, torch.Tensor], dict]:
     """Logit MSE of every (channel, option) against the unmodified model, averaged over ``images``.
 
     ``options[site]`` lists (h, w), IDENTITY or ZERO; the result per site is (C, len(options)).
-    ``charge(images)`` is called before each batch of probe forwards and must return True to go on.
+    ``fits(images, site)`` is asked before each batch of probe forwards (the network after ``site``
+    re-run on ``images`` images) and must return True to go on; the core's meter charges them.
     """
     model.eval()
     injected: dict[str, torch.Tensor] = {}
@@ -187,7 +166,7 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
                     deltas = (changed - relu).transpose(0, 1)  # (C, N, H, W): one probe per channel
                     for c0 in range(0, channels, opts.probe_batch):
                         idx = torch.arange(c0, min(c0 + opts.probe_batch, channels), device=pre.device)
-                        if not charge(len(idx) * len(x)):
+                        if not fits(len(idx) * len(x), name):
                             raise BenchbedError("knapsack: the compute budget ran out during distortion probes; "
                                                 "lower `distortion_images` or raise the suite's compute budget")
                         onehot = F.one_hot(idx, channels).to(pre.dtype)
@@ -213,14 +192,18 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
         catalogues[f"{height}x{width}"] = {"source": source, "patch_shapes": len(sizes),
                                            "options": len(options[name])}
     probes = sum(site.shape[0] * len(options[name]) for name, site in sites.items())
-    n_images = probe_images(ctx.clock.remaining_epochs() * len(ctx.data.train_y) / (FORWARD_SHARE * probes),
-                            len(ctx.data.train_y), opts)
+    shares = {name: forward_share_after(model, ctx.data.input_shape, site) for name, site in sites.items()}
+    per_image = probe_cost(sites, options, shares, opts.probe_batch)
+    n_train = len(ctx.data.train_y)
+    n_images = probe_images(ctx.search_epochs(opts.extraction_share) * n_train / per_image,
+                            ctx.clock.remaining_epochs() * n_train / per_image, n_train, opts)
     if n_images < opts.distortion_images:
         short = f"{n_images} of {opts.distortion_images} images per probe"
         ctx.record_cut("distortion_images", short + (f", below the stated minimum of {opts.min_distortion_images}"
                                                      if n_images < opts.min_distortion_images else ""))
     images = ctx.sample_train_images(n_images)
-    distortion, throughput = extract_distortions(model, sites, options, images, opts, ctx.clock.allows_forward)
+    distortion, throughput = extract_distortions(model, sites, options, images, opts,
+                                                 lambda n, name: ctx.clock.fits(n, shares[name]))
     ctx.log(f"{ctx.method}: {probes:,} probes × {n_images} images, "
             f"{throughput['probe_images_per_second']:,.0f} probe-images/s")
 
@@ -242,6 +225,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
         start += channels
     model.train()
     return MaskResult(model, {"distortion_images": n_images, "probes": probes, "throughput": throughput,
+                              "probe_epochs_per_image": per_image / n_train,
                               "total_distortion": total, "catalogue": catalogues,
                               "options_per_site": {n: len(o) for n, o in options.items()}})
 

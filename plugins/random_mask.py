@@ -4,17 +4,8 @@ Any method that learns where ReLUs matter should beat this at the same budget an
 import torch
 from pydantic import Field
 
-from benchbed.api import (
-    DistillationOptions,
-    EntryContext,
-    FinetuneResult,
-    MaskResult,
-    MethodInfo,
-    TrainRecipe,
-    counted_sites,
-    distilled_finetune,
-    hookimpl,
-)
+from benchbed.api import (DistillationOptions, EntryContext, FinetuneResult, MaskResult, MethodInfo, TrainRecipe,
+                          counted_sites, distilled_finetune, hookimpl)
 
 
 class Options(DistillationOptions):

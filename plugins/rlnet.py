@@ -5,19 +5,28 @@ trained with the robust recipe already has it, otherwise the copies start from t
 statistics). Every counted site gets a share of the budget — uniform, the authors' per-layer
 sensitivity lists for ResNet-18 (``sensitivity: authors``), or weights per site.
 
-Every training step splits its batch in thirds, as the authors' code does: clean images and AugMix
-images go through the clean BNs, PGD images (maximising KL(student ‖ teacher's clean logits) at T,
-RSLAD) through the adversarial BNs. The loss is
-``γ·(CE_clean + CE_augmix + CE_adv)/3 + α·(KL_clean + KL_augmix + KL_adv)/3 + β·(AT_clean + AT_augmix)/2``
-with KL to the teacher's logits on the clean version of the same images (T) and attention transfer
-on the stage outputs. Each attack step is charged to the entry's compute budget, and every schedule
-is planned over the steps the budget pays for at that price.
+Every training step splits its batch as the authors' code does (``helper/loops_robust.py``): one half
+is used clean and, the same images, as AugMix, both through the clean BNs; the other half becomes PGD
+examples that maximise KL(teacher's clean logits ‖ student) at T (RSLAD), through the adversarial BNs.
+The loss is ``γ·(CE_clean + CE_augmix + CE_adv)/3 + α·(KL_clean + KL_augmix + KL_adv)/3`` with every
+KL to the teacher's logits on the clean images, and in stage 2 ``+ β·(AT_clean + AT_augmix)/2``:
+attention transfer on the stage outputs, the clean view's to the teacher on the clean images and the
+AugMix view's to the teacher on the AugMix images. Stage 1 has no attention term (the authors'
+``rslad+ce``). The core meters every pass (views, attack steps, teacher passes) and every schedule is
+planned over the steps the budget pays for at that price. One difference, by design: the AugMix view
+is AugMix of the half's own crop and flip, where the authors crop their AugMix copy anew.
 
 Stage 1 (``mask_method: training``, the paper's): the student trains with its mask, starting from a
-random one of the allocated size and, as in the authors' code, from freshly initialised weights; after every epoch each site keeps the positions where the
-student's post-ReLU features differed most from the teacher's (summed |teacher − student| over the
-clean images of the epoch). ``one_shot`` ranks positions once instead, by E|relu(x) − x| on the
-all-ReLU model. Stage 2 (``finetune``) trains with the last mask frozen. The core evaluates a dual-BN
+random one of the allocated size; under ``compute: paper`` it starts, as the authors' code does, from
+freshly initialised weights (its 150 epochs afford that), under matched compute from the teacher's
+(``mask_training_from`` says otherwise), and the record says which. After every epoch each site keeps
+the positions where the student's post-ReLU features differed most from the teacher's (summed
+|teacher − student| over the clean half of the epoch) — exactly its allocated count (the authors'
+strict threshold keeps one fewer). ``one_shot`` ranks positions once instead, by E|relu(x) − x| on
+the all-ReLU model. Stage 2 (``finetune``) trains with the last mask frozen.
+
+The paper's defaults are the defaults: the robust dual-BN teacher and the authors' per-layer
+sensitivity lists (on a model they were not made for, uniform shares, recorded as a cut). The core evaluates a dual-BN
 model as the paper does: clean and corruption accuracy through the clean BNs, PGD through the
 adversarial BNs, and both paths' clean accuracy.
 """
@@ -30,31 +39,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from benchbed.api import (
-    BenchbedError,
-    EntryContext,
-    FinetuneResult,
-    MaskResult,
-    MethodInfo,
-    RobustTraining,
-    Strict,
-    TrainRecipe,
-    adversarial,
-    augmix,
-    bn_path,
-    convert_dual_bn,
-    counted_sites,
-    fit,
-    has_dual_bn,
-    hookimpl,
-    kd_loss,
-    observe,
-    stage_modules,
-    top_k,
-)
-from benchbed.api import (
-    sites as all_sites,  # every site of a model by name (``sites`` names locals here)
-)
+from benchbed.api import (FORWARD_SHARE, BenchbedError, Claim, ClaimSide, EntryContext, FinetuneResult, MaskResult,
+                          MethodInfo, RobustTraining, Strict, TrainRecipe, adversarial, augmix, bn_path,
+                          convert_dual_bn, counted_sites, fit, has_dual_bn, hookimpl, kd_loss, observe)
+from benchbed.api import sites as all_sites  # every site of a model by name (``sites`` names locals here)
+from benchbed.api import stage_modules, top_k
 
 # The authors' per-site kept fractions for ResNet-18 on CIFAR-100 (stem, then the 16 block ReLUs in
 # order), by the budget they were made for (sensitivity_list.yaml of sreetamasarkar/rlnet).
@@ -74,28 +63,30 @@ RESNET18_SHAPES = ([(64, 32, 32)] * 5 + [(128, 16, 16)] * 4 + [(256, 8, 8)] * 4 
 
 class Options(Strict):
     teacher: Literal["standard", "robust"] = Field(
-        "standard", description="the teacher to distil from: the suite's, or RLNet's robust dual-BN one (paper)")
+        "robust", description="the teacher to distil from: RLNet's robust dual-BN one (the paper's), or the suite's")
     mask_method: Literal["training", "one_shot"] = Field(
         "training", description="training: the mask is re-derived every epoch of stage 1 from the teacher-student "
                                 "post-ReLU mismatch (paper); one_shot: ranked once on the all-ReLU model")
     sensitivity: Literal["uniform", "authors"] | dict[str, float] = Field(
-        "uniform", description="per-site share of the budget: uniform, the authors' lists for ResNet-18 (the one "
-                               "nearest the budget, scaled to it), or weights by site name")
+        "authors", description="per-site share of the budget: the authors' lists for ResNet-18 (the one nearest "
+                               "the budget, scaled to it; uniform on other models), uniform, or weights by site name")
     mismatch_images: int = Field(512, ge=1, description="one_shot: training images for ranking positions")
     gamma: float = Field(0.5, ge=0, description="weight of the CE terms")
     alpha: float = Field(0.5, ge=0, description="weight of the KL terms to the teacher")
     beta: float = Field(1000.0, ge=0, description="weight of attention transfer")
     kd_temperature: float = Field(4.0, gt=0)
     robust: RobustTraining = Field(default_factory=RobustTraining)
-    mask_training_from: Literal["scratch", "teacher"] = Field(
-        "scratch", description="stage 1 trains a freshly initialised student, as the authors' code does; from the "
-                               "teacher's weights, kept positions match the teacher and the mask flips every epoch")
+    mask_training_from: Literal["scratch", "teacher"] | None = Field(
+        None, description="stage 1's start: freshly initialised weights (the authors' code), or the teacher's; by "
+                          "default scratch under `compute: paper` and the teacher under matched compute")
+    mask_training_attention: bool = Field(False, description="attention transfer in stage 1 too (the authors' "
+                                                             "stage 1 has none)")
     mask_share: float = Field(150 / 390, gt=0, lt=1, description="training: largest share of the compute for "
                                                                  "stage 1 (the paper: 150 of 390 epochs)")
     mask_training: TrainRecipe = Field(
-        default_factory=lambda: TrainRecipe(epochs=150, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+        default_factory=lambda: TrainRecipe(epochs=150, optimizer="sgd", lr=0.05, momentum=0.9, nesterov=False,
                                             weight_decay=5e-4, batch_size=128, schedule="constant"),
-        description="stage 1 (training mask method)")
+        description="stage 1 (training mask method): the authors' lr 0.05, constant")
     finetune: TrainRecipe = Field(
         default_factory=lambda: TrainRecipe(epochs=240, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
                                             weight_decay=5e-4, batch_size=128, schedule="step",
@@ -115,13 +106,19 @@ PAPER_RECIPE = {
 }
 
 
+CLAIMS = [Claim(f"rlnet_best_{key}", f"RLNet has the best {what} of every method, at every budget",
+                "RLNet, Sarkar, Kundu, Beerel, CVPR-W 2024", a=ClaimSide("rlnet"), metric=metric)
+          for key, what, metric in (("pgd", "PGD accuracy", "pgd_accuracy"),
+                                    ("corruption", "corruption accuracy", "corruption_accuracy"))]
+
+
 @hookimpl
 def method_info() -> MethodInfo:
     return MethodInfo(description="robust linearization: dual BN, mask from the teacher-student post-ReLU mismatch, "
                                   "training on clean, AugMix and RSLAD adversarial thirds with KL and attention transfer",
                       paper="Sarkar, Kundu, Beerel, CVPR-W 2024, arXiv:2402.05521", options=Options,
                       paper_recipe=PAPER_RECIPE, teacher=lambda options: options.teacher,
-                      produces=frozenset({"masked"}))
+                      produces=frozenset({"masked"}), claims=CLAIMS)
 
 
 def allocate(sizes: dict[str, int], weights: dict[str, float], budget: int) -> dict[str, int]:
@@ -228,15 +225,22 @@ class Recorder:
             h.remove()
 
 
-def cost_per_image(opts: Options) -> float:
-    """Budget units per image of a batch: one training pass per image (each image is in one of the three
-    views) plus the attack's forward-backward steps on the adversarial third."""
-    return 1 + opts.robust.pgd_steps / 3
+def cost_per_image(opts: Options, attention: bool) -> float:
+    """Training images per image drawn, the first plan's estimate (the core's meter counts the real
+    cost and the loop re-plans on it): half the batch trains clean and as AugMix, the other half as PGD
+    examples (three training passes of half a batch), each attack step a forward and a backward to the
+    input of that half, the teacher's forward of the batch, and with attention transfer its forward of
+    the AugMix half."""
+    return 1.5 + opts.robust.pgd_steps * (2 / 3) * 0.5 + FORWARD_SHARE + (FORWARD_SHARE / 2 if attention else 0.0)
 
 
-def robust_step(ctx: EntryContext, model, on_clean_sites: Callable[[dict, dict], None] | None = None):
-    """The per-batch loss of both stages (see the module docstring). ``on_clean_sites(student, teacher)``
-    receives the counted sites' outputs on the clean third by site name, for stage 1's mismatch."""
+def robust_step(ctx: EntryContext, model, attention: bool, on_clean_sites: Callable[[dict, dict], None] | None = None):
+    """The per-batch loss of both stages (see the module docstring), as the authors' code computes it:
+    half the batch clean and, the same images, as AugMix (clean BNs); the other half as RSLAD PGD examples
+    (adversarial BNs); CE and KL to the teacher's clean logits on every view, and with ``attention`` the
+    attention transfer of the clean view to the teacher on the clean images and of the AugMix view to
+    the teacher on the AugMix images. ``on_clean_sites(student, teacher)`` receives the counted sites'
+    outputs on the clean half by site name, for stage 1's mismatch."""
     opts: Options = ctx.options
     teacher, temperature = ctx.teacher, opts.kd_temperature
     student_stages, teacher_stages = Recorder(stage_modules(model)), Recorder(stage_modules(teacher))
@@ -247,8 +251,9 @@ def robust_step(ctx: EntryContext, model, on_clean_sites: Callable[[dict, dict],
         teacher_sites = Recorder({n: s for n, s in all_sites(teacher).items() if n in names})
 
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        k = len(y) // 3
-        parts = (slice(0, k), slice(k, 2 * k), slice(2 * k, len(y)))
+        half = len(y) // 2
+        clean_part, adv_part = slice(0, half), slice(half, len(y))
+        mixed_x = augmix(x[clean_part], opts.robust)
         with torch.no_grad(), ctx.autocast:
             if teacher_sites is not None:
                 teacher_sites.on = True
@@ -257,30 +262,33 @@ def robust_step(ctx: EntryContext, model, on_clean_sites: Callable[[dict, dict],
             finally:
                 if teacher_sites is not None:
                     teacher_sites.on = False
+            t_mixed = teacher_stages.take(lambda: teacher(mixed_x))[1] if attention else None
         with ctx.autocast:
             if student_sites is not None:
                 student_sites.on = True
             try:
-                clean, s_clean = student_stages.take(lambda: model(x[parts[0]]))
+                clean, s_clean = student_stages.take(lambda: model(x[clean_part]))
             finally:
                 if student_sites is not None:
                     student_sites.on = False
-            mixed, s_mixed = student_stages.take(lambda: model(augmix(x[parts[1]], opts.robust)))
-        adv = adversarial(model, x[parts[2]], y[parts[2]], opts.robust,
-                          objective=lambda out, _y, _x: kd_loss(out, target[parts[2]], temperature))
+            mixed, s_mixed = student_stages.take(lambda: model(mixed_x))
+        adv = adversarial(model, x[adv_part], y[adv_part], opts.robust,
+                          objective=lambda out, _y, _x: kd_loss(out, target[adv_part], temperature))
         with bn_path(model, "adv"), ctx.autocast:
             attacked = model(adv)
-        ctx.clock.charge(len(y) * (cost_per_image(opts) - 1))
         if on_clean_sites is not None:
             with torch.no_grad():
-                on_clean_sites(student_sites.outputs, {n: t[parts[0]] for n, t in teacher_sites.outputs.items()})
+                on_clean_sites(student_sites.outputs, {n: t[clean_part] for n, t in teacher_sites.outputs.items()})
             student_sites.outputs, teacher_sites.outputs = {}, {}
-        views = list(zip((clean, mixed, attacked), parts))
-        ce = sum(F.cross_entropy(out.float(), y[p]) for out, p in views) / 3
-        kl = sum(kd_loss(out, target[p], temperature) for out, p in views) / 3
-        at = (transfer(s_clean, [t[parts[0]] for t in t_stages])
-              + transfer(s_mixed, [t[parts[1]] for t in t_stages])) / 2
-        return opts.gamma * ce + opts.alpha * kl + opts.beta * at
+        views = [(clean, y[clean_part], target[clean_part]), (mixed, y[clean_part], target[clean_part]),
+                 (attacked, y[adv_part], target[adv_part])]
+        ce = sum(F.cross_entropy(out.float(), labels) for out, labels, _ in views) / 3
+        kl = sum(kd_loss(out, goal, temperature) for out, _, goal in views) / 3
+        total = opts.gamma * ce + opts.alpha * kl
+        if attention:
+            at = (transfer(s_clean, [t[clean_part] for t in t_stages]) + transfer(s_mixed, t_mixed)) / 2
+            total = total + opts.beta * at
+        return total
 
     def remove() -> None:
         for r in (student_stages, teacher_stages, student_sites, teacher_sites):
@@ -301,7 +309,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
     info: dict[str, Any] = {"kept_per_site": counts, "allocation": source, "mask_method": opts.mask_method}
     if opts.mask_method == "one_shot":
         n_images = min(opts.mismatch_images, len(ctx.data.train_y))
-        if not ctx.clock.allows_forward(n_images):
+        if not ctx.clock.fits(n_images):
             raise BenchbedError("rlnet: no compute budget left to rank pixels")
         mismatch = relu_mismatch(model, sites, ctx.sample_train_images(n_images))
         for name, site in sites.items():
@@ -316,7 +324,13 @@ def train_mask(ctx: EntryContext, model, sites: dict, counts: dict[str, int]) ->
     default, from freshly initialised weights)."""
     opts: Options = ctx.options
     generator = torch.Generator().manual_seed(ctx.seed)
-    if opts.mask_training_from == "scratch":
+    # The paper's stage 1 starts from random weights, affordable in its 150 epochs; under matched compute
+    # (a few epochs of the same budget every other method gets) it starts from the teacher's weights
+    start = opts.mask_training_from or ("scratch" if ctx.protocol == "paper" else "teacher")
+    if start != "scratch":
+        ctx.notes["rlnet"] = ("stage 1 started from the teacher's weights (the protocol's adaptation: the paper "
+                              "trains it from scratch for 150 epochs)")
+    if start == "scratch":
         torch.manual_seed(ctx.seed)
         for module in model.modules():
             if hasattr(module, "reset_parameters"):
@@ -341,19 +355,16 @@ def train_mask(ctx: EntryContext, model, sites: dict, counts: dict[str, int]) ->
         changes.append(moved / max(1, sum(counts.values())))
         return False
 
-    cost = cost_per_image(opts)
-    epochs = min(opts.mask_training.epochs, opts.mask_share * ctx.clock.remaining_epochs() / cost)
-    if epochs < opts.mask_training.epochs:
-        ctx.record_cut("mask_training", f"{epochs:.3g} of {opts.mask_training.epochs:g} epochs")
-    loss, remove = robust_step(ctx, model, on_clean_sites=accumulate)
+    attention = opts.mask_training_attention
+    loss, remove = robust_step(ctx, model, attention, on_clean_sites=accumulate)
     try:
-        result = fit(model, ctx, opts.mask_training, epochs=epochs, step_loss=loss, cost_per_image=cost,
-                     select_on_val=False, on_epoch_end=after_epoch, label=f"{ctx.method} mask training")
+        result = fit(model, ctx, opts.mask_training, step_loss=loss, cost_per_image=cost_per_image(opts, attention),
+                     budget_epochs=ctx.search_epochs(opts.mask_share), select_on_val=False, on_epoch_end=after_epoch,
+                     label=f"{ctx.method} mask training", part="mask_training")
     finally:
         remove()
-    return {"mask_epochs": round(result.epochs, 4), "mask_training_from": opts.mask_training_from,
-            "mask_updates": len(changes),
-            "moved_share_per_update": [round(c, 4) for c in changes]}
+    return {"mask_epochs": round(result.epochs, 4), "mask_training_from": start,
+            "mask_updates": len(changes), "moved_share_per_update": [round(c, 4) for c in changes]}
 
 
 @hookimpl
@@ -361,9 +372,9 @@ def finetune(ctx: EntryContext, model) -> FinetuneResult:
     opts: Options = ctx.options
     if not has_dual_bn(model):  # another method's mask: give it RLNet's dual BN from its own statistics
         convert_dual_bn(model.cpu()).to(ctx.device)
-    loss, remove = robust_step(ctx, model)
+    loss, remove = robust_step(ctx, model, attention=True)
     try:
-        result = fit(model, ctx, opts.finetune, step_loss=loss, cost_per_image=cost_per_image(opts),
+        result = fit(model, ctx, opts.finetune, step_loss=loss, cost_per_image=cost_per_image(opts, True),
                      label=f"{ctx.method} finetune", part="finetune")
     finally:
         remove()

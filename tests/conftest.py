@@ -114,6 +114,7 @@ def make_ctx(digits, tmp_path):
     import torch
 
     from benchbed.plugin.types import EntryContext
+    from benchbed.train.meter import meter_entry
 
     def make(options, budget: int | None = 256, epochs: float = 2.0, seed: int = 0, method: str = "m"):
         torch.manual_seed(seed)
@@ -127,6 +128,7 @@ def make_ctx(digits, tmp_path):
         ctx = EntryContext.create(method=method, budget=budget, seed=seed, data=digits, teacher=teacher,
                                   options=options, device=torch.device("cpu"), epochs=epochs, workdir=tmp_path,
                                   log=lambda m: None)
+        meter_entry(ctx.clock, student, [teacher], digits.input_shape)  # the core meters every entry
         return ctx, student
 
     return make

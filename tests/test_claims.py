@@ -1,121 +1,151 @@
-"""The papers' claims on hand-made records: supported, contradicted, a tie within the seeds' spread, not tested."""
+"""The papers' claims on hand-made records: the statistics against an independent computation, Holm's
+correction, ties with their detectable difference, the claims as their methods declare them, at every
+compute level, and "not tested" where the entries the claim needs are absent."""
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
-from benchbed.report.claims import (
-    CONTRADICTED,
-    NOT_TESTED,
-    SUPPORTED,
-    T95,
-    TIE,
-    as_json,
-    assess,
-    compare,
-    markdown,
-    t95,
-)
 from scipy import stats
 
+from benchbed.report.claims import (CONTRADICTED, NOT_TESTED, SUPPORTED, TIE, Comparison, LevelResult, as_json, assess,
+                                    compare, holm, markdown, summary)
+from benchbed_plugins import autorep, rlnet, snl
+
 BUDGETS = (100, 400)
+LEVELS = {"2 epochs": (0, 2.0), "8 epochs": (1, 8.0)}
+CLAIMS = [asdict(c) for c in snl.CLAIMS + autorep.CLAIMS + rlnet.CLAIMS]
 
 
-def rec(method: str, budget: int | None, seed: int, acc: float, **metrics: float) -> dict:
-    return {"entry": f"{method}-{budget}-s{seed}", "method": method, "budget": budget, "seed": seed, "status": "ok",
-            "metrics": {"clean_accuracy": acc, **metrics}}
+def rec(method: str, budget: int | None, seed: int, acc: float, level: str = "2 epochs", finetune: str | None = None,
+        finetune_share: float | None = None, **metrics: float) -> dict:
+    index, epochs = LEVELS[level]
+    record = {"entry": f"{method}-{finetune}-{budget}-{level}-s{seed}", "method": method, "budget": budget,
+              "seed": seed, "status": "ok", "metrics": {"clean_accuracy": acc, **metrics}, "claims": CLAIMS,
+              "compute_level": {"index": index, "label": level, "epochs": epochs,
+                                "finetune_epochs": None if finetune_share is None else finetune_share * epochs}}
+    if finetune:
+        record["method"] = f"{method}-{finetune}"
+        record["composition"] = {"mask_method": method, "finetune_method": finetune, "bypass": "identity"}
+    return record
 
 
-def by_key(claims) -> dict:
-    return {c.key: c for c in claims}
+def by_key(results) -> dict:
+    return {r.key: r for r in results}
 
 
-def test_t_table_is_students_one_sided_95_percent_quantile():
-    for df, value in T95.items():
-        assert value == pytest.approx(stats.t.ppf(0.95, df), abs=1e-3)
-    assert t95(11) == T95[10], "between tabulated dfs the smaller df's (larger) quantile is used"
-
-
-def test_paired_comparison_numbers_match_a_hand_computation():
-    a, b = [0.80, 0.83, 0.81], [0.70, 0.74, 0.70]
-    records = [rec("snl", 100, s, x) for s, x in enumerate(a)] + [rec("random_mask", 100, s, y) for s, y in enumerate(b)]
-    c = compare(records, "budget 100", ("snl", 100), ("random_mask", 100), "clean_accuracy")
+def test_paired_comparison_matches_a_hand_computed_t_test():
+    a, b = [0.80, 0.83, 0.81, 0.84], [0.70, 0.74, 0.75, 0.70]
+    c = compare("budget 100", "snl", "random_mask", [rec("snl", 100, s, x) for s, x in enumerate(a)],
+                [rec("random_mask", 100, s, y) for s, y in enumerate(b)], "clean_accuracy")
     d = np.array(a) - np.array(b)
-    assert c.mean_difference == pytest.approx(d.mean())
-    assert c.standard_error == pytest.approx(d.std(ddof=1) / math.sqrt(3))
-    assert c.threshold == pytest.approx(stats.t.ppf(0.95, 2) * d.std(ddof=1) / math.sqrt(3), rel=1e-3)
-    assert c.seeds == [0, 1, 2] and c.seeds_favouring_a == 3 and c.verdict == SUPPORTED
+    se = d.std(ddof=1) / math.sqrt(4)
+    t = d.mean() / se
+    assert c.mean_difference == pytest.approx(d.mean()) and c.standard_error == pytest.approx(se)
+    assert c.p_value == pytest.approx(2 * stats.t.sf(abs(t), df=3))  # two-sided, from the t statistic by hand
+    assert c.seeds == [0, 1, 2, 3] and c.seeds_favouring_a == 4
 
 
-def test_supported_when_snl_beats_random_mask_at_every_budget_beyond_the_spread():
-    records = [rec("snl", b, s, 0.85 + 0.01 * s) for b in BUDGETS for s in range(3)]
-    records += [rec("random_mask", b, s, 0.70 + 0.012 * s) for b in BUDGETS for s in range(3)]
-    claim = by_key(assess(records))["snl_beats_random_mask"]
-    assert claim.verdict == SUPPORTED and claim.holds
-    assert [c.label for c in claim.comparisons] == ["budget 100", "budget 400"]
+def test_holm_step_down_by_hand():
+    comparisons = [Comparison(str(i), "a", "b", "m", seeds=[0, 1, 2], mean_difference=0.01, standard_error=0.001,
+                              p_value=p) for i, p in enumerate([0.01, 0.04, 0.03, 0.5])]
+    holm(comparisons)
+    # sorted p: 0.01, 0.03, 0.04, 0.5 -> x4, x3, x2, x1 with running max: 0.04, 0.09, 0.09, 0.5
+    assert [c.p_holm for c in comparisons] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert [c.verdict for c in comparisons] == [SUPPORTED, TIE, TIE, TIE]
+    tie = comparisons[1]
+    expected = (stats.t.ppf(1 - 0.05 / 4 / 2, 2) + stats.t.ppf(0.8, 2)) * 0.001
+    assert tie.detectable == pytest.approx(expected), "the smallest difference three seeds could have detected"
 
 
-def test_contradicted_when_the_other_side_wins_at_one_budget():
-    records = [rec("snl", b, s, 0.80 + 0.01 * s) for b in BUDGETS for s in range(3)]
-    records += [rec("random_mask", 100, s, 0.70 + 0.01 * s) for s in range(3)]
-    records += [rec("random_mask", 400, s, 0.90 + 0.005 * s) for s in range(3)]
-    claim = by_key(assess(records))["snl_beats_random_mask"]
-    assert [c.verdict for c in claim.comparisons] == [SUPPORTED, CONTRADICTED]
-    assert claim.verdict == CONTRADICTED and claim.holds is False
+def test_snl_mask_claim_compares_entries_that_differ_only_in_the_mask():
+    """Same finetune (SNL's), same fixed finetune part of a split budget: snl vs random_mask → snl."""
+    records = [rec("snl", b, s, 0.85 + 0.01 * s, finetune_share=0.5) for b in BUDGETS for s in range(3)]
+    records += [rec("random_mask", b, s, 0.70 + 0.012 * s, finetune="snl", finetune_share=0.5)
+                for b in BUDGETS for s in range(3)]
+    records += [rec("random_mask", b, s, 0.95, finetune="snl", finetune_share=1.0) for b in BUDGETS for s in range(3)]
+    results = by_key(assess(records))
+    mask = results["snl_mask_beats_random_mask"]
+    assert mask.summary.startswith("holds") and mask.levels[0].verdict == SUPPORTED
+    assert [c.label for c in mask.levels[0].comparisons] == ["budget 100", "budget 400"]
+    # the matched-total claim compares snl with the random mask whose finetune got the whole budget
+    worth = results["snl_search_worth_its_compute"]
+    assert worth.levels[0].verdict == CONTRADICTED
+    assert all(c.b_values == [0.95] * 3 for c in worth.levels[0].comparisons)
 
 
-def test_a_difference_within_the_seeds_spread_is_a_tie():
-    # differences +3, -2, +1 points: mean +0.67, SE 1.45, t·SE 4.2 -> a tie
-    records = [rec("autorep", 100, s, x) for s, x in enumerate((0.83, 0.78, 0.81))]
-    records += [rec("snl", 100, s, 0.80) for s in range(3)]
-    records += [rec("random_mask", 100, s, x) for s, x in enumerate((0.77, 0.82, 0.79))]
-    claims = by_key(assess(records))
-    assert claims["autorep_ge_snl_lowest_budget"].verdict == TIE
-    assert claims["autorep_ge_snl_lowest_budget"].holds, "a tie is within a ≥ claim"
-    assert claims["snl_beats_random_mask"].verdict == TIE
-    assert claims["snl_beats_random_mask"].holds is False, "a tie does not show a > claim"
+def test_a_mask_claim_is_not_tested_without_a_split_budget():
+    records = [rec("snl", 100, s, 0.85) for s in range(3)] + [rec("random_mask", 100, s, 0.7, finetune="snl")
+                                                              for s in range(3)]
+    mask = by_key(assess(records))["snl_mask_beats_random_mask"]
+    assert mask.summary == NOT_TESTED and "finetune_share" in mask.levels[0].comparisons[0].why
 
 
-def test_absent_methods_metrics_or_seeds_are_not_tested():
-    one_seed = [rec("snl", 100, 0, 0.8), rec("random_mask", 100, 0, 0.7), rec("rlnet", 100, 0, 0.8)]
-    claims = by_key(assess(one_seed))
-    assert claims["snl_beats_random_mask"].verdict == NOT_TESTED
-    assert "a spread needs at least 2" in claims["snl_beats_random_mask"].comparisons[0].why
-    assert claims["autorep_ge_snl_lowest_budget"].verdict == NOT_TESTED
-    assert "autorep @ 100" in claims["autorep_ge_snl_lowest_budget"].comparisons[0].why
-    assert claims["rlnet_best_pgd"].verdict == NOT_TESTED, "no PGD numbers in the run"
-    assert claims["accuracy_monotone_in_budget"].verdict == NOT_TESTED, "one budget only"
-    everything_failed = [{**rec("snl", 100, s, 0.9), "status": "error"} for s in range(3)]
-    assert {c.verdict for c in assess(everything_failed)} == {NOT_TESTED}
+def test_claims_are_tested_at_every_compute_level_with_a_one_line_summary():
+    records = []
+    for s in range(3):
+        # AutoReP beats SNL at 2 epochs, ties at 8
+        records += [rec("autorep", 100, s, 0.80 + 0.005 * s), rec("snl", 100, s, 0.70 + 0.004 * s)]
+        records += [rec("autorep", 100, s, 0.85 + (0.01, -0.01, 0.0)[s], level="8 epochs"),
+                    rec("snl", 100, s, 0.85, level="8 epochs")]
+    claim = by_key(assess(records))["autorep_beats_snl_lowest_budget"]
+    assert [(lv.level, lv.verdict) for lv in claim.levels] == [("2 epochs", SUPPORTED), ("8 epochs", TIE)]
+    assert claim.summary == "holds up to 2 epochs, not beyond"
+    text = "\n".join(markdown(assess(records)))
+    assert "holds up to 2 epochs, not beyond" in text and "at 8 epochs: **tie**" in text and "could have detected" in text
 
 
-def test_rlnet_best_robustness_and_monotone_budgets():
+def test_summaries_across_levels():
+    def levels(*holds):
+        return [LevelResult(f"{i} epochs", [], verdict={True: SUPPORTED, False: CONTRADICTED, None: NOT_TESTED}[h],
+                            holds=h) for i, h in enumerate(holds)]
+    assert summary(levels(True, True)) == "holds at every level"
+    assert summary(levels(False, True, True)) == "holds from 1 epochs on"
+    assert summary(levels(True, False, True)).startswith("flips between levels")
+    assert summary(levels(False, False)) == "contradicted at every level"
+    assert summary(levels(None, True)) == "holds at the one level tested (1 epochs)"
+    assert summary(levels(None)) == NOT_TESTED
+
+
+def test_fewer_than_three_seeds_or_absent_entries_are_not_tested():
+    two_seeds = [rec("autorep", 100, s, 0.9) for s in range(2)] + [rec("snl", 100, s, 0.7) for s in range(2)]
+    claim = by_key(assess(two_seeds))["autorep_beats_snl_lowest_budget"]
+    assert claim.summary == NOT_TESTED and "at least 3" in claim.levels[0].comparisons[0].why
+    only_snl = [rec("snl", 100, s, 0.7) for s in range(3)]
+    assert "autorep @ 100" in by_key(assess(only_snl))["autorep_beats_snl_lowest_budget"].levels[0].comparisons[0].why
+    assert "rlnet_best_pgd" in by_key(assess(only_snl)), "the run's records carry every declared claim"
+
+
+def test_rlnet_best_robustness_against_every_other_method_and_monotone_budgets():
     records = []
     for s in range(3):
         for b, base in zip(BUDGETS, (0.70, 0.80)):
             records.append(rec("rlnet", b, s, base, pgd_accuracy=0.30 + 0.01 * s, corruption_accuracy=0.60))
-            records.append(rec("snl", b, s, base + 0.05, pgd_accuracy=0.10 + 0.01 * s, corruption_accuracy=0.65))
-        records.append(rec("knapsack", 100, s, 0.9 - 0.01 * s))
-        records.append(rec("knapsack", 400, s, 0.8 - 0.01 * s))  # falls with the budget
+            records.append(rec("snl", b, s, base + 0.05, pgd_accuracy=0.10 + 0.011 * s,
+                               corruption_accuracy=0.65 + 0.001 * s))
+        records.append(rec("autorep", 100, s, 0.9 - 0.01 * s, pgd_accuracy=0.1 + 0.01 * s))
+        records.append(rec("autorep", 400, s, 0.8 - 0.011 * s, pgd_accuracy=0.1 + 0.012 * s))  # falls with the budget
         records.append(rec("all_relu", None, s, 0.95, pgd_accuracy=0.9))  # no budget: never a rival
-    claims = by_key(assess(records))
-    assert claims["rlnet_best_pgd"].verdict == SUPPORTED
-    assert {c.b for c in claims["rlnet_best_pgd"].comparisons} == {"knapsack @ 100", "knapsack @ 400", "snl @ 100",
-                                                                   "snl @ 400"}
-    assert claims["rlnet_best_corruption"].verdict == CONTRADICTED, "snl's corruption accuracy is higher"
-    monotone = claims["accuracy_monotone_in_budget"]
-    assert monotone.verdict == CONTRADICTED
-    assert {c.label: c.verdict for c in monotone.comparisons}["knapsack: 100 → 400"] == CONTRADICTED
+    results = by_key(assess(records))
+    pgd = results["rlnet_best_pgd"]
+    assert pgd.levels[0].verdict == SUPPORTED
+    assert {c.b for c in pgd.levels[0].comparisons} == {"autorep @ 100", "autorep @ 400", "snl @ 100", "snl @ 400"}
+    assert results["rlnet_best_corruption"].levels[0].verdict == CONTRADICTED, "snl's corruption accuracy is higher"
+    monotone = results["accuracy_monotone_in_budget"]
+    assert monotone.levels[0].verdict == CONTRADICTED
+    assert {c.label: c.verdict for c in monotone.levels[0].comparisons}["autorep: 100 → 400"] == CONTRADICTED
 
 
 def test_markdown_and_json_carry_the_seed_level_numbers():
-    records = [rec("snl", 100, s, 0.85 + 0.01 * s) for s in range(3)]
-    records += [rec("random_mask", 100, s, 0.70) for s in range(3)]
-    claims = assess(records)
-    text = "\n".join(markdown(claims))
+    records = [rec("autorep", 100, s, 0.85 + 0.01 * s) for s in range(3)]
+    records += [rec("snl", 100, s, 0.70) for s in range(3)]
+    results = assess(records)
+    text = "\n".join(markdown(results))
     assert text.startswith("## The papers' claims")
     assert "s2: 87.00 vs 70.00" in text and "3/3 → supported" in text and "not tested here" in text
-    twin = json.loads(json.dumps(as_json(claims)))
-    assert twin[0]["comparisons"][0]["a_values"] == pytest.approx([0.85, 0.86, 0.87])
+    twin = json.loads(json.dumps(as_json(results)))
+    claim = next(c for c in twin if c["key"] == "autorep_beats_snl_lowest_budget")
+    assert claim["levels"][0]["comparisons"][0]["a_values"] == pytest.approx([0.85, 0.86, 0.87])

@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from conftest import entry_records, load_checkpoint, plugin
 
-from benchbed.api import (
-    FinetuneResult,
-    MaskResult,
-    MethodInfo,
-    Strict,
-    counted_sites,
-    hookimpl,
-)
+from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, counted_sites, hookimpl
 from benchbed.cli import main
 from benchbed.config import MethodEntry
 from benchbed.model.polynomials import dapa_bypass, dapa_coefficients, input_statistics

@@ -13,16 +13,8 @@ from PIL import Image
 from scipy import ndimage
 
 from benchbed.robustness.corruption_accuracy import CIFAR_C
-from benchbed.robustness.corruptions import (
-    BRIGHTNESS,
-    CORRUPTIONS,
-    DEFOCUS_BLUR,
-    JPEG_COMPRESSION,
-    PIXELATE,
-    SEVERITIES,
-    _local_shuffle,
-    corrupt,
-)
+from benchbed.robustness.corruptions import (BRIGHTNESS, CORRUPTIONS, DEFOCUS_BLUR, JPEG_COMPRESSION, PIXELATE,
+                                             SEVERITIES, _local_shuffle, corrupt)
 
 # torchvision 0.29 warns on every JPEG call that its image codecs will move to TorchCodec
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")

@@ -5,7 +5,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import build_model
 from torch import nn
 
 from benchbed.cli import main
@@ -13,15 +12,9 @@ from benchbed.config import SecureCostSettings
 from benchbed.model.architectures import WideResNet
 from benchbed.model.dual_bn import convert_dual_bn
 from benchbed.model.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
-from benchbed.secure.cost import (
-    PROFILE_FILES,
-    CostProfile,
-    aby3_profile,
-    beaver_batches,
-    linear_key,
-    price,
-    securenn_profile,
-)
+from benchbed.secure.cost import (PROFILE_FILES, CostProfile, aby3_profile, beaver_batches, linear_key, price,
+                                  securenn_profile)
+from conftest import build_model
 
 # Round numbers, so that every expected figure below can be checked by hand.
 P = CostProfile("toy", "toy", relu_bytes=100, relu_rounds=10, compare_bytes=50, compare_rounds=5, select_bytes=7,

@@ -11,12 +11,12 @@ import threading
 import pandas as pd
 import pytest
 import yaml
-from benchbed.model.checkpoint import checkpoint_payload, write_checkpoint
 from conftest import build_model, install_plugin
 
 from benchbed.cli import main
 from benchbed.errors import BenchbedError
 from benchbed.files import atomic_write, read_json, write_json
+from benchbed.model.checkpoint import checkpoint_payload, write_checkpoint
 from benchbed.report.board import render
 from benchbed.report.figure import figure
 from benchbed.run.rundir import RunDir

@@ -11,9 +11,9 @@ import typing
 import pytest
 from conftest import entry_records, install_plugin, method_plugin, plugin
 
-from benchbed.plugin import hookspecs
 from benchbed.api import FinetuneResult, MaskResult, MethodInfo, hookimpl
 from benchbed.errors import BenchbedError
+from benchbed.plugin import hookspecs
 from benchbed.plugin.manager import DISABLE_ENV, Methods, plugin_manager
 from benchbed.run.runner import SuiteRun
 

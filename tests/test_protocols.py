@@ -21,8 +21,10 @@ def test_paper_protocol_runs_the_published_recipes_and_records_their_compute(wri
     assert counts["ok"] == 2, counts
     snl = next(r for r in entry_records(tmp_path / "run") if r["method"] == "snl")
     assert snl["protocol"] == "paper"
-    assert snl["compute"]["limit"] == {"epochs": None, "seconds": None}
-    assert 0 < snl["compute"]["used"]["epochs"] <= 5 + 1e-6, "what the recipe used, in the matched protocol's units"
+    assert snl["compute"]["limit"] == {"epochs": None, "seconds": None, "finetune_epochs": None}
+    # what the recipe used, in the matched protocol's units: 5 epochs of data, each image a training pass
+    # and a teacher forward for the KD (a third), and the validation passes
+    assert 5 * (1 + 1 / 3) < snl["compute"]["used"]["epochs"] <= 5 * (1 + 1 / 3) + 0.4
     board = (tmp_path / "run" / "leaderboard.md")
     from benchbed.report.board import render
 

@@ -11,10 +11,7 @@ from conftest import build_model
 from benchbed.config import TrainRecipe
 from benchbed.model.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn
 from benchbed.robustness.attacks import pgd
-from benchbed.robustness.corruption_accuracy import (
-    CorruptionSettings,
-    corruption_accuracy,
-)
+from benchbed.robustness.corruption_accuracy import CorruptionSettings, corruption_accuracy
 from benchbed.robustness.pgd_accuracy import PGDSettings, pgd_accuracy
 from benchbed.train.loop import accuracy, fit
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 from benchbed.config import TrainRecipe
 from benchbed.train.loop import fit, planned_steps
 
 
-def _charging_loss(ctx, model, cost: float):
-    """A step that, like RLNet's, does ``cost`` training images' worth of work per image drawn."""
+def _costly_loss(model, cost: float):
+    """A step that, like RLNet's, does ``cost`` training images' worth of work per image drawn: a training
+    pass and ``3 (cost - 1)`` extra no-grad forwards, each a third of a training image to the core's meter."""
 
     def loss(x, y):
-        ctx.clock.charge(len(y) * (cost - 1))
+        with torch.no_grad():
+            for _ in range(round(3 * (cost - 1))):
+                model(x)
         return F.cross_entropy(model(x), y)
 
     return loss
@@ -24,14 +28,14 @@ def _charging_loss(ctx, model, cost: float):
 def test_cosine_ends_at_its_floor_when_every_step_costs_more(make_ctx, cost):
     ctx, model = make_ctx(None, epochs=4.0)
     recipe = TrainRecipe(epochs=240, lr=0.01, batch_size=64, schedule="cosine")
-    result = fit(model, ctx, recipe, step_loss=_charging_loss(ctx, model, cost), cost_per_image=cost,
-                 select_on_val=False, part="finetune")
+    result = fit(model, ctx, recipe, step_loss=_costly_loss(model, cost), select_on_val=False, validate=False,
+                 part="finetune")
     n = len(ctx.data.train_y)
     steps = math.floor(4.0 * n / (64 * cost))  # what the budget pays for, computed by hand
     assert result.epochs == pytest.approx(steps / (n // 64))
     # LambdaLR's lr after the last step is the factor at ``steps``: cos(pi) -> 0
     assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
-    assert ctx.clock.epochs_used <= 4.0 + 1e-9
+    assert ctx.clock.epochs_used == pytest.approx(steps * 64 * cost / n) and ctx.clock.epochs_used <= 4.0 + 1e-9
     assert ctx.cuts["finetune"] == f"{result.epochs:.3g} of 240 epochs" and result.stopped_by_budget
 
 
@@ -39,8 +43,7 @@ def test_step_schedule_reaches_its_last_milestone(make_ctx):
     ctx, model = make_ctx(None, epochs=3.0)
     recipe = TrainRecipe(epochs=240, lr=0.01, batch_size=64, schedule="step", milestones=[0.625, 0.75, 0.875],
                          gamma=0.1)
-    result = fit(model, ctx, recipe, step_loss=_charging_loss(ctx, model, 5.0), cost_per_image=5.0,
-                 select_on_val=False)
+    result = fit(model, ctx, recipe, step_loss=_costly_loss(model, 5.0), select_on_val=False, validate=False)
     assert result.history[-1]["lr"] == pytest.approx(0.01 * 0.1 ** 3)
 
 
@@ -61,3 +64,34 @@ def test_a_stage_the_method_ends_itself_is_no_cut(make_ctx):
     result = fit(model, ctx, TrainRecipe(epochs=4, lr=0.01, batch_size=64), part="search",
                  on_epoch_end=lambda epoch, acc: epoch == 0)
     assert result.epochs == 1 and not result.stopped_by_budget and ctx.cuts == {}
+
+
+def test_the_first_step_replans_the_stage_on_what_it_really_costs(make_ctx):
+    """The method declares nothing: the meter's count of the first step (here a training pass and two
+    extra forwards, 1 + 2/3 training images per image) plans the rest."""
+    ctx, model = make_ctx(None, epochs=2.0)
+    recipe = TrainRecipe(epochs=50, lr=0.01, batch_size=64, schedule="cosine")
+    result = fit(model, ctx, recipe, step_loss=_costly_loss(model, 1 + 2 / 3), select_on_val=False, validate=False)
+    n = len(ctx.data.train_y)
+    assert result.epochs == pytest.approx(math.floor(2.0 * n / (64 * (1 + 2 / 3))) / (n // 64))
+    assert result.history[-1]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warm_up_is_planned_over_the_budget(make_ctx):
+    """Knapsack's 5 warm-up epochs of 120 on a finetune the budget cuts to 2: the warm-up keeps its
+    1/24 share of the stage, so the lr reaches its peak and then its step schedule (as mmcv's warm-up,
+    from warmup_start of the lr, multiplying the regular schedule)."""
+    ctx, model = make_ctx(None, epochs=2.0)
+    recipe = TrainRecipe(epochs=120, lr=0.01, batch_size=64, schedule="step", milestones=[0.25, 0.5, 0.75],
+                         gamma=0.25, warmup_epochs=5, warmup_start=0.01, min_lr=1e-3)
+    lrs = []
+    fit(model, ctx, recipe, select_on_val=False, validate=False, extra_loss=lambda: lrs.append(None) or 0.0)
+    steps = len(lrs)
+    from benchbed.train.loop import lr_factor, warmup_steps
+
+    warm = warmup_steps(recipe, 120, steps)
+    assert warm == round(steps * 5 / 120) >= 1
+    factors = [lr_factor(recipe, s, steps, warm, recipe.lr) for s in range(steps)]
+    assert factors[0] == pytest.approx(0.01) and max(factors) == pytest.approx(1.0)
+    assert factors.index(1.0) == warm, "the peak comes right after the planned warm-up"
+    assert factors[-1] == pytest.approx(max(0.25 ** 3, 1e-3 / 0.01)), "the last milestone, held at min_lr"

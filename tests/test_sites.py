@@ -7,26 +7,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import build_model, load_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 from benchbed.errors import BenchbedError
 from benchbed.model.checkpoint import save_checkpoint
-from benchbed.model.sites import (
-    IDENTITY,
-    ZERO,
-    MaskedKernel,
-    PatchKernel,
-    ReLUSite,
-    capacity,
-    convert_relus,
-    drelu_count,
-    relu_count,
-    site_counts,
-    sites,
-)
+from benchbed.model.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, capacity, convert_relus,
+                                  drelu_count, relu_count, site_counts, sites)
+from conftest import build_model, load_checkpoint
 
 
 def test_resnet18_cifar_counts_both_conventions():

@@ -46,11 +46,11 @@ def test_training_on_an_own_loop_is_charged_and_flagged(write_suite, methods_wit
                      names=["own_loop", "random_mask"], compute={"epochs": 2})
     records = _records(tmp_path / "run")
     cheat = records["own_loop__64__s0"]
+    # the meter sees the loop's passes and stops it where it stands, past the budget
     assert cheat["status"] == "over_budget" and "budget of 2" in cheat["error"]
-    assert cheat["compute"]["observed_epochs"] == pytest.approx(6, abs=0.1)
-    assert cheat["compute"]["charged_epochs"] == 0
+    assert 2.0 < cheat["compute"]["used"]["epochs"] < 3.0
     honest = records["random_mask__64__s0"]
-    assert honest["status"] == "ok" and honest["compute"]["observed_epochs"] <= 2.0 + 1e-6
+    assert honest["status"] == "ok" and honest["compute"]["used"]["epochs"] <= 2.0 + 1e-6
 
 
 def test_a_swallowed_budget_stop_still_counts(write_suite, methods_with, tmp_path):

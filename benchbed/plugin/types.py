@@ -84,6 +84,44 @@ class PublishedResult:
                 and abs(self.relus - budget) <= PUBLISHED_BUDGET_TOLERANCE * budget)
 
 
+@dataclass(frozen=True)
+class ClaimSide:
+    """The entries one side of a claim stands for: ``mask``'s mask finetuned by ``finetune`` (the mask
+    method's own finetune when None), with linearized pixels left as the identity."""
+
+    mask: str
+    finetune: str | None = None
+
+    def matches(self, record: dict) -> bool:
+        part = record.get("composition") or {"mask_method": record.get("method"),
+                                             "finetune_method": record.get("method"), "bypass": "identity"}
+        return (part.get("mask_method"), part.get("finetune_method"), part.get("bypass", "identity")) == (
+            self.mask, self.finetune or self.mask, "identity")
+
+    def __str__(self) -> str:
+        return self.mask if self.finetune in (None, self.mask) else f"{self.mask} → {self.finetune}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim a method's paper makes, as benchbed tests it: side ``a`` against side ``b`` (against every
+    other method of the run when None) on ``metric``, at every budget or the lowest, paired over seeds
+    at each compute level. ``same`` says what the entries compared must share besides the budget and
+    the level: ``total compute`` (the level's whole budget; where ``b`` ran under several splits, the
+    one whose finetune got the most), or ``finetune compute`` (the same fixed finetune part of a split
+    budget, ``compute.finetune_share``: entries that differ only in their mask)."""
+
+    key: str
+    statement: str
+    source: str
+    a: ClaimSide
+    b: ClaimSide | None = None
+    relation: Literal[">", "≥"] = ">"
+    metric: str = "clean_accuracy"
+    budgets: Literal["every", "lowest"] = "every"
+    same: Literal["total compute", "finetune compute"] = "total compute"
+
+
 @dataclass
 class MethodInfo:
     """A method's self-description. Its name is the name its plugin is registered under."""
@@ -100,6 +138,8 @@ class MethodInfo:
     teacher: Callable[[BaseModel], str] = lambda options: "standard"
     # The paper's own figures; the leaderboard shows the one at a suite's dataset, model and budget.
     published: list[PublishedResult] = field(default_factory=list)
+    # The paper's claims; every leaderboard of a run with the entries they compare tests them.
+    claims: list[Claim] = field(default_factory=list)
     # Composition: the site kinds ``build_mask`` leaves (relu, masked, patch) and those ``finetune`` can
     # train. A suite that pairs one method's mask with a finetune that cannot take it fails validation.
     produces: frozenset[str] = frozenset({"relu", "masked", "patch"})

@@ -73,7 +73,8 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     sections += [""] + claims.markdown(tested)
     md_path = out_dir / f"{stem}.md"
     write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), protocol=protocol,
-                                      table="" if frame.empty else markdown.results_table(frame, cols, accuracies),
+                                      table="" if frame.empty else markdown.results_tables(
+                                          frame, cols, accuracies, tables.levels(frame)),
                                       explained=explained, sections=[""] + sections))
     write_json(out_dir / f"{stem}.json", {
         "suite": meta["suite"], "seeds": meta["seeds"], "run_dirs": meta["run_dirs"], "claims": claims.as_json(tested),
@@ -85,7 +86,13 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     images = []
     if not frame.empty:
         images.append(out_dir / f"{stem}.png")
-        figure.save(figure.figure(frame, meta, profile_names), images[0])
+        level_names = tables.levels(frame)
+        # with several compute levels the DReLU and cost panels show the largest one
+        shown = frame[frame["level"].isin(["—", level_names[-1]])] if level_names else frame
+        figure.save(figure.figure(shown, meta, profile_names), images[0])
+        if len(level_names) > 1:
+            images.append(out_dir / f"{stem}.compute.png")
+            figure.save(figure.compute_figure(frame, meta), images[-1])
     rows = [] if frame.empty else [
         [(row["label"], row["label"]), ("—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}",
                                         None if pd.isna(row["budget"]) else int(row["budget"])),

@@ -1,40 +1,36 @@
-"""The papers' claims, tested on a multi-seed run's entry records.
+"""The papers' claims, tested on a multi-seed run's entry records, at every compute level.
 
-Each claim is a set of comparisons "A vs B" on one metric, paired over seeds: for every seed where both
-entries finished, d = metric(A) - metric(B). The rule (one-sided paired t-test at 95%):
+Claims belong to the methods that make them (``MethodInfo.claims``, carried in every entry record); this
+module holds only the statistics. A claim is a set of comparisons "A vs B" on one metric, one per budget
+(and per other method, for "best of every method" claims), at each compute level. A comparison is paired
+over seeds: d = metric(A) − metric(B) for every seed where both entries finished, and it needs at least
+``MIN_SEEDS`` seeds.
 
-- ``A better``  when mean(d) > t · SE,  with SE = sd(d) / sqrt(n) and t the 95% one-sided Student-t
-  quantile for n - 1 degrees of freedom (2.92 for 3 seeds);
-- ``B better``  when mean(d) < -t · SE;
-- ``tie``       otherwise: the difference is within the seeds' spread.
+The rule: a two-sided paired t-test (scipy) for every comparison of a claim at a level, the claim's
+comparisons corrected together by Holm's step-down at ``ALPHA`` = 5%; a comparison whose corrected p
+stays at or above it is a **tie**, and shows the smallest difference its seeds could have detected
+(a paired t-test at the Bonferroni level with 80% power, on the seeds' spread). Every seed giving the
+same non-zero difference decides at once.
 
-With SE = 0 (every seed gives the same difference) any non-zero mean decides. A comparison needs at least two
-paired seeds; with fewer it is "not tested here", as is one whose methods or metric are absent from the run.
-How many seeds favour A (the sign test's count) is reported beside, not used.
-
-A claim "A > B" is ``supported`` when A is better in every tested comparison, ``contradicted`` when B is
-better in any, and a ``tie`` otherwise; a claim "A ≥ B" reads the same, and a tie is within it
-(``holds``)."""
+A claim "A > B" is ``supported`` at a level when A is better in every comparison tested there,
+``contradicted`` when B is better in any, a ``tie`` otherwise; a claim "A ≥ B" holds on a tie. Across
+levels the summary says whether it holds at every level, from one level on, up to one, or flips."""
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from statistics import mean, stdev
 
-# One-sided 95% quantiles of Student's t, by degrees of freedom; the normal quantile beyond the table.
-T95 = {1: 6.314, 2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895, 8: 1.860, 9: 1.833, 10: 1.812,
-       12: 1.782, 15: 1.753, 20: 1.725, 30: 1.697}
-NORMAL95 = 1.645
+import numpy as np
+from scipy import stats
 
+from benchbed.plugin.types import ClaimSide
+
+ALPHA = 0.05
+POWER = 0.8
+MIN_SEEDS = 3
 SUPPORTED, TIE, CONTRADICTED, NOT_TESTED = "supported", "tie", "contradicted", "not tested here"
 METRIC_NAMES = {"clean_accuracy": "clean accuracy", "pgd_accuracy": "PGD accuracy",
-                "corruption_accuracy": "corruption accuracy"}
-
-
-def t95(df: int) -> float:
-    """The table's quantile for ``df``, or for the largest tabulated df below it (conservative)."""
-    below = [d for d in T95 if d <= df]
-    return T95[max(below)] if df <= 30 else NORMAL95
+                "corruption_accuracy": "corruption accuracy", "autoattack_accuracy": "AutoAttack accuracy"}
 
 
 @dataclass
@@ -48,146 +44,273 @@ class Comparison:
     b_values: list[float] = field(default_factory=list)
     mean_difference: float | None = None
     standard_error: float | None = None
-    threshold: float | None = None  # t · SE
+    p_value: float | None = None          # two-sided paired t-test
+    p_holm: float | None = None           # after Holm's correction over the claim's comparisons at the level
+    detectable: float | None = None       # the smallest difference these seeds could have detected
     seeds_favouring_a: int | None = None
     verdict: str = NOT_TESTED
     why: str = ""
 
 
 @dataclass
-class Claim:
-    key: str
-    statement: str
-    source: str
-    relation: str                   # ">" or "≥"
+class LevelResult:
+    level: str                      # "2 epochs"
     comparisons: list[Comparison]
     verdict: str = NOT_TESTED
     holds: bool | None = None
 
 
-def compare(records: list[dict], label: str, a: tuple[str, int | None], b: tuple[str, int | None],
+@dataclass
+class ClaimResult:
+    key: str
+    statement: str
+    source: str
+    relation: str
+    same: str
+    levels: list[LevelResult]
+    summary: str = NOT_TESTED
+
+
+def _level_label(record: dict) -> str:
+    level = record.get("compute_level") or {}
+    return level.get("label") or "—"
+
+
+def _level_order(records: list[dict]) -> list[str]:
+    found = {}
+    for r in records:
+        level = r.get("compute_level")
+        if level:
+            found[level["label"]] = level.get("index", 0)
+    return sorted(found, key=found.get) or ["—"]
+
+
+def _side_records(records: list[dict], side: ClaimSide, budget: int | None, level: str) -> list[dict]:
+    return [r for r in records if r["status"] == "ok" and r["budget"] == budget and _level_label(r) == level
+            and side.matches(r)]
+
+
+def _finetune_epochs(record: dict) -> float | None:
+    return (record.get("compute_level") or {}).get("finetune_epochs")
+
+
+def _by_seed(records: list[dict], metric: str) -> dict[int, float]:
+    found = {}
+    for r in records:
+        value = (r.get("metrics") or {}).get(metric)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            found[r["seed"]] = float(value)
+    return found
+
+
+def pair(a_records: list[dict], b_records: list[dict], same: str) -> tuple[list[dict], list[dict], str]:
+    """The entries of each side that the claim may compare: under ``finetune compute`` those with the same
+    fixed finetune part of a split budget; under ``total compute`` B's entries whose finetune got the most."""
+    if same == "finetune compute":
+        shares = {_finetune_epochs(r) for r in a_records} - {None}
+        if not shares:
+            return [], [], "needs a split budget (compute.finetune_share): entries that differ only in their mask"
+        part = max(shares)
+        return ([r for r in a_records if _finetune_epochs(r) == part],
+                [r for r in b_records if _finetune_epochs(r) == part], "")
+    if not b_records:
+        return a_records, b_records, ""
+    total = lambda r: math.inf if _finetune_epochs(r) is None else _finetune_epochs(r)  # noqa: E731
+    most = max(total(r) for r in b_records)
+    return a_records, [r for r in b_records if total(r) == most], ""
+
+
+def compare(label: str, a_name: str, b_name: str, a_records: list[dict], b_records: list[dict],
             metric: str) -> Comparison:
-    """Paired comparison over seeds of entry ``a`` = (method, budget) against ``b`` on ``metric``."""
-    name = lambda m: f"{m[0]} @ {m[1]:,}" if m[1] is not None else m[0]  # noqa: E731
-    out = Comparison(label, name(a), name(b), metric)
-    values = {side: _by_seed(records, *entry, metric) for side, entry in (("a", a), ("b", b))}
-    if not values["a"] or not values["b"]:
-        missing = [name(e) for e, v in ((a, values["a"]), (b, values["b"])) if not v]
+    """The paired difference of ``a_records`` and ``b_records`` on ``metric`` over their common seeds."""
+    out = Comparison(label, a_name, b_name, metric)
+    values = {"a": _by_seed(a_records, metric), "b": _by_seed(b_records, metric)}
+    missing = [n for n, side in ((a_name, "a"), (b_name, "b")) if not values[side]]
+    if missing:
         out.why = f"no finished entry of {', '.join(missing)} with {METRIC_NAMES.get(metric, metric)}"
         return out
     out.seeds = sorted(set(values["a"]) & set(values["b"]))
     out.a_values = [values["a"][s] for s in out.seeds]
     out.b_values = [values["b"][s] for s in out.seeds]
-    if len(out.seeds) < 2:
-        out.why = f"{len(out.seeds)} paired seed(s); a spread needs at least 2"
+    if len(out.seeds) < MIN_SEEDS:
+        out.why = f"{len(out.seeds)} paired seed(s); a test needs at least {MIN_SEEDS}"
         return out
-    diffs = [x - y for x, y in zip(out.a_values, out.b_values)]
+    diffs = np.asarray(out.a_values) - np.asarray(out.b_values)
     n = len(diffs)
-    out.mean_difference = mean(diffs)
-    out.standard_error = stdev(diffs) / math.sqrt(n)
-    out.threshold = t95(n - 1) * out.standard_error
-    out.seeds_favouring_a = sum(d > 0 for d in diffs)
-    if out.mean_difference > out.threshold:
-        out.verdict = SUPPORTED
-    elif out.mean_difference < -out.threshold:
-        out.verdict = CONTRADICTED
+    out.mean_difference = float(diffs.mean())
+    sd = float(diffs.std(ddof=1))
+    out.standard_error = sd / math.sqrt(n)
+    out.seeds_favouring_a = int((diffs > 0).sum())
+    if sd <= 1e-12:  # every seed gives the same difference (up to float noise): no spread to weigh it against
+        out.p_value = 0.0 if out.mean_difference else 1.0
     else:
-        out.verdict = TIE
+        out.p_value = float(stats.ttest_rel(out.a_values, out.b_values).pvalue)
     return out
 
 
-def untested(label: str, why: str) -> Comparison:
-    return Comparison(label, "", "", "", why=why)
+def holm(comparisons: list[Comparison]) -> None:
+    """Holm's step-down correction over ``comparisons`` (those tested), then each one's verdict."""
+    tested = [c for c in comparisons if c.p_value is not None]
+    m = len(tested)
+    running = 0.0
+    for rank, c in enumerate(sorted(tested, key=lambda c: c.p_value)):
+        running = max(running, min(1.0, (m - rank) * c.p_value))
+        c.p_holm = running
+    for c in tested:
+        if c.p_holm < ALPHA:
+            c.verdict = SUPPORTED if c.mean_difference > 0 else CONTRADICTED
+        else:
+            c.verdict = TIE
+            n = len(c.seeds)
+            alpha = ALPHA / m
+            c.detectable = float((stats.t.ppf(1 - alpha / 2, n - 1) + stats.t.ppf(POWER, n - 1)) * c.standard_error)
 
 
-def _by_seed(records: list[dict], method: str, budget: int | None, metric: str) -> dict[int, float]:
-    found = {}
-    for r in records:
-        value = (r.get("metrics") or {}).get(metric)
-        if (r["status"] == "ok" and r["method"] == method and r["budget"] == budget
-                and isinstance(value, (int, float)) and not isinstance(value, bool)):
-            found[r["seed"]] = float(value)
-    return found
-
-
-def _verdict(claim: Claim) -> Claim:
-    tested = [c.verdict for c in claim.comparisons if c.verdict != NOT_TESTED]
+def _level_verdict(level: LevelResult, relation: str) -> LevelResult:
+    tested = [c.verdict for c in level.comparisons if c.verdict != NOT_TESTED]
     if not tested:
-        claim.verdict, claim.holds = NOT_TESTED, None
+        level.verdict, level.holds = NOT_TESTED, None
     elif CONTRADICTED in tested:
-        claim.verdict, claim.holds = CONTRADICTED, False
+        level.verdict, level.holds = CONTRADICTED, False
     elif all(v == SUPPORTED for v in tested):
-        claim.verdict, claim.holds = SUPPORTED, True
+        level.verdict, level.holds = SUPPORTED, True
     else:
-        claim.verdict, claim.holds = TIE, claim.relation == "≥"
-    return claim
+        level.verdict, level.holds = TIE, relation == "≥"
+    return level
 
 
-def assess(records: list[dict]) -> list[Claim]:
-    """Every claim, tested on ``records`` (entry records as ``benchbed.leaderboard.load_runs`` gives them)."""
+def summary(levels: list[LevelResult]) -> str:
+    """Across the compute levels (in order): holds at every level, from one on, up to one, at none, or flips."""
+    tested = [lv for lv in levels if lv.holds is not None]
+    if not tested:
+        return NOT_TESTED
+    if len(tested) == 1:
+        return f"{'holds' if tested[0].holds else 'does not hold'} at the one level tested ({tested[0].level})"
+    pattern = [lv.holds for lv in tested]
+    if all(pattern):
+        return "holds at every level"
+    if not any(pattern):
+        verdicts = {lv.verdict for lv in tested}
+        return f"{'contradicted' if verdicts == {CONTRADICTED} else 'does not hold'} at every level"
+    first = pattern.index(True)
+    if all(pattern[first:]) and not any(pattern[:first]):
+        return f"holds from {tested[first].level} on"
+    last = len(pattern) - 1 - pattern[::-1].index(True)
+    if all(pattern[:last + 1]) and not any(pattern[last + 1:]):
+        return f"holds up to {tested[last].level}, not beyond"
+    return "flips between levels: " + ", ".join(f"{lv.level}: {lv.verdict}" for lv in tested)
+
+
+def declared(records: list[dict]) -> list[dict]:
+    """Every claim the run's methods declare, once each, in the order first met."""
+    found: dict[str, dict] = {}
+    for r in records:
+        for claim in r.get("claims") or []:
+            found.setdefault(claim["key"], claim)
+    return list(found.values())
+
+
+def test_claim(claim: dict, records: list[dict]) -> ClaimResult:
+    """One declared claim tested at every compute level of ``records``."""
     ok = [r for r in records if r["status"] == "ok"]
     budgets = sorted({r["budget"] for r in ok if r["budget"] is not None})
-    methods = sorted({r["method"] for r in ok if r["budget"] is not None})
-    none = [untested("every budget", "no entry with a budget finished")]
-
-    def per_budget(a: str, b: str, metric: str, at: list[int] = budgets) -> list[Comparison]:
-        return [compare(ok, f"budget {x:,}", (a, x), (b, x), metric) for x in at] or none
-
-    claims = [
-        Claim("snl_beats_random_mask", "SNL's learned mask beats a random mask at the same finetune (every budget)",
-              "SNL, Cho et al., ICML 2022", ">", per_budget("snl", "random_mask", "clean_accuracy")),
-        Claim("autorep_ge_snl_lowest_budget", "AutoReP ≥ SNL at the lowest budget",
-              "AutoReP, Peng et al., ICCV 2023", "≥",
-              per_budget("autorep", "snl", "clean_accuracy", budgets[:1])),
-        Claim("knapsack_ge_snl", "knapsack's patch ReLUs ≥ SNL's per-pixel mask at equal DReLUs (every budget)",
-              "knapsack patch-ReLU, Gorski & Avidan, arXiv:2304.10442", "≥",
-              per_budget("knapsack", "snl", "clean_accuracy")),
-    ]
-    for metric, key in (("pgd_accuracy", "pgd"), ("corruption_accuracy", "corruption")):
-        others = [m for m in methods if m != "rlnet"]
-        claims.append(Claim(f"rlnet_best_{key}", f"RLNet has the best {METRIC_NAMES[metric]} at every budget",
-                            "RLNet, Sarkar, Kundu, Beerel, CVPR-W 2024", "≥",
-                            [c for m in others for c in per_budget("rlnet", m, metric)]
-                            or [untested("every budget", "no other method with a budget finished")]))
-    monotone = [compare(ok, f"{m}: {lo:,} → {hi:,}", (m, hi), (m, lo), "clean_accuracy")
-                for m in methods for lo, hi in zip(budgets, budgets[1:])]
-    claims.append(Claim("accuracy_monotone_in_budget", "clean accuracy does not fall as the budget grows, for every "
-                        "method", "all methods", "≥",
-                        monotone or [untested("every method", "fewer than two budgets finished")]))
-    return [_verdict(c) for c in claims]
+    at = budgets[:1] if claim.get("budgets") == "lowest" else budgets
+    a = ClaimSide(**claim["a"])
+    others = [ClaimSide(m) for m in sorted({r["method"] for r in ok if r["budget"] is not None
+                                            and not r.get("composition")}) if m != a.mask]
+    sides = [ClaimSide(**claim["b"])] if claim.get("b") else others
+    result = ClaimResult(claim["key"], claim["statement"], claim["source"], claim["relation"], claim["same"], [])
+    for level in _level_order(ok):
+        comparisons = []
+        for b in sides:
+            for budget in at:
+                label = f"budget {budget:,}" + (f", vs {b}" if not claim.get("b") else "")
+                a_records, b_records, why = pair(_side_records(ok, a, budget, level), _side_records(ok, b, budget, level),
+                                                 claim["same"])
+                c = compare(label, f"{a} @ {budget:,}", f"{b} @ {budget:,}", a_records, b_records,
+                            claim["metric"])
+                if why:
+                    c.why = why
+                    c.seeds, c.a_values, c.b_values, c.p_value = [], [], [], None
+                comparisons.append(c)
+        if not comparisons:
+            comparisons.append(Comparison("every budget", "", "", claim["metric"], why="no entry with a budget finished"))
+        holm(comparisons)
+        result.levels.append(_level_verdict(LevelResult(level, comparisons), claim["relation"]))
+    result.summary = summary(result.levels)
+    return result
 
 
-def as_json(claims: list[Claim]) -> list[dict]:
-    return [asdict(c) for c in claims]
+def monotone(records: list[dict]) -> ClaimResult:
+    """The benchmark's own sanity check: a method's clean accuracy does not fall as its budget grows."""
+    ok = [r for r in records if r["status"] == "ok" and r["budget"] is not None]
+    budgets = sorted({r["budget"] for r in ok})
+    result = ClaimResult("accuracy_monotone_in_budget", "clean accuracy does not fall as the budget grows, for every "
+                         "method", "benchbed (a sanity check)", "≥", "total compute", [])
+    for level in _level_order(ok):
+        comparisons = []
+        for method in sorted({r["method"] for r in ok}):
+            for lo, hi in zip(budgets, budgets[1:]):
+                side = lambda b: [r for r in ok if r["method"] == method and r["budget"] == b  # noqa: E731
+                                  and _level_label(r) == level]
+                comparisons.append(compare(f"{method}: {lo:,} → {hi:,}", f"{method} @ {hi:,}", f"{method} @ {lo:,}",
+                                           side(hi), side(lo), "clean_accuracy"))
+        if not comparisons:
+            comparisons.append(Comparison("every method", "", "", "clean_accuracy", why="fewer than two budgets finished"))
+        holm(comparisons)
+        result.levels.append(_level_verdict(LevelResult(level, comparisons), "≥"))
+    result.summary = summary(result.levels)
+    return result
+
+
+def assess(records: list[dict]) -> list[ClaimResult]:
+    """Every declared claim, then the sanity check, tested on ``records``."""
+    return [test_claim(c, records) for c in declared(records)] + [monotone(records)]
+
+
+def as_json(results: list[ClaimResult]) -> list[dict]:
+    return [asdict(r) for r in results]
 
 
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-def markdown(claims: list[Claim]) -> list[str]:
-    """The "## The papers' claims" section: one line per claim, then its comparisons with the seed-level numbers."""
+MARKS = {SUPPORTED: "✅", TIE: "🟰", CONTRADICTED: "❌", NOT_TESTED: "—"}
+
+
+def markdown(results: list[ClaimResult]) -> list[str]:
+    """The "## The papers' claims" section: per claim one summary line across the compute levels, then per
+    level its verdict and comparisons with the seed-level numbers."""
     lines = ["## The papers' claims", "",
-             "Paired over seeds: d = A − B per seed; A is better when mean(d) > t₀.₉₅(n−1) · SE(d), B when "
-             "mean(d) < −t · SE, a tie otherwise (within the seeds' spread). A claim \"≥\" holds on a tie; "
-             "\"k/n\" counts the seeds that favour A. Numbers are percentage points.", ""]
-    for claim in claims:
-        mark = {SUPPORTED: "✅", TIE: "🟰", CONTRADICTED: "❌", NOT_TESTED: "—"}[claim.verdict]
-        holds = "" if claim.holds is None or claim.verdict != TIE else (" (within the claim)" if claim.holds
-                                                                        else " (not shown beyond the spread)")
-        reasons = {c.why for c in claim.comparisons}
-        if claim.verdict == NOT_TESTED and len(reasons) == 1:  # one reason for all: say it once
-            lines.append(f"- {mark} **{claim.statement}** ({claim.source}): **{claim.verdict}** — {reasons.pop()}")
-            continue
-        lines.append(f"- {mark} **{claim.statement}** ({claim.source}): **{claim.verdict}**{holds}")
-        for c in claim.comparisons:
-            if c.verdict == NOT_TESTED:
-                versus = f": {c.a} vs {c.b}" if c.a else ""
-                lines.append(f"  - {c.label}{versus}: not tested here ({c.why})")
+             f"Each claim is declared by the method that makes it. Per compute level, every comparison A vs B is "
+             f"paired over seeds (d = A − B per seed, at least {MIN_SEEDS} seeds), tested two-sided (scipy's paired "
+             f"t-test) and corrected over the claim's comparisons by Holm's method at {ALPHA:.0%}: A better or B "
+             f"better when the corrected p is below it, a tie otherwise — and a tie shows the smallest difference "
+             f"its seeds could have detected ({POWER:.0%} power). A claim \"≥\" holds on a tie. Numbers are "
+             "percentage points; \"k/n\" counts the seeds that favour A.", ""]
+    for r in results:
+        verdicts = {lv.verdict for lv in r.levels}
+        mark = MARKS[CONTRADICTED] if CONTRADICTED in verdicts else (
+            MARKS[SUPPORTED] if r.summary.startswith("holds at every") else MARKS[TIE] if r.summary != NOT_TESTED
+            else MARKS[NOT_TESTED])
+        lines.append(f"- {mark} **{r.statement}** ({r.source}; compared at the same {r.same}): **{r.summary}**")
+        for level in r.levels:
+            reasons = {c.why for c in level.comparisons}
+            head = f"  - at {level.level}: **{level.verdict}**" if len(r.levels) > 1 or level.level != "—" else \
+                f"  - **{level.verdict}**"
+            if level.verdict == NOT_TESTED and len(reasons) == 1:
+                lines.append(f"{head} — {reasons.pop()}")
                 continue
-            seeds = ", ".join(f"s{s}: {_pct(x)} vs {_pct(y)}" for s, x, y in zip(c.seeds, c.a_values, c.b_values))
-            lines.append(f"  - {c.label}: {c.a} vs {c.b}, {METRIC_NAMES.get(c.metric, c.metric)}: "
-                         f"mean d {100 * c.mean_difference:+.2f} ± {100 * c.standard_error:.2f} (SE), "
-                         f"threshold {100 * c.threshold:.2f}, {c.seeds_favouring_a}/{len(c.seeds)} → {c.verdict} "
-                         f"({seeds})")
+            lines.append(head)
+            for c in level.comparisons:
+                if c.verdict == NOT_TESTED:
+                    versus = f": {c.a} vs {c.b}" if c.a else ""
+                    lines.append(f"    - {c.label}{versus}: not tested here ({c.why})")
+                    continue
+                seeds = ", ".join(f"s{s}: {_pct(x)} vs {_pct(y)}" for s, x, y in zip(c.seeds, c.a_values, c.b_values))
+                detect = (f", could have detected ±{100 * c.detectable:.2f}" if c.detectable is not None else "")
+                lines.append(f"    - {c.label}: {c.a} vs {c.b}, {METRIC_NAMES.get(c.metric, c.metric)}: mean d "
+                             f"{100 * c.mean_difference:+.2f} ± {100 * c.standard_error:.2f} (SE), p {c.p_value:.3g}, "
+                             f"Holm {c.p_holm:.3g}, {c.seeds_favouring_a}/{len(c.seeds)} → {c.verdict}{detect} ({seeds})")
     return lines

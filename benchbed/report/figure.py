@@ -3,6 +3,7 @@ priced, against secure latency with the Pareto front. Every method keeps its col
 from __future__ import annotations
 
 import hashlib
+import io
 
 import matplotlib
 import pandas as pd
@@ -11,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the headless backend)
 from matplotlib.figure import Figure  # noqa: E402
 
+from benchbed.files import atomic_write  # noqa: E402
 from benchbed.report.markdown import settings_text  # noqa: E402
 
 # Stable colours: the built-in methods keep theirs in every plot; others get one from their name.
@@ -80,5 +82,39 @@ def figure(frame: pd.DataFrame, meta: dict, profiles: list[str]) -> Figure:
 
 
 def save(fig: Figure, path) -> None:
-    fig.savefig(path)
+    """Write ``fig`` as a PNG atomically (a reader never sees half an image)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def compute_figure(frame: pd.DataFrame, meta: dict) -> Figure:
+    """Per ReLU budget, each method's clean accuracy against the compute its entries got (the suite's
+    levels, log scale), ± its spread; reference rows as dashed lines."""
+    rows = frame[frame["level"] != "—"]
+    budgets = sorted({int(b) for b in rows["budget"].dropna()})
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 4.0), dpi=110, squeeze=False)
+    reference = frame[frame["level"] == "—"]
+    for ax, budget in zip(axes[0], budgets):
+        at = rows[rows["budget"] == budget]
+        for label, line in at.groupby("label"):
+            line = line.sort_values("level_epochs")
+            err = 100 * line["clean_accuracy_std"].where(line["seeds"] > 1, line.get("clean_accuracy_ci")).fillna(0)
+            ax.errorbar(line["level_epochs"], 100 * line["clean_accuracy"], yerr=err, marker="o", capsize=3,
+                        color=colour(line["method"].iloc[0]), label=label)
+        for _, ref in reference.iterrows():
+            ax.axhline(100 * ref["clean_accuracy"], ls="--", lw=1, color=colour(ref["method"]), label=ref["label"])
+        ax.set_xscale("log", base=2)
+        epochs = sorted(at["level_epochs"].dropna().unique())
+        ax.set_xticks(epochs)
+        ax.set_xticklabels([f"{e:g}" for e in epochs])
+        ax.minorticks_off()
+        ax.set_xlabel("compute per entry (epochs of training images)")
+        ax.set_ylabel("clean test accuracy (%)")
+        ax.set_title(f"{budget:,} DReLUs")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{meta['suite']['name']}: accuracy against compute · {settings_text(meta)}", fontsize=9)
+    fig.tight_layout()
+    return fig

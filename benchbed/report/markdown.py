@@ -15,7 +15,8 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                                undefined=jinja2.StrictUndefined, autoescape=False)
 # Row identity and bookkeeping: never a column of its own.
-NOT_SHOWN = {"method", "label", "budget", "seed", "status", "seeds", "val_accuracy"}
+NOT_SHOWN = {"method", "label", "budget", "seed", "status", "seeds", "val_accuracy", "level", "level_index",
+             "level_epochs"}
 
 
 def value_text(key: str, value: float, accuracies: set[str]) -> str:
@@ -71,6 +72,19 @@ def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: 
                     disable_numparse=True)
 
 
+def results_tables(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str], level_names: list[str]) -> str:
+    """One table, or with several compute levels one per level (the reference rows, which compute
+    nothing, in each)."""
+    if len(level_names) <= 1:
+        return results_table(frame, cols, accuracies)
+    shared = frame[frame["level"] == "—"]
+    parts = []
+    for level in level_names:
+        rows = pd.concat([shared, frame[frame["level"] == level]])
+        parts.append(f"### Compute: {level} per entry\n\n" + results_table(rows, cols, accuracies))
+    return "\n\n".join(parts)
+
+
 def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int | None) -> list[str]:
     """What the columns mean, so that the table reads without the source code."""
     lines = ["- **ReLUs** are the pixels whose output passes through a comparison-gated nonlinearity; **DReLUs** are "
@@ -114,9 +128,24 @@ def compute_line(compute: dict) -> str:
         return ("- **Protocol: paper recipes.** Every method runs its published recipe (epochs, schedules, images per "
                 "probe, teacher) without a compute limit; the compute each entry used is in the table, in epochs "
                 "of training-image equivalents. Read it beside the matched-compute suite.")
-    limits = ", ".join(f"{k} {v:g}" for k, v in compute.items() if k != "paper" and v is not None)
-    return (f"- **Protocol: matched compute.** Every entry (mask search + finetune) gets the same budget: {limits}. "
-            "Parts of a method's published recipe that did not fit are listed under *Cut to fit the budget*.")
+    values = lambda v: ", ".join(f"{x:g}" for x in v) if isinstance(v, list) else f"{v:g}"  # noqa: E731
+    limits = "; ".join(f"{values(compute[k])} {unit}" for k, unit in (("epochs", "epochs"), ("seconds", "s"))
+                       if compute.get(k) is not None)
+    levels = any(isinstance(compute.get(k), list) and len(compute[k]) > 1 for k in ("epochs", "seconds"))
+    split = compute.get("finetune_share")
+    return (f"- **Protocol: matched compute.** Every entry (mask search + finetune) gets the same budget"
+            + (f", at each compute level: {limits}" if levels else f": {limits}") + "."
+            + (f" The budget is split: the finetune gets exactly {split:.0%} of it and the mask search at most the "
+               "rest (an entry may set its own split)." if split else "")
+            + " Parts of a method's published recipe that did not fit are listed under *Cut to fit the budget*.")
+
+
+def metering_line() -> str:
+    return ("- **Compute is metered by the core**, the same rule for every method: every call of every convolution "
+            "and linear layer of the student and of the entry's copies of the teacher counts its multiply-accumulates "
+            "three times when its weights train (forward and both backwards), twice when only its input needs a "
+            "gradient (an attack step), once otherwise (a teacher's distillation pass, a validation pass, a probe of "
+            "the layers after a site), in training images of the student. The per-kind totals are in each record.")
 
 
 def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
@@ -139,6 +168,7 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
         f"test accuracy {100 * teacher.get('clean_accuracy', float('nan')):.2f}%.",
         f"- **Budgets (DReLUs over counted sites):** {', '.join(f'{b:,}' for b in suite['budgets'])}.",
         compute_line(suite["compute"]),
+        *([] if suite["compute"].get("paper") else [metering_line()]),
         f"- **Seeds:** {', '.join(map(str, meta['seeds']))}.",
     ]
     lines += attack_lines(records)
@@ -182,8 +212,10 @@ def grid_lines(cells: dict[tuple[str, int], dict[tuple[str, str], float]], title
 def settings_text(meta: dict) -> str:
     suite = meta["suite"]
     compute = suite["compute"]
+    values = lambda v: "/".join(f"{x:g}" for x in v) if isinstance(v, list) else f"{v:g}"  # noqa: E731
     budget = ("paper recipes" if compute.get("paper") else
-              ", ".join(f"{v:g} {k}" for k, v in compute.items() if k != "paper" and v is not None) + " per entry")
+              ", ".join(f"{values(compute[k])} {k}" for k in ("epochs", "seconds") if compute.get(k) is not None)
+              + " per entry")
     return (f"{suite['dataset']['name']} · {suite['model']['name']} ({'with' if suite['model']['stem_relu'] else 'no'} "
             f"stem ReLU) · {budget} · seeds {', '.join(map(str, meta['seeds']))}")
 

@@ -12,7 +12,8 @@ Z95 = 1.959964
 # Accuracies the evaluation titles in every record (``metrics.columns``); these are their fallbacks.
 DEFAULT_TITLES = {"clean_accuracy": "clean acc %"}
 PAPER_COLUMNS = {"paper_accuracy": "paper's acc %", "paper_delta": "Δ vs paper (pp)"}
-IDENTITY_COLUMNS = ("method", "label", "budget", "seed", "status")
+IDENTITY_COLUMNS = ("method", "label", "budget", "seed", "status", "level")
+GROUP = ["method", "label", "budget", "level", "level_index", "level_epochs"]
 
 
 def wilson_halfwidth(p: float, n: int) -> float:
@@ -48,7 +49,10 @@ def flatten(record: dict) -> dict[str, Any]:
     """One record as one row: its scalar metrics, the image count of each accuracy (``n:KEY``), the
     paper's figure, and per profile its price."""
     metrics = record.get("metrics") or {}
+    level = record.get("compute_level") or {}
     row = {"method": record["method"], "label": record.get("label", record["method"]), "budget": record["budget"],
+           "level": level.get("label", "—"), "level_index": level.get("index", -1),
+           "level_epochs": level.get("epochs") if level.get("epochs") is not None else float("nan"),
            "seed": record["seed"], "status": record["status"], "relus": record.get("relus"),
            "drelus": record.get("drelus"), "epochs_used": record["compute"]["used"]["epochs"]}
     for key, value in metrics.items():
@@ -66,15 +70,16 @@ def flatten(record: dict) -> dict[str, Any]:
 
 
 def table(records: list[dict]) -> pd.DataFrame:
-    """One row per (method, budget) of the finished records: means, sample standard deviations
-    (``KEY_std``) over seeds, ``seeds``, and each accuracy's 95% binomial half-width (``KEY_ci``)."""
+    """One row per (method, budget, compute level) of the finished records: means, sample standard
+    deviations (``KEY_std``) over seeds, ``seeds``, and each accuracy's 95% binomial half-width (``KEY_ci``).
+    A reference row (no budget, no compute) has level "—"."""
     frame = pd.DataFrame([flatten(r) for r in records if r["status"] == "ok"])
     if frame.empty:
         return frame
     frame["budget"] = frame["budget"].astype("Int64")
-    numeric = [c for c in frame.columns if c not in IDENTITY_COLUMNS]
+    numeric = [c for c in frame.columns if c not in IDENTITY_COLUMNS and c not in GROUP]
     frame[numeric] = frame[numeric].apply(pd.to_numeric, errors="coerce")
-    grouped = frame.groupby(["method", "label", "budget"], dropna=False)
+    grouped = frame.groupby(GROUP, dropna=False)
     out = grouped[numeric].mean().join(grouped[numeric].std(ddof=1).add_suffix("_std"))
     out["seeds"] = grouped["seed"].count()
     if "paper_accuracy" in out.columns:
@@ -84,7 +89,14 @@ def table(records: list[dict]) -> pd.DataFrame:
             out[f"{key}_ci"] = [wilson_halfwidth(p, int(n)) if pd.notna(p) and pd.notna(n) else float("nan")
                                 for p, n in zip(out[key], out[f"n:{key}"])]
     out = out.reset_index()
-    return out.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="last")
+    return out.sort_values(["level_index", "budget", "clean_accuracy"], ascending=[True, True, False],
+                           na_position="first")
+
+
+def levels(frame: pd.DataFrame) -> list[str]:
+    """The compute levels of a table, in order (the reference rows' "—" left out)."""
+    found = frame[frame["level"] != "—"][["level", "level_index"]].drop_duplicates().sort_values("level_index")
+    return list(found["level"])
 
 
 def grid(records: list[dict], metrics: list[str]) -> dict[tuple[str, int], dict[tuple[str, str], float]]:

@@ -30,8 +30,9 @@ FINISHED = ("ok", "over_budget")
 STANDARD_TEACHER = "standard"
 
 
-def entry_id(method: str, budget: int | None, seed: int) -> str:
-    return f"{method}__{'all' if budget is None else budget}__s{seed}"
+def entry_id(method: str, budget: int | None, seed: int, level: str | None = None) -> str:
+    """``snl__600__s0``; with several compute levels ``snl__600__e8__s0``."""
+    return f"{method}__{'all' if budget is None else budget}{f'__{level}' if level else ''}__s{seed}"
 
 
 class RunDir:

@@ -28,6 +28,7 @@ from benchbed.run.scheduling import run_on_ray
 from benchbed.run.suite import Entry, LoadedSuite, load_suite, plan
 from benchbed.secure.cost import price
 from benchbed.train.devices import resolve_device
+from benchbed.train.meter import meter_entry
 from benchbed.train.reproducibility import determinism, seed_everything
 
 # Training images whose teacher pre-activations the DaPa bypass is fitted to.
@@ -85,7 +86,8 @@ class SuiteRun:
         payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
         exits, alters its teacher, hands back kernels of its own — the record says so."""
         mask_method, finetune_method = self.methods.get(entry.mask_method), self.methods.get(entry.finetune_method)
-        limits = {} if self.suite.protocol == "paper" else self.suite.compute.model_dump(include={"epochs", "seconds"})
+        level = entry.level
+        limits = {} if level is None else {"epochs": level.epochs, "seconds": level.seconds}
         (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
         shared = {stage: teachers[self.teacher_variant(m, o)] for stage, m, o in self.parts(entry)}
         sealed = {stage: self._seal(t) for stage, t in shared.items()}
@@ -97,6 +99,7 @@ class SuiteRun:
                                   workdir=self.rundir.work_dir(entry.id), log=self.reporter.log,
                                   progress=self.reporter.progress, protocol=self.suite.protocol, **limits)
         clock = ctx.clock
+        clock.finetune_epochs = entry.finetune_epochs
         # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
         finetune_ctx = replace(ctx, options=finetune_options, teacher=own_teachers["finetune"])
         record: dict[str, Any] = {
@@ -104,12 +107,18 @@ class SuiteRun:
             "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget, "seed": entry.seed,
             "method_package": mask_method.package, "method_version": mask_method.version,
             "options": mask_options.model_dump(mode="json"), "stem_relu": self.suite.model.stem_relu,
-            "protocol": self.suite.protocol, "started": provenance.now()}
+            "protocol": self.suite.protocol, "started": provenance.now(),
+            "compute_level": None if level is None else {"index": level.index, "label": level.label,
+                                                         "epochs": level.epochs, "seconds": level.seconds,
+                                                         "finetune_epochs": entry.finetune_epochs}}
         if entry.composed:
             record["composition"] = {
                 "mask_method": entry.mask_method, "finetune_method": entry.finetune_method, "bypass": entry.bypass,
                 "finetune_package": finetune_method.package, "finetune_version": finetune_method.version,
                 "finetune_options": finetune_options.model_dump(mode="json")}
+        # the papers' claims this entry can speak to travel with it, so a board is made from records alone
+        record["claims"] = [asdict(c) for m in {mask_method.name: mask_method, finetune_method.name: finetune_method}.values()
+                            for c in m.info.claims]
         published = [asdict(p) for p in mask_method.info.published
                      if not entry.composed and p.matches(self.suite.dataset.name, self.suite.model.name,
                                                          self.suite.model.stem_relu, entry.budget)]
@@ -119,7 +128,8 @@ class SuiteRun:
         student = copy.deepcopy(shared["build_mask"]).train()
         for p in student.parameters():
             p.requires_grad_(True)
-        stop_metering = clock.meter(student)
+        # Everything the student and the entry's teachers compute is counted, however it is called.
+        meter = meter_entry(clock, student, list(own_teachers.values()), data.input_shape)
         mask_call = lambda hook: self.methods.caller(hook, entry.mask_method)  # noqa: E731
         # The model's final form is the finetune's: its own extra metrics and price are recorded.
         call = lambda hook: self.methods.caller(hook, entry.finetune_method)  # noqa: E731
@@ -131,12 +141,16 @@ class SuiteRun:
                     record["build_mask"] = masked.info
                     if entry.bypass == "dapa":
                         record["bypass"] = self._dapa_bypass(ctx, model)
+                    clock.begin_finetune(meter.total())
                     tuned = call("finetune")(ctx=finetune_ctx, model=model)
                     model = self._frozen_model(tuned, entry, "finetune")
                     record["finetune"] = tuned.info
             finally:
-                stop_metering()
-            overrun = clock.overrun()
+                intact = meter.intact()
+                meter.stop()
+            if not intact:
+                raise BenchbedError(f"method {entry.method!r} removed the core's compute meter from the model's layers")
+            overrun = clock.overrun(meter.total())
             if overrun:
                 raise BudgetExceeded(overrun)
             if any(fingerprint(own_teachers[stage]) != sealed[stage] for stage in own_teachers):
@@ -182,10 +196,10 @@ class SuiteRun:
                           traceback=traceback.format_exc(limit=8).splitlines()[-12:])
         record["notes"] = ctx.notes
         record["cuts"] = ctx.cuts
-        record["compute"] = clock.record()
+        record["compute"] = clock.record(meter.total(), meter.breakdown())
         record.update(finished=provenance.now(), versions=provenance.versions(),
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),
-                      determinism=determinism(self.device))
+                      determinism=determinism(self.device, timed=level is not None and level.seconds is not None))
         return record, payload
 
     def _seal(self, shared_teacher: nn.Module) -> str:
@@ -196,10 +210,10 @@ class SuiteRun:
         return self._seals[key]
 
     def _dapa_bypass(self, ctx: EntryContext, model: nn.Module) -> dict:
-        """Fit DaPa quadratics to the teacher's pre-activations for the linearized pixels; the images it
-        reads are forward passes charged to the entry's budget."""
+        """Fit DaPa quadratics to the teacher's pre-activations for the linearized pixels; the teacher's
+        forward passes over the images are metered like every other."""
         n = min(DAPA_IMAGES, len(ctx.data.train_y))
-        if not ctx.clock.allows_forward(n):
+        if not ctx.clock.fits(n):
             raise BudgetExceeded("no compute budget left to fit the DaPa bypass")
         changed = dapa_bypass(model, ctx.teacher, ctx.sample_train_images(n))
         return {"kind": "dapa", "images": n, "sites": changed}

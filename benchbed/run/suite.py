@@ -13,13 +13,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from benchbed.config import EvaluationSettings, MethodEntry, Suite
+from benchbed.config import ComputeLevel, EvaluationSettings, MethodEntry, Suite
 from benchbed.errors import BenchbedError, SuiteError
-from benchbed.model.checkpoint import (
-    CheckpointFile,
-    model_from_payload,
-    read_checkpoint,
-)
+from benchbed.model.checkpoint import CheckpointFile, model_from_payload, read_checkpoint
 from benchbed.model.sites import capacity
 from benchbed.plugin.manager import Methods
 from benchbed.run.rundir import entry_id
@@ -28,7 +24,9 @@ from benchbed.run.rundir import entry_id
 @dataclass(frozen=True)
 class Entry:
     """One row-to-be: ``method`` is the suite entry's key (``snl``, ``snl-rlnet``, ``snl+dapa``); the mask
-    comes from ``mask_method``, the finetune from ``finetune_method`` (the same method unless composed)."""
+    comes from ``mask_method``, the finetune from ``finetune_method`` (the same method unless composed);
+    ``level`` is its compute level (None for a reference row, which computes nothing) and
+    ``finetune_epochs`` the finetune's fixed part of it under a split budget."""
 
     method: str
     budget: int | None
@@ -37,10 +35,13 @@ class Entry:
     finetune_method: str = ""
     bypass: str = "identity"
     label: str = ""
+    level: ComputeLevel | None = None
+    finetune_epochs: float | None = None
+    tagged: bool = False  # the suite has several compute levels: the level is part of the id
 
     @property
     def id(self) -> str:
-        return entry_id(self.method, self.budget, self.seed)
+        return entry_id(self.method, self.budget, self.seed, self.level.tag if self.tagged and self.level else None)
 
     @property
     def composed(self) -> bool:
@@ -48,13 +49,19 @@ class Entry:
 
 
 def plan(suite: Suite, methods: Methods) -> list[Entry]:
-    """Every entry of the suite: a budgeted method at each budget (so its ``ctx.budget`` is always an
-    int), a reference method once, for every seed."""
+    """Every entry of the suite: a budgeted method at each budget and compute level (so its
+    ``ctx.budget`` is always an int), a reference method once, for every seed."""
+    levels = suite.compute.levels()
     entries = []
     for seed in suite.seeds:
         for m in suite.methods:
-            budgets = suite.budgets if methods.get(m.name).info.budgeted else [None]
-            entries += [Entry(m.key, b, seed, m.name, m.finetune or m.name, m.bypass, m.label) for b in budgets]
+            share = m.finetune_share if m.finetune_share is not None else suite.compute.finetune_share
+            parts = dict(mask_method=m.name, finetune_method=m.finetune or m.name, bypass=m.bypass, label=m.label)
+            if not methods.get(m.name).info.budgeted:
+                entries.append(Entry(m.key, None, seed, **parts))
+                continue
+            entries += [Entry(m.key, b, seed, **parts, level=level, finetune_epochs=level.finetune_epochs(share),
+                              tagged=len(levels) > 1) for level in levels for b in suite.budgets]
     return entries
 
 

@@ -10,13 +10,8 @@ from benchbed.config import RobustTraining, Suite
 from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError
 from benchbed.files import read_json, write_json
-from benchbed.model.checkpoint import (
-    CheckpointFile,
-    checkpoint_payload,
-    load_checkpoint,
-    model_from_payload,
-    write_checkpoint,
-)
+from benchbed.model.checkpoint import (CheckpointFile, checkpoint_payload, load_checkpoint, model_from_payload,
+                                       write_checkpoint)
 from benchbed.model.dual_bn import convert_dual_bn, has_dual_bn
 from benchbed.model.registry import ModelRegistry
 from benchbed.model.sites import relu_count

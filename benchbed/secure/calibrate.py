@@ -35,14 +35,7 @@ from torch import nn
 from benchbed.errors import BenchbedError
 from benchbed.model.architectures import builtin_models
 from benchbed.secure.cost import linear_key, linear_layers
-from benchbed.secure.spu_runtime import (
-    FIELD,
-    compile_spu,
-    protocol,
-    run_executable,
-    run_secure,
-    spu_version,
-)
+from benchbed.secure.spu_runtime import FIELD, compile_spu, protocol, run_executable, run_secure, spu_version
 
 FXP_BITS = 18
 CHANNELS = 16

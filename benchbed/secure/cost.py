@@ -29,15 +29,7 @@ from benchbed.config import SecureCostSettings
 from benchbed.errors import BenchbedError
 from benchbed.model.dual_bn import DualBatchNorm2d
 from benchbed.model.passes import probe_forward
-from benchbed.model.sites import (
-    IDENTITY,
-    ZERO,
-    MaskedKernel,
-    PatchKernel,
-    ReLUKernel,
-    ReLUSite,
-    sites,
-)
+from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, sites
 from benchbed.secure.lowering import folded_batchnorms, secret_polynomial_channels
 
 PRIMITIVES = ("relu", "compare", "select", "poly", "affine", "linear", "constant")

@@ -17,13 +17,7 @@ from benchbed.errors import BenchbedError
 from benchbed.model.passes import eval_mode
 from benchbed.secure.cost import recorded_prices
 from benchbed.secure.export import export
-from benchbed.secure.spu_runtime import (
-    FIELD,
-    compile_spu,
-    protocol,
-    run_executable,
-    spu_version,
-)
+from benchbed.secure.spu_runtime import FIELD, compile_spu, protocol, run_executable, spu_version
 
 
 @dataclass

@@ -1,54 +1,87 @@
-"""The compute budget every method of a suite gets, identical for all: training epochs (images drawn
-from the core's batch iterator / training-set size; a forward-only image, as in a distortion probe,
-counts as a third of a training image) and device-seconds (wall time of the method's hooks, read only
-after the device has finished its queued work). The core iterator stops handing out batches once
-either runs out; code that ignores it is stopped by an alarm after a grace period and its entry is
-flagged as over budget."""
+"""The compute budget every entry of a suite gets, identical for all: epochs of training-image
+equivalents and/or device-seconds. Usage is what the core's meter (``benchbed.train.meter``) counted
+of the student's and the teacher's layers, whoever called them; seconds are the wall time of the
+method's hooks, read only after the device has finished its queued work. The batch iterator stops
+handing out batches once the next would not fit; code that ignores it is stopped when its metered work
+passes the budget, or by an alarm past the seconds budget, and its entry is flagged as over budget.
+
+A suite may split the budget (``compute.finetune``): the finetune then gets exactly that part, and the
+mask search at most the rest — what a claim about masks at the same finetune needs."""
 from __future__ import annotations
 
 import signal
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 import torch
 
 from benchbed.errors import BudgetExceeded
 from benchbed.train.devices import synchronize
+from benchbed.train.meter import FORWARD_SHARE
 
-# How far past its seconds budget an entry may run before it is stopped by force.
+# How far past its seconds budget an entry may run before the alarm stops it by force.
 GRACE_FRACTION = 0.10
 GRACE_SECONDS = 5.0
-# A training step is a forward and a backward pass, about three forwards' worth of work.
-FORWARD_SHARE = 1 / 3
-# What the core's own meter may see beyond what the batch iterator handed out before an entry counts as
-# over budget: the meter sees a method's passes, the iterator its draws, and one batch may straddle them.
-OBSERVED_SLACK_FRACTION = 0.02
-OBSERVED_SLACK_IMAGES = 512
+# How far past a budget an entry may end and still be ok: the last batch straddles the limit.
+SLACK_FRACTION = 0.02
+SLACK_IMAGES = 512
+SECONDS_SLACK_FRACTION = 0.05
+
+__all__ = ["ComputeClock", "FORWARD_SHARE"]
 
 
 @dataclass
 class ComputeClock:
-    """``images`` is what the method was charged (batches drawn, passes it declared); ``observed`` is
-    what the core saw pass through the student with gradients on (``meter``), however the method
-    drove it. Usage is the larger of the two, so a method that trains on its own loop is still charged."""
+    """``usage`` is the entry's metered work in training images; ``stage`` names the part of a split
+    budget that runs now ("search" or "finetune"), with its own limit."""
 
     epochs: float | None
     seconds: float | None
     train_size: int
-    images: float = 0.0
-    observed: float = 0.0
     device: torch.device | None = None
     timer: Callable[[], float] = time.perf_counter
+    usage: float = 0.0
     elapsed: float = 0.0
-    _started: float | None = None
     exhausted_at: str | None = None
+    finetune_epochs: float | None = None
+    stage: str = "search"
+    stage_start: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    _started: float | None = None
+    _estimate: float = 1.0  # training images per image of a batch, as the last batch cost
+    _last_draw: tuple[float, int] | None = None
 
+    # -- limits -----------------------------------------------------------------------------------
+    def _stage_limit_units(self) -> float | None:
+        """The training images the current stage may use in all (since the entry started)."""
+        if self.epochs is None:
+            return None
+        total = self.epochs * self.train_size
+        if self.finetune_epochs is None:
+            return total
+        if self.stage == "search":
+            return total - self.finetune_epochs * self.train_size
+        return self.stage_start + self.finetune_epochs * self.train_size
+
+    def hard_limit(self) -> float | None:
+        """Metered work past which an entry is stopped where it stands."""
+        if self.epochs is None:
+            return None
+        return self.epochs * self.train_size * (1 + SLACK_FRACTION) + SLACK_IMAGES
+
+    def begin_finetune(self, metered: float) -> None:
+        """Enter the finetune stage (``metered``: the core's count so far): under a split budget it gets
+        exactly its share, whatever the search left."""
+        self.stages["search"] = metered
+        self.stage, self.stage_start, self.exhausted_at = "finetune", self.usage, None
+
+    # -- usage ------------------------------------------------------------------------------------
     @property
     def epochs_used(self) -> float:
-        return max(self.images, self.observed) / self.train_size
+        return self.usage / self.train_size
 
     def _now(self) -> float:
         # Without a seconds budget nothing reads the time mid-entry, so the GPU is never stalled for it.
@@ -62,55 +95,55 @@ class ComputeClock:
         return self.elapsed + running
 
     def remaining_epochs(self) -> float:
-        return float("inf") if self.epochs is None else max(0.0, self.epochs - self.epochs_used)
+        limit = self._stage_limit_units()
+        return float("inf") if limit is None else max(0.0, limit - self.usage) / self.train_size
 
     def remaining_seconds(self) -> float:
         return float("inf") if self.seconds is None else max(0.0, self.seconds - self.seconds_used)
 
     @property
     def exhausted(self) -> bool:
-        if self.epochs is not None and self.epochs_used >= self.epochs - 1e-9:
+        limit = self._stage_limit_units()
+        if limit is not None and self.usage >= limit - 1e-9:
             self.exhausted_at = self.exhausted_at or "epochs"
         elif self.seconds is not None and self.seconds_used >= self.seconds:
             self.exhausted_at = self.exhausted_at or "seconds"
         return self.exhausted_at is not None
 
-    def allows(self, images: float) -> bool:
-        """Whether a batch of ``images`` still fits; charges it if so."""
+    def allows(self, images: int) -> bool:
+        """Whether a batch of ``images`` still fits at what the last batch cost per image."""
+        if self._last_draw is not None:
+            before, n = self._last_draw
+            if self.usage > before and n:
+                self._estimate = (self.usage - before) / n
         if self.exhausted:
             return False
-        if self.epochs is not None and (max(self.images, self.observed) + images) / self.train_size > self.epochs + 1e-9:
+        limit = self._stage_limit_units()
+        if limit is not None and self.usage + images * self._estimate > limit + 1e-9:
             self.exhausted_at = "epochs"
             return False
-        self.images += images
+        self._last_draw = (self.usage, images)
         return True
 
-    def charge(self, images: float) -> None:
-        """Charge work done beyond the batches drawn (extra passes per batch); the next draw sees it."""
-        self.images += images
+    def fits(self, images: float, share: float = 1.0) -> bool:
+        """Whether ``images`` no-grad forwards of ``share`` of the model (a probe re-runs part of it)
+        still fit; the meter charges them when they run."""
+        limit = self._stage_limit_units()
+        return not self.exhausted and (limit is None or self.usage + images * share * FORWARD_SHARE <= limit + 1e-9)
 
-    def allows_forward(self, images: int) -> bool:
-        """Whether forward-only work on ``images`` still fits; charges it if so."""
-        return self.allows(images * FORWARD_SHARE)
-
-    def meter(self, model: torch.nn.Module) -> Callable[[], None]:
-        """Count every image that passes through ``model`` with gradients enabled as training work;
-        returns the function that stops counting."""
-
-        def count(module, args) -> None:
-            if torch.is_grad_enabled() and args and isinstance(args[0], torch.Tensor):
-                self.observed += args[0].shape[0]
-
-        return model.register_forward_pre_hook(count).remove
-
-    def overrun(self) -> str | None:
-        """Why the entry used more than its budget, whatever the method did; None within it."""
-        if self.epochs is not None:
-            slack = self.epochs * self.train_size * OBSERVED_SLACK_FRACTION + OBSERVED_SLACK_IMAGES
-            if self.images > self.epochs * self.train_size + 1e-6 or self.observed > self.epochs * self.train_size + slack:
-                return (f"used {self.epochs_used:.2f} epochs of training against a budget of {self.epochs:g} "
-                        f"(charged {self.images / self.train_size:.2f}, seen by the core {self.observed / self.train_size:.2f})")
-        if self.seconds is not None and self.seconds_used > self.seconds * (1 + GRACE_FRACTION) + GRACE_SECONDS:
+    def overrun(self, metered: float) -> str | None:
+        """Why the entry used more than its budget (``metered``: the core's own count); None within it."""
+        if self.epochs is not None and metered > self.epochs * self.train_size * (1 + SLACK_FRACTION) + SLACK_IMAGES:
+            return (f"used {metered / self.train_size:.2f} epochs of training against a budget of {self.epochs:g} "
+                    "(metered by the core)")
+        if self.epochs is not None and self.finetune_epochs is not None and "search" in self.stages:
+            parts = {"mask search": (self.stages["search"], self.epochs - self.finetune_epochs),
+                     "finetune": (metered - self.stages["search"], self.finetune_epochs)}
+            for part, (used, allowed) in parts.items():
+                if used > allowed * self.train_size * (1 + SLACK_FRACTION) + SLACK_IMAGES:
+                    return (f"its {part} used {used / self.train_size:.2f} epochs against the {allowed:g} the split "
+                            "budget gives it (metered by the core)")
+        if self.seconds is not None and self.seconds_used > self.seconds * (1 + SECONDS_SLACK_FRACTION):
             return f"ran {self.seconds_used:.1f} s against a compute budget of {self.seconds:g} s"
         return None
 
@@ -137,9 +170,14 @@ class ComputeClock:
             self.elapsed += self.timer() - self._started
             self._started = None
 
-    def record(self) -> dict:
-        return {"limit": {"epochs": self.epochs, "seconds": self.seconds},
-                "used": {"epochs": round(self.epochs_used, 4), "seconds": round(self.seconds_used, 3)},
-                "charged_epochs": round(self.images / self.train_size, 4),
-                "observed_epochs": round(self.observed / self.train_size, 4),
-                "exhausted": self.exhausted_at}
+    def record(self, metered: float | None = None, breakdown: dict | None = None) -> dict:
+        used = self.usage if metered is None else metered
+        out = {"limit": {"epochs": self.epochs, "seconds": self.seconds, "finetune_epochs": self.finetune_epochs},
+               "used": {"epochs": round(used / self.train_size, 4), "seconds": round(self.seconds_used, 3)},
+               "exhausted": self.exhausted_at}
+        if "search" in self.stages:
+            out["used"]["search_epochs"] = round(self.stages["search"] / self.train_size, 4)
+            out["used"]["finetune_epochs"] = round((used - self.stages["search"]) / self.train_size, 4)
+        if breakdown:
+            out["by_kind"] = {k: round(v / self.train_size, 4) for k, v in breakdown.items()}
+        return out

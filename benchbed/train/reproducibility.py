@@ -32,11 +32,13 @@ def deterministic_kernels(device: torch.device) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def determinism(device: torch.device) -> dict[str, object]:
+def determinism(device: torch.device, timed: bool = False) -> dict[str, object]:
     """The settings that decide whether a rerun on the same machine repeats an entry's numbers exactly, and
     ``deterministic``: false, with the reasons, when it may not. The thread count is part of it: a different
-    number of CPU threads sums in a different order."""
+    number of CPU threads sums in a different order; ``timed``: the entry ran under a seconds budget."""
     reasons = []
+    if timed:
+        reasons.append("a seconds budget: how much an entry trains depends on the machine's speed and load")
     if not torch.are_deterministic_algorithms_enabled():
         reasons.append("torch's deterministic algorithms are off")
     if torch.backends.cudnn.benchmark:

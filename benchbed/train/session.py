@@ -58,6 +58,14 @@ class Session:
         chosen = torch.randperm(len(self.data.train_y), generator=torch.Generator().manual_seed(self.seed))[:n]
         return to_float(self.data.train_x[chosen.to(self.data.train_x.device)])
 
+    def search_epochs(self, share: float, cap: float | None = None) -> float:
+        """The epochs a method's mask search may plan on: under a split budget (``compute.finetune_share``)
+        the whole search part, otherwise ``share`` of what is left (the rest is its finetune's); at most
+        ``cap`` (the recipe's own epochs)."""
+        remaining = self.clock.remaining_epochs()
+        planned = remaining if self.clock.finetune_epochs is not None else share * remaining
+        return planned if cap is None else min(cap, planned)
+
     def record_cut(self, part: str, why: str) -> None:
         """Say that ``part`` of a recipe ran shorter than asked; an entry's record and leaderboard show it."""
         self.cuts[part] = why
