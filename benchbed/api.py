@@ -3,14 +3,8 @@ types the hooks pass, the site switches, the core training loop and losses, top-
 robustness pieces (dual BN, attacks, AugMix, evaluation) that robust methods build on, and what a plugin
 needs to contribute a dataset, a model, a protocol profile or a robustness metric. Plugins import nothing
 else from ``benchbed``; a test enforces it. Everything here is stable for plugin authors."""
-from benchbed.config import (
-                             DistillationOptions,
-                             EvaluationSettings,
-                             RobustTraining,
-                             SecureCostSettings,
-                             Strict,
-                             TrainRecipe,
-)
+from benchbed.config import (DistillationOptions, EvaluationSettings, RobustTraining, SecureCostSettings, Strict,
+                             TrainRecipe)
 from benchbed.data.bundle import DataBundle, TrainingData, bundle_from_arrays, to_float
 from benchbed.data.registry import DatasetSpec
 from benchbed.errors import BenchbedError
@@ -20,21 +14,8 @@ from benchbed.model.passes import eval_mode, forward_hooks, observe
 from benchbed.model.polynomials import dapa_bypass, dapa_coefficients
 from benchbed.model.registry import ModelSpec
 from benchbed.model.selection import top_k
-from benchbed.model.sites import (
-                             IDENTITY,
-                             ZERO,
-                             MaskedKernel,
-                             PatchKernel,
-                             ReLUSite,
-                             SiteKernel,
-                             convert_relus,
-                             counted_sites,
-                             drelu_count,
-                             patch_drelus,
-                             patch_gate,
-                             relu_count,
-                             sites,
-)
+from benchbed.model.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUSite, SiteKernel, convert_relus,
+                                  counted_sites, drelu_count, patch_drelus, patch_gate, relu_count, sites)
 from benchbed.plugin.hookspecs import hookimpl
 from benchbed.plugin.toolkit import distilled_finetune
 from benchbed.plugin.types import (Claim, ClaimSide, EntryContext, FinetuneResult, MaskResult, MethodInfo,
@@ -43,9 +24,9 @@ from benchbed.robustness.evaluate import evaluate_model
 from benchbed.robustness.registry import RobustnessMetric
 from benchbed.robustness.training import adversarial, augmix
 from benchbed.secure.cost import CostProfile
-from benchbed.train.meter import FORWARD_SHARE, forward_share_after
 from benchbed.train.loop import accuracy, fit, planned_steps
 from benchbed.train.losses import cross_entropy, distillation, kd_loss
+from benchbed.train.meter import FORWARD_SHARE, forward_share_after
 
 __all__ = [
     "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "Claim", "ClaimSide", "CostProfile", "DataBundle",

@@ -29,11 +29,21 @@ from benchbed.secure.measure import against_price, recorded_price, secure_infere
 
 def _run(args: argparse.Namespace) -> int:
     run = SuiteRun.from_file(args.suite, out=args.out, quiet=args.quiet)
-    counts = run.run(executor=args.executor, address=args.address)
+    counts = run.run(executor=args.executor, address=args.address, workers=args.workers)
     board = render([run.run_dir], run.run_dir, stem="leaderboard")
     print(f"{counts['ok']} ok, {counts['error']} failed, {counts['over_budget']} over budget, "
           f"{counts['skipped']} already done; leaderboard: {board}")
     return 1 if counts["error"] else 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -174,6 +184,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("suite")
     run.add_argument("--out", help="run directory (default runs/<suite name>)")
     run.add_argument("--quiet", action="store_true", help="plain log lines, no progress bars")
+    run.add_argument("--workers", type=_positive_int, help="entries side by side on the local executor, each in a "
+                                                        "process of its own (default: one per CPU core; one on a GPU)")
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="run entries in this process, or as Ray tasks (pip install 'benchbed[ray]')")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")

@@ -4,14 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from benchbed_plugins import autorep
-from conftest import build_model
 
 from benchbed.api import top_k
 from benchbed.config import SecureCostSettings
 from benchbed.model.sites import MaskedKernel, counted_sites, drelu_count
 from benchbed.run.suite import validate_options
 from benchbed.secure.cost import aby3_profile, price
+from benchbed_plugins import autorep
+from conftest import build_model
 
 
 @pytest.mark.parametrize("mask,score,expected", [

@@ -6,10 +6,10 @@ import sys
 
 import pytest
 import torch
-from conftest import load_checkpoint
 
 from benchbed.cli import main
 from benchbed.errors import BenchbedError
+from conftest import load_checkpoint
 
 
 def run_cli(*args: str, capsys) -> tuple[int, str]:
@@ -120,9 +120,8 @@ def test_unknown_command_line_usage_exits_non_zero():
 
 
 def test_partial_nested_options_keep_the_methods_other_defaults():
-    from benchbed_plugins.snl import Options
-
     from benchbed.run.suite import validate_options
+    from benchbed_plugins.snl import Options
 
     opts = validate_options(Options, {"search": {"lr": 0.01}})
     assert opts.search.lr == 0.01

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import build_model
 
 from benchbed.cli import main
 from benchbed.model.architectures import builtin_models
 from benchbed.model.sites import sites
 from benchbed.perf.bench import _conv_only, bench
+from conftest import build_model
 
 
 def test_bench_reports_every_site_kind(tmp_path, capsys):

@@ -11,11 +11,11 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import build_model, load_dataset
 
 from benchbed.config import TrainRecipe
 from benchbed.train.loop import fit
 from benchbed.train.session import Session
+from conftest import build_model, load_dataset
 
 BATCH = 64
 EPOCHS = 3

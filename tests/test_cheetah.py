@@ -10,12 +10,12 @@ import pytest
 pytest.importorskip("spu")
 
 import torch  # noqa: E402
-from conftest import build_model  # noqa: E402
 
 from benchbed.config import SecureCostSettings  # noqa: E402
 from benchbed.model.sites import sites  # noqa: E402
 from benchbed.secure.cost import PROFILE_FILES, cheetah_profile, price  # noqa: E402
 from benchbed.secure.measure import secure_inference  # noqa: E402
+from conftest import build_model  # noqa: E402
 
 SHAPE = (1, 8, 8)
 

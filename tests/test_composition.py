@@ -3,7 +3,6 @@ method, as one line of a suite; combinations that cannot work fail validation be
 from __future__ import annotations
 
 import torch
-from conftest import entry_records, load_checkpoint, plugin
 
 from benchbed.api import FinetuneResult, MaskResult, MethodInfo, Strict, counted_sites, hookimpl
 from benchbed.cli import main
@@ -11,6 +10,7 @@ from benchbed.config import MethodEntry
 from benchbed.model.polynomials import dapa_bypass, dapa_coefficients, input_statistics
 from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel
 from benchbed.run.runner import SuiteRun
+from conftest import entry_records, load_checkpoint, plugin
 
 
 def _records(run_dir):

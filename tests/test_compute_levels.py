@@ -3,7 +3,6 @@ the teacher and the reference rows are shared; a split budget gives every finetu
 from __future__ import annotations
 
 import pytest
-from conftest import entry_records, keep_first_pixels, method_plugin
 
 from benchbed.api import FinetuneResult, TrainRecipe, fit
 from benchbed.cli import main
@@ -11,6 +10,7 @@ from benchbed.errors import SuiteError
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, plan
+from conftest import entry_records, keep_first_pixels, method_plugin
 
 
 def test_validate_accepts_compute_lists_and_counts_the_levels(write_suite, capsys):

@@ -7,10 +7,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import load_dataset
 from torchvision import datasets
 
 from benchbed.data.bundle import augment, train_batches
+from conftest import load_dataset
 
 
 def _write_cifar(root, which: str, n_train: int, n_test: int, classes: int, monkeypatch):

@@ -2,15 +2,15 @@
 or under a budget, and the stage ranking on a model whose critical stage is known by construction."""
 from __future__ import annotations
 
-import benchbed_plugins.deepreduce as dr
 import torch
-from conftest import build_model
 from torch import nn
 
+import benchbed_plugins.deepreduce as dr
 from benchbed.data.bundle import TrainingData
 from benchbed.model.sites import ReLUSite, counted_sites, drelu_count, trace_shapes
 from benchbed.plugin.types import EntryContext
 from benchbed.run.suite import validate_options
+from conftest import build_model
 
 NARROW = ["relu", "layers.0.0.relu1", "layers.0.0.relu2", "layers.1.0.relu1", "layers.1.0.relu2",
           "layers.2.0.relu1", "layers.2.0.relu2"]

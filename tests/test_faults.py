@@ -11,7 +11,6 @@ import threading
 import pandas as pd
 import pytest
 import yaml
-from conftest import build_model, install_plugin
 
 from benchbed.cli import main
 from benchbed.errors import BenchbedError
@@ -21,6 +20,7 @@ from benchbed.report.board import render
 from benchbed.report.figure import figure
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
+from conftest import build_model, install_plugin
 
 
 def _suite(write_suite, **changes):
@@ -192,9 +192,8 @@ def test_a_plugin_that_fails_to_import_is_left_out_with_a_warning(tmp_path, writ
 
 
 def test_a_wrong_method_info_answer_is_left_out(methods_with, capsys):
-    from conftest import plugin
-
     from benchbed.api import hookimpl
+    from conftest import plugin
 
     methods = methods_with(("odd", plugin(method_info=hookimpl(lambda: {"description": "a dict"}),
                                           build_mask=hookimpl(lambda ctx, model: None),

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import build_model, load_dataset
 from torch import nn
 from torchvision.datasets.mnist import read_image_file, read_label_file
 
@@ -21,6 +20,7 @@ from benchbed.data.datasets import builtin_datasets, read_idx
 from benchbed.errors import BenchbedError
 from benchbed.model.sites import convert_relus, counted_sites, drelu_count, relu_count
 from benchbed.plugin.types import EntryContext
+from conftest import build_model, load_dataset
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 SUITE = Path(__file__).resolve().parents[1] / "suites" / "fmnist.yaml"
@@ -156,8 +156,9 @@ def test_a_tiny_run_on_idx_files_states_grey_corruptions(write_suite, tmp_path):
 def test_a_torchvision_resnet_nobody_wrote_for_benchbed_runs_snl_on_fashion_mnist(tmp_path):
     """torchvision's ResNet-18 (its blocks reuse one ReLU module), given a 1-channel stem, converted to sites and
     masked by SNL for a few steps on Fashion-MNIST-format data read by the loader."""
-    from benchbed_plugins import snl
     from torchvision.models import resnet18
+
+    from benchbed_plugins import snl
 
     data = load_dataset("fashion_mnist", write_debian(tmp_path / "fm", fake_fashion(n_train=96, n_test=16)),
                         val_fraction=0.25)

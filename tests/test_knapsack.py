@@ -4,12 +4,12 @@ from __future__ import annotations
 import copy
 
 import torch
-from benchbed_plugins import knapsack
-from conftest import build_model
 
 from benchbed.model.sites import IDENTITY, ZERO, counted_sites, drelu_count, patch_drelus
 from benchbed.run.suite import validate_options
 from benchbed.train.compute import FORWARD_SHARE
+from benchbed_plugins import knapsack
+from conftest import build_model
 
 
 def test_catalogue_has_square_non_square_and_full_map_patches():

@@ -16,6 +16,7 @@ METHODS = [{"name": "all_relu"}, {"name": "random_mask", "options": {"finetune":
 @pytest.fixture(scope="module")
 def two_seeds(tmp_path_factory):
     import yaml
+
     from conftest import TINY_SUITE, _merge
 
     root = tmp_path_factory.mktemp("board")

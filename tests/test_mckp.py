@@ -6,9 +6,10 @@ import math
 
 import numpy as np
 import pytest
-from benchbed_plugins._mckp import solve_mckp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
+from benchbed_plugins._mckp import solve_mckp
 
 # Small integers make ties in value common; -inf marks an option that may not be chosen.
 VALUES = st.one_of(st.integers(-5, 5).map(float), st.floats(-100, 100), st.just(-math.inf))

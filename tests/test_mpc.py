@@ -12,7 +12,6 @@ import pytest
 pytest.importorskip("spu")
 
 import torch  # noqa: E402
-from conftest import build_model  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchbed.config import SecureCostSettings  # noqa: E402
@@ -24,6 +23,7 @@ from benchbed.secure.cost import PROFILE_FILES, aby3_profile, price  # noqa: E40
 from benchbed.secure.export import export  # noqa: E402
 from benchbed.secure.measure import measure, secure_inference  # noqa: E402
 from benchbed.secure.spu_runtime import compile_spu, run_secure  # noqa: E402
+from conftest import build_model  # noqa: E402
 
 SHAPE = (1, 8, 8)
 PROFILE = json.loads(PROFILE_FILES["aby3"].read_text())

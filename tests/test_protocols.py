@@ -2,10 +2,9 @@
 recipes run each method's published recipe without a limit and record the compute it used."""
 from __future__ import annotations
 
-from conftest import entry_records
-
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.run.runner import SuiteRun
+from conftest import entry_records
 
 
 def test_paper_protocol_runs_the_published_recipes_and_records_their_compute(write_suite, tmp_path):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import entry_records
 
 from benchbed.report.board import render
 from benchbed.run.runner import SuiteRun
+from conftest import entry_records
 
 ray = pytest.importorskip("ray")
 

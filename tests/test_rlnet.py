@@ -6,8 +6,6 @@ import json
 
 import pytest
 import torch
-from benchbed_plugins import rlnet
-from conftest import build_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -18,6 +16,8 @@ from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import validate_options
+from benchbed_plugins import rlnet
+from conftest import build_model
 
 
 @settings(max_examples=100, deadline=None)
@@ -261,6 +261,20 @@ def test_authors_sensitivity_lists_allocate_the_published_fractions():
     ctx.budget = 500
     assert rlnet.site_weights(ctx, counted_sites(narrow))[1].startswith("uniform")
     assert "ResNet-18" in cuts["sensitivity"]
+
+
+def test_stage_one_starts_from_the_teacher_under_matched_compute_and_from_scratch_under_the_paper(make_ctx):
+    for protocol, start in (("matched", "teacher"), ("paper", "scratch")):
+        ctx, model = make_ctx(_options(mask_training={"epochs": 0.2, "batch_size": 64}), budget=500, epochs=2.0)
+        ctx.protocol = protocol
+        with torch.no_grad():
+            model.conv1.weight.mul_(10)  # weights no fresh initialisation could have
+        before = model.conv1.weight.detach().clone()
+        info = rlnet.build_mask(ctx=ctx, model=model).info
+        assert info["mask_training_from"] == start
+        moved = (model.conv1.weight - before).abs().max().item()
+        assert (moved > 1.0) == (start == "scratch"), "a fresh initialisation moves the weights far"
+        assert ("rlnet" in ctx.notes) == (start == "teacher")
 
 
 def test_the_papers_robust_teacher_and_sensitivity_lists_are_the_defaults():

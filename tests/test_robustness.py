@@ -6,7 +6,6 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from conftest import build_model
 
 from benchbed.config import TrainRecipe
 from benchbed.model.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn
@@ -14,14 +13,14 @@ from benchbed.robustness.attacks import pgd
 from benchbed.robustness.corruption_accuracy import CorruptionSettings, corruption_accuracy
 from benchbed.robustness.pgd_accuracy import PGDSettings, pgd_accuracy
 from benchbed.train.loop import accuracy, fit
+from conftest import build_model
 
 
 @pytest.fixture(scope="module")
 def trained(request):
     """A narrow ResNet trained for a few epochs on digits (about 95% test accuracy)."""
-    from conftest import load_dataset
-
     from benchbed.train.session import Session
+    from conftest import load_dataset
 
     data = load_dataset("digits", val_fraction=0.15)
     torch.manual_seed(0)
@@ -142,9 +141,8 @@ def test_dual_bn_paths_keep_separate_statistics():
 
 
 def test_dual_bn_checkpoint_round_trip(tmp_path):
-    from conftest import load_checkpoint
-
     from benchbed.model.checkpoint import save_checkpoint
+    from conftest import load_checkpoint
 
     model = convert_dual_bn(build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8)))
     model.train()

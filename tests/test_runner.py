@@ -10,12 +10,12 @@ import time
 
 import pytest
 import torch
-from conftest import entry_records, keep_first_pixels, method_plugin
 
 from benchbed.api import FinetuneResult, MaskResult, SiteKernel, TrainRecipe, fit
 from benchbed.errors import BenchbedError
 from benchbed.model.sites import sites
 from benchbed.run.runner import SuiteRun
+from conftest import entry_records, keep_first_pixels, method_plugin
 
 
 def _records(run_dir):

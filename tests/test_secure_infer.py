@@ -6,8 +6,6 @@ import pytest
 
 pytest.importorskip("spu")
 
-from conftest import entry_records  # noqa: E402
-
 from benchbed.cli import main  # noqa: E402
 from benchbed.errors import BenchbedError  # noqa: E402
 from benchbed.files import read_json  # noqa: E402
@@ -15,6 +13,7 @@ from benchbed.report.board import render  # noqa: E402
 from benchbed.run.rundir import RunDir  # noqa: E402
 from benchbed.run.runner import SuiteRun  # noqa: E402
 from benchbed.secure.measure import recorded_price  # noqa: E402
+from conftest import entry_records  # noqa: E402
 
 
 def secure_infer(target: str, images: int, protocol_name: str = "aby3") -> dict:

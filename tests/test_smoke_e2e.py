@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from conftest import entry_records
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from benchbed_plugins import snl
-from conftest import build_model
 
 from benchbed.api import top_k
 from benchbed.config import TrainRecipe
 from benchbed.model.sites import MaskedKernel, counted_sites, drelu_count, relu_count
 from benchbed.run.suite import validate_options
 from benchbed.train import loop as training
+from benchbed_plugins import snl
+from conftest import build_model
 
 
 def binarize(alphas, shapes, budget):
@@ -160,6 +160,10 @@ def test_the_search_reaches_the_budget_within_its_share_of_a_smoke_sized_budget(
     assert info["budget_reached_by_search"] is True, info["trace"]
     assert info["alive_at_stop"] <= 256 and info["search_epochs"] <= 10 + 1e-9
     assert "mask_search" not in ctx.cuts
+    # without overshooting: the search itself chose most of the kept pixels; top-k filled in the rest
+    assert info["kept_chosen_by_search"] + info["kept_filled_by_top_k"] == 256
+    assert info["kept_chosen_by_search"] >= 0.75 * 256, info["trace"]
+    assert "top-k filled in" in ctx.notes["snl"]
 
 
 def test_a_one_epoch_search_updates_lambda_several_times_an_epoch_and_waits_for_the_alphas(make_ctx):

@@ -9,13 +9,13 @@ import time
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import entry_records, keep_first_pixels, method_plugin
 
 from benchbed.api import FinetuneResult, MaskResult, counted_sites
 from benchbed.cli import main
 from benchbed.files import read_json
 from benchbed.model.sites import MaskedKernel
 from benchbed.run.runner import SuiteRun
+from conftest import entry_records, keep_first_pixels, method_plugin
 
 
 def _records(run_dir):

@@ -61,6 +61,12 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     title = f"Leaderboard: {meta['suite']['name']}"
     cols = [] if frame.empty else markdown.columns(frame, titles, profile_names, networks)
     sections = markdown.grid_lines(tables.grid(records, GRID_METRICS), titles)
+    noted = [r for r in records if r.get("notes")]
+    if noted:
+        sections += ["", "## Notes from the methods", "",
+                     "What each entry's method said about its run (SNL: how many kept pixels its search chose and how "
+                     "many top-k filled in; DeepReDuce: the DReLUs its coarse choice used; RLNet: stage 1's start).", ""]
+        sections += [f"- `{r['entry']}`: " + "; ".join(str(v) for v in r["notes"].values()) for r in noted]
     cut = [r for r in records if r.get("cuts")]
     if cut:
         sections += ["", "## Cut to fit the budget", ""]

@@ -60,3 +60,17 @@ class Reporter:
                 yield advance
             finally:
                 self._progress, self._stage = None, None
+
+
+class Relay:
+    """A reporter for an entry's own process: its log lines and progress go to the run's reporter in the
+    parent, which shows them as its own."""
+
+    def __init__(self, send: Callable[..., None]):
+        self.send = send
+
+    def log(self, message: str) -> None:
+        self.send("log", message)
+
+    def progress(self, label: str, done: float, total: float) -> None:
+        self.send("progress", label, done, total)

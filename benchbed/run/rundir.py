@@ -30,6 +30,21 @@ FINISHED = ("ok", "over_budget")
 STANDARD_TEACHER = "standard"
 
 
+# The lock files this process holds open: a forked entry closes its copies (an flock lives as long as any
+# copy of its file is open, and a child must not keep the directory locked after its parent is gone).
+_HELD: set[int] = set()
+
+
+def release_inherited_locks() -> None:
+    """In a forked child: close the copies of the parent's lock files (the parent keeps its lock)."""
+    for fd in list(_HELD):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
 def entry_id(method: str, budget: int | None, seed: int, level: str | None = None) -> str:
     """``snl__600__s0``; with several compute levels ``snl__600__e8__s0``."""
     return f"{method}__{'all' if budget is None else budget}{f'__{level}' if level else ''}__s{seed}"
@@ -158,8 +173,10 @@ class RunDir:
             handle.truncate()
             handle.write(f"pid {os.getpid()} on {socket.gethostname()} since {provenance.now()}\n")
             handle.flush()
+            _HELD.add(handle.fileno())
             yield
         finally:
+            _HELD.discard(handle.fileno())
             handle.close()
 
     def claim(self, suite: Suite, suite_path: str, options: dict) -> None:

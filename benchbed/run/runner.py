@@ -6,8 +6,9 @@ import copy
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from pydantic import BaseModel
 from torch import nn
@@ -22,7 +23,8 @@ from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.plugin.types import EntryContext
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.run import provenance, teacher
-from benchbed.run.progress import Reporter
+from benchbed.run.isolation import run_isolated, start_method
+from benchbed.run.progress import Relay, Reporter
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir
 from benchbed.run.scheduling import run_on_ray
 from benchbed.run.suite import Entry, LoadedSuite, load_suite, plan
@@ -232,7 +234,7 @@ class SuiteRun:
             raise BenchbedError(f"{entry.method} returned {drelu_count(model):,} DReLUs, over the budget of {entry.budget:,}")
 
     # -- the whole suite --------------------------------------------------------------------------
-    def run(self, executor: str = "local", address: str | None = None) -> dict[str, int]:
+    def run(self, executor: str = "local", address: str | None = None, workers: int | None = None) -> dict[str, int]:
         """Run every unfinished entry, locally or as Ray tasks; records land in the run directory
         as each entry finishes, whichever executor ran it. Nothing is written before the data and
         the teacher checkpoint are known to load."""
@@ -250,27 +252,51 @@ class SuiteRun:
                        else self.suite.compute.model_dump(exclude_none=True))
             self.reporter.log(f"{len(entries)} entries; {capacity(teachers['standard']):,} ReLUs "
                               f"({'with' if self.suite.model.stem_relu else 'no'} stem ReLU); compute per entry: {compute}")
-            return self._run_entries(entries, data, teachers, executor, address)
+            return self._run_entries(entries, data, teachers, executor, address, workers)
 
     def _run_entries(self, entries: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], executor: str,
-                     address: str | None) -> dict[str, int]:
+                     address: str | None, workers: int | None) -> dict[str, int]:
         todo = [e for e in entries if not self.rundir.is_finished(e.id)]
         counts = {"ok": 0, "over_budget": 0, "error": 0, "skipped": len(entries) - len(todo)}
         with self.reporter.entries(len(entries)) as advance:
             for entry in entries:
                 if entry not in todo:
                     advance(f"{entry.id}: finished earlier, skipped")
+            shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
+            task = EntryTask(self.loaded, str(self.run_dir))
             if executor == "ray":
-                shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
-                task = EntryTask(self.loaded, str(self.run_dir))
                 results = run_on_ray(task, todo, shared, address=address, device=self.suite.device)
             else:
-                results = ((entry, self.run_entry(entry, data, teachers)) for entry in todo)
+                results = self._isolated(todo, data, teachers, task, shared, workers)
             for entry, (record, payload) in results:
                 record = self._save(entry, record, payload)
                 counts[record["status"]] += 1
                 advance(_summary_line(record))
         return counts
+
+    def _isolated(self, todo: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], task: "EntryTask",
+                  shared: dict[str, dict], workers: int | None) -> Iterator[tuple[Entry, tuple[dict, dict | None]]]:
+        """Every entry's ``run_entry`` in a process of its own: forked with this run in memory where it can
+        be, else spawned to rebuild it (``task``); whatever a process does, its entry gets a record."""
+        method = start_method()
+        jobs = ((entry, partial(self._in_child, entry, data, teachers) if method == "fork" else partial(task, entry, shared),
+                 self.rundir.work_dir(entry.id) / "result.pt") for entry in todo)
+        relay = lambda kind, args: getattr(self.reporter, kind)(*args)  # noqa: E731
+        for entry, result, why in run_isolated(jobs, method, workers, relay):
+            yield entry, (result if result is not None else (self._failed(entry, why), None))
+
+    def _in_child(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module],
+                  send: Callable[..., None]) -> tuple[dict, dict | None]:
+        """``run_entry`` in an entry's own (forked) process, reporting through the parent."""
+        self.reporter = Relay(send)
+        return self.run_entry(entry, data, teachers)
+
+    def _failed(self, entry: Entry, why: str) -> dict:
+        """The record of an entry whose process gave no result."""
+        return {"entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
+                "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget,
+                "seed": entry.seed, "status": "error", "error": why, "started": provenance.now(),
+                "finished": provenance.now(), "compute": {"used": {"epochs": 0.0, "seconds": 0.0}}}
 
     def _save(self, entry: Entry, record: dict, payload: dict | None) -> dict:
         """Write the entry's checkpoint, then its record; a failed write fails this entry only."""
@@ -292,8 +318,11 @@ class EntryTask:
     loaded: LoadedSuite
     run_dir: str
 
-    def __call__(self, entry: Entry, teacher_payloads: dict[str, dict]) -> tuple[dict, dict | None]:
+    def __call__(self, entry: Entry, teacher_payloads: dict[str, dict],
+                 send: Callable[..., None] | None = None) -> tuple[dict, dict | None]:
         run = SuiteRun(self.loaded, out=self.run_dir, quiet=True)
+        if send is not None:  # in an entry's own (spawned) process: report through the parent
+            run.reporter = Relay(send)
         data = run.load_data()
         teachers = {v: teacher.frozen(model_from_payload(p, f"the shared {v} teacher", models=run.methods.models),
                                       run.device) for v, p in teacher_payloads.items()}
