@@ -95,7 +95,7 @@ def test_a_failed_entry_write_fails_that_entry_only(write_suite, tmp_path, monke
     def flaky(payload, path):
         if "random_mask" in path.name:
             raise OSError(28, "No space left on device")
-        real(payload, path)
+        return real(payload, path)
 
     monkeypatch.setattr(runner, "write_checkpoint", flaky)
     counts = _run(_suite(write_suite), tmp_path / "run")

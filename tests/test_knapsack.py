@@ -7,7 +7,6 @@ import torch
 
 from benchbed.model.sites import IDENTITY, ZERO, counted_sites, drelu_count, patch_drelus
 from benchbed.run.suite import validate_options
-from benchbed.train.compute import FORWARD_SHARE
 from benchbed_plugins import knapsack
 from conftest import build_model
 
@@ -97,8 +96,6 @@ def test_probes_are_charged_to_the_compute_budget_and_short_probes_are_cuts(make
 
 def test_the_stated_minimum_takes_more_than_the_share_when_the_whole_budget_pays_for_it(make_ctx):
     ctx, model = make_ctx(_opts(distortion_images=64, min_distortion_images=6), budget=512, epochs=4.0)
-    probes = sum(s.shape[0] * (len(knapsack.site_catalogue(*s.shape[1:], ctx.options)[0]) + 1)
-                 for s in counted_sites(model).values())
     assert _affordable(ctx, model, 0.5) < 6 <= _affordable(ctx, model)
     assert knapsack.build_mask(ctx=ctx, model=model).info["distortion_images"] == 6
     assert ctx.cuts["distortion_images"] == "6 of 64 images per probe"

@@ -25,7 +25,7 @@ def checkpoint_payload(model: nn.Module, *, model_name: str, num_classes: int, i
             "mean": list(mean), "std": list(std), "build": dict(getattr(model, "build_options", {})),
             "sites": site_specs(model),
             "transforms": ["dual_bn"] if has_dual_bn(model) else [],
-            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -40,8 +40,13 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def write_checkpoint(payload: dict, path: Path) -> None:
-    atomic_write(path, lambda f: torch.save(payload, f))
+def write_checkpoint(payload: dict, path: Path) -> str:
+    """Write ``payload`` to ``path`` atomically; returns the sha256 of the bytes written."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    raw = buffer.getvalue()
+    atomic_write(path, lambda f: f.write(raw))
+    return hashlib.sha256(raw).hexdigest()
 
 
 def save_checkpoint(model: nn.Module, path: Path, **description) -> None:
@@ -91,9 +96,22 @@ def model_from_payload(payload: object, source: str = "checkpoint", *, models: M
                        expect_model: str | None = None,
                        expect_classes: int | None = None, expect_input_shape: tuple[int, ...] | None = None,
                        expect_mean: tuple[float, ...] | None = None, expect_std: tuple[float, ...] | None = None) -> nn.Module:
-    """Rebuild a model from a payload, checking it against what the suite and its dataset expect."""
+    """Rebuild a model from a payload, checking it against what the suite and its dataset expect: the
+    architecture is the registry's, traced afresh, and the sites' specs and the weights must fit it."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise BenchbedError(f"{source} is not a benchbed checkpoint ({FORMAT}); save models with benchbed")
+    try:
+        return _rebuild(payload, source, models, expect_model, expect_classes, expect_input_shape, expect_mean,
+                        expect_std)
+    except BenchbedError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RuntimeError) as exc:
+        raise BenchbedError(f"checkpoint {source} is malformed ({type(exc).__name__}: {first_line(exc)}); "
+                            "re-create it with benchbed") from None
+
+
+def _rebuild(payload: dict, source: str, models: ModelRegistry, expect_model, expect_classes, expect_input_shape,
+             expect_mean, expect_std) -> nn.Module:
     if expect_model and payload["model"] != expect_model:
         raise BenchbedError(f"checkpoint {source} holds a {payload['model']}, the suite wants {expect_model}")
     if expect_classes and payload["num_classes"] != expect_classes:
@@ -106,6 +124,10 @@ def model_from_payload(payload: object, source: str = "checkpoint", *, models: M
                                                    torch.tensor(want, dtype=torch.float64), atol=1e-4):
             raise BenchbedError(f"checkpoint {source} normalises inputs with another {what} than the dataset "
                                 f"({payload[what]} vs {list(want)}); it was trained on other data")
+    broken = [k for k, v in payload["state_dict"].items()
+              if not isinstance(v, torch.Tensor) or (v.is_floating_point() and not torch.isfinite(v).all())]
+    if broken:
+        raise BenchbedError(f"checkpoint {source} has NaN, infinite or non-tensor weights ({', '.join(broken[:3])})")
     model = models.build(payload["model"], num_classes=payload["num_classes"], input_shape=payload["input_shape"],
                          mean=payload["mean"], std=payload["std"], **payload.get("build", {}))
     unknown = set(payload.get("transforms", [])) - {"dual_bn"}
@@ -115,10 +137,11 @@ def model_from_payload(payload: object, source: str = "checkpoint", *, models: M
         convert_dual_bn(model)
     try:
         apply_site_specs(model, payload["sites"])
-        missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
-        missing = [k for k in missing if not _legacy_patch_coeffs(k, payload["sites"])]
-        if missing or unexpected:
-            raise RuntimeError(f"missing keys {missing[:3]}, unexpected keys {unexpected[:3]}")
-    except (RuntimeError, KeyError, TypeError) as exc:
-        raise BenchbedError(f"checkpoint {source} does not match its model ({first_line(exc)})") from None
+    except BenchbedError as exc:
+        raise BenchbedError(f"checkpoint {source} does not fit its model: {exc}") from None
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    missing = [k for k in missing if not _legacy_patch_coeffs(k, payload["sites"])]
+    if missing or unexpected:
+        raise BenchbedError(f"checkpoint {source} does not match its model (missing keys {missing[:3]}, unexpected "
+                            f"keys {unexpected[:3]})")
     return model

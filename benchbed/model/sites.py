@@ -85,7 +85,7 @@ class SiteKernel(nn.Module):
         return 0
 
     def spec(self) -> dict:
-        """Primitive/tensor description from which ``kernel_from_spec`` rebuilds this kernel."""
+        """Primitive/tensor description from which ``apply_site_specs`` rebuilds this kernel."""
         raise BenchbedError(f"kernel {type(self).__name__} cannot be saved; freeze it first")
 
 
@@ -208,17 +208,6 @@ class PatchKernel(SiteKernel):
 
 
 STANDARD_KERNELS = (ReLUKernel, MaskedKernel, PatchKernel)
-
-
-def kernel_from_spec(spec: dict) -> SiteKernel:
-    kind = spec.get("kind")
-    if kind == "relu":
-        return ReLUKernel()
-    if kind == "masked":
-        return MaskedKernel(spec["mask"], spec["coeffs"], bool(spec.get("trainable", False)))
-    if kind == "patch":
-        return PatchKernel(spec["sizes"], spec.get("coeffs"), bool(spec.get("trainable", False)))
-    raise BenchbedError(f"unknown site kernel kind {kind!r} in checkpoint")
 
 
 class ReLUSite(nn.Module):
@@ -356,25 +345,42 @@ def site_specs(model: nn.Module) -> dict[str, dict]:
     return specs
 
 
-def canonicalize(model: nn.Module) -> list[str]:
-    """Rebuild every site's kernel from its saved spec with the core's own kernel classes, so that what
-    the core counts, prices, saves and evaluates is one and the same thing, whatever class the method
-    handed back. Returns the sites whose kernel was of another class (a subclass of a standard one)."""
-    specs = site_specs(model)
-    foreign = [n for n, s in sites(model).items() if type(s.kernel) not in STANDARD_KERNELS]
-    apply_site_specs(model, specs)
-    return foreign
+def foreign_kernels(model: nn.Module) -> list[str]:
+    """The sites whose kernel is of a class of the method's own (a subclass of a standard one): the core
+    rebuilds the model from the kernels' specs with its own classes before it counts or measures."""
+    return [n for n, s in sites(model).items() if type(s.kernel) not in STANDARD_KERNELS]
 
 
 def apply_site_specs(model: nn.Module, specs: dict[str, dict]) -> None:
+    """Give a freshly built model's sites the kernels ``specs`` describe. The geometry is the model's own
+    trace: a spec whose shape or counting differs from it, or whose kernel does not fit it, is refused —
+    so a checkpoint or a method cannot make a site smaller, or uncounted, than the architecture has it."""
     own = sites(model)
     if set(own) != set(specs):
         raise BenchbedError("checkpoint sites do not match the model's sites "
                             f"(missing {sorted(set(own) - set(specs))[:3]}, extra {sorted(set(specs) - set(own))[:3]})")
     for name, spec in specs.items():
-        own[name].shape = tuple(spec["shape"])
-        own[name].counted = bool(spec["counted"])
-        own[name].set_kernel(kernel_from_spec(spec))
+        site = own[name]
+        if not isinstance(spec, dict) or "kind" not in spec:
+            raise BenchbedError(f"site {name}: its spec is not a kernel description")
+        if tuple(spec.get("shape", ())) != site._require_shape():
+            raise BenchbedError(f"site {name}: the spec says shape {tuple(spec.get('shape', ()))}, the architecture "
+                                f"has {site.shape}")
+        if bool(spec.get("counted", True)) != site.counted:
+            raise BenchbedError(f"site {name}: the spec says counted={spec.get('counted')}, the architecture counts it")
+        kind = spec["kind"]
+        if kind == "relu":
+            site.set_relu()
+            continue
+        coeffs = None if spec.get("coeffs") is None else torch.as_tensor(spec["coeffs"], dtype=torch.float32)
+        if coeffs is not None and not torch.isfinite(coeffs).all():
+            raise BenchbedError(f"site {name}: its polynomial has NaN or infinite coefficients")
+        if kind == "masked":
+            site.set_mask(torch.as_tensor(spec["mask"]), coeffs, bool(spec.get("trainable", False)))
+        elif kind == "patch":
+            site.set_patches(torch.as_tensor(spec["sizes"]), coeffs, bool(spec.get("trainable", False)))
+        else:
+            raise BenchbedError(f"site {name}: unknown kernel kind {kind!r}")
 
 
 # -- bring your own model ------------------------------------------------------------------------

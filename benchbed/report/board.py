@@ -28,6 +28,10 @@ def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
     records, seen = [], {}
     for meta in metas:
         for record in RunDir(meta["run_dir"]).records():
+            if record.get("fingerprint") != meta["fingerprint"]:
+                raise BenchbedError(f"{meta['run_dir']}: entry {record['entry']} belongs to another suite configuration "
+                                    f"(fingerprint {record.get('fingerprint')}, the run's {meta['fingerprint']}); "
+                                    "remove it, or run the suite to redo it")
             if record["entry"] in seen:
                 raise BenchbedError(f"entry {record['entry']} is in both {seen[record['entry']]} and {meta['run_dir']}; "
                                     "merge runs of different seeds")
@@ -35,10 +39,31 @@ def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
             records.append(record)
     if not records:
         raise BenchbedError(f"no entry records in {', '.join(map(str, run_dirs))}; run the suite first")
+    _one_teacher_and_version(records)
     merged = dict(metas[0])
     merged["seeds"] = sorted({r["seed"] for r in records})
     merged["run_dirs"] = [m["run_dir"] for m in metas]
+    planned = [e for m in metas for e in (m.get("planned") or [])]
+    finished = {r["entry"] for r in records if r["status"] in ("ok", "over_budget")}
+    merged["completeness"] = {"planned": len(planned) or None, "finished": len(finished & set(planned)) if planned
+                              else len(finished), "in_use": any(m.get("in_use") for m in metas)}
     return merged, records
+
+
+def _one_teacher_and_version(records: list[dict]) -> None:
+    """A board combines entries of one teacher per variant and one version per plugin, never a mix."""
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for r in records:
+        part = r.get("composition") or {}
+        marks = [(("teacher", t["variant"]), t["fingerprint"]) for t in (r.get("teachers") or {}).values()]
+        marks += [(("plugin", part.get("mask_method", r.get("mask_method", r.get("method", "")))), r.get("method_version"))]
+        if part:
+            marks.append((("plugin", part["finetune_method"]), part.get("finetune_version")))
+        for key, value in marks:
+            if seen.setdefault(key, (value, r["entry"]))[0] != value:
+                what = f"the {key[1]} teacher" if key[0] == "teacher" else f"plugin {key[1]}"
+                raise BenchbedError(f"entries {seen[key][1]} and {r['entry']} were made with different versions of "
+                                    f"{what} ({seen[key][0]} vs {value}); run the suite again to redo the stale ones")
 
 
 def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwrite: bool = True) -> Path:

@@ -108,6 +108,17 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
     return lines
 
 
+def completeness_lines(meta: dict) -> list[str]:
+    """Whether the board shows the whole suite: entries finished of those planned, and a run still writing."""
+    done = meta.get("completeness") or {}
+    planned, finished = done.get("planned"), done.get("finished")
+    if not planned or (finished == planned and not done.get("in_use")):
+        return []
+    writing = " A run was writing to the run directory when this board was made." if done.get("in_use") else ""
+    return [f"- **Incomplete:** {finished} of the {planned} entries the suite plans have finished; the rest are "
+            f"missing from every table and claim.{writing}"]
+
+
 def attack_lines(records: list[dict]) -> list[str]:
     """The PGD settings and the outcome of its two sanity checks over every entry."""
     attacked = [r for r in records if (r.get("metrics") or {}).get("pgd")]
@@ -133,7 +144,7 @@ def compute_line(compute: dict) -> str:
                        if compute.get(k) is not None)
     levels = any(isinstance(compute.get(k), list) and len(compute[k]) > 1 for k in ("epochs", "seconds"))
     split = compute.get("finetune_share")
-    return (f"- **Protocol: matched compute.** Every entry (mask search + finetune) gets the same budget"
+    return ("- **Protocol: matched compute.** Every entry (mask search + finetune) gets the same budget"
             + (f", at each compute level: {limits}" if levels else f": {limits}") + "."
             + (f" The budget is split: the finetune gets exactly {split:.0%} of it and the mask search at most the "
                "rest (an entry may set its own split)." if split else "")
@@ -171,6 +182,7 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
         *([] if suite["compute"].get("paper") else [metering_line()]),
         f"- **Seeds:** {', '.join(map(str, meta['seeds']))}.",
     ]
+    lines += completeness_lines(meta)
     lines += attack_lines(records)
     corrupted = next((r["metrics"]["corruptions"] for r in records if (r.get("metrics") or {}).get("corruptions")), None)
     if corrupted:

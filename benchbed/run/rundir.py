@@ -4,6 +4,7 @@ asks a ``RunDir`` for its files.
 
     RUN_DIR/suite.json            the suite it belongs to (its fingerprint)
     RUN_DIR/data.json             the dataset's splits as the run loaded them
+    RUN_DIR/plan.json             the entries the suite asks for
     RUN_DIR/run.lock              held while a run writes here; names its holder
     RUN_DIR/teacher*.pt|json      the shared teacher variants (``.partial.pt`` while one trains)
     RUN_DIR/entries/<id>.json|pt  entry records and checkpoints
@@ -13,6 +14,7 @@ asks a ``RunDir`` for its files.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import socket
 import sys
@@ -27,6 +29,8 @@ from benchbed.run import provenance
 
 # An entry is done when its record says one of these (and, when ok, its checkpoint is beside it).
 FINISHED = ("ok", "over_budget")
+# What every entry record holds; one without them is redone.
+REQUIRED = {"entry", "status", "fingerprint", "seed", "method", "budget"}
 STANDARD_TEACHER = "standard"
 
 
@@ -67,6 +71,10 @@ class RunDir:
     def data_file(self) -> Path:
         return self.path / "data.json"
 
+    @property
+    def plan_file(self) -> Path:
+        return self.path / "plan.json"
+
     def record_path(self, entry: str) -> Path:
         return self.entries / f"{entry}.json"
 
@@ -94,11 +102,21 @@ class RunDir:
         if not self.suite_file.exists():
             raise BenchbedError(f"{self.path} is not a benchbed run directory (no suite.json); pass the --out "
                                 "of `benchbed run`")
-        meta = read_json(self.suite_file)
+        try:
+            meta = read_json(self.suite_file)
+            if not {"suite", "fingerprint"} <= set(meta):
+                raise ValueError("no suite or fingerprint")
+        except (OSError, ValueError, TypeError) as exc:
+            raise BenchbedError(f"{self.suite_file} is torn or not a run's ({type(exc).__name__}); run the suite "
+                                "again with this --out to rewrite it") from None
         meta["run_dir"] = str(self.path)
         for name, path in (("data", self.data_file), ("teacher", self.teacher_files()[1])):
-            if path.exists():
+            try:
                 meta[name] = read_json(path)
+            except (OSError, ValueError):  # absent or torn: the board says "?" where it would quote it
+                pass
+        meta["planned"] = self.planned()
+        meta["in_use"] = self.in_use()
         return meta
 
     def records(self, warn: Callable[[str], None] | None = None) -> list[dict]:
@@ -120,16 +138,26 @@ class RunDir:
     def record(self, entry: str) -> dict:
         return read_json(self.record_path(entry))
 
-    def is_finished(self, entry: str) -> bool:
-        """A readable finished record, and for an ``ok`` entry its checkpoint beside it."""
+    def finished(self, entry: str) -> dict | None:
+        """The entry's record when it is done: readable, complete, finished, and for an ``ok`` entry its
+        checkpoint beside it with the bytes the record's hash says (a truncated or swapped one is not)."""
         try:
             record = read_json(self.record_path(entry))
-            status = record.get("status")
-        except (OSError, ValueError, AttributeError):
-            return False
-        if status == "ok":
-            return (self.entries / str(record.get("checkpoint", ""))).is_file()
-        return status in FINISHED
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not REQUIRED <= set(record) or record.get("status") not in FINISHED:
+            return None
+        if record["status"] == "ok":
+            path = self.entries / str(record.get("checkpoint", ""))
+            try:
+                if hashlib.sha256(path.read_bytes()).hexdigest() != record.get("checkpoint_sha256"):
+                    return None
+            except OSError:
+                return None
+        return record
+
+    def is_finished(self, entry: str) -> bool:
+        return self.finished(entry) is not None
 
     @classmethod
     def of_entry(cls, target: str | Path) -> tuple["RunDir", str]:
@@ -145,6 +173,29 @@ class RunDir:
     # -- writing ----------------------------------------------------------------------------------
     def write_data(self, description: dict) -> None:
         write_json(self.data_file, description)
+
+    def write_plan(self, entries: list[str]) -> None:
+        write_json(self.plan_file, {"entries": entries})
+
+    def planned(self) -> list[str] | None:
+        """The entry ids the suite asks for, as the last run planned them (None before any run)."""
+        try:
+            plan = read_json(self.plan_file)
+            return [str(e) for e in plan["entries"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def in_use(self) -> bool:
+        """Whether a run holds the directory's lock now."""
+        try:
+            with open(self.path / "run.lock", "a+") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        return False
 
     def write_measurement(self, entry: str, protocol_name: str, result: dict) -> Path:
         path = self.measurement_path(entry, protocol_name)

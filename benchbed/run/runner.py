@@ -14,11 +14,11 @@ from pydantic import BaseModel
 from torch import nn
 
 from benchbed.data.bundle import DataBundle
-from benchbed.errors import BenchbedError, BudgetExceeded
+from benchbed.errors import BenchbedError, BudgetExceeded, first_line
 from benchbed.files import write_json
 from benchbed.model.checkpoint import fingerprint, model_from_payload, write_checkpoint
 from benchbed.model.polynomials import dapa_bypass
-from benchbed.model.sites import canonicalize, capacity, drelu_count, relu_count, sites
+from benchbed.model.sites import capacity, drelu_count, foreign_kernels, relu_count, sites
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.plugin.types import EntryContext
 from benchbed.robustness.evaluate import evaluate_model
@@ -107,12 +107,15 @@ class SuiteRun:
         record: dict[str, Any] = {
             "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
             "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget, "seed": entry.seed,
+            "mask_method": entry.mask_method, "finetune_method": entry.finetune_method,
             "method_package": mask_method.package, "method_version": mask_method.version,
             "options": mask_options.model_dump(mode="json"), "stem_relu": self.suite.model.stem_relu,
             "protocol": self.suite.protocol, "started": provenance.now(),
             "compute_level": None if level is None else {"index": level.index, "label": level.label,
                                                          "epochs": level.epochs, "seconds": level.seconds,
                                                          "finetune_epochs": entry.finetune_epochs}}
+        record["teachers"] = {stage: {"variant": self.teacher_variant(m, o), "fingerprint": sealed[stage]}
+                              for stage, m, o in self.parts(entry)}
         if entry.composed:
             record["composition"] = {
                 "mask_method": entry.mask_method, "finetune_method": entry.finetune_method, "bypass": entry.bypass,
@@ -158,27 +161,30 @@ class SuiteRun:
             if any(fingerprint(own_teachers[stage]) != sealed[stage] for stage in own_teachers):
                 raise BenchbedError(f"method {entry.method!r} changed its teacher (weights, buffers or train/eval "
                                     "mode); the suite's teacher is read-only")
-            rebuilt = canonicalize(model)
-            if rebuilt:
-                record["rebuilt_from_spec"] = rebuilt
-            self._check_budget(model, entry)
-            record["relus"], record["drelus"] = relu_count(model), drelu_count(model)
-            record["relus_all_sites"], record["drelus_all_sites"] = relu_count(model, False), drelu_count(model, False)
-            payload = teacher.payload(model, self.suite, data)  # before evaluation: what is saved is what trained
-            final = fingerprint(model.eval())
-            record["metrics"] = evaluate_model(model, data, self.suite.evaluation, entry.seed, self.methods.metrics,
+            foreign = foreign_kernels(model)
+            if foreign:
+                record["rebuilt_from_spec"] = foreign
+            # What is saved, copied off the method's model; what the core counts, measures and prices is the
+            # model rebuilt from it by the core's own architecture and kernels — never the method's object.
+            payload = teacher.payload(model, self.suite, data)
+            final = self._rebuilt(payload, entry, data)
+            self._check_budget(final, entry)
+            record["relus"], record["drelus"] = relu_count(final), drelu_count(final)
+            record["relus_all_sites"], record["drelus_all_sites"] = relu_count(final, False), drelu_count(final, False)
+            record["metrics"] = evaluate_model(final, data, self.suite.evaluation, entry.seed, self.methods.metrics,
                                                progress=ctx.progress)
+            # A method's own measurements see a copy of their own: they may add, never change, the core's.
             eval_ctx = replace(ctx, data=data, teacher=None)
-            own = call("evaluate")(ctx=eval_ctx, model=model, settings=self.suite.evaluation)
+            own = call("evaluate")(ctx=eval_ctx, model=self._rebuilt(payload, entry, data),
+                                   settings=self.suite.evaluation)
             if own is not None:
                 record["method_metrics"] = _checked_metrics(own, entry)
-            if fingerprint(model) != final:
-                raise BenchbedError(f"method {entry.method!r} changed the model while evaluating it")
             if self.suite.secure_cost.enabled:
                 settings, profiles = self.suite.secure_cost, self.methods.cost_profiles
-                record["secure_cost"] = {name: price(model, data.input_shape, settings, profiles[name])
+                record["secure_cost"] = {name: price(final, data.input_shape, settings, profiles[name])
                                          for name in settings.profiles}
-                own_prices = {name: call("secure_cost")(model=model, input_shape=data.input_shape, settings=settings,
+                own_prices = {name: call("secure_cost")(model=self._rebuilt(payload, entry, data),
+                                                        input_shape=data.input_shape, settings=settings,
                                                         profile=profiles[name]) for name in settings.profiles}
                 if any(p is not None for p in own_prices.values()):
                     record["method_secure_cost"] = own_prices
@@ -229,6 +235,12 @@ class SuiteRun:
                                 "freeze them to relu/masked/patch kernels")
         return result.model
 
+    def _rebuilt(self, payload: dict, entry: Entry, data: DataBundle) -> nn.Module:
+        """The entry's model as the core rebuilds it from the saved payload, in eval mode on the device."""
+        model = model_from_payload(payload, f"{entry.method}'s model", models=self.methods.models,
+                                   **teacher.expectations(self.suite, data))
+        return model.to(self.device).eval()
+
     def _check_budget(self, model: nn.Module, entry: Entry) -> None:
         if entry.budget is not None and drelu_count(model) > entry.budget:
             raise BenchbedError(f"{entry.method} returned {drelu_count(model):,} DReLUs, over the budget of {entry.budget:,}")
@@ -247,6 +259,7 @@ class SuiteRun:
                 **{f"{k} (finetune)": v.model_dump(mode="json") for k, v in self.finetune_options.items()}})
             self.rundir.write_data(data.describe())
             entries = plan(self.suite, self.methods)
+            self.rundir.write_plan([e.id for e in entries])
             teachers = self.teachers(data, entries, loaded)
             compute = ("each method's paper recipe" if self.suite.protocol == "paper"
                        else self.suite.compute.model_dump(exclude_none=True))
@@ -256,7 +269,7 @@ class SuiteRun:
 
     def _run_entries(self, entries: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], executor: str,
                      address: str | None, workers: int | None) -> dict[str, int]:
-        todo = [e for e in entries if not self.rundir.is_finished(e.id)]
+        todo = self._todo(entries, teachers)
         counts = {"ok": 0, "over_budget": 0, "error": 0, "skipped": len(entries) - len(todo)}
         with self.reporter.entries(len(entries)) as advance:
             for entry in entries:
@@ -273,6 +286,37 @@ class SuiteRun:
                 counts[record["status"]] += 1
                 advance(_summary_line(record))
         return counts
+
+    def _todo(self, entries: list[Entry], teachers: dict[str, nn.Module]) -> list[Entry]:
+        """The entries to run: those not finished, and those a plugin upgrade made stale. Entries made with
+        another teacher than the run's would mix two teachers in one board: that is refused."""
+        marks = {v: self._seal(t) for v, t in teachers.items()}
+        todo, other_teacher = [], []
+        for entry in entries:
+            record = self.rundir.finished(entry.id)
+            if record is None:
+                todo.append(entry)
+                continue
+            if any(marks.get(t.get("variant")) != t.get("fingerprint") for t in (record.get("teachers") or {}).values()):
+                other_teacher.append(entry.id)
+                continue
+            stale = self._stale_versions(record, entry)
+            if stale:
+                self.reporter.log(f"{entry.id}: made by {stale}; redone")
+                todo.append(entry)
+        if other_teacher:
+            raise BenchbedError(f"{len(other_teacher)} entries in {self.run_dir} ({', '.join(other_teacher[:2])}, …) "
+                                "were made with another teacher than the run's now (its checkpoint changed); pass "
+                                "--out with a new directory, or delete those entries to redo them")
+        return todo
+
+    def _stale_versions(self, record: dict, entry: Entry) -> str:
+        """Which of the entry's plugins made its record at another version than the installed one."""
+        made = {entry.mask_method: record.get("method_version"),
+                entry.finetune_method: (record.get("composition") or {}).get("finetune_version",
+                                                                             record.get("method_version"))}
+        return ", ".join(f"{name} {version} (installed: {self.methods.get(name).version})"
+                         for name, version in made.items() if version != self.methods.get(name).version)
 
     def _isolated(self, todo: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], task: "EntryTask",
                   shared: dict[str, dict], workers: int | None) -> Iterator[tuple[Entry, tuple[dict, dict | None]]]:
@@ -302,11 +346,12 @@ class SuiteRun:
         """Write the entry's checkpoint, then its record; a failed write fails this entry only."""
         try:
             if payload is not None:  # the checkpoint first: a finished record always has its checkpoint
-                write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
+                record["checkpoint_sha256"] = write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
             write_json(self.rundir.record_path(entry.id), record)
-        except OSError as exc:
-            self.reporter.log(f"{entry.id}: could not be saved ({exc.strerror or exc}); `benchbed run` redoes it")
-            return {**record, "status": "error", "error": f"not saved: {exc}"}
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+            self.reporter.log(f"{entry.id}: could not be saved ({why}); nothing else was lost, `benchbed run` redoes it")
+            return {**record, "status": "error", "error": f"not saved: {why}"}
         return record
 
 

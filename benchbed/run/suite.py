@@ -19,6 +19,7 @@ from benchbed.model.checkpoint import CheckpointFile, model_from_payload, read_c
 from benchbed.model.sites import capacity
 from benchbed.plugin.manager import Methods
 from benchbed.run.rundir import entry_id
+from benchbed.run.teacher import all_relu
 
 
 @dataclass(frozen=True)
@@ -213,8 +214,9 @@ def _data_problems(suite: Suite, methods: Methods) -> tuple[list[str], Checkpoin
     if suite.teacher.checkpoint:
         try:
             checkpoint = read_checkpoint(suite.teacher.checkpoint)
-            model_from_payload(checkpoint.payload, checkpoint.path, models=methods.models, expect_model=suite.model.name,
-                               expect_classes=spec.num_classes, expect_input_shape=spec.input_shape)
+            all_relu(model_from_payload(checkpoint.payload, checkpoint.path, models=methods.models,
+                                        expect_model=suite.model.name, expect_classes=spec.num_classes,
+                                        expect_input_shape=spec.input_shape), checkpoint.path)
         except BenchbedError as exc:
             problems.append(f"teacher.checkpoint: {exc}")
     return problems, checkpoint

@@ -14,7 +14,7 @@ from benchbed.model.checkpoint import (CheckpointFile, checkpoint_payload, load_
                                        write_checkpoint)
 from benchbed.model.dual_bn import convert_dual_bn, has_dual_bn
 from benchbed.model.registry import ModelRegistry
-from benchbed.model.sites import relu_count
+from benchbed.model.sites import relu_count, sites
 from benchbed.robustness.training import robust_teacher_loss
 from benchbed.run import provenance
 from benchbed.run.progress import Reporter
@@ -58,10 +58,20 @@ def expectations(suite: Suite, data: DataBundle) -> dict:
                 expect_mean=data.mean, expect_std=data.std)
 
 
+def all_relu(model: nn.Module, source: str) -> nn.Module:
+    """``model``, refused unless every site is a plain ReLU: a teacher is the all-ReLU network."""
+    linear = [n for n, s in sites(model).items() if s.kernel.kind != "relu"]
+    if linear:
+        raise BenchbedError(f"{source} is no all-ReLU teacher: {len(linear)} of its sites are linearized "
+                            f"({', '.join(linear[:3])}); give the suite an all-ReLU checkpoint")
+    return model
+
+
 def from_checkpoint(file: CheckpointFile, suite: Suite, data: DataBundle, models: ModelRegistry) -> nn.Module:
     """The suite's teacher from its checkpoint, as read when the suite was validated; fails before
     anything is written when it cannot serve the suite on this dataset."""
-    return model_from_payload(file.payload, file.path, models=models, **expectations(suite, data))
+    return all_relu(model_from_payload(file.payload, file.path, models=models, **expectations(suite, data)),
+                    f"teacher checkpoint {file.path}")
 
 
 def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device, reporter: Reporter,
@@ -81,7 +91,7 @@ def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device
         source = {"checkpoint": cfg.checkpoint, "sha256": checkpoint.sha256}
     elif path.exists():
         try:
-            model = load_checkpoint(path, models, **expectations(suite, data))
+            model = all_relu(load_checkpoint(path, models, **expectations(suite, data)), str(path))
             source = {"reused": str(path)}
             reporter.log(f"teacher ({variant}): reusing {path}")
         except BenchbedError as exc:
