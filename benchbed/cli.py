@@ -240,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     except BenchbedError as exc:
         print(f"benchbed: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a full disk, a read-only folder: say which file, keep what was finished
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"benchbed: error: {exc.strerror or exc}{where}; finished entries are kept, free space or pick "
+              "another --out and run again", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("benchbed: interrupted; finished entries are kept, run again to resume", file=sys.stderr)
         return 130

@@ -5,9 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+
+
+# A suite's, a method's or an entry's name: it becomes a file or folder name, so nothing that can climb out.
+PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$"
+# Seeds are whole numbers (YAML's true/false are not) that torch and numpy accept.
+Seed = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
 
 
 class Strict(BaseModel):
@@ -48,8 +54,8 @@ class DatasetConfig(Strict):
     name: str
     root: str = Field("data", description="where the dataset lives (relative to the working directory)")
     download: bool = False
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="share of train held out for model selection")
-    split_seed: int = 0
+    val_fraction: float = Field(0.1, ge=0.01, le=0.5, description="share of train held out for model selection")
+    split_seed: Seed = 0
 
 
 class ModelConfig(Strict):
@@ -80,7 +86,7 @@ class TeacherConfig(Strict):
     checkpoint: str | None = Field(None, description="a benchbed checkpoint of the suite's model to load instead")
     robust: RobustTraining | None = Field(None, description="train a dual-BN teacher on clean, AugMix and PGD "
                                                             "inputs (RLNet's recipe)")
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _one_source(self) -> "TeacherConfig":
@@ -235,17 +241,18 @@ class SecureCostSettings(Strict):
 
 
 class Suite(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=PLAIN_NAME, description="letters, digits, '_', '.' and '-', not starting with '.' or '-', "
+                                                    "at most 80: it names files and folders")
     description: str = ""
     dataset: DatasetConfig
     model: ModelConfig
     teacher: TeacherConfig
-    budgets: list[int] = Field(min_length=1, description="DReLU budgets over the counted sites")
+    budgets: list[StrictInt] = Field(min_length=1, description="DReLU budgets over the counted sites")
     compute: ComputeBudget
     methods: list[MethodEntry] = Field(min_length=1)
     evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings)
     secure_cost: SecureCostSettings = Field(default_factory=SecureCostSettings)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @field_validator("budgets")

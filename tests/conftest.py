@@ -54,8 +54,8 @@ def _merge(base: dict, changes: dict) -> dict:
 def write_suite(tmp_path: Path):
     """``write_suite(**changes)`` writes the tiny suite with ``changes`` merged in and returns its path."""
 
-    def write(name: str = "suite.yaml", **changes) -> Path:
-        path = tmp_path / name
+    def write(file: str = "suite.yaml", /, **changes) -> Path:
+        path = tmp_path / file
         path.write_text(yaml.safe_dump(_merge(TINY_SUITE, changes), sort_keys=False))
         return path
 

@@ -7,6 +7,7 @@ warning naming it, so that one broken package never breaks the suites that do no
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import cached_property
@@ -14,6 +15,7 @@ from importlib import metadata
 
 import pluggy
 
+from benchbed.config import PLAIN_NAME
 from benchbed.data.registry import DatasetRegistry
 from benchbed.errors import BenchbedError, first_line
 from benchbed.model.registry import ModelRegistry
@@ -45,6 +47,10 @@ class PluginManager(pluggy.PluginManager):
         for dist in metadata.distributions():
             for ep in dist.entry_points.select(group=hookspecs.PROJECT):
                 if self.has_plugin(ep.name) or self.is_blocked(ep.name):
+                    continue
+                if not re.fullmatch(PLAIN_NAME, ep.name):  # a method's name becomes its entries' file names
+                    warn_once(f"plugin {ep.name[:60]!r} ({dist.metadata['Name']}) is left out: its name must be "
+                              "letters, digits, '_', '.' and '-' (at most 80, no leading '.' or '-')")
                     continue
                 try:
                     self.register(ep.load(), name=ep.name)

@@ -6,10 +6,12 @@ mean over seeds ± the sample standard deviation; with one seed, an accuracy car
 binomial (Wilson) interval on the number of images it was measured on, so readers do not rank noise."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 
+from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
 from benchbed.files import write_json, write_text
 from benchbed.report import claims, figure, markdown, tables
@@ -70,11 +72,18 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     """Write ``<stem>.md``, ``.json``, ``.png`` and ``.html`` into ``out_dir``; return the markdown path.
     Without ``overwrite``, a leaderboard already there is an error rather than silently replaced."""
     meta, records = load_runs([Path(d) for d in run_dirs])
-    stem = stem or meta["suite"]["name"]
+    stem = stem or str(meta["suite"].get("name", ""))
+    if not re.fullmatch(PLAIN_NAME, stem):  # a tampered suite.json must not write outside the folder
+        raise BenchbedError(f"the suite's name {stem[:60]!r} is no plain file name; fix `name` in the suite and run it")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BenchbedError(f"{out_dir} is a file, not a folder; pass --to a folder")
     if not overwrite and (out_dir / f"{stem}.md").exists():
         raise BenchbedError(f"{out_dir / f'{stem}.md'} exists; pass --overwrite to replace it, or --to another folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BenchbedError(f"cannot create {out_dir} ({exc.strerror or exc}); pass --to a writable folder") from None
     n_test = (meta.get("data") or {}).get("test")
     frame = tables.table(records)
     titles = tables.accuracy_titles(records)

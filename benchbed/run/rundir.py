@@ -127,8 +127,8 @@ class RunDir:
         for path in sorted(self.entries.glob("*.json")):
             try:
                 record = read_json(path)
-                if not isinstance(record, dict) or "entry" not in record or "status" not in record:
-                    raise ValueError("not an entry record")
+                if not isinstance(record, dict) or not REQUIRED <= set(record):
+                    raise ValueError("not a whole entry record")
             except (OSError, ValueError) as exc:
                 warn(f"{path} is unreadable ({type(exc).__name__}), left out; `benchbed run` on the suite redoes it")
                 continue

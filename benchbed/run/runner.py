@@ -351,7 +351,13 @@ class SuiteRun:
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
             self.reporter.log(f"{entry.id}: could not be saved ({why}); nothing else was lost, `benchbed run` redoes it")
-            return {**record, "status": "error", "error": f"not saved: {why}"}
+            failed = {**record, "status": "error", "error": f"not saved: {why}"}
+            failed.pop("checkpoint_sha256", None)
+            try:  # a small error record may still fit; an error entry is redone on resume either way
+                write_json(self.rundir.record_path(entry.id), failed)
+            except (OSError, RuntimeError):
+                pass
+            return failed
         return record
 
 

@@ -91,13 +91,33 @@ def validate_options(model: type[BaseModel], given: dict[str, Any]) -> BaseModel
     return model.model_validate(_deep_merge(defaults, given))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives one key twice (the plain loader keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_suite(path: str | Path) -> Suite:
     """Parse ``path`` against the schema alone."""
     path = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text())
+        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise SuiteError(path, ["no such file"]) from None
+    except IsADirectoryError:
+        raise SuiteError(path, ["a folder, not a suite file"]) from None
+    except UnicodeDecodeError:
+        raise SuiteError(path, ["not a text file: a suite is YAML in UTF-8"]) from None
+    except RecursionError:
+        raise SuiteError(path, ["nested too deeply to be a suite"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -108,6 +128,8 @@ def read_suite(path: str | Path) -> Suite:
         return Suite.model_validate(raw)
     except ValidationError as exc:
         raise SuiteError(path, _errors(exc)) from None
+    except RecursionError:
+        raise SuiteError(path, ["nested too deeply to be a suite"]) from None
 
 
 @dataclass
