@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-
 # A suite's, a method's or an entry's name: it becomes a file or folder name, so nothing that can climb out.
 PLAIN_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}$"
 # Seeds are whole numbers (YAML's true/false are not) that torch and numpy accept.
