@@ -23,14 +23,14 @@ from benchbed.plugin.types import (Claim, ClaimSide, EntryContext, FinetuneResul
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.robustness.registry import RobustnessMetric
 from benchbed.robustness.training import adversarial, augmix
-from benchbed.secure.cost import CostProfile
+from benchbed.secure.cost import Beaver, CostProfile, Linear, Op, SetupStep
 from benchbed.train.loop import accuracy, fit, planned_steps
 from benchbed.train.losses import cross_entropy, distillation, kd_loss
 from benchbed.train.meter import FORWARD_SHARE, forward_share_after
 
 __all__ = [
-    "FORWARD_SHARE", "IDENTITY", "ZERO", "BenchbedError", "Claim", "ClaimSide", "CostProfile", "DataBundle",
-    "DatasetSpec",
+    "FORWARD_SHARE", "IDENTITY", "ZERO", "Beaver", "BenchbedError", "Claim", "ClaimSide", "CostProfile", "DataBundle",
+    "DatasetSpec", "Linear", "Op", "SetupStep",
     "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
     "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",

@@ -1,6 +1,7 @@
 """benchbed: one protocol for the ReLU-linearization methods of private inference.
 
-Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer, calibrate (``benchbed COMMAND -h``)."""
+Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices
+(``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,8 @@ from benchbed.run.suite import load_suite, plan
 from benchbed.secure.calibrate import calibrate
 from benchbed.secure.cost import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
+from benchbed.secure.published import comparison, linearized, markdown
+from benchbed.secure.spu_runtime import DELAY_S, PROTOCOLS
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -138,8 +141,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _secure_infer(args: argparse.Namespace) -> int:
-    if args.images < 1 or args.batch_size < 1:
-        raise BenchbedError("--images and --batch-size must be at least 1")
+    if args.images < 1 or args.batch_size < 1 or args.delay_ms <= 0:
+        raise BenchbedError("--images and --batch-size must be at least 1, --delay-ms above 0")
     found = Methods(plugin_manager())
     run_dir, entry = RunDir.of_entry(args.entry)
     predicted = recorded_price(run_dir.record(entry), args.protocol)
@@ -147,22 +150,30 @@ def _secure_infer(args: argparse.Namespace) -> int:
     data = found.datasets.load(spec["name"], spec["root"], spec["download"], spec["val_fraction"], spec["split_seed"])
     model = load_checkpoint(run_dir.checkpoint_path(entry), found.models).eval()
     measured = secure_inference(model, to_float(data.test_x[:args.images]), batch_size=args.batch_size,
-                                protocol_name=args.protocol)
+                                protocol_name=args.protocol, delay_s=args.delay_ms / 1e3,
+                                log=lambda message: print(f"secure-infer: {message}", file=sys.stderr, flush=True))
     result = against_price(entry, measured, predicted)
     result["path"] = str(run_dir.measurement_path(entry, args.protocol))
     run_dir.write_measurement(entry, args.protocol, result)
-    m, p = result["measured"], result["predicted"]
-    rounds = sorted(set(m["rounds_per_batch"]))
-    print(tabulate([["MB per image (all parties)", f"{p['comm_mb']:.4f}", f"{m['bytes_per_image'] / 1e6:.4f}"],
-                    ["MB per image (busiest party)", f"{p['busiest_party_mb']:.4f}",
-                     f"{m['busiest_party_bytes_per_image'] / 1e6:.4f}"],
-                    ["rounds per inference", p["rounds"], ", ".join(map(str, rounds))],
-                    ["seconds per image", f"{p['compute_s']:.3f} (compute)", f"{m['seconds_per_image']:.3f}"]],
-                   headers=[entry, f"recorded price ({args.protocol})", f"SPU {args.protocol} (measured)"]))
-    print(f"agreement with the plaintext model on {m['images']} images: top-1 {m['top1_agreement']:.1%}, "
-          f"max logit error {m['max_logit_error']:.2e}; bytes measured / predicted = {result['bytes_ratio']:.3f}; "
-          f"rounds {'agree' if result['rounds_agree'] else 'DISAGREE'} for every batch; "
-          f"written to {result['path']}")
+    m, checks = result["measured"], result["checks"]
+    scale = {"bytes per image": 1e-6, "busiest party bytes per image": 1e-6, "setup bytes": 1e-6}
+    rows = [[name.replace("bytes", "MB") if name in scale else name,
+             f"{c['predicted'] * scale.get(name, 1):.4g}", f"{c['measured'] * scale.get(name, 1):.4g}",
+             f"{c['ratio']:.3f}", "yes" if c["agree"] else "NO"] for name, c in checks.items()]
+    print(tabulate(rows, headers=[entry, f"recorded price ({args.protocol})", f"SPU {args.protocol} (measured)",
+                                  "measured / price", "agree"]))
+    print(f"per inference = offline + online (SPU runs them as one); setup = a session's first run less its second. "
+          f"Agreement with the plaintext model on {m['images']} images: top-1 {m['top1_agreement']:.1%}, "
+          f"max logit error {m['max_logit_error']:.2e}; written to {result['path']}")
+    return 0 if result["agree"] else 1
+
+
+def _prices(args: argparse.Namespace) -> int:
+    profiles = Methods(plugin_manager()).cost_profiles
+    rows, linear = comparison(profiles), linearized(profiles)
+    print(markdown(rows, linear), end="")
+    if args.json:
+        write_json(Path(args.json), {"published": rows, "linearized": linear})
     return 0
 
 
@@ -219,13 +230,19 @@ def parser() -> argparse.ArgumentParser:
     sec.add_argument("entry", help="RUN_DIR/ENTRY, e.g. runs/smoke/snl__256__s0")
     sec.add_argument("--images", type=int, default=8)
     sec.add_argument("--batch-size", type=int, default=1)
-    sec.add_argument("--protocol", choices=["aby3", "cheetah"], default="aby3")
+    sec.add_argument("--protocol", choices=sorted(PROTOCOLS), default="aby3")
+    sec.add_argument("--delay-ms", type=float, default=DELAY_S * 1e3,
+                     help="one-way delay of the links rounds are measured on (default %(default)g)")
     sec.set_defaults(func=_secure_infer)
     cal = sub.add_parser("calibrate", help="measure a protocol profile's per-operation costs in SPU's simulator")
-    cal.add_argument("--protocol", choices=sorted(PROFILE_FILES), default="aby3")
+    cal.add_argument("--protocol", choices=sorted(PROTOCOLS), default="aby3")
     cal.add_argument("--output", help="where to write the profile JSON (default: the packaged profile)")
     cal.add_argument("--quick", action="store_true", help="fewer timing repeats and sizes")
     cal.set_defaults(func=_calibrate)
+    pri = sub.add_parser("prices", help="benchbed's prices beside the published figures of Delphi, Cheetah and "
+                                        "CrypTFlow2 at their scale, and SNL's ResNet-18 masks under every profile")
+    pri.add_argument("--json", help="also write the rows to this file")
+    pri.set_defaults(func=_prices)
     return p
 
 

@@ -12,15 +12,17 @@ from benchbed.config import SecureCostSettings
 from benchbed.model.architectures import WideResNet
 from benchbed.model.dual_bn import convert_dual_bn
 from benchbed.model.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
-from benchbed.secure.cost import (PROFILE_FILES, CostProfile, aby3_profile, beaver_batches, linear_key, price,
-                                  securenn_profile)
+from benchbed.secure.cost import (PROFILE_FILES, Beaver, CostProfile, Linear, Op, SetupStep, aby3_profile,
+                                  delphi_profile, linear_key, price, securenn_profile, triples_drawn)
 from conftest import build_model
 
-# Round numbers, so that every expected figure below can be checked by hand.
-P = CostProfile("toy", "toy", relu_bytes=100, relu_rounds=10, compare_bytes=50, compare_rounds=5, select_bytes=7,
-                select_rounds=3, poly_bytes=20, poly_rounds=4, affine_bytes=11, affine_rounds=6,
-                linear_bytes_per_output=2, linear_rounds=1, seconds_per_comparison=1e-3, seconds_per_mult=1e-4,
-                seconds_per_mac=1e-6, busiest_share={"relu": 0.5, "linear": 0.25})
+# Round numbers, so that every expected figure below can be checked by hand. Rank 0 sends half of a
+# ReLU's bytes, rank 2 half of a linear layer's.
+P = CostProfile("toy", "toy", parties=3, relu=Op(100, 10, seconds=1.1e-3, shares=(0.5, 0.25, 0.25)),
+                compare=Op(50, 5, seconds=1e-3), select=Op(7, 3, seconds=1e-4), poly=Op(20, 4, seconds=2e-4),
+                affine=Op(11, 6, seconds=1e-4),
+                linear=Linear(per_output=Op(2, shares=(0.25, 0.25, 0.5)), per_layer=Op(0, 1),
+                              per_mac=Op(seconds=1e-6)))
 NETS = SecureCostSettings(networks={"A": {"bandwidth_mbps": 8, "rtt_ms": 100}})
 
 
@@ -45,12 +47,16 @@ def test_all_relu_toy_by_hand():
     total = 64 + 3200 + 6
     assert cost["comm_mb"] == pytest.approx(total / 1e6)
     assert cost["rounds"] == 12
-    # the busiest party sends half of the ReLUs' bytes and a quarter of the linear layers'
+    # rank 0, the busiest, sends half of the ReLUs' bytes and a quarter of the linear layers'
     busiest = 0.25 * 64 + 0.5 * 3200 + 0.25 * 6
     assert cost["busiest_party_mb"] == pytest.approx(busiest / 1e6)
+    assert cost["phases"]["online"]["party_mb"] == pytest.approx([busiest / 1e6, (16 + 800 + 1.5) / 1e6,
+                                                                   (32 + 800 + 3) / 1e6])
     compute = 32 * 1e-3 + 32 * 1e-4 + (288 + 96) * 1e-6
-    # parties send in parallel: the bandwidth term is the busiest party's bytes, not the total
-    assert cost["latency_s"]["A"] == pytest.approx(compute + busiest * 8 / 8e6 + 12 * 0.1)
+    # parties send in parallel: the bandwidth term is the busiest party's bytes, not the total; a
+    # round is a one-way message, half a round trip
+    assert cost["latency_s"]["A"] == pytest.approx(compute + busiest * 8 / 8e6 + 12 * 0.05)
+    assert cost["phases"]["offline"]["mb"] == cost["phases"]["setup"]["mb"] == 0
 
 
 def test_masked_site_prices_every_polynomial_that_is_a_weight():
@@ -116,8 +122,8 @@ def test_securenn_matches_the_authors_pricing():
     """yg320/secure_inference: DReLU 8·log_p + 24 − 5 elements with log_p = 8, a general
     multiplication 5, a conv 2 per input + 2 per weight + 1 per output; 8-byte elements."""
     p = securenn_profile()
-    assert p.relu_bytes == 8 * (83 + 5) == 704
-    assert p.compare_bytes == 8 * (83 + 2) and p.select_bytes == 8 * 3
+    assert p.relu.bytes == 8 * (83 + 5) == 704
+    assert p.compare.bytes == 8 * (83 + 2) and p.select.bytes == 8 * 3
     model = toy()
     cost = price(model, (1, 4, 4), NETS, p)
     # conv: 16 inputs, 18 weights, 32 outputs; linear: 32 inputs, 96 weights, 3 outputs
@@ -131,78 +137,138 @@ def test_securenn_matches_the_authors_pricing():
 
 
 def test_measured_linear_layers_and_one_time_setups():
-    """A 2PC profile prices a layer shape it measured as measured, others by its formula; its setups
-    are paid once, the elementwise-product one only by a model that multiplies secrets."""
+    """A 2PC profile prices a layer shape it measured as measured, others by its formula; its setup is
+    paid once per session, apart from the inference, by the size of the largest comparison call (one
+    more OT instance from 20 elements here), and the elementwise product's keys only by a model that
+    multiplies secrets."""
     model = toy()
     conv = model[0]
     key = linear_key(conv, (1, 4, 4))
     assert key == "conv 1x4x4 -> 2 k3x3 s1 p1"
-    p = CostProfile("2pc", "2pc", relu_bytes=10, relu_rounds=2, compare_bytes=5, compare_rounds=1, select_bytes=5,
-                    select_rounds=1, poly_bytes=3, poly_rounds=2, affine_bytes=1, affine_rounds=1,
-                    linear_bytes_per_output=2, linear_bytes_per_layer=1000, linear_rounds=3, parties=2,
-                    constant_bytes=50_000, constant_rounds=40, mult_setup_bytes=7_000, mult_setup_rounds=5,
-                    linear_measured={key: {"bytes": 4321, "busiest_bytes": 3000, "rounds": 4}})
+    p = CostProfile("2pc", "2pc", parties=2, relu=Op(10, 2), compare=Op(5, 1), select=Op(5, 1), poly=Op(3, 2),
+                    affine=Op(1, 1),
+                    linear=Linear(per_output=Op(2), per_layer=Op(1000, 3),
+                                  measured={key: {"bytes": 4321, "rounds": 4, "shares": [3000 / 4321, 1321 / 4321]}}),
+                    setup=(SetupStep(0, Op(50_000, 40)), SetupStep(20, Op(80_000, 60))), mult_setup=Op(7_000, 5))
     cost = price(model, (1, 4, 4), NETS, p)
     assert (layer(cost, "0")["bytes"], layer(cost, "0")["rounds"]) == (4321, 4)
     assert layer(cost, "4")["bytes"] == 1000 + 2 * 3
-    assert layer(cost, "setup")["bytes"] == 50_000 and layer(cost, "setup")["rounds"] == 40
-    assert cost["comm_mb"] * 1e6 == pytest.approx(4321 + 1006 + 10 * 32 + 50_000)
-    assert cost["rounds"] == 4 + 3 + 2 + 40
-    assert cost["busiest_party_mb"] * 1e6 == pytest.approx(3000 + (1006 + 320 + 50_000) / 2)
+    setup = cost["phases"]["setup"]
+    assert setup["mb"] * 1e6 == pytest.approx(80_000) and setup["rounds"] == 60, "32 ReLUs in one call: >= 20"
+    assert cost["comm_mb"] * 1e6 == pytest.approx(4321 + 1006 + 10 * 32)
+    assert cost["rounds"] == 4 + 3 + 2
+    assert cost["busiest_party_mb"] * 1e6 == pytest.approx(3000 + (1006 + 320) / 2)
+    busiest = (3000 + (1006 + 320) / 2) * 8 / 8e6
+    assert cost["latency_s"]["A"] == pytest.approx(busiest + 9 * 0.05), "the setup is in no inference"
+    assert setup["latency_s"]["A"] == pytest.approx(40_000 * 8 / 8e6 + 60 * 0.05)
     sites(model)["2"].set_mask(torch.zeros(2, 1, 1), torch.tensor([[0.1, 0.2, 0.3]] * 2))
-    cost = price(model, (1, 4, 4), NETS, p)
-    assert layer(cost, "setup")["bytes"] == 57_000 and layer(cost, "setup")["rounds"] == 45
+    setup = price(model, (1, 4, 4), NETS, p)["phases"]["setup"]
+    assert setup["mb"] * 1e6 == pytest.approx(57_000) and setup["rounds"] == 45, "no comparison; one product"
+
+
+def test_offline_and_online_phases_and_the_clients_storage():
+    """Offline work runs per inference before the input: its layers do not wait for each other (its
+    rounds are the longest call's), online rounds add up; latency per inference is both, and the
+    client keeps the offline phase's storage."""
+    p = CostProfile("gc", "gc", parties=2, relu=Op(10, 2, offline_bytes=100, offline_rounds=3, storage_bytes=90,
+                                                   shares=(1.0, 0.0), offline_shares=(0.75, 0.25)),
+                    input=Op(1, 1, shares=(0.0, 1.0)),
+                    linear=Linear(he_slots=8, ciphertext=Op(offline_bytes=1000, offline_rounds=2)))
+    cost = price(toy(), (1, 4, 4), NETS, p)
+    offline, online = cost["phases"]["offline"], cost["phases"]["online"]
+    # conv: 3x3 kernel x ceil(16 / 8) input blocks + ceil(32 / 8) output blocks; linear: ceil(32 / 8) + 1
+    ciphertexts = 9 * 2 + 4 + 4 + 1
+    assert offline["mb"] * 1e6 == pytest.approx(100 * 32 + 1000 * ciphertexts)
+    assert offline["rounds"] == 3, "the ReLUs' circuits and the HE preprocessing run side by side"
+    assert online["mb"] * 1e6 == pytest.approx(10 * 32 + 16) and online["rounds"] == 2 + 1
+    assert cost["rounds"] == 3 + 3 and cost["client_storage_mb"] * 1e6 == pytest.approx(90 * 32)
+    assert offline["party_mb"][0] * 1e6 == pytest.approx(75 * 32 + 500 * ciphertexts)
+    assert cost["latency_s"]["A"] == pytest.approx(offline["latency_s"]["A"] + online["latency_s"]["A"])
+    assert online["latency_s"]["A"] == pytest.approx(320 * 8 / 8e6 + 3 * 0.05)
+
+
+def test_delphi_prices_resnet18_as_its_published_runs_measured():
+    """CryptoNite's artifact (kvgarimella/cryptonite) measured Delphi on ResNet-18 at 32x32 with
+    557,056 ReLUs: 11.00 GB offline (garbled circuits 9.51 GB, OT 1.12 GB, HE 0.37 GB) and 664.5 MB
+    online. The profile's per-ReLU and per-ciphertext figures rebuild both totals within 1%."""
+    model = build_model("resnet18_cifar", num_classes=10, input_shape=(3, 32, 32))
+    cost = price(model, (3, 32, 32), SecureCostSettings(), delphi_profile())
+    assert cost["drelus"] == 557_056
+    assert cost["phases"]["offline"]["mb"] == pytest.approx(11_000, rel=0.01)
+    assert cost["phases"]["online"]["mb"] == pytest.approx(664.5, rel=0.01)
+    assert cost["phases"]["setup"]["mb"] == pytest.approx(33.18, rel=0.01)
+    assert cost["client_storage_mb"] == pytest.approx(557_056 * 18_248 / 1e6, rel=0.01)
 
 
 def test_calibrated_profiles_come_from_their_files():
     profile = aby3_profile()
-    assert profile.relu_bytes > profile.compare_bytes > 0 and profile.parties == 3
-    assert profile.relu_rounds > profile.compare_rounds
+    assert profile.relu.bytes > profile.compare.bytes > 0 and profile.parties == 3
+    assert profile.relu.rounds > profile.compare.rounds
     model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
     cost = price(model, (1, 8, 8), SecureCostSettings(), profile)
     assert cost["drelus"] == 4608 and cost["profile"] == "aby3"
-    assert cost["nonlinear_mb"] == pytest.approx(4608 * profile.relu_bytes / 1e6)
+    assert cost["nonlinear_mb"] == pytest.approx(4608 * profile.relu.bytes / 1e6)
     assert cost["busiest_party_mb"] < 0.4 * cost["comm_mb"]
     assert PROFILE_FILES["cheetah"].exists(), "benchbed calibrate --protocol cheetah writes it"
 
 
 def test_unknown_profile_is_a_suite_error(write_suite, capsys):
     assert main(["validate", str(write_suite(secure_cost={"profiles": ["aby3", "garbled"]}))]) == 2
-    assert ("secure_cost.profiles.1: unknown profile 'garbled'; installed: aby3, cheetah, securenn"
+    assert ("secure_cost.profiles.1: unknown profile 'garbled'; installed: aby3, cheetah, delphi, securenn"
             in capsys.readouterr().err)
 
 
-def test_triples_are_drawn_in_batches_as_spus_cheetah_draws_them():
-    """A product of n takes n triples from the cache; a cache short of n first gains ceil(n/T)
-    batches of T (by hand, T = 100)."""
-    p = replace(P, beaver_batch_triples=100, beaver_batch_bytes=1000, beaver_batch_rounds=4)
-    assert beaver_batches([32, 32], p) == 1, "one batch of 100 serves both"
-    assert beaver_batches([32, 32, 60], p) == 2, "36 left < 60: one more batch (136), 76 left"
-    assert beaver_batches([250], p) == 3 and beaver_batches([100, 1], p) == 2
-    assert beaver_batches([250], replace(p, beaver_direct_min=200)) == 0, "large products skip the triples"
-    assert beaver_batches([250], P) == 0, "a protocol without triples on demand"
+def test_triples_are_paid_per_inference_in_proportion():
+    """A session draws triples in batches and keeps the rest for the next inference: an inference pays
+    the batches' offline price in proportion to the triples it uses (products of at least
+    ``direct_min`` elements take none). By hand, T = 100: a quadratic over 32 pixels is two products
+    of 32, so 64 triples, 0.64 of a batch."""
+    beaver = Beaver(100, Op(offline_bytes=1000, offline_rounds=4), direct_min=200)
+    assert triples_drawn([32, 32, 250], beaver) == 64 and triples_drawn([32], None) == 0
     model = toy()
-    sites(model)["2"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)  # 2 products of 32
-    setup = layer(price(model, (1, 4, 4), NETS, replace(p, mult_setup_bytes=500, mult_setup_rounds=2)), "setup")
-    assert setup["bytes"] == 500 + 1000 and setup["rounds"] == 2 + 4
+    sites(model)["2"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)
+    cost = price(model, (1, 4, 4), NETS, replace(P, beaver=beaver, mult_setup=Op(500, 2)))
+    assert cost["phases"]["offline"]["mb"] * 1e6 == pytest.approx(640) and cost["phases"]["offline"]["rounds"] == 4
+    assert cost["phases"]["setup"]["mb"] * 1e6 == pytest.approx(500) and cost["phases"]["setup"]["rounds"] == 2
 
 
-def test_products_are_counted_in_forward_order():
-    """Sites of 32 and 48 replaced pixels, the second defined first: four products in forward order,
-    32, 32, 48, 48. With T = 20, by hand: 2 batches (8 left), 2 (16), 3 (28), 3 (40) = 10; the
-    definition order (48, 48, 32, 32) would draw 3 + 3 + 2 + 0 = 8."""
-    class TwoSites(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.late, self.early = nn.ReLU(), nn.ReLU()
-            self.conv1, self.conv2 = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1)
+def test_a_max_pool_is_a_tree_of_relus():
+    """max(a, b) = b + ReLU(a − b): a 3x3 window takes 8 ReLUs in ceil(log2 9) = 4 sequential calls. By
+    hand: 2 channels pooled from 4x4 to 2x2 (stride 2, padding 1) are 8 outputs, 64 ReLUs."""
+    model = convert_relus(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1, bias=False), nn.ReLU(),
+                                        nn.MaxPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(8, 3)), (1, 4, 4))
+    cost = price(model, (1, 4, 4), NETS, P)
+    pool = layer(cost, "2")
+    assert (pool["kind"], pool["drelus"], pool["bytes"], pool["rounds"]) == ("maxpool", 64, 100 * 64, 4 * 10)
+    assert cost["drelus"] == 32 + 64 and cost["nonlinear_mb"] * 1e6 == pytest.approx(100 * 96)
 
-        def forward(self, x):
-            return self.late(self.conv2(self.early(self.conv1(x)))).flatten(1)
 
-    model = convert_relus(TwoSites(), (1, 4, 4))
-    named = sites(model)
-    named["early"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)
-    named["late"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 3), trainable=True)
-    p = replace(P, beaver_batch_triples=20, beaver_batch_bytes=1000, beaver_batch_rounds=4)
-    assert layer(price(model, (1, 4, 4), NETS, p), "setup")["bytes"] == 10 * 1000
+def test_resnet50_imagenet_is_the_torchvision_layout():
+    """The 2PC systems' ResNet-50 (v1.5): 25,557,032 parameters as torchvision's, 9,608,704 ReLUs and a
+    3x3 max-pool over 64x56x56 outputs."""
+    import torchvision
+
+    model = build_model("resnet50_imagenet", num_classes=1000, input_shape=(3, 224, 224))
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in torchvision.models.resnet50().parameters())
+    cost = price(model, (3, 224, 224), NETS, P)
+    assert cost["drelus"] == 9_608_704 + 64 * 56 * 56 * 8
+
+
+def test_prices_beside_the_published_figures(tmp_path, capsys):
+    """`benchbed prices`: every published figure beside benchbed's price of the same model, profile and
+    network, and SNL's ResNet-18 masks under every profile. Delphi's profile rebuilds its source's totals."""
+    from benchbed.files import read_json
+
+    assert main(["prices", "--json", str(tmp_path / "prices.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| system" in out and "benchbed / published" in out and "Sources:" in out
+    rows = read_json(tmp_path / "prices.json")
+    delphi = [r for r in rows["published"] if r["system"] == "Delphi"]
+    assert len(delphi) == 2 and all(r["ratio"] == pytest.approx(1, abs=0.01) for r in delphi)
+    cheetah = [r for r in rows["published"] if r["system"] == "Cheetah"]
+    assert {r["unit"] for r in cheetah} == {"MB", "s"} and all(r["ours"] > 0 for r in cheetah)
+    snl = {(r["model"].split(", ")[-1], r["profile"]): r for r in rows["linearized"]}
+    assert snl[("12.9K ReLUs kept", "aby3")]["drelus"] == 12_900
+    for profile in ("aby3", "cheetah", "delphi", "securenn"):
+        assert (snl[("12.9K ReLUs kept", profile)]["mb"] < snl[("49.4K ReLUs kept", profile)]["mb"]
+                < snl[("all ReLUs", profile)]["mb"])

@@ -124,6 +124,63 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.relu(self.bn(x))), 1))
 
 
+class Bottleneck(nn.Module):
+    """ImageNet ResNet-50 block (v1.5, the torchvision layout): 1x1, 3x3 with the stride, 1x1 to 4x the
+    width; a ReLU after each of the first two BNs and one after the residual sum."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, width: int, stride: int):
+        super().__init__()
+        cout = width * self.expansion
+        self.conv1 = nn.Conv2d(cin, width, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu1 = ReLUSite()
+        self.conv2 = _conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.relu2 = ReLUSite()
+        self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.relu3 = ReLUSite()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu2(self.bn2(self.conv2(self.relu1(self.bn1(self.conv1(x))))))
+        return self.relu3(self.bn3(self.conv3(out)) + self.shortcut(x))
+
+
+class ImageNetResNet(nn.Module):
+    """ResNet for 224x224 images: 7x7 stride-2 stem, 3x3 stride-2 max-pool, bottleneck stages of
+    (width, blocks, stride). For pricing at the scale the 2PC systems report (Cheetah's and
+    CrypTFlow2's ResNet-50): its max-pool is priced as the comparisons it computes, but it has no
+    secure export."""
+
+    def __init__(self, stages: Sequence[tuple[int, int, int]], num_classes: int, in_channels: int,
+                 mean: Sequence[float], std: Sequence[float], stem_relu: bool = True):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = ReLUSite(role="stem") if stem_relu else nn.Identity()
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        layers, cin = [], 64
+        for width, blocks, stride in stages:
+            layers.append(nn.Sequential(*[Bottleneck(cin if i == 0 else width * 4, width, stride if i == 0 else 1)
+                                          for i in range(blocks)]))
+            cin = width * 4
+        self.layers = nn.ModuleList(layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
+        for layer in self.layers:
+            x = layer(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
 def stage_modules(model: nn.Module) -> list[nn.Module]:
     """The modules whose outputs are the model's stages (for feature distillation such as attention
     transfer); empty for a model that does not declare ``layers``."""
@@ -140,6 +197,10 @@ BUILTIN_MODELS: list[ModelSpec] = [
     ModelSpec("resnet_tiny", lambda **kw: CifarResNet([(8, 1, 1), (16, 1, 2), (32, 1, 2)], **kw),
               "tiny 3-stage ResNet (8/16/32 channels, one block each) for Fashion-MNIST on CPUs "
               "(28,224 ReLUs on 28x28 with the stem ReLU, 21,952 without)"),
+    ModelSpec("resnet50_imagenet",
+              lambda **kw: ImageNetResNet([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)], **kw),
+              "ResNet-50 for 224x224 ImageNet (v1.5; 9,608,704 ReLUs and a 3x3 max-pool): for pricing at the "
+              "2PC systems' scale, no secure export"),
 ]
 
 

@@ -15,7 +15,7 @@ from benchbed.secure import cost
 
 @hookimpl
 def cost_profiles() -> list[cost.CostProfile]:
-    return [cost.aby3_profile(), cost.cheetah_profile(), cost.securenn_profile()]
+    return [cost.aby3_profile(), cost.cheetah_profile(), cost.delphi_profile(), cost.securenn_profile()]
 
 
 @hookimpl

@@ -24,9 +24,9 @@ def value_text(key: str, value: float, accuracies: set[str]) -> str:
         return f"{100 * value:.2f}"
     if key in ("relus", "drelus") or key.startswith("rounds@"):
         return f"{value:,.0f}"
-    if key.startswith("comm_mb@"):
+    if key.startswith(("comm_mb@", "setup_mb@", "storage_mb@")):
         return f"{value:.3f}"
-    if key.startswith("latency_"):
+    if key.startswith(("latency_", "setup_latency_")):
         return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
     if key == "epochs_used":
         return f"{value:.2f}"
@@ -62,6 +62,11 @@ def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str
         if f"comm_mb@{profile}" in frame.columns:
             cols += [(f"comm_mb@{profile}", f"{profile} MB"), (f"rounds@{profile}", f"{profile} rounds")]
             cols += [(f"latency_{n}@{profile}", f"{profile} {n} s") for n in networks]
+        if f"storage_mb@{profile}" in frame.columns:
+            cols.append((f"storage_mb@{profile}", f"{profile} client storage MB"))
+        if f"setup_mb@{profile}" in frame.columns:
+            cols += [(f"setup_mb@{profile}", f"{profile} setup MB")]
+            cols += [(f"setup_latency_{n}@{profile}", f"{profile} setup {n} s") for n in networks]
     return cols + [("epochs_used", "compute used (epochs)")]
 
 
@@ -98,10 +103,16 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
         lines.append("- **clean acc, adv BN** is a dual-BN model's (RLNet's) clean accuracy through its adversarial "
                      "BatchNorms, the path its PGD accuracy is measured on; the other accuracies use the clean BNs.")
     if profile_names:
-        lines.append("- **MB** is the communication of one inference of one image, summed over all parties (the figure "
-                     "papers report); **rounds** are its sequential communication rounds; **s** is latency per image "
-                     "on each network, whose bandwidth term is priced on the busiest party's bytes where the profile "
-                     "records them (parties send in parallel).")
+        lines.append("- **MB** is the communication of one inference of one image, offline + online, summed over all "
+                     "parties (the figure papers report); **rounds** are its one-way message latencies on the critical "
+                     "path (online rounds add up; offline work runs side by side, so its rounds are its longest "
+                     "call's); **s** is latency per image on each network: local compute + the busiest party's bytes "
+                     "/ bandwidth + rounds · RTT / 2 (parties send in parallel).")
+        if any(c.startswith("setup_mb@") for c in frame.columns):
+            lines.append("- **setup** is what a client session pays once (HE keys, base and silent OTs), before its "
+                         "first inference and never again: it is in no per-image figure. **client storage** is what "
+                         "the client keeps from one inference's offline phase for its online phase (Delphi's garbled "
+                         "circuits).")
     lines.append("- **compute used** is the entry's whole mask search and finetune in epochs of training-image "
                  "equivalents (a forward-only image counts a third), the unit the matched-compute budget is set in. "
                  "Wall time is in the JSON records; it depends on the machine and its load, so it is not ranked here.")
@@ -194,8 +205,8 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     if cost["enabled"]:
         nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
         lines.append(f"- **Secure cost:** {', '.join(f'`{p}`' for p in profiles(records))} (one inference of one "
-                     "image, whole network: linear and non-linear layers; latency = local compute + the busiest party's "
-                     f"bytes / bandwidth + rounds · RTT); {nets}.")
+                     "image, whole network: linear and non-linear layers, offline + online; latency = local compute + the "
+                     f"busiest party's bytes / bandwidth + rounds · RTT / 2; setup apart); {nets}.")
     lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
                  f"{hardware.get('cpu_count', '?')} CPUs; **versions:** "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())

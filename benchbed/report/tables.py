@@ -47,7 +47,8 @@ def accuracy_titles(records: list[dict]) -> dict[str, str]:
 
 def flatten(record: dict) -> dict[str, Any]:
     """One record as one row: its scalar metrics, the image count of each accuracy (``n:KEY``), the
-    paper's figure, and per profile its price."""
+    paper's figure, and per profile its price: per inference (offline + online), and the session's
+    setup and the client's storage apart."""
     metrics = record.get("metrics") or {}
     level = record.get("compute_level") or {}
     row = {"method": record["method"], "label": record.get("label", record["method"]), "budget": record["budget"],
@@ -66,6 +67,13 @@ def flatten(record: dict) -> dict[str, Any]:
         row[f"comm_mb@{profile}"], row[f"rounds@{profile}"] = cost["comm_mb"], cost["rounds"]
         for net, seconds in cost["latency_s"].items():
             row[f"latency_{net}@{profile}"] = seconds
+        setup = (cost.get("phases") or {}).get("setup")
+        if setup:  # once per client session: never part of an inference's latency
+            row[f"setup_mb@{profile}"] = setup["mb"]
+            for net, seconds in setup["latency_s"].items():
+                row[f"setup_latency_{net}@{profile}"] = seconds
+        if cost.get("client_storage_mb"):
+            row[f"storage_mb@{profile}"] = cost["client_storage_mb"]
     return row
 
 

@@ -1,27 +1,36 @@
-"""Secure prices of one inference: per layer and in total, DReLUs, secure multiplications, bytes,
-rounds and latency on each network of the suite.
+"""Secure prices of one inference: per layer and in total, per phase of the protocol — DReLUs, secure
+multiplications, bytes, rounds, latency on each network of the suite and the client's storage.
 
 A protocol is a ``CostProfile``; plugins contribute profiles through the ``cost_profiles`` hook. The
-pricing mirrors how ``benchbed.jax_export`` runs a model in SPU: the client normalises its input in
-the clear; BatchNorm after a convolution is folded into it; the global average pool is folded into
-the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
+pricing mirrors how ``benchbed.secure.export`` runs a model in SPU: the client normalises its input
+in the clear; BatchNorm after a convolution is folded into it; the global average pool is folded
+into the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
 identity pixels pass for free and every other replaced pixel computes its channel's quadratic with
 SECRET coefficients (trained polynomials are weights); a patch site compares one sum per patch,
-selects the gated pixels, and prices its linearized channels as replaced pixels. Layers run one after
-another, so rounds add up. A 2PC profile also prices the one-time setup and the Beaver triples its
-secret products draw, in the batches SPU draws them.
+selects the gated pixels, and prices its linearized channels as replaced pixels.
 
-Two byte conventions: ``comm_mb`` is what all parties send together (the figure papers report);
-``busiest_party_mb`` is what the busiest party sends. Parties send in parallel on their own links,
-so the bandwidth term of the latency is the busiest party's bytes:
-latency = local compute + busiest-party bytes / bandwidth + rounds · RTT.
+Three phases, as the field's systems report them:
+
+- **setup**, once per client session (keys, base OTs): its own column on a board, never added to
+  an inference's latency;
+- **offline**, input-independent work per inference (Beaver triples, garbled circuits, HE
+  preprocessing). Its layers do not wait for each other, so its rounds are its longest call's;
+- **online**, after the input arrives. Layers run one after another, so its rounds add up.
+
+The latency of an inference is offline + online. Rounds are one-way message latencies on the
+critical path (as ``benchbed.secure.spu_runtime`` measures them), so each costs half a round trip:
+latency = local compute + busiest-party bytes / bandwidth + rounds · RTT / 2. ``comm_mb`` is what
+all parties send together (the figure papers report); ``busiest_party_mb`` what the busiest party
+sends, from each primitive's measured split between the parties.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,58 +41,145 @@ from benchbed.model.passes import probe_forward
 from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite, sites
 from benchbed.secure.lowering import folded_batchnorms, secret_polynomial_channels
 
-PRIMITIVES = ("relu", "compare", "select", "poly", "affine", "linear", "constant")
+PHASES = ("setup", "offline", "online")
+
+
+@dataclass(frozen=True)
+class Op:
+    """What one unit of a primitive costs (an element, a layer or a call, as its field says), per phase.
+
+    ``shares`` are each party's share of the primitive's bytes, by rank, as measured (an even split
+    where a profile gives none); ``storage_bytes`` is what the client keeps from the offline phase
+    for the online one."""
+
+    bytes: float = 0.0           # online, all parties together
+    rounds: float = 0.0          # online, per call
+    offline_bytes: float = 0.0
+    offline_rounds: float = 0.0
+    storage_bytes: float = 0.0
+    seconds: float = 0.0         # online local compute
+    offline_seconds: float = 0.0
+    shares: tuple[float, ...] = ()
+    offline_shares: tuple[float, ...] = ()  # the offline bytes' split, where it differs
+
+    @classmethod
+    def of(cls, data: dict | None) -> "Op":
+        data = dict(data or {})
+        unknown = set(data) - {f.name for f in fields(cls)}
+        if unknown:
+            raise BenchbedError(f"a cost profile's primitive has unknown fields {sorted(unknown)}")
+        for key in ("shares", "offline_shares"):
+            if key in data:
+                data[key] = tuple(float(s) for s in data[key])
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Linear:
+    """A conv or dense layer with secret weights. ``measured`` holds layers measured as they are,
+    by ``linear_key``, used before the formula; ``he_slots``/``ciphertext`` price HE preprocessing
+    by ciphertexts: the client sends kernel-area ciphertexts per block of ``he_slots`` inputs, the
+    server one back per block of outputs (Delphi's layout)."""
+
+    per_output: Op = Op()
+    per_input: Op = Op()
+    per_weight: Op = Op()
+    per_layer: Op = Op()
+    per_mac: Op = Op()
+    he_slots: int = 0
+    ciphertext: Op = Op()
+    measured: dict = field(default_factory=dict)  # linear_key -> {"bytes", "rounds", "shares", "seconds"}
+
+
+@dataclass(frozen=True)
+class SetupStep:
+    """The setup a session pays when its largest comparison call has at least ``from_call`` elements
+    (SPU's Cheetah opens one more silent-OT instance, each with its own setup, for larger calls)."""
+
+    from_call: int
+    cost: Op
+
+
+@dataclass(frozen=True)
+class Beaver:
+    """Triples a 2PC protocol makes for secret products: ``batch`` (offline) per ``triples``;
+    products of at least ``direct_min`` elements take none (their price is measured with them)."""
+
+    triples: int
+    batch: Op
+    direct_min: int = 0
 
 
 @dataclass(frozen=True)
 class CostProfile:
-    """Bytes (all parties together) and rounds of each primitive, per element unless said otherwise.
-
-    ``poly`` is one pixel of a quadratic with secret coefficients (two secret products and their
-    truncations); ``linear`` a conv or dense layer with secret weights, truncation included.
-    ``busiest_share[primitive]`` is the share of that primitive's bytes its busiest party sends
-    (an even split where a profile does not say). ``linear_measured`` holds layer prices measured
-    per layer shape (``linear_key``), used before the per-element formula; ``mult_setup_*`` is paid
-    once by a model with any secret elementwise product (a polynomial or an unfolded BatchNorm)."""
+    """A protocol's price per primitive: ``relu`` a kept ReLU (comparison and select), ``compare`` a
+    patch's comparison, ``select`` a gated pixel, ``poly`` a pixel of a quadratic with secret
+    coefficients (two secret products and their truncations), ``affine`` an output of a BatchNorm
+    that could not be folded, ``input`` an element of the client's image, ``constant`` once per
+    inference; ``setup`` by largest comparison call and ``mult_setup`` (keys of the first secret
+    elementwise product) once per session."""
 
     name: str
     description: str
-    relu_bytes: float
-    relu_rounds: int
-    compare_bytes: float
-    compare_rounds: int
-    select_bytes: float
-    select_rounds: int
-    poly_bytes: float
-    poly_rounds: int
-    affine_bytes: float
-    affine_rounds: int
-    linear_bytes_per_output: float
-    linear_rounds: int
-    linear_bytes_per_input: float = 0.0
-    linear_bytes_per_weight: float = 0.0
-    linear_bytes_per_layer: float = 0.0
-    constant_bytes: float = 0.0  # once per inference (a public constant made secret; 2PC key and OT setup)
-    constant_rounds: int = 0
-    mult_setup_bytes: float = 0.0  # once, at the first secret elementwise product (2PC: its HE keys)
-    mult_setup_rounds: int = 0
-    # 2PC triples: SPU's Cheetah draws Beaver triples for a secret product from a cache that it refills,
-    # when short of the product's n, with ceil(n / T) batches of T triples (an HE-based OLE batch each)
-    beaver_batch_triples: int = 0  # T; 0: the protocol makes no triples on demand
-    beaver_batch_bytes: float = 0.0
-    beaver_batch_rounds: int = 0
-    beaver_direct_min: int = 0  # products of at least this many elements skip the triples (not priced apart)
     parties: int = 3
-    busiest_share: dict = field(default_factory=dict)
-    linear_measured: dict = field(default_factory=dict)  # linear_key -> {"bytes", "rounds", "busiest_bytes"}
-    seconds_per_comparison: float = 0.0
-    seconds_per_mult: float = 0.0
-    seconds_per_mac: float = 0.0
-    offline_share: float = 0.0  # share of the bytes a preprocessing phase moves ahead of the input
+    relu: Op = Op()
+    compare: Op = Op()
+    select: Op = Op()
+    poly: Op = Op()
+    affine: Op = Op()
+    linear: Linear = Linear()
+    input: Op = Op()
+    constant: Op = Op()
+    setup: tuple[SetupStep, ...] = ()
+    mult_setup: Op = Op()
+    beaver: Beaver | None = None
     source: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)
 
-    def share(self, primitive: str) -> float:
-        return float(self.busiest_share.get(primitive, 1.0 / self.parties))
+    def setup_for(self, largest_call: int) -> Op:
+        steps = [s for s in self.setup if largest_call >= s.from_call]
+        return max(steps, key=lambda s: s.from_call).cost if steps else Op()
+
+    @classmethod
+    def from_dict(cls, data: dict, *, name: str | None = None) -> "CostProfile":
+        """A profile from its JSON form (``benchbed/secure/profiles/*.json``)."""
+        linear = dict(data.get("linear") or {})
+        ops = {k: Op.of(linear.pop(k)) for k in ("per_output", "per_input", "per_weight", "per_layer", "per_mac",
+                                                 "ciphertext") if k in linear}
+        beaver = data.get("beaver")
+        return cls(
+            name=name or data["name"], description=data.get("description", ""), parties=int(data.get("parties", 3)),
+            **{k: Op.of(data.get(k)) for k in ("relu", "compare", "select", "poly", "affine", "input",
+                                               "constant", "mult_setup")},
+            linear=Linear(**ops, he_slots=int(linear.pop("he_slots", 0)), measured=linear.pop("measured", {})),
+            setup=tuple(SetupStep(int(s["from_call"]), Op.of(s["cost"])) for s in data.get("setup", [])),
+            beaver=Beaver(int(beaver["triples"]), Op.of(beaver["batch"]), int(beaver.get("direct_min", 0)))
+            if beaver else None,
+            source=data.get("source") or data.get("measured_with") or {}, notes=data.get("notes") or {})
+
+
+PROFILES_DIR = Path(__file__).with_name("profiles")
+PROFILE_FILES = {name: PROFILES_DIR / f"{name}.json" for name in ("aby3", "cheetah", "delphi")}
+
+
+def profile_from_file(name: str) -> CostProfile:
+    """A profile measured by ``benchbed calibrate --protocol NAME``, or written from published figures."""
+    path = PROFILE_FILES[name]
+    if not path.exists():
+        raise BenchbedError(f"no {name} profile at {path}; run `benchbed calibrate --protocol {name}`")
+    return CostProfile.from_dict(json.loads(path.read_text()), name=name)
+
+
+def aby3_profile() -> CostProfile:
+    return profile_from_file("aby3")
+
+
+def cheetah_profile() -> CostProfile:
+    return profile_from_file("cheetah")
+
+
+def delphi_profile() -> CostProfile:
+    return profile_from_file("delphi")
 
 
 SECURENN_LOG_P = 8
@@ -96,46 +192,22 @@ def securenn_profile() -> CostProfile:
     digits as 8-bit values (log_p = 8); a ReLU adds a general secure multiplication of 5 elements; a
     patch ReLU gates its pixels with a scalar-vector product of 3 elements per pixel and 2 per DReLU;
     a convolution sends 2 elements per input, 2 per weight and the crypto provider's correction share,
-    1 per output. Rounds are SecureNN's (DReLU 8, ReLU 10, multiplication 2, Beaver opening 1)."""
+    1 per output. Rounds are SecureNN's (DReLU 8, ReLU 10, multiplication 2, Beaver opening 1); all
+    online: SecureNN's third party deals its correlated randomness during the inference."""
     ring = 8
     drelu = 8 * SECURENN_LOG_P + 24 - 5
     mult = 5
     return CostProfile(
-        "securenn", "SecureNN 3PC as the knapsack paper's authors price it, Z_2^64",
-        relu_bytes=ring * (drelu + mult), relu_rounds=10, compare_bytes=ring * (drelu + 2), compare_rounds=8,
-        select_bytes=ring * 3, select_rounds=2, poly_bytes=ring * 2 * mult, poly_rounds=4,
-        affine_bytes=ring * mult, affine_rounds=2, linear_bytes_per_output=ring * 1, linear_bytes_per_input=ring * 2,
-        linear_bytes_per_weight=ring * 2, linear_rounds=1,
+        "securenn", "SecureNN 3PC as the knapsack paper's authors price it, Z_2^64", parties=3,
+        relu=Op(ring * (drelu + mult), 10), compare=Op(ring * (drelu + 2), 8), select=Op(ring * 3, 2),
+        poly=Op(ring * 2 * mult, 4), affine=Op(ring * mult, 2),
+        linear=Linear(per_output=Op(ring * 1), per_input=Op(ring * 2), per_weight=Op(ring * 2), per_layer=Op(0, 1)),
         source={"formulas": "yg320/secure_inference research/distortion (get_brelu_bandwidth, get_conv_cost), "
                             "arXiv:2304.10442, SecureNN"})
 
 
-PROFILE_FILES = {name: Path(__file__).with_name("profiles") / f"{name}.json" for name in ("aby3", "cheetah")}
-DESCRIPTIONS = {"aby3": "ABY3 replicated sharing, 3 parties, Z_2^64, 18 fractional bits, calibrated on SPU",
-                "cheetah": "Cheetah 2PC (HE linear layers, silent-OT non-linear ones), Z_2^64, 18 fractional bits, "
-                           "calibrated on SPU"}
-
-
-def calibrated_profile(name: str) -> CostProfile:
-    """A profile measured in SPU by ``benchbed calibrate --protocol NAME``."""
-    path = PROFILE_FILES[name]
-    if not path.exists():
-        raise BenchbedError(f"no calibrated {name} profile at {path}; run `benchbed calibrate --protocol {name}`")
-    data = json.loads(path.read_text())
-    fields = {k: data[k] for k in CostProfile.__dataclass_fields__ if k in data and k not in ("name", "description")}
-    return CostProfile(name, DESCRIPTIONS[name], source=data.get("measured_with", {}), **fields)
-
-
-def aby3_profile() -> CostProfile:
-    return calibrated_profile("aby3")
-
-
-def cheetah_profile() -> CostProfile:
-    return calibrated_profile("cheetah")
-
-
 def linear_key(module: nn.Module, input_shape: tuple[int, ...]) -> str:
-    """The shape of a conv or dense layer, as ``linear_measured`` keys it."""
+    """The shape of a conv or dense layer, as ``Linear.measured`` keys it."""
     if isinstance(module, nn.Conv2d):
         c, h, w = input_shape
         return (f"conv {c}x{h}x{w} -> {module.out_channels} k{module.kernel_size[0]}x{module.kernel_size[1]} "
@@ -145,50 +217,85 @@ def linear_key(module: nn.Module, input_shape: tuple[int, ...]) -> str:
 
 @dataclass
 class LayerCost:
+    """One layer's price: per phase its bytes, each party's bytes, rounds and local compute."""
+
     layer: str
     kind: str
+    parties: int
     drelus: int = 0
     secure_mults: int = 0
     poly_pixels: int = 0  # pixels of a quadratic with secret coefficients
     macs: int = 0
-    bytes: float = 0.0
-    busiest_bytes: float = 0.0
-    rounds: int = 0
+    largest_call: int = 0  # elements of its largest comparison
+    bytes: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    party_bytes: dict = field(default_factory=dict)
+    rounds: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    seconds: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    storage_bytes: float = 0.0
 
-    def add(self, bytes_: float, rounds: int, share: float) -> None:
-        if bytes_:
-            self.bytes += bytes_
-            self.busiest_bytes += bytes_ * share
-            self.rounds += rounds
+    def _bytes(self, phase: str, amount: float, shares: tuple[float, ...]) -> None:
+        if not amount:
+            return
+        split = np.asarray(shares if len(shares) == self.parties else [1 / self.parties] * self.parties, float)
+        self.bytes[phase] += amount
+        self.party_bytes[phase] = self.party_bytes.get(phase, np.zeros(self.parties)) + amount * split / split.sum()
+
+    def add(self, op: Op, units: float, calls: int = 1) -> None:
+        """``units`` of ``op`` in ``calls`` sequential calls (nothing when there are no units)."""
+        if not units:
+            return
+        self._bytes("online", op.bytes * units, op.shares)
+        self._bytes("offline", op.offline_bytes * units, op.offline_shares or op.shares)
+        self.rounds["online"] += op.rounds * calls
+        self.rounds["offline"] = max(self.rounds["offline"], op.offline_rounds)
+        self.seconds["online"] += op.seconds * units
+        self.seconds["offline"] += op.offline_seconds * units
+        self.storage_bytes += op.storage_bytes * units
+
+    def add_setup(self, op: Op) -> None:
+        """A one-time cost: ``op``'s bytes, rounds and seconds are the session's setup."""
+        self._bytes("setup", op.bytes, op.shares)
+        self.rounds["setup"] += op.rounds
+        self.seconds["setup"] += op.seconds
+
+    def record(self) -> dict:
+        """Its figures per inference (``bytes``, offline + online; ``rounds``, its online rounds and its
+        offline ones), and per phase where it has any."""
+        out = {k: getattr(self, k) for k in ("layer", "kind", "drelus", "secure_mults", "poly_pixels", "macs")}
+        out["bytes"] = self.bytes["offline"] + self.bytes["online"]
+        out["rounds"] = self.rounds["offline"] + self.rounds["online"]
+        for phase in PHASES:
+            if self.bytes[phase] or self.rounds[phase]:
+                out[phase] = {"bytes": self.bytes[phase], "rounds": self.rounds[phase]}
+        return out
 
 
 def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
-    cost = LayerCost(name, site.kernel.kind)
+    cost = LayerCost(name, site.kernel.kind, p.parties)
     shape = site.shape
     kernel = site.kernel
     if isinstance(kernel, ReLUKernel):
-        cost.drelus = site.numel
-        cost.secure_mults = site.numel
-        cost.add(p.relu_bytes * site.numel, p.relu_rounds, p.share("relu"))
+        cost.drelus = cost.secure_mults = cost.largest_call = site.numel
+        cost.add(p.relu, site.numel)
     elif isinstance(kernel, MaskedKernel):
         kept = site.drelus
-        cost.drelus, cost.secure_mults = kept, kept
-        cost.add(p.relu_bytes * kept, p.relu_rounds, p.share("relu"))
+        cost.drelus = cost.secure_mults = cost.largest_call = kept
+        cost.add(p.relu, kept)
         secret = torch.from_numpy(secret_polynomial_channels(kernel)).float().view(-1, 1, 1)
         poly = cost.poly_pixels = int(((1 - kernel.mask) * secret).expand(shape).sum())
         cost.secure_mults += 2 * poly
-        cost.add(p.poly_bytes * poly, p.poly_rounds, p.share("poly"))
+        cost.add(p.poly, poly)
     elif isinstance(kernel, PatchKernel):
         _, height, width = shape
         gated = sum(height * width for hw in kernel.sizes.tolist() if tuple(hw) not in (IDENTITY, ZERO))
         poly = cost.poly_pixels = height * width * int(
             (kernel.linearized().cpu() & torch.from_numpy(secret_polynomial_channels(kernel))).sum())
-        cost.drelus = site.drelus
+        cost.drelus = cost.largest_call = site.drelus
         cost.secure_mults = gated + 2 * poly
         if cost.drelus:
-            cost.add(p.compare_bytes * cost.drelus, p.compare_rounds, p.share("compare"))
-            cost.add(p.select_bytes * gated, p.select_rounds, p.share("select"))
-        cost.add(p.poly_bytes * poly, p.poly_rounds, p.share("poly"))
+            cost.add(p.compare, cost.drelus)
+            cost.add(p.select, gated)
+        cost.add(p.poly, poly)
     else:
         raise ValueError(f"site {name} has a {type(kernel).__name__}, which has no price")
     return cost
@@ -196,8 +303,8 @@ def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
 
 def linear_layers(model: nn.Module, input_shape: tuple[int, int, int]
                   ) -> list[tuple[str, nn.Module, tuple[int, ...], int, bool]]:
-    """(name, module, input shape, outputs, folded) for every conv, linear and BatchNorm in forward
-    order; a BatchNorm is folded when the export folds it: into a conv whose only user it is."""
+    """(name, module, input shape, outputs, folded) for every conv, linear, BatchNorm and max-pool in
+    forward order; a BatchNorm is folded when the export folds it: into a conv whose only user it is."""
     folded = folded_batchnorms(model, input_shape)
     names = {m: n for n, m in model.named_modules()}
     order: list[tuple[str, nn.Module, tuple[int, ...], int, bool]] = []
@@ -209,99 +316,121 @@ def linear_layers(model: nn.Module, input_shape: tuple[int, int, int]
         order.append((name, module, tuple(inputs[0][0].shape), output[0].numel(), is_folded))
 
     probe_forward(model, input_shape, {m: hook for m in model.modules()
-                                       if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d))
+                                       if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.MaxPool2d))
                                        and not isinstance(m, DualBatchNorm2d)})
     return order
 
 
 def _linear_cost(name: str, module: nn.Module, shape_in: tuple[int, ...], outputs: int, p: CostProfile) -> LayerCost:
     weights = module.weight.numel()
-    cost = LayerCost(name, "conv" if isinstance(module, nn.Conv2d) else "linear",
+    cost = LayerCost(name, "conv" if isinstance(module, nn.Conv2d) else "linear", p.parties,
                      macs=weights * (outputs // module.weight.shape[0]))
-    measured = p.linear_measured.get(linear_key(module, shape_in))
-    if measured is not None:
-        cost.bytes, cost.busiest_bytes, cost.rounds = measured["bytes"], measured["busiest_bytes"], measured["rounds"]
-        return cost
-    inputs = 1
-    for d in shape_in:
-        inputs *= d
-    cost.add(p.linear_bytes_per_layer + p.linear_bytes_per_output * outputs + p.linear_bytes_per_input * inputs
-             + p.linear_bytes_per_weight * weights, p.linear_rounds, p.share("linear"))
+    inputs = math.prod(shape_in)
+    lin = p.linear
+    measured = lin.measured.get(linear_key(module, shape_in))
+    if measured is not None:  # its bytes, rounds and local compute as measured
+        cost.add(Op(measured["bytes"], measured["rounds"], seconds=measured.get("seconds", 0.0),
+                    shares=tuple(measured.get("shares", ()))), 1)
+    else:
+        cost.add(lin.per_layer, 1)
+        cost.add(lin.per_output, outputs, calls=0)
+        cost.add(lin.per_input, inputs, calls=0)
+        cost.add(lin.per_weight, weights, calls=0)
+        cost.add(lin.per_mac, cost.macs, calls=0)
+    if lin.he_slots:
+        area = module.kernel_size[0] * module.kernel_size[1] if isinstance(module, nn.Conv2d) else 1
+        cost.add(lin.ciphertext, area * -(-inputs // lin.he_slots) + -(-outputs // lin.he_slots), calls=0)
     return cost
 
 
-def _product_calls(model: nn.Module, input_shape: tuple[int, int, int], layers: list[LayerCost]) -> list[int]:
-    """Sizes of the secret elementwise products of one inference in the order the export runs them:
-    a site's quadratic is two products over its replaced pixels (c2·x, then x·(c2·x + c1)), an
-    unfolded BatchNorm one over its outputs."""
-    products = {c.layer: [c.poly_pixels] * 2 if c.poly_pixels else [c.secure_mults]
-                for c in layers if c.kind == "affine" or c.poly_pixels}
-    if not products:
-        return []
-    order: list[str] = []
-    probe_forward(model, input_shape, {m: lambda m, i, o, name=name: order.append(name)
-                                       for name, m in model.named_modules() if name in products})
-    return [n for name in order for n in products[name]]
+def _maxpool_cost(name: str, module: nn.MaxPool2d, outputs: int, p: CostProfile) -> LayerCost:
+    """max(a, b) = b + ReLU(a − b): a window of w values takes w − 1 ReLUs, in a tree of ceil(log2 w)
+    sequential calls (how CrypTFlow2 and Cheetah compute a max-pool)."""
+    kh, kw = (module.kernel_size, module.kernel_size) if isinstance(module.kernel_size, int) else module.kernel_size
+    window = kh * kw
+    cost = LayerCost(name, "maxpool", p.parties)
+    cost.drelus = cost.secure_mults = outputs * (window - 1)
+    cost.largest_call = outputs * (window // 2)
+    cost.add(p.relu, cost.drelus, calls=math.ceil(math.log2(window)))
+    return cost
 
 
-def beaver_batches(products: list[int], p: CostProfile) -> int:
-    """Triple batches a 2PC protocol draws for secret products of these sizes, in this order. As
-    SPU's Cheetah does it (``CheetahMulState::TakeCachedBeaver``): a product of n takes n triples
-    from the cache; when the cache holds fewer, ceil(n / T) batches of T are added first."""
-    if not p.beaver_batch_triples:
+def _products(layers: list[LayerCost]) -> list[int]:
+    """Sizes of the secret elementwise products of one inference: a site's quadratic is two products
+    over its replaced pixels (c2·x, then x·(c2·x + c1)), an unfolded BatchNorm one over its outputs."""
+    return [n for c in layers if c.kind == "affine" or c.poly_pixels
+            for n in ([c.poly_pixels] * 2 if c.poly_pixels else [c.secure_mults])]
+
+
+def triples_drawn(products: list[int], beaver: Beaver | None) -> int:
+    """Triples one inference uses up: every product below ``direct_min`` takes one per element. A
+    session draws them in batches of ``triples`` and keeps the rest for the next inference, so an
+    inference pays its share of the batches in proportion."""
+    if beaver is None:
         return 0
-    cached = batches = 0
-    for n in products:
-        if p.beaver_direct_min and n >= p.beaver_direct_min:
-            continue
-        if cached < n:
-            drawn = -(-n // p.beaver_batch_triples)
-            batches += drawn
-            cached += drawn * p.beaver_batch_triples
-        cached -= n
-    return batches
+    return sum(n for n in products if not (beaver.direct_min and n >= beaver.direct_min))
+
+
+def _phase(layers: list[LayerCost], phase: str, parties: int, settings: SecureCostSettings) -> dict:
+    total = sum(c.bytes[phase] for c in layers)
+    per_party = sum((c.party_bytes.get(phase, np.zeros(parties)) for c in layers), np.zeros(parties))
+    rounds = (max((c.rounds[phase] for c in layers), default=0.0) if phase == "offline"
+              else sum(c.rounds[phase] for c in layers))
+    seconds = sum(c.seconds[phase] for c in layers)
+    return {"mb": total / 1e6, "busiest_party_mb": float(per_party.max()) / 1e6,
+            "party_mb": [float(b) / 1e6 for b in per_party], "rounds": float(rounds), "compute_s": seconds,
+            "latency_s": latency(seconds, float(per_party.max()), rounds, settings)}
+
+
+def latency(seconds: float, busiest_bytes: float, rounds: float, settings: SecureCostSettings) -> dict[str, float]:
+    """Seconds on each network: local compute + the busiest party's bytes / bandwidth + one-way latencies."""
+    return {net: seconds + busiest_bytes * 8 / (n.bandwidth_mbps * 1e6) + rounds * n.rtt_ms / 2e3
+            for net, n in settings.networks.items()}
 
 
 def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings,
           profile: CostProfile) -> dict:
-    """The secure price of one inference of ``model`` under ``profile``."""
+    """The secure price of one inference of ``model`` under ``profile``: per phase and per inference
+    (offline + online); the setup once, apart."""
     p = profile
     layers: list[LayerCost] = []
     for name, module, shape_in, outputs, folded in linear_layers(model, input_shape):
+        if isinstance(module, nn.MaxPool2d):
+            layers.append(_maxpool_cost(name, module, outputs, p))
+            continue
         if isinstance(module, nn.BatchNorm2d):
             if not folded:
-                cost = LayerCost(name, "affine", secure_mults=outputs)
-                cost.add(p.affine_bytes * outputs, p.affine_rounds, p.share("affine"))
+                cost = LayerCost(name, "affine", p.parties, secure_mults=outputs)
+                cost.add(p.affine, outputs)
                 layers.append(cost)
             continue
         layers.append(_linear_cost(name, module, shape_in, outputs, p))
     site_layers = [_site_cost(name, site, p) for name, site in sites(model).items()]
     layers += site_layers
-    setup = LayerCost("setup", "setup")
-    setup.add(p.constant_bytes, p.constant_rounds, p.share("constant"))
-    products = _product_calls(model, input_shape, layers)
+    site_layers += [c for c in layers if c.kind == "maxpool"]
+    once = LayerCost("inference constants", "constant", p.parties)
+    once.add(p.constant, 1)
+    once.add(p.input, math.prod(input_shape), calls=1 if p.input.rounds else 0)
+    session = LayerCost("session setup", "setup", p.parties)
+    session.add_setup(p.setup_for(max((c.largest_call for c in site_layers), default=0)))
+    products = _products(layers)
     if products:
-        setup.add(p.mult_setup_bytes, p.mult_setup_rounds, p.share("constant"))
-        batches = beaver_batches(products, p)
-        setup.add(p.beaver_batch_bytes * batches, p.beaver_batch_rounds * batches, p.share("constant"))
-    if setup.bytes:
-        layers.append(setup)
-    total_bytes = sum(c.bytes for c in layers)
-    busiest = sum(c.busiest_bytes for c in layers)
-    rounds = sum(c.rounds for c in layers)
-    drelus = sum(c.drelus for c in layers)
-    mults = sum(c.secure_mults for c in layers)
-    macs = sum(c.macs for c in layers)
-    compute = drelus * p.seconds_per_comparison + mults * p.seconds_per_mult + macs * p.seconds_per_mac
-    latency = {net: compute + busiest * 8 / (n.bandwidth_mbps * 1e6) + rounds * n.rtt_ms / 1e3
-               for net, n in settings.networks.items()}
-    offline = total_bytes * p.offline_share
-    return {"profile": p.name, "parties": p.parties, "drelus": drelus, "secure_mults": mults, "macs": macs,
-            "comm_mb": total_bytes / 1e6, "busiest_party_mb": busiest / 1e6,
-            "online_mb": (total_bytes - offline) / 1e6, "offline_mb": offline / 1e6,
-            "rounds": rounds, "compute_s": compute, "latency_s": latency,
-            "per_layer": [vars(c) for c in layers],
-            "nonlinear_mb": sum(c.bytes for c in site_layers) / 1e6}
+        session.add_setup(p.mult_setup)
+        if p.beaver is not None:
+            once.add(p.beaver.batch, triples_drawn(products, p.beaver) / p.beaver.triples)
+    layers += [once, session]
+    phases = {phase: _phase(layers, phase, p.parties, settings) for phase in PHASES}
+    offline, online = phases["offline"], phases["online"]
+    per_party = np.asarray(offline["party_mb"]) + np.asarray(online["party_mb"])
+    return {"profile": p.name, "parties": p.parties,
+            "drelus": sum(c.drelus for c in layers), "secure_mults": sum(c.secure_mults for c in layers),
+            "macs": sum(c.macs for c in layers),
+            "comm_mb": offline["mb"] + online["mb"], "busiest_party_mb": float(per_party.max()),
+            "rounds": offline["rounds"] + online["rounds"], "compute_s": offline["compute_s"] + online["compute_s"],
+            "latency_s": {net: offline["latency_s"][net] + online["latency_s"][net] for net in settings.networks},
+            "phases": phases, "client_storage_mb": sum(c.storage_bytes for c in layers) / 1e6,
+            "nonlinear_mb": sum(c.bytes["offline"] + c.bytes["online"] for c in site_layers) / 1e6,
+            "per_layer": [c.record() for c in layers]}
 
 
 def recorded_prices(record: dict) -> dict[str, dict]:

@@ -4,43 +4,38 @@ Protocols: ``aby3`` (3 parties, replicated sharing) and ``cheetah`` (2 parties, 
 silent-OT non-linear ones), both over the 64-bit ring FM64.
 
 SPU reports traffic only through C++ log lines on file descriptor 1: per party, its pphlo ops, its
-MPC kernels and a ``Link details`` total. ``run_executable`` profiles every party in one run and
-reads them all.
+MPC kernels and a ``Link details`` total of the run. ``Parties.run`` profiles every party in one run
+and reads them all; the lines do not say which party printed them, so the bytes each *rank* sent
+are read off the delayed links (``sent_by_rank``) where a measurement needs them.
 
-**Rounds** are the protocol's sequential communication rounds: the messages on the critical path,
-where messages that go out together (a party sending to both peers, every party sending to its
-neighbour) are one round. SPU runs kernels one after another, so a run's rounds are the sum over its
-kernel calls of each kernel's rounds. SPU's own "send actions" are not rounds: a send to two peers
-counts twice and some kernels add actions by hand for accounting (``addCommStatsManually``).
-
-- ``aby3``: each kernel's rounds from the protocol as SPU implements it (``KERNEL_ROUNDS``, from
-  secretflow/spu ``libspu/mpc/aby3``), times the calls SPU's MPC profile counts. The counts are the
-  same in every party, so the figure is the same for every image and every run.
-- ``cheetah``: two parties, so a send never goes to two peers and SPU adds no actions by hand; the
-  run's rounds are its busier party's messages over the whole run (its link's send actions; the OT
-  and HE sub-protocols answer each other). Not per kernel: SPU refills a party's silent-OT pool
-  lazily, inside whichever kernel finds it empty, so the two parties' refills may fall in two kernels
-  or in one, while each party sends the same messages in all. This counts every message of the
-  silent-OT setup as a round, a bound from above where the setup sends several messages without
-  waiting for an answer. A kernel's ``rounds`` are its busier party's messages in it, for reading only.
+**Rounds** are measured, not tabulated: the one-way message latencies on the run's critical path,
+read as the extra wall time of the same run over links that delay every message (``measure_rounds``).
+Whatever SPU's kernels do (a truncation's extra message, a helper role drawn per call, an OT
+refill inside some comparison) shows in the wall time, so nothing here models them.
 """
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import re
 import sys
 import tempfile
 import threading
+import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from benchbed.errors import BenchbedError
+from benchbed.secure.links import DelayedLinks
 
 FIELD = "FM64"
+# one-way delay of a measurement's links: large enough that a round stands out of the run-to-run
+# jitter of SPU's local work (a few ms on the models benchbed measures), small enough to stay quick
+DELAY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -51,16 +46,6 @@ class Protocol:
 
 
 PROTOCOLS = {"aby3": Protocol("aby3", "ABY3", 3), "cheetah": Protocol("cheetah", "CHEETAH", 2)}
-
-# Sequential rounds of one call of each communicating ABY3 kernel (secretflow/spu libspu/mpc/aby3):
-# mul_aa, mmul_aa: one rotate of the product share; trunc_a: "Share Truncation I" (ABY3 §5.1), P1
-# sends to P0 once; mul_a1b: two parallel 3-party OTs, sender and helper to receiver, then receiver to
-# helper ("two rounds latency"); msb_a2b: a boolean adder over the 64-bit ring, one rotate per AND
-# layer (8 layers, every party sends and receives 8 times); p2a (a public constant made secret, e.g.
-# conv padding): a fresh zero sharing, one rotate.
-KERNEL_ROUNDS = {
-    "aby3": {"mul_aa": 1, "mmul_aa": 1, "trunc_a": 1, "mul_a1b": 2, "msb_a2b": 8, "p2a": 1},
-}
 
 
 def protocol(name: str) -> Protocol:
@@ -97,6 +82,7 @@ _RE_EXEC = re.compile(r"\[Profiling\] SPU execution (\S+) completed, .*execution
 _RE_SPU_INFO = re.compile(r"^\[\d{4}-\d\d-\d\d [\d:.]+\] \[(info|debug|trace)\] ")
 
 _RUN_LOCK = threading.Lock()  # fd 1 is process-wide: one profiled SPU run at a time
+_SESSIONS = itertools.count()  # in-memory links find each other by address: one per session
 
 
 @contextmanager
@@ -138,16 +124,25 @@ class SpuRun:
     outputs: list[np.ndarray]
     protocol: str
     bytes_total: int             # sent by all parties together
-    bytes_per_party: list[int]   # sent by each party (in the order SPU printed them)
-    rounds: int                  # sequential communication rounds (module docstring)
+    bytes_per_party: list[int]   # sent by each party, in the order SPU printed them (not by rank)
     seconds: float               # SPU's execution time of the slowest party, compilation excluded
-    per_op: dict[str, dict]      # pphlo op -> bytes (all parties), executions, rounds
-    kernels: dict[str, dict]     # MPC kernel -> calls, bytes (all parties), rounds
+    per_op: dict[str, dict]      # pphlo op -> bytes (all parties), executions
+    kernels: dict[str, dict]     # MPC kernel -> calls, bytes (all parties)
     pphlo: str
+    wall_s: float = 0.0          # the slowest party's wall time of the run
+    rounds: float | None = None  # measured by ``measure_rounds``; None for a run over undelayed links
+    sent_by_rank: list[int] = field(default_factory=list)  # bytes on the delayed links per rank, framing included
 
     @property
     def busiest_party_bytes(self) -> int:
         return max(self.bytes_per_party)
+
+    def rank_shares(self) -> list[float]:
+        """Each rank's share of the bytes of this run (from the delayed links; even without them)."""
+        total = sum(self.sent_by_rank)
+        if not total:
+            return [1 / len(self.bytes_per_party)] * len(self.bytes_per_party)
+        return [sent / total for sent in self.sent_by_rank]
 
 
 def runtime_config(proto: Protocol, fxp_fraction_bits: int = 18):
@@ -169,59 +164,121 @@ def compile_spu(fn: Callable, args: Sequence[np.ndarray]):
     return executable
 
 
-def run_executable(executable, args: Sequence[np.ndarray], *, protocol_name: str = "aby3",
-                   fxp_fraction_bits: int = 18) -> SpuRun:
-    """Secret-share ``args``, run ``executable`` on in-memory parties with all of them profiled,
-    reconstruct the outputs and read the parties' costs."""
-    _, spu_api, libspu, _ = _spu()
-    proto = protocol(protocol_name)
-    cfg = runtime_config(proto, fxp_fraction_bits)
-    io = spu_api.Io(proto.parties, cfg)
-    desc = libspu.link.Desc()
-    for rank in range(proto.parties):
-        desc.add_party(f"id_{rank}", f"thread_{rank}")
-    results: list[Any] = [None] * proto.parties
-    errors: list[BaseException] = []
+class Parties:
+    """The SPU runtimes of one session of a protocol, one per party, kept between runs: a second run
+    finds the keys and oblivious-transfer state the first set up, so a session pays its setup once.
 
-    def party(rank: int) -> None:
-        try:
-            rt = spu_api.Runtime(libspu.link.create_mem(desc, rank), libspu.RuntimeConfig(cfg))
+    ``delay_s=None`` links the parties in memory (fast: bytes only); a number links them over TCP on
+    this machine with every message held that long (``benchbed.secure.links``), which is how rounds
+    are measured and the parties' bytes told apart. Use as a context manager."""
+
+    def __init__(self, protocol_name: str = "aby3", *, fxp_fraction_bits: int = 18, delay_s: float | None = None):
+        _, self._api, self._lib, _ = _spu()
+        self.protocol = protocol(protocol_name)
+        self.cfg = runtime_config(self.protocol, fxp_fraction_bits)
+        self.delay_s = delay_s
+        self.links = None if delay_s is None else DelayedLinks(self.protocol.parties, delay_s)
+        self._contexts: list = [None] * self.protocol.parties
+        self._runtimes: list = [None] * self.protocol.parties
+
+    def __enter__(self) -> "Parties":
+        n = self.protocol.parties
+        session = next(_SESSIONS)
+        if self.links is not None:
+            self.links.__enter__()
+
+        def start(rank: int) -> None:
+            desc = self._lib.link.Desc()
+            if self.links is None:
+                for r in range(n):
+                    desc.add_party(f"id_{r}", f"session_{session}_{r}")
+                context = self._lib.link.create_mem(desc, rank)
+            else:
+                desc.throttle_window_size = 0  # no waiting for the receiver's answer: one message, one latency
+                desc.http_max_payload_size = 1 << 30  # no chunks, each of which would wait for its answer
+                desc.recv_timeout_ms = 3_600_000
+                for r in range(n):
+                    desc.add_party(f"id_{r}", self.links.address(rank, r))
+                context = self._lib.link.create_brpc(desc, rank)
+            self._contexts[rank] = context
+            self._runtimes[rank] = self._api.Runtime(context, self._lib.RuntimeConfig(self.cfg))
+
+        _in_parties(n, start)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.links is not None:
+            if all(c is not None for c in self._contexts):
+                _in_parties(self.protocol.parties, lambda rank: self._contexts[rank].stop_link())
+            self.links.__exit__(*exc)
+
+    def run(self, executable, args: Sequence[np.ndarray]) -> "SpuRun":
+        """Secret-share ``args``, run ``executable`` with every party profiled, reconstruct the outputs
+        and read the parties' costs of this run."""
+        io = self._api.Io(self.protocol.parties, self.cfg)
+        results: list[Any] = [None] * self.protocol.parties
+        walls = [0.0] * self.protocol.parties
+        sent_before = list(self.links.sent) if self.links is not None else None
+
+        def party(rank: int) -> None:
+            rt = self._runtimes[rank]
             for name, share in zip(executable.input_names, shares):
                 rt.set_var(name, share[rank])
+            start = time.perf_counter()
             rt.run(executable)
+            walls[rank] = time.perf_counter() - start
             results[rank] = [rt.get_var(name) for name in executable.output_names]
+
+        with _RUN_LOCK, _capture_fd1() as cap:
+            shares = [io.make_shares(np.asarray(a), self._lib.Visibility.VIS_SECRET) for a in args]
+            _in_parties(self.protocol.parties, party)
+            outputs = [np.asarray(io.reconstruct(list(out))) for out in zip(*results)]
+        run = parse(cap["text"], outputs, executable.code.decode("utf-8", errors="replace"), self.protocol)
+        run.wall_s = max(walls)
+        if sent_before is not None:
+            run.sent_by_rank = [after - before for after, before in zip(self.links.sent, sent_before)]
+        return run
+
+
+def _in_parties(parties: int, work: Callable[[int], None]) -> None:
+    """``work(rank)`` for every party at once, each in a thread; the first error is raised here."""
+    errors: list[BaseException] = []
+
+    def guarded(rank: int) -> None:
+        try:
+            work(rank)
         except BaseException as exc:  # re-raised in the caller
             errors.append(exc)
 
-    with _RUN_LOCK, _capture_fd1() as cap:
-        shares = [io.make_shares(np.asarray(a), libspu.Visibility.VIS_SECRET) for a in args]
-        threads = [threading.Thread(target=party, args=(r,), daemon=True) for r in range(proto.parties)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if not errors:
-            outputs = [np.asarray(io.reconstruct(list(out))) for out in zip(*results)]
+    threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in range(parties)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     if errors:
         raise errors[0]
-    return parse(cap["text"], outputs, executable.code.decode("utf-8", errors="replace"), proto)
 
 
-def _kernel_rounds(proto: Protocol, kernels: dict[str, dict], send_actions: list[int]) -> int:
-    if proto.name in KERNEL_ROUNDS:
-        table = KERNEL_ROUNDS[proto.name]
-        unknown = sorted(k for k, v in kernels.items() if v["bytes"] and k not in table)
-        if unknown:
-            raise BenchbedError(f"SPU ran {proto.name} kernels whose rounds benchbed does not know: "
-                                f"{', '.join(unknown)}; add them to benchbed.spu_runtime.KERNEL_ROUNDS")
-        for name, k in kernels.items():
-            k["rounds"] = table.get(name, 0) * k["calls"] if k["bytes"] else 0
-        for k in kernels.values():
-            k.pop("party_sends")
-        return sum(k["rounds"] for k in kernels.values())
-    for k in kernels.values():
-        k["rounds"] = max(k.pop("party_sends"))
-    return max(send_actions)
+def run_executable(executable, args: Sequence[np.ndarray], *, protocol_name: str = "aby3",
+                   fxp_fraction_bits: int = 18) -> "SpuRun":
+    """One run of ``executable`` on a fresh session with in-memory links (its setup included)."""
+    with Parties(protocol_name, fxp_fraction_bits=fxp_fraction_bits) as parties:
+        return parties.run(executable, args)
+
+
+def measure_rounds(executable, args: Sequence[np.ndarray], *, protocol_name: str = "aby3", runs: int = 2,
+                   delay_s: float = DELAY_S, fxp_fraction_bits: int = 18) -> tuple[list["SpuRun"], list["SpuRun"]]:
+    """``runs`` runs of ``executable`` in one session over delayed links, each with its ``rounds``
+    measured: (its wall time − the same run's over undelayed TCP links) / ``delay_s``; and those
+    undelayed runs. The first run pays the session's setup; the later ones are what every further
+    inference costs."""
+    with Parties(protocol_name, fxp_fraction_bits=fxp_fraction_bits, delay_s=0.0) as fast:
+        base = [fast.run(executable, args) for _ in range(runs)]
+    with Parties(protocol_name, fxp_fraction_bits=fxp_fraction_bits, delay_s=delay_s) as slow:
+        timed = [slow.run(executable, args) for _ in range(runs)]
+    for run, undelayed in zip(timed, base):
+        run.rounds = max(0.0, (run.wall_s - undelayed.wall_s) / delay_s)
+    return timed, base
 
 
 def parse(text: str, outputs: list[np.ndarray], pphlo: str, proto: Protocol) -> SpuRun:
@@ -233,20 +290,18 @@ def parse(text: str, outputs: list[np.ndarray], pphlo: str, proto: Protocol) -> 
     per_op: dict[str, dict] = {}
     kernels: dict[str, dict] = {}
     for m in _RE_OP.finditer(text):
-        name, count, _, send, _, actions, _ = m.groups()
+        name, count, _, send, _, _, _ = m.groups()
         if name.startswith("pphlo."):
             op = per_op.setdefault(name, {"bytes": 0, "count": 0})
             op["bytes"] += int(send)
             op["count"] = max(op["count"], int(count))
         elif not _RE_NOT_MPC.match(name):
-            k = kernels.setdefault(name, {"calls": 0, "bytes": 0, "party_sends": []})
+            k = kernels.setdefault(name, {"calls": 0, "bytes": 0})
             k["calls"] = max(k["calls"], int(count))
             k["bytes"] += int(send)
-            k["party_sends"].append(int(actions))
-    rounds = _kernel_rounds(proto, kernels, [link[2] for link in links])
     seconds = [float(m.group(2)) for m in _RE_EXEC.finditer(text)]
     return SpuRun(outputs=outputs, protocol=proto.name, bytes_total=sum(link[0] for link in links),
-                  bytes_per_party=[link[0] for link in links], rounds=rounds,
+                  bytes_per_party=[link[0] for link in links],
                   seconds=max(seconds) if seconds else float("nan"),
                   per_op=dict(sorted(per_op.items(), key=lambda kv: -kv[1]["bytes"])),
                   kernels=dict(sorted(kernels.items(), key=lambda kv: -kv[1]["bytes"])), pphlo=pphlo)
