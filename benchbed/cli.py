@@ -1,7 +1,7 @@
 """benchbed: one protocol for the ReLU-linearization methods of private inference.
 
-Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices
-(``benchbed COMMAND -h``)."""
+Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, export,
+verify (``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
 import argparse
@@ -15,14 +15,17 @@ from tabulate import tabulate
 
 from benchbed.data.bundle import to_float
 from benchbed.errors import BenchbedError, SuiteError
-from benchbed.files import write_json
-from benchbed.model.checkpoint import load_checkpoint
+from benchbed.files import read_json, write_json
+from benchbed.model.checkpoint import load_checkpoint, read_checkpoint
+from benchbed.model.plain import ARRAYS, write_plain
 from benchbed.perf.bench import bench
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.report.board import render
+from benchbed.report.tables import flatten
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, plan
+from benchbed.run.verify import check_budget, load_submission, submission_record, verdicts
 from benchbed.secure.calibrate import calibrate
 from benchbed.secure.cost import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
@@ -168,6 +171,40 @@ def _secure_infer(args: argparse.Namespace) -> int:
     return 0 if result["agree"] else 1
 
 
+def _export(args: argparse.Namespace) -> int:
+    run_dir, entry = RunDir.of_entry(args.entry)
+    manifest = write_plain(read_checkpoint(run_dir.checkpoint_path(entry)).payload, Path(args.out))
+    print(f"wrote {manifest} and its {ARRAYS}: {entry}'s model in the plain format")
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    found = Methods(plugin_manager())
+    loaded = load_suite(args.suite, found)
+    spec = loaded.suite.dataset
+    claims = read_json(Path(args.claims)) if args.claims else {}
+    if not isinstance(claims, dict):
+        raise BenchbedError(f"{args.claims} must hold a JSON object of claimed figures")
+    data = found.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
+    model = load_submission(Path(args.submission), loaded, data, found)
+    check_budget(model, claims)
+    figures = {k: v for k, v in flatten(submission_record(model, loaded, data, found)).items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    if args.json:
+        write_json(Path(args.json), figures)
+    if not claims:
+        for figure, value in figures.items():
+            print(f"{figure}: {value:.6g}")
+        return 0
+    found_verdicts = verdicts(claims, figures)
+    for verdict in found_verdicts:
+        print(verdict.line())
+    failed = [v.figure for v in found_verdicts if not v.holds]
+    print(f"{len(found_verdicts) - len(failed)} of {len(found_verdicts)} claims hold"
+          + (f"; these do not: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _prices(args: argparse.Namespace) -> int:
     profiles = Methods(plugin_manager()).cost_profiles
     rows, linear = comparison(profiles), linearized(profiles)
@@ -239,6 +276,20 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--output", help="where to write the profile JSON (default: the packaged profile)")
     cal.add_argument("--quick", action="store_true", help="fewer timing repeats and sizes")
     cal.set_defaults(func=_calibrate)
+    exp = sub.add_parser("export", help="write a finished entry's model in the plain format (manifest.json + "
+                                        "arrays.npz) for another engine or for `benchbed verify`")
+    exp.add_argument("entry", help="RUN_DIR/ENTRY, e.g. runs/smoke/snl__256__s0")
+    exp.add_argument("--format", choices=["plain"], default="plain")
+    exp.add_argument("--out", required=True, help="folder to write")
+    exp.set_defaults(func=_export)
+    ver = sub.add_parser("verify", help="check a linearized model trained anywhere (plain folder or benchbed "
+                                        "checkpoint) against its claimed figures under a suite; exit 1 when one fails")
+    ver.add_argument("submission", help="a plain folder (manifest.json + arrays.npz) or a benchbed checkpoint")
+    ver.add_argument("--suite", required=True, help="the suite whose data, evaluation and profiles to use")
+    ver.add_argument("--claims", help="JSON object of claimed figures (budget, relus, drelus, clean_accuracy, "
+                                      "comm_mb@aby3, ...); without it, the measured figures are printed")
+    ver.add_argument("--json", help="also write the measured figures to this file")
+    ver.set_defaults(func=_verify)
     pri = sub.add_parser("prices", help="benchbed's prices beside the published figures of Delphi, Cheetah and "
                                         "CrypTFlow2 at their scale, and SNL's ResNet-18 masks under every profile")
     pri.add_argument("--json", help="also write the rows to this file")

@@ -2,5 +2,5 @@
 masked, patch) decides what it computes; counts, prices, export and checkpoints read the sites and
 nothing else. This package owns the sites and kernels (``sites``), how the core looks into a model
 (``passes``), top-k under a budget (``selection``), the model registry and the built-in architectures,
-the dual-BN transform, DaPa polynomials and checkpoints. It imports only ``benchbed.errors`` and
+the dual-BN transform, DaPa polynomials, checkpoints and their plain format (``plain``). It imports only ``benchbed.errors`` and
 ``benchbed.files``."""

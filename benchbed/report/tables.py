@@ -68,7 +68,7 @@ def flatten(record: dict) -> dict[str, Any]:
         for net, seconds in cost["latency_s"].items():
             row[f"latency_{net}@{profile}"] = seconds
         setup = (cost.get("phases") or {}).get("setup")
-        if setup:  # once per client session: never part of an inference's latency
+        if setup and setup["mb"]:  # once per client session: never part of an inference's latency
             row[f"setup_mb@{profile}"] = setup["mb"]
             for net, seconds in setup["latency_s"].items():
                 row[f"setup_latency_{net}@{profile}"] = seconds

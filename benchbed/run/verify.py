@@ -1,0 +1,112 @@
+"""``benchbed verify``: a linearized model trained anywhere, checked against the figures its submitter
+claims, under a suite's protocol. The core rebuilds the model from its plain folder (or a benchbed
+checkpoint) with its own architecture and kernels, recounts its ReLUs and DReLUs from the site
+specs, evaluates it on the suite's test split with the suite's settings and prices it under the
+suite's profiles; every claimed figure gets a verdict.
+
+Claims are a JSON object of figures, as a leaderboard's row names them: ``budget`` (the DReLU budget
+the model claims to meet: refused outright when its DReLUs exceed it), ``relus``, ``drelus``, any
+accuracy the suite measures (``clean_accuracy``, ``pgd_accuracy``, …, fractions), and per profile
+``comm_mb@P``, ``rounds@P``, ``latency_NET@P``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from benchbed.data.bundle import DataBundle
+from benchbed.errors import BenchbedError
+from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoint
+from benchbed.model.plain import read_plain
+from benchbed.model.sites import drelu_count, relu_count
+from benchbed.plugin.manager import Methods
+from benchbed.robustness.evaluate import evaluate_model
+from benchbed.run.suite import LoadedSuite
+from benchbed.secure.cost import price
+
+# how far a measured figure may sit from the claim and still match it
+ACCURACY_TOLERANCE = 0.005   # half a point: the same model and images give the same accuracy
+RELATIVE_TOLERANCE = 0.01    # prices
+
+
+@dataclass
+class Verdict:
+    figure: str
+    claimed: float
+    measured: float | None
+    holds: bool
+    tolerance: str
+
+    def line(self) -> str:
+        if self.measured is None:
+            return f"{self.figure}: claimed {self.claimed:g}, but this suite does not measure it — DIFFERS"
+        word = "matches" if self.holds else "DIFFERS"
+        return (f"{self.figure}: claimed {self.claimed:.6g}, measured {self.measured:.6g} "
+                f"({self.measured - self.claimed:+.4g}) — {word} (tolerance {self.tolerance})")
+
+
+def load_submission(path: Path, loaded: LoadedSuite, data: DataBundle, methods: Methods) -> nn.Module:
+    """The submitted model, rebuilt by the core and checked against the suite's model and data."""
+    path = Path(path)
+    payload = read_plain(path, FORMAT) if path.is_dir() else read_checkpoint(path).payload
+    stem = (payload.get("build") or {}).get("stem_relu", True) if isinstance(payload, dict) else True
+    if stem != loaded.suite.model.stem_relu:
+        raise BenchbedError(f"{path} was built {'with' if stem else 'without'} the stem ReLU, the suite's model "
+                            f"{'with' if loaded.suite.model.stem_relu else 'without'} it; submit the suite's model")
+    model = model_from_payload(payload, str(path), models=methods.models, expect_model=loaded.suite.model.name,
+                               expect_classes=data.num_classes, expect_input_shape=data.input_shape,
+                               expect_mean=data.mean, expect_std=data.std)
+    return model.eval()
+
+
+def submission_record(model: nn.Module, loaded: LoadedSuite, data: DataBundle, methods: Methods,
+                      seed: int = 0) -> dict:
+    """The record the suite would make of ``model``: its counts, the suite's evaluation and prices (a
+    leaderboard's ``flatten`` turns it into the figures claims name)."""
+    suite = loaded.suite
+    record = {"method": "submission", "budget": None, "seed": seed, "status": "ok",
+              "relus": relu_count(model), "drelus": drelu_count(model), "compute": {"used": {"epochs": 0.0}},
+              "metrics": evaluate_model(model, data, suite.evaluation, seed, methods.metrics)}
+    if suite.secure_cost.enabled:
+        record["secure_cost"] = {name: price(model, data.input_shape, suite.secure_cost, methods.cost_profiles[name])
+                                 for name in suite.secure_cost.profiles}
+    return record
+
+
+def _tolerance(figure: str) -> tuple[float, str, bool]:
+    """(tolerance, its description, relative?) for a figure."""
+    if figure in ("relus", "drelus") or figure.startswith("rounds@"):
+        return 0.0, "exact", False
+    if "@" in figure:
+        return RELATIVE_TOLERANCE, f"{RELATIVE_TOLERANCE:.0%}", True
+    return ACCURACY_TOLERANCE, f"{100 * ACCURACY_TOLERANCE:g} points", False
+
+
+def verdicts(claims: dict, measured: dict) -> list[Verdict]:
+    """A verdict per claimed figure (``budget`` is checked before any work, in ``check_budget``)."""
+    out = []
+    for figure, claimed in claims.items():
+        if figure == "budget":
+            continue
+        if not isinstance(claimed, (int, float)) or isinstance(claimed, bool) or not math.isfinite(claimed):
+            raise BenchbedError(f"claim {figure!r} must be a finite number, got {claimed!r}")
+        value = measured.get(figure)
+        tolerance, text, relative = _tolerance(figure)
+        bound = tolerance * abs(claimed) if relative else tolerance
+        out.append(Verdict(figure, float(claimed), value, value is not None and abs(value - claimed) <= bound + 1e-12,
+                           text))
+    return out
+
+
+def check_budget(model: nn.Module, claims: dict) -> None:
+    """A model whose DReLUs exceed the budget it claims is refused before it is evaluated."""
+    budget = claims.get("budget")
+    if budget is None:
+        return
+    drelus = drelu_count(model)
+    if drelus > budget:
+        raise BenchbedError(f"the model computes {drelus:,} DReLUs, over the {budget:,} it claims to meet; "
+                            "submit a mask within its budget")
