@@ -149,3 +149,15 @@ def test_markdown_and_json_carry_the_seed_level_numbers():
     twin = json.loads(json.dumps(as_json(results)))
     claim = next(c for c in twin if c["key"] == "autorep_beats_snl_lowest_budget")
     assert claim["levels"][0]["comparisons"][0]["a_values"] == pytest.approx([0.85, 0.86, 0.87])
+
+
+def test_claims_under_paper_recipes_are_tested_on_their_one_level():
+    """`compute: paper` has one level without epochs: its records are found and tested like any level's."""
+    records = [rec("autorep", 100, s, 0.80 + 0.005 * s) for s in range(3)] + [rec("snl", 100, s, 0.70)
+                                                                            for s in range(3)]
+    for r in records:
+        r["compute_level"] = {"index": 0, "label": "", "epochs": None, "seconds": None, "finetune_epochs": None}
+    claim = by_key(assess(records))["autorep_beats_snl_lowest_budget"]
+    assert [(lv.level, lv.verdict) for lv in claim.levels] == [("each method's paper recipe", SUPPORTED)]
+    one = by_key(assess([r for r in records if r["seed"] == 0]))["autorep_beats_snl_lowest_budget"]
+    assert "1 paired seed" in one.levels[0].comparisons[0].why

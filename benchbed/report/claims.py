@@ -71,17 +71,18 @@ class ClaimResult:
     summary: str = NOT_TESTED
 
 
+PAPER_LEVEL = "each method's paper recipe"  # `compute: paper`: one level, no limit
+
+
 def _level_label(record: dict) -> str:
-    level = record.get("compute_level") or {}
-    return level.get("label") or "—"
+    level = record.get("compute_level")
+    if level is None:
+        return "—"
+    return level.get("label") or PAPER_LEVEL
 
 
 def _level_order(records: list[dict]) -> list[str]:
-    found = {}
-    for r in records:
-        level = r.get("compute_level")
-        if level:
-            found[level["label"]] = level.get("index", 0)
+    found = {_level_label(r): (r.get("compute_level") or {}).get("index", 0) for r in records}
     return sorted(found, key=found.get) or ["—"]
 
 
