@@ -27,6 +27,13 @@ def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
 
 
+def _shortcut(cin: int, cout: int, stride: int) -> nn.Sequential:
+    """A residual block's shortcut: the identity, or a strided 1x1 projection with its BN where the shape changes."""
+    if stride == 1 and cin == cout:
+        return nn.Sequential()
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+
 class BasicBlock(nn.Module):
     """Post-activation ResNet block: relu1 after the first BN, relu2 after the residual sum."""
 
@@ -37,9 +44,7 @@ class BasicBlock(nn.Module):
         self.relu1 = ReLUSite()
         self.conv2 = _conv3x3(cout, cout)
         self.bn2 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = _shortcut(cin, cout, stride)
         self.relu2 = ReLUSite()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,9 +146,7 @@ class Bottleneck(nn.Module):
         self.relu2 = ReLUSite()
         self.conv3 = nn.Conv2d(width, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        self.shortcut = _shortcut(cin, cout, stride)
         self.relu3 = ReLUSite()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -407,12 +407,12 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
         layers.append(_linear_cost(name, module, shape_in, outputs, p))
     site_layers = [_site_cost(name, site, p) for name, site in sites(model).items()]
     layers += site_layers
-    site_layers += [c for c in layers if c.kind == "maxpool"]
+    nonlinear = site_layers + [c for c in layers if c.kind == "maxpool"]
     once = LayerCost("inference constants", "constant", p.parties)
     once.add(p.constant, 1)
     once.add(p.input, math.prod(input_shape), calls=1 if p.input.rounds else 0)
     session = LayerCost("session setup", "setup", p.parties)
-    session.add_setup(p.setup_for(max((c.largest_call for c in site_layers), default=0)))
+    session.add_setup(p.setup_for(max((c.largest_call for c in nonlinear), default=0)))
     products = _products(layers)
     if products:
         session.add_setup(p.mult_setup)
@@ -429,7 +429,7 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
             "rounds": offline["rounds"] + online["rounds"], "compute_s": offline["compute_s"] + online["compute_s"],
             "latency_s": {net: offline["latency_s"][net] + online["latency_s"][net] for net in settings.networks},
             "phases": phases, "client_storage_mb": sum(c.storage_bytes for c in layers) / 1e6,
-            "nonlinear_mb": sum(c.bytes["offline"] + c.bytes["online"] for c in site_layers) / 1e6,
+            "nonlinear_mb": sum(c.bytes["offline"] + c.bytes["online"] for c in nonlinear) / 1e6,
             "per_layer": [c.record() for c in layers]}
 
 

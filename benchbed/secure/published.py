@@ -103,14 +103,6 @@ def _online_mb(cost: dict, net: str) -> float:
     return cost["phases"]["online"]["mb"]
 
 
-def _per_inference_mb(cost: dict, net: str) -> float:
-    return cost["comm_mb"]
-
-
-def _per_inference_s(cost: dict, net: str) -> float:
-    return cost["latency_s"][net]
-
-
 R18_C10 = Model("resnet18_cifar", (3, 32, 32), 10)
 R50 = Model("resnet50_imagenet", (3, 224, 224), 1000)
 SNL_R18 = [Model("resnet18_cifar", (3, 32, 32), 100, stem_relu=False, kept=k) for k in (None, 12_900, 49_400)]
