@@ -162,7 +162,7 @@ def _secure_infer(args: argparse.Namespace) -> int:
     scale = {"bytes per image": 1e-6, "busiest party bytes per image": 1e-6, "setup bytes": 1e-6}
     rows = [[name.replace("bytes", "MB") if name in scale else name,
              f"{c['predicted'] * scale.get(name, 1):.4g}", f"{c['measured'] * scale.get(name, 1):.4g}",
-             f"{c['ratio']:.3f}", "yes" if c["agree"] else "NO"] for name, c in checks.items()]
+             f"{c['ratio']:.3f}", {True: "yes", False: "NO", None: "(reported)"}[c["agree"]]] for name, c in checks.items()]
     print(tabulate(rows, headers=[entry, f"recorded price ({args.protocol})", f"SPU {args.protocol} (measured)",
                                   "measured / price", "agree"]))
     print(f"per inference = offline + online (SPU runs them as one); setup = a session's first run less its second. "

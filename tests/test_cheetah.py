@@ -43,7 +43,7 @@ def _checked(model: torch.nn.Module, images: torch.Tensor) -> tuple[dict, dict]:
     report = secure_inference(model.eval(), images, batch_size=1, protocol_name="cheetah", delay_s=DELAY)
     predicted = price(model, SHAPE, SecureCostSettings(), cheetah_profile())
     result = against_price("narrow", report, predicted)
-    assert result["agree"], {name: c for name, c in result["checks"].items() if not c["agree"]}
+    assert result["agree"], {name: c for name, c in result["checks"].items() if c["agree"] is False}
     return report, predicted
 
 
