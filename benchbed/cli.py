@@ -25,7 +25,8 @@ from benchbed.report.tables import flatten
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, plan
-from benchbed.run.verify import check_budget, load_submission, submission_record, verdicts
+from benchbed.run.verify import (check_budget, external_result, load_submission, split_claims, submission_record,
+                                 verdicts)
 from benchbed.secure.calibrate import calibrate
 from benchbed.secure.cost import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
@@ -112,7 +113,8 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    path = render([Path(d) for d in args.run_dirs], Path(args.to), overwrite=args.overwrite)
+    path = render([Path(d) for d in args.run_dirs], Path(args.to), overwrite=args.overwrite,
+                  external=[Path(f) for f in args.external])
     print(f"published {path} (and its .json, .png, .html) from {len(args.run_dirs)} run "
           f"{'directory' if len(args.run_dirs) == 1 else 'directories'}")
     return 0
@@ -182,21 +184,22 @@ def _verify(args: argparse.Namespace) -> int:
     found = Methods(plugin_manager())
     loaded = load_suite(args.suite, found)
     spec = loaded.suite.dataset
-    claims = read_json(Path(args.claims)) if args.claims else {}
-    if not isinstance(claims, dict):
+    given = read_json(Path(args.claims)) if args.claims else {}
+    if not isinstance(given, dict):
         raise BenchbedError(f"{args.claims} must hold a JSON object of claimed figures")
+    claims, _ = split_claims(given)
     data = found.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
     model = load_submission(Path(args.submission), loaded, data, found)
     check_budget(model, claims)
     figures = {k: v for k, v in flatten(submission_record(model, loaded, data, found)).items()
                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    found_verdicts = verdicts(claims, figures)
     if args.json:
-        write_json(Path(args.json), figures)
+        write_json(Path(args.json), external_result(Path(args.submission), loaded, given, figures, found_verdicts))
     if not claims:
         for figure, value in figures.items():
             print(f"{figure}: {value:.6g}")
         return 0
-    found_verdicts = verdicts(claims, figures)
     for verdict in found_verdicts:
         print(verdict.line())
     failed = [v.figure for v in found_verdicts if not v.holds]
@@ -251,6 +254,9 @@ def parser() -> argparse.ArgumentParser:
     pub.add_argument("run_dirs", nargs="+")
     pub.add_argument("--to", default="leaderboards", help="folder to write into (default: leaderboards)")
     pub.add_argument("--overwrite", action="store_true", help="replace a leaderboard of the same suite already there")
+    pub.add_argument("--external", action="append", default=[], metavar="RESULT",
+                     help="a verified result (`benchbed verify --claims C --json RESULT`) to show as an external row; "
+                          "repeat for several")
     pub.set_defaults(func=_publish)
     ben = sub.add_parser("bench", help="training/inference throughput: harness vs a plain loop vs conv-only limit")
     ben.add_argument("--model", help="default: resnet18_cifar on a GPU, resnet_narrow on a CPU")
@@ -288,7 +294,8 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--suite", required=True, help="the suite whose data, evaluation and profiles to use")
     ver.add_argument("--claims", help="JSON object of claimed figures (budget, relus, drelus, clean_accuracy, "
                                       "comm_mb@aby3, ...); without it, the measured figures are printed")
-    ver.add_argument("--json", help="also write the measured figures to this file")
+    ver.add_argument("--json", help="also write the verified result (claims, measured figures, verdicts) to this "
+                                    "file: what `benchbed publish --external` shows as an external row")
     ver.set_defaults(func=_verify)
     pri = sub.add_parser("prices", help="benchbed's prices beside the published figures of Delphi, Cheetah and "
                                         "CrypTFlow2 at their scale, and SNL's ResNet-18 masks under every profile")

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_smoke_suite_end_to_end(tmp_path):
     out = tmp_path / "smoke"
     result = subprocess.run([sys.executable, "-m", "benchbed", "run", str(ROOT / "suites" / "smoke.yaml"),
-                             "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=tmp_path, timeout=900)
+                             "--out", str(out), "--quiet"], capture_output=True, text=True, cwd=tmp_path, timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"leaderboard: {out / 'leaderboard.md'}" in result.stdout
     records = entry_records(out)

@@ -65,7 +65,7 @@ def test_export_then_verify_every_claim(digits, write_suite, tmp_path, capsys):
     assert main(["export", str(entry.with_suffix("")), "--format", "plain", "--out", str(plain)]) == 0
     capsys.readouterr()
     assert main(["verify", str(plain), "--suite", str(suite), "--json", str(tmp_path / "measured.json")]) == 0
-    measured = read_json(tmp_path / "measured.json")
+    measured = read_json(tmp_path / "measured.json")["measured"]
     claims = {"budget": measured["drelus"], **{k: measured[k] for k in ("relus", "drelus", "clean_accuracy",
                                                                           "comm_mb@aby3", "rounds@aby3",
                                                                           "latency_WAN@delphi")}}

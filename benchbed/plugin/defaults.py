@@ -7,6 +7,7 @@ from benchbed.data.registry import DatasetSpec
 from benchbed.model.architectures import BUILTIN_MODELS
 from benchbed.model.registry import ModelSpec
 from benchbed.plugin.hookspecs import hookimpl
+from benchbed.robustness.autoattack_accuracy import AUTOATTACK_METRIC
 from benchbed.robustness.corruption_accuracy import CORRUPTION_METRIC
 from benchbed.robustness.pgd_accuracy import PGD_METRIC
 from benchbed.robustness.registry import RobustnessMetric
@@ -30,4 +31,4 @@ def models() -> list[ModelSpec]:
 
 @hookimpl
 def robustness_metrics() -> list[RobustnessMetric]:
-    return [PGD_METRIC, CORRUPTION_METRIC]
+    return [PGD_METRIC, AUTOATTACK_METRIC, CORRUPTION_METRIC]

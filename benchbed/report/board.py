@@ -6,23 +6,26 @@ mean over seeds ± the sample standard deviation; with one seed, an accuracy car
 binomial (Wilson) interval on the number of images it was measured on, so readers do not rank noise."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pandas as pd
 
+from benchbed import schemas
 from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
-from benchbed.files import write_json, write_text
+from benchbed.files import read_json, write_json, write_text
 from benchbed.report import claims, figure, markdown, tables
 from benchbed.report.html import write_html
 from benchbed.run.rundir import RunDir
+from benchbed.run.verify import protocol_sha256
 
-GRID_METRICS = ["clean_accuracy", "pgd_accuracy", "corruption_accuracy"]
+GRID_METRICS = ["clean_accuracy", "pgd_accuracy", "autoattack_accuracy", "corruption_accuracy"]
 
 
-def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
-    """The suite metadata shared by ``run_dirs`` and all their entry records."""
+def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict], dict[str, str]]:
+    """The suite metadata shared by ``run_dirs``, all their entry records, and each entry's run directory."""
     metas = [RunDir(d).meta() for d in run_dirs]
     if len({m["fingerprint"] for m in metas}) > 1:
         raise BenchbedError("these runs are of different suite configurations and cannot be merged: "
@@ -49,7 +52,7 @@ def load_runs(run_dirs: list[Path]) -> tuple[dict, list[dict]]:
     finished = {r["entry"] for r in records if r["status"] in ("ok", "over_budget")}
     merged["completeness"] = {"planned": len(planned) or None, "finished": len(finished & set(planned)) if planned
                               else len(finished), "in_use": any(m.get("in_use") for m in metas)}
-    return merged, records
+    return merged, records, seen
 
 
 def _one_teacher_and_version(records: list[dict]) -> None:
@@ -68,10 +71,61 @@ def _one_teacher_and_version(records: list[dict]) -> None:
                                     f"{what} ({seen[key][0]} vs {value}); run the suite again to redo the stale ones")
 
 
-def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwrite: bool = True) -> Path:
+def record_version(record: dict, run_dir: str) -> int:
+    """The record's schema version. One written before records carried it is read as version 1 when it
+    conforms to that schema (the field is all that was added); otherwise the board is refused."""
+    stated = record.get("schema_version")
+    found = schemas.problems(record if stated is not None else {**record, "schema_version": schemas.ENTRY_VERSION},
+                             "entry")
+    if found:
+        raise BenchbedError(f"{RunDir(run_dir).record_path(record['entry'])} is no valid entry record ({found[0]}); "
+                            "run the suite again to redo it")
+    return stated if stated is not None else schemas.ENTRY_VERSION
+
+
+def _checkpoint(record: dict, run_dir: str, out_dir: Path) -> dict | None:
+    """Where the entry's checkpoint lies, relative to the board (``benchbed.load_model`` follows it), and its sha256."""
+    if record["status"] != "ok":
+        return None
+    path = RunDir(run_dir).entries / record["checkpoint"]
+    return {"path": Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix(),
+            "sha256": record["checkpoint_sha256"]}
+
+
+def external_results(paths: list[Path], meta: dict) -> list[dict]:
+    """Verified external results fit for this board: valid, verified under this suite's protocol, every
+    claim holding, and naming their source."""
+    found = []
+    for path in paths:
+        try:
+            result = read_json(Path(path))
+        except (OSError, ValueError) as exc:
+            raise BenchbedError(f"{path} is unreadable ({type(exc).__name__}); pass the file `benchbed verify --json` "
+                                "wrote") from None
+        schemas.check(result, "external", str(path))
+        if result["suite"] != meta["suite"]["name"] or result["protocol_sha256"] != protocol_sha256(meta["suite"]):
+            raise BenchbedError(f"{path} was verified under another suite configuration than "
+                                f"{meta['suite']['name']}'s; verify it with this run's suite file")
+        if not result["holds"]:
+            failed = [v["figure"] for v in result["verdicts"] if not v["holds"]]
+            raise BenchbedError(f"{path}: an external row shows verified claims only, and "
+                                + (f"these do not hold: {', '.join(failed)}" if failed else "it claims nothing")
+                                + "; verify it with --claims")
+        if not result["source"]:
+            raise BenchbedError(f'{path} names no source; add "source": {{"paper": URL, "code": URL}} to its claims '
+                                "and verify it again")
+        found.append(result)
+    return found
+
+
+def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwrite: bool = True,
+           external: list[Path] = ()) -> Path:
     """Write ``<stem>.md``, ``.json``, ``.png`` and ``.html`` into ``out_dir``; return the markdown path.
-    Without ``overwrite``, a leaderboard already there is an error rather than silently replaced."""
-    meta, records = load_runs([Path(d) for d in run_dirs])
+    Without ``overwrite``, a leaderboard already there is an error rather than silently replaced.
+    ``external``: verified results (``benchbed verify --json``) shown as rows marked external."""
+    meta, records, where = load_runs([Path(d) for d in run_dirs])
+    outside = external_results(list(external), meta)
+    versions = {r["entry"]: record_version(r, where[r["entry"]]) for r in records}
     stem = stem or str(meta["suite"].get("name", ""))
     if not re.fullmatch(PLAIN_NAME, stem):  # a tampered suite.json must not write outside the folder
         raise BenchbedError(f"the suite's name {stem[:60]!r} is no plain file name; fix `name` in the suite and run it")
@@ -85,9 +139,10 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     except OSError as exc:
         raise BenchbedError(f"cannot create {out_dir} ({exc.strerror or exc}); pass --to a writable folder") from None
     n_test = (meta.get("data") or {}).get("test")
-    frame = tables.table(records)
     titles = tables.accuracy_titles(records)
     accuracies = set(titles)
+    internal = tables.table(records)
+    frame = tables.with_external(internal, outside, accuracies)
     profile_names = tables.profiles(records)
     networks = list(meta["suite"]["secure_cost"]["networks"]) if meta["suite"]["secure_cost"]["enabled"] else []
     protocol = markdown.protocol_lines(meta, records)
@@ -95,6 +150,14 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     title = f"Leaderboard: {meta['suite']['name']}"
     cols = [] if frame.empty else markdown.columns(frame, titles, profile_names, networks)
     sections = markdown.grid_lines(tables.grid(records, GRID_METRICS), titles)
+    if outside:
+        sections += ["", "## External submissions", "",
+                     "Rows marked *(external)* are models trained elsewhere, rebuilt, recounted, evaluated and priced "
+                     "here under this suite's settings (`benchbed verify`); their figures are benchbed's measurements, "
+                     "every claim of theirs held, and their compute is unknown, so they are in no claim's test."]
+        sections += [f"- **{r['name']}**: " + ", ".join(f"{k} {v}" for k, v in r["source"].items())
+                     + f"; {len(r['verdicts'])} claims hold; submission sha256 `{r['submission_sha256'][:16]}…`, "
+                       f"verified {r['verified'] if 'verified' in r else '?'}" for r in outside]
     noted = [r for r in records if r.get("notes")]
     if noted:
         sections += ["", "## Notes from the methods", "",
@@ -116,25 +179,31 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
                                       table="" if frame.empty else markdown.results_tables(
                                           frame, cols, accuracies, tables.levels(frame)),
                                       explained=explained, sections=[""] + sections))
-    write_json(out_dir / f"{stem}.json", {
-        "suite": meta["suite"], "seeds": meta["seeds"], "run_dirs": meta["run_dirs"], "claims": claims.as_json(tested),
+    board = {
+        "schema_version": schemas.LEADERBOARD_VERSION, "suite": meta["suite"], "seeds": meta["seeds"],
+        "run_dirs": meta["run_dirs"], "records_sha256": schemas.records_sha256(records), "claims": claims.as_json(tested),
         "protocol": protocol, "how_to_read": explained, "columns": [{"key": k, "title": t} for k, t in cols],
         "rows": [] if frame.empty else frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
-        "entries": [{k: r.get(k) for k in ("entry", "method", "label", "budget", "seed", "status", "error", "relus",
-                                           "drelus", "metrics", "secure_cost", "compute", "notes", "cuts",
-                                           "composition", "published")} for r in records]})
+        "entries": [{"schema_version": versions[r["entry"]],
+                     **{k: r.get(k) for k in ("entry", "method", "label", "budget", "seed", "status", "error", "relus",
+                                              "drelus", "metrics", "secure_cost", "compute", "notes", "cuts",
+                                              "composition", "published")},
+                     "checkpoint": _checkpoint(r, where[r["entry"]], out_dir)} for r in records],
+        "external": outside}
+    schemas.check(board, "leaderboard", f"the leaderboard for {out_dir / f'{stem}.json'}")
+    write_json(out_dir / f"{stem}.json", board)
     images = []
-    if not frame.empty:
+    if not internal.empty:
         images.append(out_dir / f"{stem}.png")
         level_names = tables.levels(frame)
         # with several compute levels the DReLU and cost panels show the largest one
-        shown = frame[frame["level"].isin(["—", level_names[-1]])] if level_names else frame
+        shown = internal[internal["level"].isin(["—", level_names[-1]])] if level_names else internal
         figure.save(figure.figure(shown, meta, profile_names), images[0])
         if len(level_names) > 1:
             images.append(out_dir / f"{stem}.compute.png")
-            figure.save(figure.compute_figure(frame, meta), images[-1])
+            figure.save(figure.compute_figure(internal, meta), images[-1])
     rows = [] if frame.empty else [
-        [(row["label"], row["label"]), ("—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}",
+        [(markdown.row_label(row), row["label"]), ("—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}",
                                         None if pd.isna(row["budget"]) else int(row["budget"])),
          (str(int(row["seeds"])), int(row["seeds"]))]
         + [(markdown.cell(row, k, accuracies), None if pd.isna(row.get(k)) else float(row[k])) for k, _ in cols]

@@ -16,7 +16,8 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                undefined=jinja2.StrictUndefined, autoescape=False)
 # Row identity and bookkeeping: never a column of its own.
 NOT_SHOWN = {"method", "label", "budget", "seed", "status", "seeds", "val_accuracy", "level", "level_index",
-             "level_epochs"}
+             "level_epochs", "unreliable", "external"}
+UNRELIABLE = "⚠ unreliable"
 
 
 def value_text(key: str, value: float, accuracies: set[str]) -> str:
@@ -70,8 +71,14 @@ def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str
     return cols + [("epochs_used", "compute used (epochs)")]
 
 
+def row_label(row: pd.Series) -> str:
+    """The row's name, marked when the robustness of any of its seeds was flagged unreliable."""
+    flagged = row.get("unreliable")
+    return row["label"] + (f" {UNRELIABLE}" if not _missing(flagged) and flagged > 0 else "")
+
+
 def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str]) -> str:
-    body = [[row["label"], "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
+    body = [[row_label(row), "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
             + [cell(row, key, accuracies) for key, _ in cols] for _, row in frame.iterrows()]
     return tabulate(body, headers=["method", "budget", "seeds"] + [t for _, t in cols], tablefmt="github",
                     disable_numparse=True)
@@ -145,6 +152,21 @@ def attack_lines(records: list[dict]) -> list[str]:
             f"images, in pixel space [0, 1] before normalisation, in eval mode; {checks}."]
 
 
+def autoattack_lines(records: list[dict]) -> list[str]:
+    """AutoAttack's settings, its rule for ``unreliable`` and the entries it flagged, with their reasons."""
+    attacked = [r for r in records if (r.get("metrics") or {}).get("autoattack")]
+    if not attacked:
+        return []
+    aa = attacked[0]["metrics"]["autoattack"]
+    flagged = [f"`{r['entry']}` ({'; '.join(r['metrics']['autoattack']['unreliable_reasons'])})"
+               for r in attacked if r["metrics"]["autoattack"].get("unreliable")]
+    return [f"- **AutoAttack** ({aa['library']}, {aa['version']} version): {', '.join(aa['attacks'])}, L∞, "
+            f"ε = {aa['eps']:.4g}, {aa['target_classes']} target classes, Square {aa['square_queries']:,} queries, on "
+            f"the first {aa['images']:,} test images, each attack on what the earlier ones left. Marked "
+            f"**{UNRELIABLE}**: {aa['rule']}. "
+            + (f"Flagged: {', '.join(flagged)}." if flagged else "No entry was flagged.")]
+
+
 def compute_line(compute: dict) -> str:
     if compute.get("paper"):
         return ("- **Protocol: paper recipes.** Every method runs its published recipe (epochs, schedules, images per "
@@ -195,6 +217,7 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     ]
     lines += completeness_lines(meta)
     lines += attack_lines(records)
+    lines += autoattack_lines(records)
     corrupted = next((r["metrics"]["corruptions"] for r in records if (r.get("metrics") or {}).get("corruptions")), None)
     if corrupted:
         source = corrupted["source"] if isinstance(corrupted["source"], str) else "official and generated"

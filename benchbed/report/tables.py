@@ -12,7 +12,7 @@ Z95 = 1.959964
 # Accuracies the evaluation titles in every record (``metrics.columns``); these are their fallbacks.
 DEFAULT_TITLES = {"clean_accuracy": "clean acc %"}
 PAPER_COLUMNS = {"paper_accuracy": "paper's acc %", "paper_delta": "Δ vs paper (pp)"}
-IDENTITY_COLUMNS = ("method", "label", "budget", "seed", "status", "level")
+IDENTITY_COLUMNS = ("method", "label", "budget", "seed", "status", "level", "external")
 GROUP = ["method", "label", "budget", "level", "level_index", "level_epochs"]
 
 
@@ -59,6 +59,8 @@ def flatten(record: dict) -> dict[str, Any]:
     for key, value in metrics.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             row[key] = value
+    if "robustness_unreliable" in metrics:  # averaged over seeds: the share of seeds flagged
+        row["unreliable"] = float(metrics["robustness_unreliable"])
     for key, column in (metrics.get("columns") or {}).items():
         row[f"n:{key}"] = column.get("images")
     if record.get("published"):
@@ -96,9 +98,33 @@ def table(records: list[dict]) -> pd.DataFrame:
         if key in out.columns and f"n:{key}" in out.columns:
             out[f"{key}_ci"] = [wilson_halfwidth(p, int(n)) if pd.notna(p) and pd.notna(n) else float("nan")
                                 for p, n in zip(out[key], out[f"n:{key}"])]
-    out = out.reset_index()
-    return out.sort_values(["level_index", "budget", "clean_accuracy"], ascending=[True, True, False],
-                           na_position="first")
+    return _ordered(out.reset_index())
+
+
+def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["level_index", "budget", "clean_accuracy"], ascending=[True, True, False],
+                             na_position="first")
+
+
+def with_external(frame: pd.DataFrame, results: list[dict], accuracy_keys: set[str]) -> pd.DataFrame:
+    """The table with a row per verified external result (``external.schema.json``): the figures benchbed
+    measured (never the claimed ones), one "seed", the 95% binomial interval of each accuracy, shown
+    beside every compute level (its compute is unknown), and ``external`` marking which rows they are."""
+    frame = frame.assign(external=False)
+    rows = []
+    for result in results:
+        row = {k: v for k, v in result["measured"].items() if k not in ("seed", "status")}
+        row.update(method="external", label=f"{result['name']} (external)", budget=result["budget"], level="—",
+                   level_index=-1, level_epochs=float("nan"), epochs_used=float("nan"), seeds=1, external=True)
+        for key in accuracy_keys:
+            if row.get(key) is not None and row.get(f"n:{key}"):
+                row[f"{key}_ci"] = wilson_halfwidth(row[key], int(row[f"n:{key}"]))
+        rows.append(row)
+    if not rows:
+        return frame
+    merged = pd.concat([frame, pd.DataFrame(rows)], ignore_index=True) if not frame.empty else pd.DataFrame(rows)
+    merged["budget"] = merged["budget"].astype("Int64")
+    return _ordered(merged)
 
 
 def levels(frame: pd.DataFrame) -> list[str]:

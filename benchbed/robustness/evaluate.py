@@ -46,6 +46,9 @@ def evaluate_model(model: nn.Module, data: DataBundle, settings: EvaluationSetti
                 out.update(result)
                 columns.update({key: {"title": title, "images": metric.sample_size(result)}
                                 for key, title in metric.columns.items()})
+    for name in chosen:
+        if metrics[name].judge is not None:
+            out.update(metrics[name].judge(out))
     if dual:
         out["bn_paths"] = {"clean": "clean", **{name: "adv" if metrics[name].adversarial else "clean" for name in chosen}}
     out["columns"] = columns

@@ -30,6 +30,9 @@ class RobustnessMetric:
     sample_size: Callable[[dict], int]
     adversarial: bool = False
     description: str = ""
+    # ``judge(metrics)``, run once every metric has measured: flags read across metrics (AutoAttack against
+    # PGD-20), returned as flat metrics and written into the metric's own detail
+    judge: Callable[[dict], dict] | None = None
 
 
 class MetricRegistry:

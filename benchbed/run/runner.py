@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterable, Iterator
 from pydantic import BaseModel
 from torch import nn
 
+from benchbed import schemas
 from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError, BudgetExceeded, first_line
 from benchbed.files import write_json
@@ -105,7 +106,7 @@ class SuiteRun:
         # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
         finetune_ctx = replace(ctx, options=finetune_options, teacher=own_teachers["finetune"])
         record: dict[str, Any] = {
-            "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
+            "schema_version": schemas.ENTRY_VERSION, "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
             "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget, "seed": entry.seed,
             "mask_method": entry.mask_method, "finetune_method": entry.finetune_method,
             "method_package": mask_method.package, "method_version": mask_method.version,
@@ -337,13 +338,20 @@ class SuiteRun:
 
     def _failed(self, entry: Entry, why: str) -> dict:
         """The record of an entry whose process gave no result."""
-        return {"entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
-                "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget,
+        return {"schema_version": schemas.ENTRY_VERSION, "entry": entry.id, "suite": self.suite.name,
+                "fingerprint": self.suite.fingerprint(), "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget,
                 "seed": entry.seed, "status": "error", "error": why, "started": provenance.now(),
                 "finished": provenance.now(), "compute": {"used": {"epochs": 0.0, "seconds": 0.0}}}
 
     def _save(self, entry: Entry, record: dict, payload: dict | None) -> dict:
-        """Write the entry's checkpoint, then its record; a failed write fails this entry only."""
+        """Write the entry's checkpoint, then its record; a failed write fails this entry only. A record
+        the result format does not accept (a plugin's odd figure) is written as this entry's error."""
+        hashed = {**record, "checkpoint_sha256": "0" * 64} if payload is not None else record  # the hash comes below
+        found = schemas.problems(hashed, "entry")
+        if found:
+            record = {**record, "status": "error", "error": f"the record breaks the result format: {found[0]}"}
+            payload = None
+            self.reporter.log(f"{entry.id}: {record['error']}")
         try:
             if payload is not None:  # the checkpoint first: a finished record always has its checkpoint
                 record["checkpoint_sha256"] = write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))

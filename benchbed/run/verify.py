@@ -7,16 +7,21 @@ suite's profiles; every claimed figure gets a verdict.
 Claims are a JSON object of figures, as a leaderboard's row names them: ``budget`` (the DReLU budget
 the model claims to meet: refused outright when its DReLUs exceed it), ``relus``, ``drelus``, any
 accuracy the suite measures (``clean_accuracy``, ``pgd_accuracy``, …, fractions), and per profile
-``comm_mb@P``, ``rounds@P``, ``latency_NET@P``.
+``comm_mb@P``, ``rounds@P``, ``latency_NET@P``; beside them the submission's ``name`` and its
+``source`` (``{"paper": URL, "code": URL}``). The verified result (``external.schema.json``) is what
+``benchbed publish --external`` shows as an external row.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from torch import nn
 
+from benchbed import schemas
 from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError
 from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoint
@@ -24,6 +29,7 @@ from benchbed.model.plain import read_plain
 from benchbed.model.sites import drelu_count, relu_count
 from benchbed.plugin.manager import Methods
 from benchbed.robustness.evaluate import evaluate_model
+from benchbed.run import provenance
 from benchbed.run.suite import LoadedSuite
 from benchbed.secure.cost import price
 
@@ -110,3 +116,46 @@ def check_budget(model: nn.Module, claims: dict) -> None:
     if drelus > budget:
         raise BenchbedError(f"the model computes {drelus:,} DReLUs, over the {budget:,} it claims to meet; "
                             "submit a mask within its budget")
+
+
+DESCRIPTIVE = ("name", "source")  # the claims file's keys that are no figure
+
+
+def split_claims(claims: dict) -> tuple[dict, dict]:
+    """(figures, description): the claimed numbers, and the submission's ``name`` and ``source``."""
+    source = claims.get("source", {})
+    if not isinstance(source, dict) or not all(isinstance(v, str) for v in source.values()):
+        raise BenchbedError('claim "source" must be an object of strings, e.g. {"paper": URL, "code": URL}')
+    if not isinstance(claims.get("name", ""), str):
+        raise BenchbedError('claim "name" must be a string')
+    return ({k: v for k, v in claims.items() if k not in DESCRIPTIVE},
+            {"name": claims.get("name"), "source": source})
+
+
+def protocol_sha256(suite: dict) -> str:
+    """The identity of what a model is measured under: the suite's dataset (where it lies aside), model,
+    evaluation and secure-cost sections, as a suite's ``model_dump(mode="json")`` has them."""
+    dataset = {k: v for k, v in suite["dataset"].items() if k not in ("root", "download")}
+    body = {"dataset": dataset, **{k: suite[k] for k in ("model", "evaluation", "secure_cost")}}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def external_result(submission: Path, loaded: LoadedSuite, claims: dict, measured: dict,
+                    found: list[Verdict]) -> dict:
+    """The verified result as ``external.schema.json`` has it."""
+    figures, described = split_claims(claims)
+    path = Path(submission)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:  # the submission's bytes, file by file, in name order
+        digest.update(file.relative_to(path if path.is_dir() else path.parent).as_posix().encode())
+        digest.update(file.read_bytes())
+    result = {"schema_version": schemas.EXTERNAL_VERSION, "name": described["name"] or path.name,
+              "source": described["source"], "suite": loaded.suite.name,
+              "protocol_sha256": protocol_sha256(loaded.suite.model_dump(mode="json")),
+              "submission_sha256": digest.hexdigest(), "budget": figures.get("budget"),
+              "claims": {k: v for k, v in figures.items()}, "measured": measured,
+              "verdicts": [asdict(v) for v in found], "holds": bool(found) and all(v.holds for v in found),
+              "verified": provenance.now(), "source_commit": provenance.source_commit()}
+    schemas.check(result, "external", "the verified result")
+    return result

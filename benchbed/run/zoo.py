@@ -1,0 +1,100 @@
+"""The model zoo: ``benchbed.load_model(board_or_run, entry)`` returns a published entry's linearized
+model, rebuilt by the core from its checkpoint and checked against the sha256 its record states.
+
+``board_or_run`` is a run directory, a leaderboard's JSON twin (a path, or its name in
+``leaderboards/``), or the URL of one (``https://…/smoke.json``, ``file://…``). A board lists every
+entry's checkpoint relative to itself, so a board hosted beside its run directory serves its
+models; downloads are cached by their sha256 (``$BENCHBED_CACHE``, default ``~/.cache/benchbed``)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+
+from torch import nn
+
+from benchbed.config import PLAIN_NAME
+from benchbed.errors import BenchbedError
+from benchbed.files import atomic_write, read_json
+from benchbed.model.checkpoint import model_from_payload, read_checkpoint
+from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.run.rundir import RunDir
+
+BOARDS = Path("leaderboards")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCHBED_CACHE", "~/.cache/benchbed")).expanduser() / "models"
+
+
+def load_model(board_or_run: str | Path, entry: str) -> nn.Module:
+    """The entry's model in eval mode, from a run directory, a leaderboard JSON (path, name or URL)."""
+    path, sha256 = _locate(str(board_or_run), entry)
+    file = read_checkpoint(path)
+    if file.sha256 != sha256:
+        raise BenchbedError(f"{path} is not the checkpoint {entry!r} was published with (sha256 {file.sha256[:12]}…, "
+                            f"the record's {sha256[:12]}…); fetch it again or rerun the entry")
+    return model_from_payload(file.payload, file.path, models=Methods(plugin_manager()).models).eval()
+
+
+def _locate(source: str, entry: str) -> tuple[Path, str]:
+    """The local checkpoint file of ``entry`` (fetched into the cache from a URL) and its stated sha256."""
+    if urlparse(source).scheme in ("http", "https", "file"):
+        item = _board_entry(json.loads(_fetch(source)), entry, source)
+        return _cached(urljoin(source, item["path"]), item["sha256"]), item["sha256"]
+    path = Path(source).expanduser()
+    if not path.exists() and re.fullmatch(PLAIN_NAME, source):
+        path = BOARDS / f"{source}.json"
+    if path.is_dir():
+        record = RunDir(path).finished(entry)
+        if record is None or record["status"] != "ok":
+            raise BenchbedError(f"no finished entry {entry!r} in the run {path}; pass one listed in {path}/entries")
+        return RunDir(path).checkpoint_path(entry), record["checkpoint_sha256"]
+    if not path.is_file():
+        raise BenchbedError(f"{source} is no run directory, leaderboard JSON or URL; pass one")
+    try:
+        board = read_json(path)
+    except ValueError:
+        raise BenchbedError(f"{path} is no leaderboard JSON; pass the .json twin of a board") from None
+    item = _board_entry(board, entry, str(path))
+    return path.parent / item["path"], item["sha256"]
+
+
+def _board_entry(board: object, entry: str, where: str) -> dict:
+    if not isinstance(board, dict) or not isinstance(board.get("entries"), list):
+        raise BenchbedError(f"{where} is no leaderboard JSON; pass the .json twin of a board")
+    for item in board["entries"]:
+        if item.get("entry") == entry:
+            if not item.get("checkpoint"):
+                raise BenchbedError(f"{entry!r} on {where} has no checkpoint (status {item.get('status')})")
+            return item["checkpoint"]
+    listed = [i.get("entry") for i in board["entries"] if i.get("checkpoint")]
+    raise BenchbedError(f"{where} lists no entry {entry!r}; it has {', '.join(listed[:8])}"
+                        + (" …" if len(listed) > 8 else ""))
+
+
+def _fetch(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            return response.read()
+    except (urllib.error.URLError, OSError) as exc:
+        raise BenchbedError(f"cannot fetch {url} ({getattr(exc, 'reason', exc)}); check the address or the network") from None
+
+
+def _cached(url: str, sha256: str) -> Path:
+    """The checkpoint at ``url``, from the cache when its bytes there have the stated hash."""
+    path = cache_dir() / f"{sha256}.pt"
+    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == sha256:
+        return path
+    raw = _fetch(url)
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise BenchbedError(f"{url} does not hold the checkpoint the board states (sha256 mismatch); the board and "
+                            "its run directory are out of step")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(raw))
+    return path

@@ -1,0 +1,157 @@
+"""The versioned result format, the model zoo and external rows: every record and leaderboard validates
+against its JSON Schema (the published ones included), a board carries the hash of its records and
+where each checkpoint lies, ``benchbed.load_model`` returns the same model from a run, a board and a
+URL, and a model verified elsewhere reaches a board only as a marked external row."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import benchbed
+from benchbed import schemas
+from benchbed.cli import main
+from benchbed.errors import BenchbedError
+from benchbed.files import read_json
+from benchbed.run.rundir import RunDir
+from conftest import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = [{"name": "all_relu"}, {"name": "random_mask", "options": {"finetune": {"batch_size": 64}}}]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    import yaml
+
+    from benchbed.run.runner import SuiteRun
+    from conftest import TINY_SUITE, _merge
+
+    root = tmp_path_factory.mktemp("format")
+    suite = root / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(_merge(TINY_SUITE, {"methods": METHODS, "budgets": [64],
+                                                        "secure_cost": {"profiles": ["aby3"]}})))
+    SuiteRun.from_file(suite, out=root / "run", quiet=True).run()
+    return root, suite, root / "run"
+
+
+@pytest.mark.parametrize("board", sorted((ROOT / "leaderboards").glob("*.json")), ids=lambda p: p.stem)
+def test_every_published_leaderboard_validates(board):
+    assert schemas.problems(read_json(board), "leaderboard") == []
+
+
+def test_records_and_board_validate_and_carry_their_hashes(run):
+    root, _, run_dir = run
+    records = RunDir(run_dir).records()
+    assert records and all(r["schema_version"] == schemas.ENTRY_VERSION for r in records)
+    for r in records:
+        assert schemas.problems(r, "entry") == []
+    assert main(["publish", str(run_dir), "--to", str(root / "boards")]) == 0
+    board = read_json(root / "boards" / "tiny.json")
+    assert schemas.problems(board, "leaderboard") == []
+    assert board["records_sha256"] == schemas.records_sha256(records)
+    for item in board["entries"]:  # every checkpoint, where the board says, with the bytes it says
+        file = (root / "boards" / item["checkpoint"]["path"]).resolve()
+        assert file == (run_dir / "entries" / f"{item['entry']}.pt").resolve()
+        assert hashlib.sha256(file.read_bytes()).hexdigest() == item["checkpoint"]["sha256"]
+
+
+def test_a_record_off_the_format_is_refused_with_its_field():
+    bad = {"schema_version": 1, "entry": "x__1__s0", "suite": "s", "fingerprint": "f", "method": "m", "label": "m",
+           "budget": 1, "seed": 0, "status": "ok", "started": "now", "compute": {"used": {"epochs": 1.0}},
+           "relus": 1, "drelus": 1, "checkpoint": "x.pt", "checkpoint_sha256": "0" * 64,
+           "metrics": {"clean_accuracy": 1.7, "columns": {}}}
+    assert schemas.problems(bad, "entry") == ["metrics/clean_accuracy: 1.7 is greater than the maximum of 1"]
+    with pytest.raises(BenchbedError, match="metrics/clean_accuracy"):
+        schemas.check(bad, "entry", "x.json")
+
+
+def test_load_model_from_a_run_a_board_and_a_url(run, tmp_path, monkeypatch):
+    root, _, run_dir = run
+    main(["publish", str(run_dir), "--to", str(root / "boards"), "--overwrite"])
+    monkeypatch.setenv("BENCHBED_CACHE", str(tmp_path / "cache"))
+    entry = "random_mask__64__s0"
+    expected = load_checkpoint(run_dir / "entries" / f"{entry}.pt")
+    x = torch.rand(4, 1, 8, 8)
+    board = root / "boards" / "tiny.json"
+    for source in (run_dir, board, board.as_uri()):
+        model = benchbed.load_model(source, entry)
+        assert not model.training
+        assert torch.equal(model(x), expected.eval()(x))
+    cached = list((tmp_path / "cache" / "models").iterdir())
+    sha = next(e["checkpoint"]["sha256"] for e in read_json(board)["entries"] if e["entry"] == entry)
+    assert [p.name for p in cached] == [f"{sha}.pt"]
+    cached[0].write_bytes(b"tampered")  # a damaged cache is fetched again, never trusted
+    assert torch.equal(benchbed.load_model(board.as_uri(), entry)(x), expected(x))
+    with pytest.raises(BenchbedError, match="lists no entry 'snl__64__s0'"):
+        benchbed.load_model(board, "snl__64__s0")
+
+
+def test_a_swapped_checkpoint_is_refused(run, tmp_path):
+    import shutil
+
+    _, _, run_dir = run
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    board_dir = tmp_path / "boards"
+    main(["publish", str(copy), "--to", str(board_dir)])
+    (copy / "entries" / "random_mask__64__s0.pt").write_bytes((copy / "entries" / "all_relu__all__s0.pt").read_bytes())
+    with pytest.raises(BenchbedError, match="not the checkpoint"):
+        benchbed.load_model(board_dir / "tiny.json", "random_mask__64__s0")
+
+
+def _verified(run, tmp_path, capsys, claims: dict) -> tuple[int, Path]:
+    _, suite, run_dir = run
+    plain = tmp_path / "submission"
+    if not plain.exists():
+        assert main(["export", str(run_dir / "random_mask__64__s0"), "--format", "plain", "--out", str(plain)]) == 0
+    path, result = tmp_path / "claims.json", tmp_path / "result.json"
+    path.write_text(json.dumps(claims))
+    code = main(["verify", str(plain), "--suite", str(suite), "--claims", str(path), "--json", str(result)])
+    capsys.readouterr()
+    return code, result
+
+
+def test_submission_flow_export_verify_publish_as_external(run, tmp_path, capsys):
+    root, _, run_dir = run
+    record = RunDir(run_dir).record("random_mask__64__s0")
+    figures = {"budget": 64, "drelus": record["drelus"], "clean_accuracy": record["metrics"]["clean_accuracy"],
+               "comm_mb@aby3": record["secure_cost"]["aby3"]["comm_mb"]}
+    source = {"paper": "https://example.org/paper", "code": "https://example.org/code"}
+    code, result = _verified(run, tmp_path, capsys, {"name": "Lab X mask", "source": source, **figures})
+    assert code == 0
+    verified = read_json(result)
+    assert schemas.problems(verified, "external") == [] and verified["holds"]
+    assert verified["measured"]["clean_accuracy"] == pytest.approx(figures["clean_accuracy"])
+
+    out = tmp_path / "boards"
+    assert main(["publish", str(run_dir), "--to", str(out), "--external", str(result)]) == 0
+    md = (out / "tiny.md").read_text()
+    assert "| Lab X mask (external) | 64 " in md and "## External submissions" in md and "https://example.org/code" in md
+    board = read_json(out / "tiny.json")
+    assert schemas.problems(board, "leaderboard") == []
+    external = [r for r in board["rows"] if r["external"]]
+    assert len(external) == 1 and external[0]["label"] == "Lab X mask (external)"
+    assert external[0]["epochs_used"] is None, "its compute is unknown"
+    assert sum(not r["external"] for r in board["rows"]) == 2, "the suite's own rows, unchanged"
+    assert board["external"][0]["name"] == "Lab X mask"
+    assert all(e["method"] != "external" for e in board["entries"])
+
+    # refused: a claim that does not hold, no source, another suite's protocol
+    code, failing = _verified(run, tmp_path, capsys, {"name": "n", "source": source, **figures,
+                                                      "clean_accuracy": figures["clean_accuracy"] + 0.05})
+    assert code == 1
+    assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(failing)]) == 2
+    assert "these do not hold: clean_accuracy" in capsys.readouterr().err
+    code, unsourced = _verified(run, tmp_path, capsys, {"name": "n", **figures})
+    assert code == 0
+    assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(unsourced)]) == 2
+    assert "names no source" in capsys.readouterr().err
+    moved = read_json(result)
+    moved["protocol_sha256"] = "1" * 64
+    (tmp_path / "moved.json").write_text(json.dumps(moved))
+    assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(tmp_path / "moved.json")]) == 2
+    assert "another suite configuration" in capsys.readouterr().err
