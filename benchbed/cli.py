@@ -1,6 +1,6 @@
 """benchbed: one protocol for the ReLU-linearization methods of private inference.
 
-Commands: run, validate, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, export,
+Commands: run, validate, plan, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, export,
 verify (``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
@@ -22,6 +22,8 @@ from benchbed.perf.bench import bench
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.report.board import render
 from benchbed.report.tables import flatten
+from benchbed.run.dry import dry_run
+from benchbed.run.forecast import forecast
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, plan
@@ -34,7 +36,27 @@ from benchbed.secure.published import comparison, linearized, markdown
 from benchbed.secure.spu_runtime import DELAY_S, PROTOCOLS
 
 
+def _dry_run(args: argparse.Namespace) -> int:
+    found = Methods(plugin_manager())
+    rows = dry_run(load_suite(args.suite, found, need_data=False), found, log=lambda message: print(message, file=sys.stderr, flush=True))
+    phase = lambda row, name: (f"{row['phases'][name]['seconds']:.1f} s / {row['phases'][name]['peak_mb']:,.0f} MB"  # noqa: E731
+                               if row["phases"].get(name) else "—")
+    table = [[r["entry"], r["status"], phase(r, "build_mask"), phase(r, "finetune"), phase(r, "evaluate"),
+              phase(r, "price"), phase({"phases": {"export": r.get("phases_export")}}, "export"),
+              {True: "yes", False: "NO"}.get(r.get("export_agrees"), "—"),
+              r["error"] or r.get("export_error", "")] for r in rows]
+    print(tabulate(table, headers=["entry", "status", "mask search", "finetune", "evaluation", "price", "export",
+                                   "JAX = torch", "error"], disable_numparse=True))
+    if args.json:
+        write_json(Path(args.json), rows)
+    failed = [r["entry"] for r in rows if r["status"] != "ok" or r.get("export_error") or r.get("export_agrees") is False]
+    print(f"{len(rows) - len(failed)} of {len(rows)} entries ran every phase" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        return _dry_run(args)
     run = SuiteRun.from_file(args.suite, out=args.out, quiet=args.quiet)
     counts = run.run(executor=args.executor, address=args.address, workers=args.workers)
     board = render([run.run_dir], run.run_dir, stem="leaderboard")
@@ -145,6 +167,42 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hours(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds / 3600:,.2f}"
+
+
+def _plan(args: argparse.Namespace) -> int:
+    found = Methods(plugin_manager())
+    loaded = load_suite(args.suite, found)
+    bench_file = read_json(Path(args.bench)) if args.bench else None
+    planned = forecast(loaded, found, bench_file)
+    images, memory, total = planned["images"], planned["memory"], planned["total"]
+    print(f"{planned['suite']}: {planned['entries']:,} entries of {planned['model']} on {planned['dataset']} "
+          f"({images['train']:,} train / {images['val']:,} val / {images['test']:,} test images; "
+          f"{planned['forward_macs'] / 1e6:,.1f} M multiply-accumulates a forward, {planned['relus']:,} ReLUs, "
+          f"{planned['parameters'] / 1e6:,.2f} M parameters)")
+    rows = [[t["variant"] + " teacher", 1, "—", f"{t['equivalents'] / images['train']:,.1f}", "—",
+             f"{t['pflops']:,.2f}", _hours(t["seconds"]), _hours(t["seconds"])] for t in planned["teachers"]]
+    rows += [[g["method"], g["entries"], g["level"], f"{g['training_equivalents_per_entry'] / images['train']:,.2f}",
+              f"{g['evaluation_equivalents_per_entry'] / images['train']:,.2f}", f"{g['pflops_per_entry']:,.2f}",
+              _hours(g["seconds_per_entry"]), _hours(g["seconds"])] for g in planned["groups"]]
+    print(tabulate(rows, headers=["entries of", "n", "compute level", "train epochs/entry", "eval epochs/entry",
+                                  "PFLOP/entry", "h/entry", "h in all"], disable_numparse=True))
+    where = (f"on {planned['bench']['gpu'] or planned['bench']['device']} (bench: batch {planned['bench']['batch_size']}, "
+             f"torch {planned['bench']['torch']}{', compiled' if planned['bench']['compiled'] else ''})"
+             if planned["bench"] else "(pass --bench FILE from `benchbed bench --json` on the device for hours)")
+    print(f"grid: {total['epochs']:,.0f} epochs of training-image equivalents, {total['pflops']:,.1f} PFLOP, "
+          f"{_hours(total['hours'] * 3600 if total['hours'] is not None else None)} h {where}")
+    print(f"peak memory ≈ {memory['peak_mb']:,.0f} MB: data {memory['data_mb']:,.0f}, model with optimiser "
+          f"{memory['model_mb']:,.0f}, teacher copies {memory['teacher_copies_mb']:,.0f}, activations at batch "
+          f"{memory['batch']} {memory['activations_mb']:,.0f}, per-pixel state {memory['per_pixel_state_mb']:,.0f}")
+    print(f"note: {planned['note']}; evaluation per entry is the metrics' upper bound (AutoAttack attacks only "
+          "what survives)")
+    if args.json:
+        write_json(Path(args.json), planned)
+    return 0
+
+
 def _secure_infer(args: argparse.Namespace) -> int:
     if args.images < 1 or args.batch_size < 1 or args.delay_ms <= 0:
         raise BenchbedError("--images and --batch-size must be at least 1, --delay-ms above 0")
@@ -240,6 +298,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="run entries in this process, or as Ray tasks (pip install 'benchbed[ray]')")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    run.add_argument("--dry-run", action="store_true", help="every entry's code path for a few steps at the real "
+                                                            "shapes (synthetic data when the dataset is absent): time "
+                                                            "and peak memory per phase; nothing is recorded")
+    run.add_argument("--json", help="with --dry-run: also write its rows to this file")
     run.set_defaults(func=_run)
     val = sub.add_parser("validate", help="check a suite file without running it")
     val.add_argument("suite")
@@ -268,6 +330,12 @@ def parser() -> argparse.ArgumentParser:
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
     ben.add_argument("--json", help="also write the figures to this file")
     ben.set_defaults(func=_bench)
+    pla = sub.add_parser("plan", help="a suite's compute (training-image equivalents, FLOPs), evaluation cost, "
+                                      "peak memory and, from a bench file, its hours on that device")
+    pla.add_argument("suite")
+    pla.add_argument("--bench", help="a `benchbed bench --json` file measured on the device that will run the suite")
+    pla.add_argument("--json", help="also write the plan to this file")
+    pla.set_defaults(func=_plan)
     sec = sub.add_parser("secure-infer", help="run a finished entry in SPU's simulator (ABY3 3PC or Cheetah 2PC) "
                                               "and measure it against its recorded price")
     sec.add_argument("entry", help="RUN_DIR/ENTRY, e.g. runs/smoke/snl__256__s0")

@@ -128,12 +128,14 @@ def probe_cost(sites: dict, options: dict[str, list], shares: dict[str, float], 
 
 @torch.no_grad()
 def extract_distortions(model, sites: dict, options: dict[str, list], images: torch.Tensor, opts: Options,
-                        fits) -> tuple[dict[str, torch.Tensor], dict]:
+                        fits, sample: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Logit MSE of every (channel, option) against the unmodified model, averaged over ``images``.
 
     ``options[site]`` lists (h, w), IDENTITY or ZERO; the result per site is (C, len(options)).
     ``fits(images, site)`` is asked before each batch of probe forwards (the network after ``site``
     re-run on ``images`` images) and must return True to go on; the core's meter charges them.
+    ``sample`` (a dry run): per site only the first option and the identity, on one batch of channels;
+    every other (channel, option) gets the site's mean of those.
     """
     model.eval()
     injected: dict[str, torch.Tensor] = {}
@@ -157,6 +159,8 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
                       * injected["delta"].unsqueeze(1)}
             with forward_hooks(inject):
                 for k, option in enumerate(options[name]):
+                    if sample and k > 0 and option != IDENTITY:
+                        continue
                     if option == IDENTITY:
                         changed = pre
                     elif option == ZERO:
@@ -164,7 +168,7 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
                     else:
                         changed = patch_gate(pre, *option)
                     deltas = (changed - relu).transpose(0, 1)  # (C, N, H, W): one probe per channel
-                    for c0 in range(0, channels, opts.probe_batch):
+                    for c0 in range(0, min(channels, opts.probe_batch) if sample else channels, opts.probe_batch):
                         idx = torch.arange(c0, min(c0 + opts.probe_batch, channels), device=pre.device)
                         if not fits(len(idx) * len(x), name):
                             raise BenchbedError("knapsack: the compute budget ran out during distortion probes; "
@@ -176,6 +180,9 @@ def extract_distortions(model, sites: dict, options: dict[str, list], images: to
     seconds = time.perf_counter() - started
     for name in out:
         out[name] /= len(images)
+        if sample:
+            probed = out[name] != 0
+            out[name][~probed] = out[name][probed].mean() if probed.any() else 0.0
     return out, {"probe_image_forwards": probes_done, "seconds": round(seconds, 3),
                  "probe_images_per_second": round(probes_done / max(seconds, 1e-9), 1)}
 
@@ -203,7 +210,7 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
                                                      if n_images < opts.min_distortion_images else ""))
     images = ctx.sample_train_images(n_images)
     distortion, throughput = extract_distortions(model, sites, options, images, opts,
-                                                 lambda n, name: ctx.clock.fits(n, shares[name]))
+                                                 lambda n, name: ctx.clock.fits(n, shares[name]), sample=ctx.dry_run)
     ctx.log(f"{ctx.method}: {probes:,} probes × {n_images} images, "
             f"{throughput['probe_images_per_second']:,.0f} probe-images/s")
 

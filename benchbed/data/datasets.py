@@ -103,12 +103,14 @@ def _folder(name: str) -> Callable[[Path], bool]:
 
 
 BUILTIN_DATASETS: list[DatasetSpec] = [
-    DatasetSpec("digits", _digits, (1, 8, 8), 10, description="scikit-learn's bundled 8x8 digits (no download)"),
-    DatasetSpec("cifar10", _cifar("cifar10"), (3, 32, 32), 10, _folder("cifar-10-batches-py"), "CIFAR-10 (torchvision)"),
+    DatasetSpec("digits", _digits, (1, 8, 8), 10, description="scikit-learn's bundled 8x8 digits (no download)",
+                sizes=(1438, 359)),
+    DatasetSpec("cifar10", _cifar("cifar10"), (3, 32, 32), 10, _folder("cifar-10-batches-py"), "CIFAR-10 (torchvision)",
+                sizes=(50_000, 10_000)),
     DatasetSpec("cifar100", _cifar("cifar100"), (3, 32, 32), 100, _folder("cifar-100-python"),
-                "CIFAR-100 (torchvision)"),
+                "CIFAR-100 (torchvision)", sizes=(50_000, 10_000)),
     DatasetSpec("fashion_mnist", _fashion_mnist, (1, 28, 28), 10, _fashion_present,
-                "Fashion-MNIST (Debian's dataset-fashion-mnist files, or torchvision)"),
+                "Fashion-MNIST (Debian's dataset-fashion-mnist files, or torchvision)", sizes=(60_000, 10_000)),
 ]
 
 

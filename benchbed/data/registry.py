@@ -14,7 +14,8 @@ from benchbed.errors import BenchbedError
 class DatasetSpec:
     """A named dataset. ``load(root, download, val_fraction, split_seed)`` returns its ``DataBundle``
     (``benchbed.api.bundle_from_arrays`` makes one from arrays); ``present(root)`` says, without
-    loading, whether ``root`` holds it (validation checks it before any work)."""
+    loading, whether ``root`` holds it (validation checks it before any work); ``sizes`` its (train, test)
+    image counts, for planning a suite and for a dry run's synthetic stand-in when it is absent."""
 
     name: str
     load: Callable[[Path, bool, float, int], DataBundle]
@@ -22,6 +23,7 @@ class DatasetSpec:
     num_classes: int
     present: Callable[[Path], bool] = lambda root: True
     description: str = ""
+    sizes: tuple[int, int] | None = None  # (train, test) images as published: what `benchbed plan` counts
 
 
 class DatasetRegistry:

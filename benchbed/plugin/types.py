@@ -34,6 +34,9 @@ class EntryContext(Session):
     workdir: Path = Path(".")
     protocol: Protocol = "matched"
     notes: dict[str, Any] = field(default_factory=dict)
+    # A dry run (``benchbed run --dry-run``): every code path for a few steps at the suite's real shapes;
+    # a method may sample a loop over units (knapsack's probes) to a few of them. Nothing is a result.
+    dry_run: bool = False
 
     @classmethod
     def create(cls, *, method: str, budget: int | None, seed: int, data: TrainingData, teacher: nn.Module | None,

@@ -131,6 +131,20 @@ def reliability(metrics: dict) -> dict:
     return {"robustness_unreliable": bool(reasons)}
 
 
+# gradient steps per image of each attack's standard setting (FAB takes two gradients a step), per target
+STEPS = {"apgd-ce": 100, "apgd-dlr": 100, "apgd-t": 100, "fab": 200, "fab-t": 200}
+TARGETED = {"apgd-t", "fab-t"}
+
+
+def upper_cost(settings: AutoAttackSettings, classes: int) -> tuple[float, float]:
+    """(training images, forwards) if every image survived every attack — the plan's upper bound; each
+    attack runs only on what the earlier ones left, so a model that is not robust costs far less."""
+    targets = max(1, min(9, classes - 1))
+    steps = sum(STEPS[a] * (targets if a in TARGETED else 1) for a in settings.attacks if a in STEPS)
+    forwards = settings.square_queries * ("square" in settings.attacks) + len(settings.attacks) + 1
+    return settings.images * steps * 2 / 3, settings.images * forwards
+
+
 def _measure(model: nn.Module, data: DataBundle, settings: AutoAttackSettings, batch_size: int, seed: int,
              progress) -> dict:
     progress(f"evaluating: AutoAttack ({', '.join(settings.attacks)}) on {settings.images} images", 0, 1)
@@ -140,5 +154,5 @@ def _measure(model: nn.Module, data: DataBundle, settings: AutoAttackSettings, b
 AUTOATTACK_METRIC = RobustnessMetric(
     "autoattack", AutoAttackSettings, _measure,
     columns={"autoattack_accuracy": "AutoAttack acc %"}, sample_size=lambda result: result["autoattack"]["images"],
-    adversarial=True, judge=reliability,
+    adversarial=True, judge=reliability, cost=lambda s, classes: upper_cost(s, classes),
     description="AutoAttack (APGD-CE, APGD-T, FAB-T, Square; the authors' pyautoattack) and its unreliable flag")

@@ -119,4 +119,5 @@ CORRUPTION_METRIC = RobustnessMetric(
     lambda model, data, settings, batch_size, seed, progress: corruption_accuracy(
         model, data, settings, batch_size, lambda done, total: progress("evaluating: corruptions", done, total)),
     columns={"corruption_accuracy": "corruption acc %"}, sample_size=lambda result: result["corruptions"]["images"],
+    cost=lambda s, classes: (0.0, len(s.names) * len(s.severities) * s.images),
     description="mean accuracy over the CIFAR-C corruptions × severities (official files, or generated)")

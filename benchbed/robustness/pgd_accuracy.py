@@ -61,4 +61,6 @@ def _measure(model: nn.Module, data: DataBundle, settings: PGDSettings, batch_si
 PGD_METRIC = RobustnessMetric(
     "pgd", PGDSettings, _measure,
     columns={"pgd_accuracy": "PGD acc %"}, sample_size=lambda result: result["pgd"]["images"], adversarial=True,
+    # both attacks' steps (a forward and a backward to the input: two thirds of a training image), three forwards
+    cost=lambda s, classes: (s.images * (s.steps + s.check_steps) * 2 / 3, s.images * 3),
     description="L∞ PGD with random start (defaults 8/255, 2/255, 20 steps) and its gradient-masking checks")

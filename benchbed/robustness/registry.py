@@ -33,6 +33,9 @@ class RobustnessMetric:
     # ``judge(metrics)``, run once every metric has measured: flags read across metrics (AutoAttack against
     # PGD-20), returned as flat metrics and written into the metric's own detail
     judge: Callable[[dict], dict] | None = None
+    # ``cost(settings, classes)``: (gradient passes in training images, no-grad forwards in images) one
+    # model's measurement makes at most — what ``benchbed plan`` charges an entry's evaluation
+    cost: Callable[[Any, int], tuple[float, float]] | None = None
 
 
 class MetricRegistry:

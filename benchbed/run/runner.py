@@ -25,6 +25,7 @@ from benchbed.plugin.types import EntryContext
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.run import provenance, teacher
 from benchbed.run.isolation import run_isolated, start_method
+from benchbed.run.phases import PhaseLog
 from benchbed.run.progress import Relay, Reporter
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir
 from benchbed.run.scheduling import run_on_ray
@@ -54,6 +55,7 @@ class SuiteRun:
         self.reporter = Reporter(quiet)
         self.device = resolve_device(self.suite.device)
         self.timer = time.perf_counter  # the seconds budget's clock; tests drive it by hand
+        self.dry_run = False  # ``benchbed run --dry-run`` (``benchbed.run.dry``) sets it
         self._seals: dict[int, str] = {}
 
     @classmethod
@@ -100,9 +102,11 @@ class SuiteRun:
                                   teacher=own_teachers["build_mask"], options=mask_options, device=self.device,
                                   generator=seed_everything(entry.seed, self.device), timer=self.timer,
                                   workdir=self.rundir.work_dir(entry.id), log=self.reporter.log,
-                                  progress=self.reporter.progress, protocol=self.suite.protocol, **limits)
+                                  progress=self.reporter.progress, protocol=self.suite.protocol,
+                                  dry_run=self.dry_run, **limits)
         clock = ctx.clock
         clock.finetune_epochs = entry.finetune_epochs
+        phases = PhaseLog(self.device)
         # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
         finetune_ctx = replace(ctx, options=finetune_options, teacher=own_teachers["finetune"])
         record: dict[str, Any] = {
@@ -142,14 +146,16 @@ class SuiteRun:
         try:
             try:
                 with clock.running():
-                    masked = mask_call("build_mask")(ctx=ctx, model=student)
-                    model = self._frozen_model(masked, entry, "build_mask")
-                    record["build_mask"] = masked.info
-                    if entry.bypass == "dapa":
-                        record["bypass"] = self._dapa_bypass(ctx, model)
+                    with phases("build_mask"):
+                        masked = mask_call("build_mask")(ctx=ctx, model=student)
+                        model = self._frozen_model(masked, entry, "build_mask")
+                        record["build_mask"] = masked.info
+                        if entry.bypass == "dapa":
+                            record["bypass"] = self._dapa_bypass(ctx, model)
                     clock.begin_finetune(meter.total())
-                    tuned = call("finetune")(ctx=finetune_ctx, model=model)
-                    model = self._frozen_model(tuned, entry, "finetune")
+                    with phases("finetune"):
+                        tuned = call("finetune")(ctx=finetune_ctx, model=model)
+                        model = self._frozen_model(tuned, entry, "finetune")
                     record["finetune"] = tuned.info
             finally:
                 intact = meter.intact()
@@ -172,18 +178,20 @@ class SuiteRun:
             self._check_budget(final, entry)
             record["relus"], record["drelus"] = relu_count(final), drelu_count(final)
             record["relus_all_sites"], record["drelus_all_sites"] = relu_count(final, False), drelu_count(final, False)
-            record["metrics"] = evaluate_model(final, data, self.suite.evaluation, entry.seed, self.methods.metrics,
-                                               progress=ctx.progress)
-            # A method's own measurements see a copy of their own: they may add, never change, the core's.
-            eval_ctx = replace(ctx, data=data, teacher=None)
-            own = call("evaluate")(ctx=eval_ctx, model=self._rebuilt(payload, entry, data),
-                                   settings=self.suite.evaluation)
+            with phases("evaluate"):
+                record["metrics"] = evaluate_model(final, data, self.suite.evaluation, entry.seed,
+                                                   self.methods.metrics, progress=ctx.progress)
+                # A method's own measurements see a copy of their own: they may add, never change, the core's.
+                eval_ctx = replace(ctx, data=data, teacher=None)
+                own = call("evaluate")(ctx=eval_ctx, model=self._rebuilt(payload, entry, data),
+                                       settings=self.suite.evaluation)
             if own is not None:
                 record["method_metrics"] = _checked_metrics(own, entry)
             if self.suite.secure_cost.enabled:
                 settings, profiles = self.suite.secure_cost, self.methods.cost_profiles
-                record["secure_cost"] = {name: price(final, data.input_shape, settings, profiles[name])
-                                         for name in settings.profiles}
+                with phases("price"):
+                    record["secure_cost"] = {name: price(final, data.input_shape, settings, profiles[name])
+                                             for name in settings.profiles}
                 own_prices = {name: call("secure_cost")(model=self._rebuilt(payload, entry, data),
                                                         input_shape=data.input_shape, settings=settings,
                                                         profile=profiles[name]) for name in settings.profiles}
@@ -205,6 +213,7 @@ class SuiteRun:
                           traceback=traceback.format_exc(limit=8).splitlines()[-12:])
         record["notes"] = ctx.notes
         record["cuts"] = ctx.cuts
+        record["phases"] = phases.phases
         record["compute"] = clock.record(meter.total(), meter.breakdown())
         record.update(finished=provenance.now(), versions=provenance.versions(),
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),

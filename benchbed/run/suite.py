@@ -145,8 +145,9 @@ class LoadedSuite:
     teacher_checkpoint: CheckpointFile | None = None
 
 
-def load_suite(path: str | Path, methods: Methods) -> LoadedSuite:
-    """Parse and validate ``path`` against the schema and against what is installed."""
+def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> LoadedSuite:
+    """Parse and validate ``path`` against the schema and against what is installed (and, with
+    ``need_data``, that its dataset is there or may be downloaded: a dry run does without it)."""
     suite = read_suite(path)
     unknown_parts = _registry_problems(suite, methods)
     problems = list(unknown_parts)
@@ -183,7 +184,7 @@ def load_suite(path: str | Path, methods: Methods) -> LoadedSuite:
     checkpoint = None
     if not unknown_parts:
         problems += _budget_problems(suite, methods)
-        data_problems, checkpoint = _data_problems(suite, methods)
+        data_problems, checkpoint = _data_problems(suite, methods, need_data)
         problems += data_problems
     if problems:
         raise SuiteError(str(path), problems)
@@ -226,11 +227,11 @@ def _registry_problems(suite: Suite, methods: Methods) -> list[str]:
     return problems
 
 
-def _data_problems(suite: Suite, methods: Methods) -> tuple[list[str], CheckpointFile | None]:
+def _data_problems(suite: Suite, methods: Methods, need_data: bool) -> tuple[list[str], CheckpointFile | None]:
     """The dataset is there (or may be downloaded), and a teacher checkpoint loads and fits the suite;
     the checkpoint as read, for the run to use."""
     spec, problems, checkpoint = methods.datasets[suite.dataset.name], [], None
-    if not suite.dataset.download and not spec.present(Path(suite.dataset.root)):
+    if need_data and not suite.dataset.download and not spec.present(Path(suite.dataset.root)):
         problems.append(f"dataset.root: no {suite.dataset.name} under {suite.dataset.root}; set `dataset.download: true` "
                         "or point `dataset.root` at the folder that holds it")
     if suite.teacher.checkpoint:
