@@ -161,3 +161,30 @@ def test_claims_under_paper_recipes_are_tested_on_their_one_level():
     assert [(lv.level, lv.verdict) for lv in claim.levels] == [("each method's paper recipe", SUPPORTED)]
     one = by_key(assess([r for r in records if r["seed"] == 0]))["autorep_beats_snl_lowest_budget"]
     assert "1 paired seed" in one.levels[0].comparisons[0].why
+
+
+def test_entries_keyed_by_their_own_budget_split_are_found_as_their_method():
+    """The runner keys an entry with its own split ``snl.ft0.5`` and records its parts; every claim finds it
+    as SNL's (as side A, as side B, and among "every other method"), and no claim is tested at the
+    reference rows' level "—"."""
+    def keyed(record: dict, key: str, mask: str, finetune: str) -> dict:
+        return {**record, "method": key, "mask_method": mask, "finetune_method": finetune}
+
+    records = [{"entry": "all_relu", "method": "all_relu", "budget": None, "seed": s, "status": "ok",
+                "metrics": {"clean_accuracy": 0.9}, "claims": CLAIMS, "compute_level": None} for s in range(3)]
+    for b in BUDGETS:
+        for s in range(3):
+            records.append(keyed(rec("snl", b, s, 0.80 + 0.01 * s, finetune_share=0.5, pgd_accuracy=0.50 + 0.01 * s),
+                                 "snl.ft0.5", "snl", "snl"))
+            records.append(keyed(rec("autorep", b, s, 0.86 + 0.01 * s, pgd_accuracy=0.40 + 0.01 * s),
+                                 "autorep", "autorep", "autorep"))
+            records.append(keyed(rec("rlnet", b, s, 0.60 + 0.01 * s, pgd_accuracy=0.30 + 0.012 * s),
+                                 "rlnet", "rlnet", "rlnet"))
+            records.append(rec("random_mask", b, s, 0.70 + 0.012 * s, finetune="snl", finetune_share=0.5))
+    results = by_key(assess(records))
+    assert results["snl_mask_beats_random_mask"].levels[0].verdict == SUPPORTED
+    assert results["autorep_beats_snl_lowest_budget"].levels[0].verdict == SUPPORTED
+    best = results["rlnet_best_pgd"]
+    assert [lv.level for lv in best.levels] == ["2 epochs"], "no level of its own for the reference rows"
+    assert {c.b.split(" @")[0] for c in best.levels[0].comparisons} == {"autorep", "snl"}
+    assert best.levels[0].verdict == CONTRADICTED

@@ -96,8 +96,10 @@ class ClaimSide:
     finetune: str | None = None
 
     def matches(self, record: dict) -> bool:
-        part = record.get("composition") or {"mask_method": record.get("method"),
-                                             "finetune_method": record.get("method"), "bypass": "identity"}
+        # the entry's parts, never its key: an entry with a budget split of its own is keyed "snl.ft0.5"
+        part = record.get("composition") or {"mask_method": record.get("mask_method") or record.get("method"),
+                                             "finetune_method": record.get("finetune_method") or record.get("method"),
+                                             "bypass": "identity"}
         return (part.get("mask_method"), part.get("finetune_method"), part.get("bypass", "identity")) == (
             self.mask, self.finetune or self.mask, "identity")
 

@@ -82,8 +82,11 @@ def _level_label(record: dict) -> str:
 
 
 def _level_order(records: list[dict]) -> list[str]:
+    """The compute levels claims are tested at, in order; the reference rows' "—" only when it is the
+    only one (they compute nothing, so no claim compares them at a level of their own)."""
     found = {_level_label(r): (r.get("compute_level") or {}).get("index", 0) for r in records}
-    return sorted(found, key=found.get) or ["—"]
+    levels = [level for level in sorted(found, key=found.get) if level != "—"]
+    return levels or ["—"]
 
 
 def _side_records(records: list[dict], side: ClaimSide, budget: int | None, level: str) -> list[dict]:
@@ -217,7 +220,8 @@ def test_claim(claim: dict, records: list[dict]) -> ClaimResult:
     budgets = sorted({r["budget"] for r in ok if r["budget"] is not None})
     at = budgets[:1] if claim.get("budgets") == "lowest" else budgets
     a = ClaimSide(**claim["a"])
-    others = [ClaimSide(m) for m in sorted({r["method"] for r in ok if r["budget"] is not None
+    # every other method as published: its own mask and finetune (an entry's key may name its budget split)
+    others = [ClaimSide(m) for m in sorted({r.get("mask_method") or r["method"] for r in ok if r["budget"] is not None
                                             and not r.get("composition")}) if m != a.mask]
     sides = [ClaimSide(**claim["b"])] if claim.get("b") else others
     result = ClaimResult(claim["key"], claim["statement"], claim["source"], claim["relation"], claim["same"], [])
