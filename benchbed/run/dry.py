@@ -110,8 +110,10 @@ def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images
         for entry, result, why in run_isolated(jobs, workers=1, relay=relay):
             row = result[0] if result is not None else {"entry": entry.id, "status": "error", "error": why,
                                                          "phases": {}}
+            spent = ", ".join(f"{name} {p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB"
+                              for name, p in {**row["phases"], "export": row.get("phases_export")}.items() if p)
             log(f"dry run: {entry.id}: {row['status']}" + (f" — {row['error']}" if row["error"] else "")
-                + (f" ({row['seconds']:.1f} s)" if "seconds" in row else ""))
+                + (f" ({row['seconds']:.1f} s: {spent})" if "seconds" in row else ""))
             rows.append(row)
     return rows
 
