@@ -3,7 +3,8 @@ before a day of GPU time is spent on it. Each method at each budget (first compu
 seed) runs its mask search, probes (sampled: ``EntryContext.dry_run``), finetune, the evaluation on a
 slice of the test split (every robustness metric on ``images`` images; validation cut to
 ``VAL_IMAGES``), the price of the real model
-and its export to JAX (run once and compared with the torch model) and to the plain format; per
+and its export to JAX (run once, in the parent process: JAX does not survive a fork, and compared
+with the torch model) and to the plain format; per
 phase the time and the peak memory. The teacher is trained for the same few steps. When the dataset
 is absent, synthetic images of its real size stand in; nothing is downloaded and nothing is recorded
 as a result (everything is written to a temporary folder and removed)."""
@@ -102,14 +103,16 @@ def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images
             teachers = run.teachers(data, entries, None)
         log(f"dry run: {len(entries)} entries of {cut.suite.name}, {steps} steps of each part, {images} test images "
             f"per robustness metric; teachers {phases.phases['teacher']['seconds']:.1f} s")
-        jobs = ((entry, partial(_dry_entry, run, entry, data, teachers, Path(tmp) / entry.id),
+        jobs = ((entry, partial(_dry_entry, run, entry, data, teachers),
                  run.rundir.work_dir(entry.id) / "result.pt") for entry in entries)
         relay = lambda kind, args: getattr(run.reporter, kind)(*args)  # noqa: E731
         # one entry at a time, each in a process of its own as in a real run: its peak memory is its own, and
         # a crash (out of memory, a kernel's abort) is that entry's one-line error
         for entry, result, why in run_isolated(jobs, workers=1, relay=relay):
-            row = result[0] if result is not None else {"entry": entry.id, "status": "error", "error": why,
-                                                         "phases": {}}
+            row, payload = result if result is not None else ({"entry": entry.id, "status": "error", "error": why,
+                                                                "phases": {}}, None)
+            if payload is not None:  # here, not in the entry's forked process: JAX does not survive a fork
+                row.update(_exported(run, entry, payload, data, Path(tmp) / entry.id))
             spent = ", ".join(f"{name} {p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB"
                               for name, p in {**row["phases"], "export": row.get("phases_export")}.items() if p)
             log(f"dry run: {entry.id}: {row['status']}" + (f" — {row['error']}" if row["error"] else "")
@@ -118,20 +121,18 @@ def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images
     return rows
 
 
-def _dry_entry(run: SuiteRun, entry: Entry, data: DataBundle, teachers: dict, folder: Path,
-               send: Callable[..., None]) -> tuple[dict, None]:
-    """One entry's dry run, in its own process: the entry as a run runs it, then its exports."""
+def _dry_entry(run: SuiteRun, entry: Entry, data: DataBundle, teachers: dict,
+               send: Callable[..., None]) -> tuple[dict, dict | None]:
+    """One entry's dry run, in its own process: the entry as a run runs it; its checkpoint payload goes
+    back for the exports."""
     run.reporter = Relay(send)
     started = time.perf_counter()
     record, payload = run.run_entry(entry, data, teachers)
     error = record.get("error")
     row = {"entry": entry.id, "status": record["status"], "error": first_line(error) if error else "",
            "phases": dict(record.get("phases", {})), "relus": record.get("relus"), "drelus": record.get("drelus"),
-           "cuts": record.get("cuts", {})}
-    if payload is not None:
-        row.update(_exported(run, entry, payload, data, folder))
-    row["seconds"] = round(time.perf_counter() - started, 2)
-    return row, None
+           "cuts": record.get("cuts", {}), "seconds": round(time.perf_counter() - started, 2)}
+    return row, payload
 
 
 def _exported(run: SuiteRun, entry: Entry, payload: dict, data: DataBundle, folder: Path) -> dict:
