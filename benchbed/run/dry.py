@@ -1,8 +1,8 @@
 """``benchbed run SUITE --dry-run``: every entry's code path for a few steps at the suite's real shapes,
 before a day of GPU time is spent on it. Each method at each budget (first compute level, first
 seed) runs its mask search, probes (sampled: ``EntryContext.dry_run``), finetune, the evaluation on a
-slice of the test split (every robustness metric on ``images`` images; validation cut to
-``VAL_IMAGES``), the price of the real model
+slice of the test split (every robustness metric on ``images`` images; validation and test cut
+to ``VAL_IMAGES``), the price of the real model
 and its export to JAX (run once, in the parent process: JAX does not survive a fork, and compared
 with the torch model) and to the plain format; per
 phase the time and the peak memory. The teacher is trained for the same few steps. When the dataset
@@ -36,7 +36,8 @@ from benchbed.secure.export import export
 
 STEPS = 2      # batches of the suite's largest batch size, per part of an entry (search, finetune)
 IMAGES = 8     # test images per robustness metric
-VAL_IMAGES = 256  # the validation split, cut: model selection's passes over it are charged to the few steps
+VAL_IMAGES = 256  # validation and test, cut: model selection's passes are charged to the few steps, and clean
+                  # accuracy on all of test would outlast them
 
 
 def stand_in(loaded: LoadedSuite, methods: Methods, log: Callable[[str], None]) -> DataBundle:
@@ -89,7 +90,8 @@ def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images
             log: Callable[[str], None] = print) -> list[dict]:
     """One row per entry: its status, one-line error, and per phase its seconds and peak memory."""
     full = stand_in(loaded, methods, log)
-    data = replace(full, val_x=full.val_x[:VAL_IMAGES], val_y=full.val_y[:VAL_IMAGES])
+    data = replace(full, val_x=full.val_x[:VAL_IMAGES], val_y=full.val_y[:VAL_IMAGES],
+                   test_x=full.test_x[:VAL_IMAGES], test_y=full.test_y[:VAL_IMAGES])
     cut = dry_suite(loaded, methods, len(data.train_y), steps, images)
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchbed-dry-") as tmp:
