@@ -26,7 +26,7 @@ from benchbed.data.bundle import DataBundle, bundle_from_arrays, to_float
 from benchbed.errors import BenchbedError, first_line
 from benchbed.model.plain import write_plain
 from benchbed.plugin.manager import Methods
-from benchbed.run.forecast import recipes
+from benchbed.run.forecast import largest_batch
 from benchbed.run.phases import PhaseLog
 from benchbed.run.isolation import run_isolated
 from benchbed.run.progress import Relay
@@ -70,9 +70,7 @@ def dry_suite(loaded: LoadedSuite, methods: Methods, n_train: int, steps: int, i
     """The suite cut to a few steps: one level of ``steps`` batches per part, the teacher likewise, the
     first seed, every robustness metric on ``images`` test images. Options, budgets and shapes stay."""
     suite = loaded.suite
-    batch = max([suite.teacher.recipe.batch_size if suite.teacher.recipe else 128]
-                + [r.batch_size for o in loaded.options.values() for r in recipes(o)])
-    epochs = (2 * steps * batch + VAL_IMAGES) / n_train  # both parts' steps, and model selection's passes
+    epochs = (2 * steps * largest_batch(loaded) + VAL_IMAGES) / n_train  # both parts' steps, and model selection
     compute = suite.compute.model_copy(update={"epochs": epochs, "seconds": None, "paper": False})
     teacher = suite.teacher
     if teacher.recipe is not None:

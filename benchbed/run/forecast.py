@@ -61,6 +61,13 @@ def recipes(options: BaseModel) -> list[TrainRecipe]:
     return found
 
 
+def largest_batch(loaded: LoadedSuite) -> int:
+    """The largest batch any of the suite's recipes (the teacher's, every method's) trains with."""
+    suite = loaded.suite
+    return max([suite.teacher.recipe.batch_size if suite.teacher.recipe else 128]
+               + [r.batch_size for o in loaded.options.values() for r in recipes(o)])
+
+
 def robust_passes(recipe: RobustTraining) -> Cost:
     """One robust training image: clean, AugMix and adversarial views trained, and the PGD steps."""
     return Cost(train_images=3 + recipe.pgd_steps * ATTACK_SHARE)
@@ -141,8 +148,7 @@ def forecast(loaded: LoadedSuite, methods: Methods, bench: dict | None = None) -
             per_image = robust_passes(robust) if robust is not None else Cost(train_images=1)
             teachers[variant] = per_image * (suite.teacher.recipe.epochs * n_train) + Cost(forwards=n_val + n_test)
     data_bytes = (train_total + n_test) * math.prod(spec.input_shape) + (train_total + n_test) * 8
-    batch = max([suite.teacher.recipe.batch_size if suite.teacher.recipe else 128]
-                + [r.batch_size for o in loaded.options.values() for r in recipes(o)])
+    batch = largest_batch(loaded)
     memory = {"data_mb": data_bytes / 1e6,
               "model_mb": params * FLOAT * OPTIMISER_COPIES / 1e6,
               "teacher_copies_mb": params * FLOAT * 2 / 1e6,  # the shared teacher and an entry's own copy
