@@ -153,12 +153,13 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"bench: {model} on {dataset}-shaped synthetic data, batch {args.batch_size}, {steps} steps per measurement",
           file=sys.stderr)
     result = bench(found.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
-                   kinds=tuple(args.sites.split(",")), compile_model=args.compile,
-                   log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
+                   kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats,
+                   precision_choice=args.precision, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
     rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
              f"{r['train_speedup']:.2f}x", f"{r['fraction_of_conv_limit']:.0%}", f"{r['harness_infer_images_per_s']:,.0f}",
              f"{r['reference_infer_images_per_s']:,.0f}", f"{r['infer_speedup']:.2f}x"] for kind, r in result["sites"].items()]
-    print(f"{result['model']} on {result['gpu'] or result['device']}, batch {result['batch_size']}; "
+    print(f"{result['model']} on {result['gpu'] or result['device']} ({result['threads']} threads, "
+          f"{result['precision']}), batch {result['batch_size']}; "
           f"conv-only limit {result['conv_only_train_images_per_s']:,.0f} train images/s")
     print(tabulate(rows, headers=["sites", "train img/s", "reference", "speedup", "of conv limit",
                                   "infer img/s", "reference", "speedup"]))
@@ -328,6 +329,9 @@ def parser() -> argparse.ArgumentParser:
     ben.add_argument("--steps", type=int, help="batches per measurement (default: 20 on a GPU, 5 on a CPU)")
     ben.add_argument("--sites", default=",".join(("relu", "masked", "polynomial", "patch")))
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
+    ben.add_argument("--precision", choices=("auto", "native", "fp32", "bf16"), default="auto",
+                     help="the harness's precision, as a suite's `precision` (the reference is always fp32)")
+    ben.add_argument("--repeats", type=int, default=3, help="timed rounds; each figure is its best round")
     ben.add_argument("--json", help="also write the figures to this file")
     ben.set_defaults(func=_bench)
     pla = sub.add_parser("plan", help="a suite's compute (training-image equivalents, FLOPs), evaluation cost, "

@@ -253,6 +253,10 @@ class Suite(Strict):
     secure_cost: SecureCostSettings = Field(default_factory=SecureCostSettings)
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "native", "fp32", "bf16"] = Field(
+        "auto", description="bf16 autocast or plain fp32 for training and evaluation: auto is bf16 on CUDA and fp32 "
+                            "on a CPU; native is bf16 also on CPUs that compute it in hardware (AMX, AVX-512 BF16), "
+                            "about twice as fast there. Recorded with every result.")
 
     @field_validator("budgets")
     @classmethod

@@ -192,10 +192,9 @@ class AutoRePKernel(SiteKernel):
             gate = self.gate()
         else:
             gate = self.mask
-        c = self.effective_coeffs().to(x.dtype)
-        poly = (c[:, 0].view(1, -1, 1, 1) * x + c[:, 1].view(1, -1, 1, 1)) * x + c[:, 2].view(1, -1, 1, 1)
-        gate = gate.to(x.dtype)
-        return gate * F.relu(x) + (1 - gate) * poly
+        c2, c1, c0 = (c.view(1, -1, 1, 1) for c in self.effective_coeffs().to(x.dtype).unbind(1))
+        poly = torch.addcmul(c0, torch.addcmul(c1, c2, x), x)
+        return torch.lerp(poly, F.relu(x), gate.to(x.dtype))  # gate·relu(x) + (1 − gate)·poly, in one pass
 
     def relus(self, shape: tuple[int, int, int]) -> int:
         return int(self.mask.expand(shape).sum().item())

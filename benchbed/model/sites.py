@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchbed.errors import BenchbedError
+from benchbed.model.fused import gated, masked_identity, masked_polynomial, patch_sums, upsample_gate
 from benchbed.model.passes import probe_forward
 
 Shape = tuple[int, int, int]
@@ -36,13 +37,17 @@ ZERO = (-1, -1)
 def patch_gate(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """``x · 1[mean of its (h, w) patch > 0]`` on every channel of ``x`` (N, C, H, W); patches at the
     borders are cut by the map. The gate carries no gradient."""
+    return gated(x, patch_signs(x, h, w))
+
+
+def patch_signs(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """The 0/1 gate of ``patch_gate`` in ``x``'s type: per pixel, whether its patch's mean is positive."""
     height, width = x.shape[-2:]
     h, w = min(h, height), min(w, width)
     with torch.no_grad():
         # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
-        gate = F.avg_pool2d(x, (h, w), stride=(h, w), ceil_mode=True) > 0
-        gate = gate.repeat_interleave(h, 2).repeat_interleave(w, 3)[..., :height, :width]
-    return x * gate.to(x.dtype)
+        signs = (patch_sums(x, h, w) > 0).to(x.dtype)
+        return upsample_gate(signs, h, w, height, width)
 
 
 def patch_drelus(height: int, width: int, h: int, w: int) -> int:
@@ -63,7 +68,24 @@ def _polynomial(coeffs: torch.Tensor | None, channels: int, trainable: bool) -> 
 def _apply_polynomial(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     c = coeffs.to(x.dtype)
     c2, c1, c0 = (c[:, i].view(1, -1, 1, 1) for i in range(3))
-    return (c2 * x + c1) * x + c0
+    return torch.addcmul(c0, torch.addcmul(c1, c2, x), x)
+
+
+class _IdentityCheck:
+    """Whether a kernel's polynomial is the fixed identity, for the fast path; asked again only after the
+    coefficients change in place (a checkpoint's ``load_state_dict``), so it costs no host sync a step."""
+
+    def __init__(self) -> None:
+        self._key: tuple[int, int] | None = None
+        self._identity = False
+
+    def __call__(self, coeffs: torch.Tensor) -> bool:
+        key = (coeffs._version, coeffs.data_ptr())
+        if key != self._key:
+            self._key = key
+            self._identity = not coeffs.requires_grad and bool(
+                torch.equal(coeffs.detach(), torch.tensor([0.0, 1.0, 0.0], device=coeffs.device).expand_as(coeffs)))
+        return self._identity
 
 
 class SiteKernel(nn.Module):
@@ -117,13 +139,17 @@ class MaskedKernel(SiteKernel):
             raise BenchbedError(f"a site mask must be (C,H,W) or (C,1,1), got shape {tuple(mask.shape)}")
         self.register_buffer("mask", (mask != 0).to(torch.float32))
         self.coeffs = _polynomial(coeffs, mask.shape[0], trainable)  # the mask never trains
+        self._identity = _IdentityCheck()
 
     @property
     def per_channel(self) -> bool:
         return self.mask.shape[1:] == (1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.where(self.mask.to(torch.bool), F.relu(x), _apply_polynomial(self.coeffs, x))
+        # The mask is read every pass: a method may move it in place (RLNet).
+        if self._identity(self.coeffs):
+            return masked_identity(x, self.mask)
+        return masked_polynomial(x, self.mask, self.coeffs)
 
     def _kept(self, shape: Shape) -> int:
         return int(self.mask.expand(shape).sum().item())
@@ -167,20 +193,28 @@ class PatchKernel(SiteKernel):
         for c, hw in enumerate(map(tuple, sizes.tolist())):
             groups.setdefault(hw, []).append(c)
         self._groups = [(hw, torch.tensor(idx)) for hw, idx in sorted(groups.items())]
-        order = torch.cat([idx for _, idx in self._groups])
-        self.register_buffer("_inverse", torch.argsort(order), persistent=False)
+        self._identity = _IdentityCheck()
+        linearized = (sizes == torch.tensor(IDENTITY)).all(1)
+        self._any_linearized = bool(linearized.any())
+        self.register_buffer("_linearized", linearized.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        parts = []
-        for (h, w), idx in self._groups:
-            xs = x.index_select(1, idx.to(x.device))
-            if (h, w) == IDENTITY:
-                parts.append(_apply_polynomial(self.coeffs.index_select(0, idx.to(x.device)), xs))
-            elif (h, w) == ZERO:
-                parts.append(torch.zeros_like(xs))
-            else:
-                parts.append(patch_gate(xs, h, w))
-        return torch.cat(parts, 1).index_select(1, self._inverse)
+        """One 0/1 gate for the whole map, filled group by group, then one gated pass over ``x`` (a
+        channel group's gate is computed on its channels only, without gradient)."""
+        if len(self._groups) == 1 and self._groups[0][0] not in (IDENTITY, ZERO):
+            gate = patch_signs(x, *self._groups[0][0])
+        else:
+            gate = torch.empty_like(x, memory_format=torch.contiguous_format)
+            for (h, w), idx in self._groups:
+                idx = idx.to(x.device)
+                if (h, w) in (IDENTITY, ZERO):
+                    gate.index_fill_(1, idx, float((h, w) == IDENTITY))
+                else:
+                    gate.index_copy_(1, idx, patch_signs(x.detach().index_select(1, idx), h, w))
+        out = gated(x, gate)
+        if not self._any_linearized or self._identity(self.coeffs):
+            return out
+        return torch.where(self._linearized, _apply_polynomial(self.coeffs, x), out)
 
     def _per_channel(self, shape: Shape) -> Iterator[tuple[tuple[int, int], int]]:
         _, height, width = shape

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from benchbed.train.devices import precision
+
 PACKAGES = ("benchbed", "torch", "torchvision", "numpy", "pluggy", "pydantic", "scikit-learn", "pandas")
 
 
@@ -46,7 +48,7 @@ def source_commit() -> dict[str, object]:
 
 def hardware(device: torch.device) -> dict[str, object]:
     info = {"device": str(device), "platform": platform.platform(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+            "torch_threads": torch.get_num_threads(), "precision": precision(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

@@ -1,5 +1,9 @@
-"""The device an entry runs on, and the two things every GPU code path needs from it."""
+"""The device an entry runs on, the precision it computes in, and the wait for its queued work."""
 from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -14,9 +18,38 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
+Precision = Literal["auto", "native", "fp32", "bf16"]
+_choice: list[Precision] = ["auto"]  # the suite's ``precision``, set where an entry or the teacher runs
+
+
+def set_precision(choice: Precision) -> None:
+    _choice[0] = choice
+
+
+@functools.cache
+def native_bf16_cpu(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU computes bf16 in hardware (AMX or AVX-512 BF16), where oneDNN's bf16 convolutions
+    run about twice as fast as fp32 ones; elsewhere bf16 is emulated and slower."""
+    try:
+        flags = cpuinfo.read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def precision(device: torch.device) -> str:
+    """``bf16`` (autocast) or ``fp32`` on ``device``: ``auto`` is bf16 on CUDA only; ``native`` also on CPUs
+    that compute bf16 in hardware."""
+    choice = _choice[0]
+    if choice in ("fp32", "bf16"):
+        return choice
+    native = choice == "native" and device.type == "cpu" and native_bf16_cpu()
+    return "bf16" if device.type == "cuda" or native else "fp32"
+
+
 def autocast(device: torch.device) -> torch.autocast:
-    """bf16 autocast on CUDA; a no-op context elsewhere."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    """bf16 autocast where ``precision`` says bf16; a no-op context otherwise."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision(device) == "bf16")
 
 
 def synchronize(device: torch.device | None) -> None:

@@ -1,7 +1,8 @@
 """The core training loop every method and the teacher use: one visible loop over a ``Session``.
 
-Runs on whatever device the context holds: data already resident there, bf16 autocast and
-channels_last on CUDA, no host synchronisation inside an epoch. Model selection reads the
+Runs on whatever device the context holds: data already resident there, channels_last on CUDA, bf16
+autocast where the suite's precision resolves to it (CUDA; with ``precision: native`` also CPUs with
+native bf16), no host synchronisation inside an epoch. Model selection reads the
 validation split only."""
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def warmup_steps(recipe: TrainRecipe, asked_epochs: float, total_steps: int) -> 
     return round(total_steps * min(1.0, recipe.warmup_epochs / asked_epochs)) if recipe.warmup_epochs else 0
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no version counters, no views tracked)
 def accuracy(model: nn.Module, x_u8: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
     correct = torch.zeros((), dtype=torch.long, device=y.device)
     with eval_mode(model):

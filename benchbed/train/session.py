@@ -72,5 +72,5 @@ class Session:
 
     @property
     def autocast(self) -> torch.autocast:
-        """bf16 autocast on CUDA; a no-op context on CPU."""
+        """bf16 autocast where the suite's precision resolves to bf16 (``benchbed.train.devices``)."""
         return autocast(self.device)

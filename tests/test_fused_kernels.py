@@ -1,0 +1,124 @@
+"""The fused site kernels against the unfused formulas, in float64: outputs and every gradient."""
+import torch
+import torch.nn.functional as F
+
+from benchbed.model.fused import gated, masked_identity, masked_polynomial, upsample_gate
+from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel
+
+
+def _input(shape=(3, 4, 7, 6), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    x = torch.where(x.abs() < 1e-3, 0.5, x)  # away from ReLU's kink, where the two sides' gradients differ
+    return x.requires_grad_(), g
+
+
+def _grads(out, inputs, g):
+    weight = torch.randn(out.shape, generator=g, dtype=out.dtype)
+    return torch.autograd.grad((out * weight).sum(), inputs)
+
+
+def test_masked_identity_matches_the_blend_formula():
+    x, g = _input()
+    mask = torch.rand(4, 7, 6, generator=g) < 0.4
+    ours = masked_identity(x, mask)
+    reference = mask * F.relu(x) + (~mask) * x
+    assert torch.equal(ours, reference)
+    state = g.get_state()
+    (a,) = _grads(ours, [x], g)
+    g.set_state(state)
+    (b,) = _grads(reference, [x], g)
+    assert torch.allclose(a, b)
+
+
+def test_masked_polynomial_matches_autograd_on_the_formula_for_x_and_coefficients():
+    x, g = _input()
+    mask = torch.rand(4, 1, 1, generator=g) < 0.5  # per channel, broadcast
+    coeffs = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    ours = masked_polynomial(x, mask, coeffs)
+    c2, c1, c0 = (coeffs[:, i].view(1, -1, 1, 1) for i in range(3))
+    reference = torch.where(mask, F.relu(x), c2 * x * x + c1 * x + c0)
+    assert torch.allclose(ours, reference)
+    state = g.get_state()
+    ours_grads = _grads(ours, [x, coeffs], g)
+    g.set_state(state)
+    reference_grads = _grads(reference, [x, coeffs], g)
+    for a, b in zip(ours_grads, reference_grads):
+        assert torch.allclose(a, b)
+    assert torch.autograd.gradcheck(lambda x, c: masked_polynomial(x, mask, c), (x, coeffs))
+
+
+def test_gated_passes_gradient_only_through_open_pixels():
+    x, g = _input()
+    gate = torch.rand(x.shape, generator=g) < 0.5
+    (grad,) = torch.autograd.grad(gated(x, gate).sum(), [x])
+    assert torch.equal(grad, gate.double())
+
+
+def test_upsample_gate_is_repeat_interleave_cut_to_the_map():
+    for h, w, height, width in [(2, 2, 6, 8), (3, 2, 7, 7), (1, 4, 3, 13)]:
+        g = torch.rand(2, 3, -(-height // h), -(-width // w)) < 0.5  # one value per patch, border ones cut
+        expected = g.repeat_interleave(h, 2).repeat_interleave(w, 3)[..., :height, :width]
+        assert torch.equal(upsample_gate(g, h, w, height, width), expected)
+
+
+def _patch_reference(x, sizes, coeffs):
+    """Channel by channel and patch by patch, with explicit loops."""
+    out = torch.empty_like(x)
+    _, channels, height, width = x.shape
+    for c in range(channels):
+        h, w = sizes[c]
+        if (h, w) == ZERO:
+            out[:, c] = 0
+        elif (h, w) == IDENTITY:
+            c2, c1, c0 = coeffs[c]
+            out[:, c] = c2 * x[:, c] ** 2 + c1 * x[:, c] + c0
+        else:
+            for top in range(0, height, h):
+                for left in range(0, width, w):
+                    patch = x[:, c, top:top + h, left:left + w]
+                    out[:, c, top:top + h, left:left + w] = patch * (patch.mean((1, 2)) > 0).view(-1, 1, 1)
+    return out
+
+
+def test_patch_kernel_with_mixed_groups_matches_a_loop_per_patch():
+    x, g = _input((2, 6, 7, 9))
+    sizes = [(2, 2), IDENTITY, (3, 2), ZERO, (2, 2), (7, 9)]
+    coeffs = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    for kernel_coeffs in (None, coeffs):
+        kernel = PatchKernel(sizes, kernel_coeffs).double()
+        used = torch.tensor([0.0, 1.0, 0.0]).repeat(6, 1) if kernel_coeffs is None else coeffs
+        ours = kernel(x)
+        reference = _patch_reference(x.detach(), sizes, used.double())
+        assert torch.allclose(ours, reference)
+        (grad,) = torch.autograd.grad(ours.sum(), [x])
+        open_pixels = (reference != 0) | (x.detach() == 0)
+        lin = torch.tensor([s == IDENTITY for s in sizes]).view(1, -1, 1, 1)
+        slope = torch.where(lin, 2 * used[:, 0].double().view(1, -1, 1, 1) * x.detach()
+                            + used[:, 1].double().view(1, -1, 1, 1), open_pixels.double())
+        assert torch.allclose(grad, slope)
+
+
+def test_patch_kernel_with_one_group_takes_the_whole_map_path():
+    x, _ = _input((2, 3, 8, 8))
+    kernel = PatchKernel([(2, 4)] * 3).double()
+    assert torch.allclose(kernel(x), _patch_reference(x.detach(), [(2, 4)] * 3, None))
+
+
+def test_masked_kernel_notices_coefficients_loaded_in_place():
+    kernel = MaskedKernel(torch.zeros(2, 1, 1))
+    x = torch.randn(1, 2, 3, 3)
+    assert torch.equal(kernel(x), x)  # identity polynomial: the fast path
+    state = kernel.state_dict()
+    state["coeffs"] = torch.tensor([[0.5, 0.0, 1.0], [0.0, 2.0, 0.0]])
+    kernel.load_state_dict(state)
+    expected = torch.stack([0.5 * x[:, 0] ** 2 + 1.0, 2.0 * x[:, 1]], 1)
+    assert torch.allclose(kernel(x), expected)
+
+
+def test_kernels_keep_bf16():
+    x = torch.randn(2, 3, 4, 4).bfloat16()
+    mask = torch.rand(3, 4, 4) < 0.5
+    assert MaskedKernel(mask.float())(x).dtype == torch.bfloat16
+    assert MaskedKernel(mask.float(), torch.randn(3, 3))(x).dtype == torch.bfloat16
+    assert PatchKernel([(2, 2), IDENTITY, ZERO], torch.randn(3, 3))(x).dtype == torch.bfloat16
