@@ -181,10 +181,10 @@ class AutoRePKernel(SiteKernel):
         if self.training:
             with torch.no_grad():
                 self.mask.copy_(hysteresis(self.mask, self.score, self.opts.threshold))
-                xf = x.detach().float()
+                var, mean = torch.var_mean(x.detach().float(), dim=(0, 2, 3))  # one pass over the map
                 m = self.opts.stats_momentum
-                self.running_mean.lerp_(xf.mean(dim=(0, 2, 3)), m)
-                self.running_var.lerp_(xf.var(dim=(0, 2, 3)), m)
+                self.running_mean.lerp_(mean, m)
+                self.running_var.lerp_(var, m)
                 self.steps += 1
                 if (self.opts.polynomial == "dapa" and self.steps <= self.refresh_until
                         and self.steps % self.opts.dapa_refresh_every == 0):
