@@ -91,3 +91,14 @@ def test_an_absent_dataset_gets_a_synthetic_stand_in_of_its_real_size(write_suit
     assert any("50,000 + 10,000 random images of its shape [3, 32, 32] stand in" in line for line in logged)
     assert [r["status"] for r in rows] == ["ok"] and rows[0]["export_agrees"], rows
     assert not (tmp_path / "nothing").exists(), "nothing downloaded"
+
+
+def test_a_paper_suite_dry_run_runs_the_finetune_too(write_suite):
+    """Under paper recipes SNL's search may use all it is given; the dry run splits its cut level so that
+    the finetune gets steps of its own (AutoReP's paper recipe has no finetune: its search trains)."""
+    methods = Methods(plugin_manager())
+    suite = write_suite(budgets=[256], compute="paper", methods=[{"name": "snl"}], evaluation={},
+                        secure_cost={"profiles": ["aby3"]}, teacher={"recipe": {"epochs": 1, "batch_size": 64}})
+    rows = dry_run(load_suite(suite, methods), methods, log=lambda line: None)
+    assert [r["status"] for r in rows] == ["ok"], rows
+    assert rows[0]["compute_used"]["search_epochs"] > 0 and rows[0]["compute_used"]["finetune_epochs"] > 0, rows

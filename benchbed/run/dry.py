@@ -71,7 +71,10 @@ def dry_suite(loaded: LoadedSuite, methods: Methods, n_train: int, steps: int, i
     first seed, every robustness metric on ``images`` test images. Options, budgets and shapes stay."""
     suite = loaded.suite
     epochs = (2 * steps * largest_batch(loaded) + VAL_IMAGES) / n_train  # both parts' steps, and model selection
-    compute = suite.compute.model_copy(update={"epochs": epochs, "seconds": None, "paper": False})
+    # Under paper recipes a search may take all it is given (SNL's, AutoReP's): the cut level is split in
+    # halves there, so that the finetune's code path runs too.
+    share = 0.5 if suite.compute.paper else suite.compute.finetune_share
+    compute = suite.compute.model_copy(update={"epochs": epochs, "seconds": None, "paper": False, "finetune_share": share})
     teacher = suite.teacher
     if teacher.recipe is not None:
         teacher = teacher.model_copy(update={"recipe": teacher.recipe.model_copy(
@@ -131,7 +134,8 @@ def _dry_entry(run: SuiteRun, entry: Entry, data: DataBundle, teachers: dict,
     error = record.get("error")
     row = {"entry": entry.id, "status": record["status"], "error": first_line(error) if error else "",
            "phases": dict(record.get("phases", {})), "relus": record.get("relus"), "drelus": record.get("drelus"),
-           "cuts": record.get("cuts", {}), "seconds": round(time.perf_counter() - started, 2)}
+           "cuts": record.get("cuts", {}), "compute_used": record.get("compute", {}).get("used"),
+           "seconds": round(time.perf_counter() - started, 2)}
     return row, payload
 
 
