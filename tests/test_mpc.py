@@ -270,6 +270,21 @@ def test_trained_polynomial_coefficients_are_secret_weights():
     assert fn.weight_names == [] and run.bytes_total == 0
 
 
+def test_patch_export_with_gated_channels_first_and_linearized_ones_after():
+    """Gated channels 0..k-1 then identity ones, so that the channel order needs no permutation: the
+    gate covers the gated channels only (the case the CIFAR paper suite's dry run found broken)."""
+    model = _narrow()
+    _warm(model)
+    site = sites(model)["layers.2.0.relu2"]
+    half = site.shape[0] // 2
+    site.set_patches([(2, 2)] * half + [(0, 0)] * (site.shape[0] - half))
+    fn, weights = export(model, SHAPE)
+    x = torch.rand(2, *SHAPE, generator=torch.Generator().manual_seed(3))
+    ours = np.asarray(fn(fn.preprocess(x.numpy()), *weights))
+    with torch.no_grad():
+        assert np.abs(ours - model.eval()(x).numpy()).max() < 1e-4
+
+
 def test_masked_export_compiles_without_scatter():
     model = _narrow()
     _pixel_masks(model, torch.Generator().manual_seed(1))

@@ -417,7 +417,8 @@ def _patch_fn(prog: _Program, name: str, kernel: PatchKernel, chw: tuple[int, in
     def patch(w, x):
         outs = []
         if len(gated_idx):
-            xs = x[:, gated_idx] if permuted else x
+            # all of x only when the gated channels are all of them, in order (not when only ``order`` is)
+            xs = x if np.array_equal(gated_idx, np.arange(c)) else x[:, gated_idx]
             outs.append(jnp.where(gate_all(xs), xs, 0))  # one select
         if len(identity_idx):
             outs.append(x[:, identity_idx])
