@@ -93,11 +93,13 @@ def test_an_absent_dataset_gets_a_synthetic_stand_in_of_its_real_size(write_suit
     assert not (tmp_path / "nothing").exists(), "nothing downloaded"
 
 
-def test_a_paper_suite_dry_run_runs_the_finetune_too(write_suite):
-    """Under paper recipes SNL's search may use all it is given; the dry run splits its cut level so that
-    the finetune gets steps of its own (AutoReP's paper recipe has no finetune: its search trains)."""
+@pytest.mark.parametrize("compute, method", [("paper", "snl"), ({"epochs": 3}, "deepreduce")])
+def test_a_dry_run_runs_the_finetune_too(write_suite, compute, method):
+    """A search may use all a few steps' budget (SNL's under paper recipes, DeepReDuce's stage networks);
+    the dry run splits its cut level so that the finetune gets steps of its own (AutoReP's paper recipe
+    has no finetune: its search trains)."""
     methods = Methods(plugin_manager())
-    suite = write_suite(budgets=[256], compute="paper", methods=[{"name": "snl"}], evaluation={},
+    suite = write_suite(budgets=[256], compute=compute, methods=[{"name": method}], evaluation={},
                         secure_cost={"profiles": ["aby3"]}, teacher={"recipe": {"epochs": 1, "batch_size": 64}})
     rows = dry_run(load_suite(suite, methods), methods, log=lambda line: None)
     assert [r["status"] for r in rows] == ["ok"], rows

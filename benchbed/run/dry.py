@@ -71,9 +71,9 @@ def dry_suite(loaded: LoadedSuite, methods: Methods, n_train: int, steps: int, i
     first seed, every robustness metric on ``images`` test images. Options, budgets and shapes stay."""
     suite = loaded.suite
     epochs = (2 * steps * largest_batch(loaded) + VAL_IMAGES) / n_train  # both parts' steps, and model selection
-    # Under paper recipes a search may take all it is given (SNL's, AutoReP's): the cut level is split in
-    # halves there, so that the finetune's code path runs too.
-    share = 0.5 if suite.compute.paper else suite.compute.finetune_share
+    # A search may take all a few steps' budget (SNL's under its paper options, DeepReDuce's stage networks):
+    # the cut level is split in halves unless the suite splits it, so that the finetune's code path runs too.
+    share = suite.compute.finetune_share or 0.5
     compute = suite.compute.model_copy(update={"epochs": epochs, "seconds": None, "paper": False, "finetune_share": share})
     teacher = suite.teacher
     if teacher.recipe is not None:
