@@ -105,14 +105,15 @@ def _conv_limit(model: nn.Module, data: DataBundle, batch_size: int, device: tor
 
 
 def _best(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Each function's shortest time over ``repeats`` rounds, the functions taking turns within a round,
-    after one untimed call each: what a contended machine lets through, without warm-up or order effects."""
+    """Each function's shortest time over ``repeats`` rounds, the functions taking turns within a round (in
+    reverse order every other round), after one untimed call each: what a contended machine lets
+    through, without warm-up or order effects."""
     for fn in fns.values():
         fn()
     best = {name: float("inf") for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            best[name] = min(best[name], _timed(fn, device))
+    for round_ in range(repeats):
+        for name in (list(fns) if round_ % 2 == 0 else list(fns)[::-1]):
+            best[name] = min(best[name], _timed(fns[name], device))
     return best
 
 
@@ -137,7 +138,8 @@ def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, i
         harness_model = torch.compile(model) if compile_model else model
         ctx = Session.create(resident, device, seed=0)
         seconds = _best({
-            "harness_train": lambda: fit(harness_model, ctx, recipe, select_on_val=False),
+            # the training loop alone, as the reference's: no validation pass after the epoch
+            "harness_train": lambda: fit(harness_model, ctx, recipe, select_on_val=False, validate=False),
             "reference_train": lambda: _reference_train(reference, data, batch_size, device),
             "harness_infer": lambda: accuracy(harness_model, resident.train_x, resident.train_y, batch_size),
             "reference_infer": lambda: _reference_infer(reference, data, batch_size, device)}, device, repeats)
