@@ -230,8 +230,11 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
         lines.append(f"- **Secure cost:** {', '.join(f'`{p}`' for p in profiles(records))} (one inference of one "
                      "image, whole network: linear and non-linear layers, offline + online; latency = local compute + the "
                      f"busiest party's bytes / bandwidth + rounds · RTT / 2; setup apart); {nets}.")
+    # records made before the suite's precision existed ran bf16 autocast on CUDA only
+    precision = hardware.get("precision", "bf16" if str(hardware.get("device", "")).startswith("cuda") else "fp32")
     lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
-                 f"{hardware.get('cpu_count', '?')} CPUs; **versions:** "
+                 f"{hardware.get('cpu_count', '?')} CPUs, {precision}"
+                 f"{' autocast' if precision == 'bf16' else ''}; **versions:** "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())
                  + f"; **commit:** {commit.get('commit') or 'unknown'}{' (dirty)' if commit.get('dirty') else ''}.")
     return lines
