@@ -230,7 +230,7 @@ class PatchKernel(SiteKernel):
 
     def linearized(self) -> torch.Tensor:
         """Per channel, whether its ReLU was removed (its pixels go through the polynomial)."""
-        return (self.sizes == torch.tensor(IDENTITY, device=self.sizes.device)).all(1)
+        return self._linearized.view(-1)
 
     def poly_pixels(self, shape: Shape) -> int:
         _, height, width = shape
