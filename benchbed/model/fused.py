@@ -48,9 +48,8 @@ class _MaskedPolynomial(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, mask: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         mask = mask.to(x.dtype)
-        c2, c1, c0 = _channel_views(coeffs.to(x.dtype))
         ctx.save_for_backward(x, mask, coeffs)
-        return torch.lerp(torch.addcmul(c0, torch.addcmul(c1, c2, x), x), F.relu(x), mask)
+        return torch.lerp(polynomial(coeffs, x), F.relu(x), mask)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -71,6 +70,12 @@ class _MaskedPolynomial(torch.autograd.Function):
 def _channel_views(c: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """(c2, c1, c0) of (C, 3) coefficients, each shaped to broadcast over (N, C, H, W)."""
     return tuple(c[:, i].view(1, -1, 1, 1) for i in range(3))
+
+
+def polynomial(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``c2·x² + c1·x + c0`` per channel of ``x`` (N, C, H, W), coefficients (C, 3), in ``x``'s type."""
+    c2, c1, c0 = _channel_views(coeffs.to(x.dtype))
+    return torch.addcmul(c0, torch.addcmul(c1, c2, x), x)
 
 
 def masked_polynomial(x: torch.Tensor, mask: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:

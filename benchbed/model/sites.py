@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchbed.errors import BenchbedError
-from benchbed.model.fused import gated, masked_identity, masked_polynomial, patch_sums, upsample_gate
+from benchbed.model.fused import gated, masked_identity, masked_polynomial, patch_sums, polynomial, upsample_gate
 from benchbed.model.passes import probe_forward
 
 Shape = tuple[int, int, int]
@@ -63,12 +63,6 @@ def _polynomial(coeffs: torch.Tensor | None, channels: int, trainable: bool) -> 
     if coeffs.shape != (channels, 3):
         raise BenchbedError(f"polynomial coefficients must be (C,3)=({channels},3), got {tuple(coeffs.shape)}")
     return nn.Parameter(coeffs.detach().clone().float(), requires_grad=trainable)
-
-
-def _apply_polynomial(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    c = coeffs.to(x.dtype)
-    c2, c1, c0 = (c[:, i].view(1, -1, 1, 1) for i in range(3))
-    return torch.addcmul(c0, torch.addcmul(c1, c2, x), x)
 
 
 class _IdentityCheck:
@@ -214,7 +208,7 @@ class PatchKernel(SiteKernel):
         out = gated(x, gate)
         if not self._any_linearized or self._identity(self.coeffs):
             return out
-        return torch.where(self._linearized, _apply_polynomial(self.coeffs, x), out)
+        return torch.where(self._linearized, polynomial(self.coeffs, x), out)
 
     def _per_channel(self, shape: Shape) -> Iterator[tuple[tuple[int, int], int]]:
         _, height, width = shape
