@@ -1,6 +1,7 @@
 """What a plugin imports — the one door between the benchbed core and plugins: the hook marker, the
 types the hooks pass, the site switches, the core training loop and losses, top-k under a budget, the
-robustness pieces (dual BN, attacks, AugMix, evaluation) that robust methods build on, and what a plugin
+robustness pieces (dual BN, attacks, AugMix, evaluation) that robust methods build on, the site kernels'
+elementwise pieces (a per-channel polynomial, a mask in the activation's layout), and what a plugin
 needs to contribute a dataset, a model, a protocol profile or a robustness metric. Plugins import nothing
 else from ``benchbed``; a test enforces it. Everything here is stable for plugin authors."""
 from benchbed.config import (DistillationOptions, EvaluationSettings, RobustTraining, SecureCostSettings, Strict,
@@ -10,6 +11,7 @@ from benchbed.data.registry import DatasetSpec
 from benchbed.errors import BenchbedError
 from benchbed.model.architectures import Normalize, stage_modules
 from benchbed.model.dual_bn import bn_path, convert_dual_bn, has_dual_bn
+from benchbed.model.fused import broadcast_like, polynomial
 from benchbed.model.passes import eval_mode, forward_hooks, observe
 from benchbed.model.polynomials import dapa_bypass, dapa_coefficients
 from benchbed.model.registry import ModelSpec
@@ -34,8 +36,8 @@ __all__ = [
     "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
     "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",
     "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",
-    "bn_path", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
+    "bn_path", "broadcast_like", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
     "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune", "drelu_count", "eval_mode",
     "evaluate_model", "fit", "forward_hooks", "forward_share_after", "has_dual_bn", "hookimpl", "kd_loss", "observe", "patch_drelus",
-    "patch_gate", "planned_steps", "relu_count", "sites", "stage_modules", "to_float", "top_k",
+    "patch_gate", "planned_steps", "polynomial", "relu_count", "sites", "stage_modules", "to_float", "top_k",
 ]

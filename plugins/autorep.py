@@ -31,7 +31,8 @@ from torch import nn
 
 from benchbed.api import (BenchbedError, Claim, ClaimSide, DistillationOptions, EntryContext, FinetuneResult,
                           MaskedKernel, MaskResult, MethodInfo, PatchKernel, PublishedResult, SiteKernel, TrainRecipe,
-                          counted_sites, dapa_bypass, dapa_coefficients, distillation, fit, hookimpl, top_k)
+                          broadcast_like, counted_sites, dapa_bypass, dapa_coefficients, distillation, fit, hookimpl,
+                          polynomial, top_k)
 
 # The paper's top-1 at 12.9K ReLUs on ResNet-18 without a stem ReLU (arXiv:2308.10134).
 PUBLISHED = [PublishedResult("cifar100", "resnet18_cifar", False, 12_900, 0.7492, "AutoReP, ICCV 2023"),
@@ -192,9 +193,8 @@ class AutoRePKernel(SiteKernel):
             gate = self.gate()
         else:
             gate = self.mask
-        c2, c1, c0 = (c.view(1, -1, 1, 1) for c in self.effective_coeffs().to(x.dtype).unbind(1))
-        poly = torch.addcmul(c0, torch.addcmul(c1, c2, x), x)
-        return torch.lerp(poly, F.relu(x), gate.to(x.dtype))  # gate·relu(x) + (1 − gate)·poly, in one pass
+        # gate·relu(x) + (1 − gate)·poly in one pass, the gate in the map's layout
+        return torch.lerp(polynomial(self.effective_coeffs(), x), F.relu(x), broadcast_like(gate, x))
 
     def relus(self, shape: tuple[int, int, int]) -> int:
         return int(self.mask.expand(shape).sum().item())

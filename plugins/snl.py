@@ -33,8 +33,8 @@ from pydantic import Field
 from torch import nn
 
 from benchbed.api import (FORWARD_SHARE, Claim, ClaimSide, DistillationOptions, EntryContext, FinetuneResult,
-                          MaskResult, MethodInfo, PublishedResult, SiteKernel, TrainRecipe, counted_sites, distillation,
-                          distilled_finetune, fit, hookimpl, planned_steps, top_k)
+                          MaskResult, MethodInfo, PublishedResult, SiteKernel, TrainRecipe, broadcast_like,
+                          counted_sites, distillation, distilled_finetune, fit, hookimpl, planned_steps, top_k)
 
 # The paper's CIFAR-100 ResNet-18 top-1 by ReLU count (no stem ReLU), from its published table.
 PUBLISHED = [PublishedResult("cifar100", "resnet18_cifar", False, relus, accuracy, "SNL, ICML 2022")
@@ -122,7 +122,8 @@ class AlphaKernel(SiteKernel):
         self.threshold = threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.lerp(x, torch.relu(x), self.alpha.to(x.dtype))  # x + alpha·(relu(x) − x), in one pass
+        # x + alpha·(relu(x) − x) in one pass, alpha in the map's layout
+        return torch.lerp(x, torch.relu(x), broadcast_like(self.alpha, x))
 
     def relus(self, shape: tuple[int, int, int]) -> int:
         return int((self.alpha > self.threshold).expand(shape).sum().item())

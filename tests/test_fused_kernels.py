@@ -122,3 +122,36 @@ def test_kernels_keep_bf16():
     assert MaskedKernel(mask.float())(x).dtype == torch.bfloat16
     assert MaskedKernel(mask.float(), torch.randn(3, 3))(x).dtype == torch.bfloat16
     assert PatchKernel([(2, 2), IDENTITY, ZERO], torch.randn(3, 3))(x).dtype == torch.bfloat16
+
+
+def _channels_last_case(kernel, x):
+    """The kernel on ``x`` laid out channels_last: the same values and input gradient as on the contiguous
+    ``x``, and the output in the input's layout (masks and gates follow it)."""
+    dense = x.detach().clone().requires_grad_()
+    last = x.detach().clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_dense, out_last = kernel(dense), kernel(last)
+    assert torch.allclose(out_dense, out_last)
+    assert out_last.is_contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(x.shape, dtype=x.dtype)
+    (a,) = torch.autograd.grad((out_dense * weight).sum(), [dense])
+    (b,) = torch.autograd.grad((out_last * weight).sum(), [last])
+    assert torch.allclose(a, b)
+
+
+def test_kernels_agree_on_channels_last_maps():
+    x, g = _input((2, 6, 7, 9))
+    mask = (torch.rand(6, 7, 9, generator=g) < 0.5).double()
+    coeffs = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    _channels_last_case(lambda v: masked_identity(v, mask), x)
+    _channels_last_case(lambda v: masked_polynomial(v, mask, coeffs), x)
+    _channels_last_case(lambda v: gated(v, mask), x)
+    _channels_last_case(PatchKernel([(2, 2)] * 6).double(), x)
+    _channels_last_case(PatchKernel([(2, 2), IDENTITY, (3, 2), ZERO, (2, 2), (7, 9)], coeffs).double(), x)
+
+
+def test_upsample_gate_in_channels_last_order_is_the_same_gate():
+    g = torch.rand(2, 3, 4, 5) < 0.5
+    dense = upsample_gate(g, 2, 2, 7, 9)
+    last = upsample_gate(g.contiguous(memory_format=torch.channels_last), 2, 2, 7, 9, channels_last=True)
+    assert torch.equal(dense, last)
+    assert last.stride(1) == 1  # channels innermost

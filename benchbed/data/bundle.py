@@ -60,8 +60,10 @@ class DataBundle(TrainingData):
 
 
 def to_float(x_u8: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1], channels_last: the layout oneDNN's and cuDNN's convolutions run fastest in (on
+    this project's CPU, resnet_tiny with masked sites trains 1.2-1.6x and infers 1.2x faster so)."""
     x = x_u8.float().div_(255)
-    return x.contiguous(memory_format=torch.channels_last) if x.is_cuda else x
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def augment(x: torch.Tensor, padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:

@@ -16,6 +16,7 @@ must freeze every site into a standard kernel before it hands the model back.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchbed.errors import BenchbedError
-from benchbed.model.fused import gated, masked_identity, masked_polynomial, patch_sums, polynomial, upsample_gate
+from benchbed.model.fused import (channels_last, gated, masked_identity, masked_polynomial, patch_sums, polynomial,
+                                  upsample_gate)
 from benchbed.model.passes import probe_forward
 
 Shape = tuple[int, int, int]
@@ -47,7 +49,7 @@ def patch_signs(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     with torch.no_grad():
         # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
         signs = (patch_sums(x, h, w) > 0).to(x.dtype)
-        return upsample_gate(signs, h, w, height, width)
+        return upsample_gate(signs, h, w, height, width, channels_last=channels_last(x))
 
 
 def patch_drelus(height: int, width: int, h: int, w: int) -> int:
@@ -186,25 +188,33 @@ class PatchKernel(SiteKernel):
         groups: dict[tuple[int, int], list[int]] = {}
         for c, hw in enumerate(map(tuple, sizes.tolist())):
             groups.setdefault(hw, []).append(c)
-        self._groups = [(hw, torch.tensor(idx)) for hw, idx in sorted(groups.items())]
+        # The channels sorted by patch size, so that each size's channels are one slice of the sorted map.
+        order = [c for _, channels in sorted(groups.items()) for c in channels]
+        bounds = itertools.accumulate((len(channels) for _, channels in sorted(groups.items())), initial=0)
+        self._groups = [(hw, start, stop) for hw, (start, stop) in zip(sorted(groups), itertools.pairwise(bounds))]
+        self.register_buffer("_order", torch.tensor(order), persistent=False)
+        self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
         self._identity = _IdentityCheck()
         linearized = (sizes == torch.tensor(IDENTITY)).all(1)
         self._any_linearized = bool(linearized.any())
         self.register_buffer("_linearized", linearized.view(1, -1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """One 0/1 gate for the whole map, filled group by group, then one gated pass over ``x`` (a
-        channel group's gate is computed on its channels only, without gradient)."""
+        """One 0/1 gate for the whole map, then one gated pass over ``x``. With several patch sizes the gate
+        is filled on the channels sorted by size, one slice per size, and put back in channel order: two
+        gathers in all, where one per size would copy the map's channels out and back once per size."""
         if len(self._groups) == 1 and self._groups[0][0] not in (IDENTITY, ZERO):
             gate = patch_signs(x, *self._groups[0][0])
         else:
-            gate = torch.empty_like(x, memory_format=torch.contiguous_format)
-            for (h, w), idx in self._groups:
-                idx = idx.to(x.device)
-                if (h, w) in (IDENTITY, ZERO):
-                    gate.index_fill_(1, idx, float((h, w) == IDENTITY))
-                else:
-                    gate.index_copy_(1, idx, patch_signs(x.detach().index_select(1, idx), h, w))
+            with torch.no_grad():
+                grouped = x.detach()[:, self._order]
+                gate = torch.empty_like(grouped)
+                for (h, w), start, stop in self._groups:
+                    if (h, w) in (IDENTITY, ZERO):
+                        gate[:, start:stop].fill_(float((h, w) == IDENTITY))
+                    else:
+                        gate[:, start:stop].copy_(patch_signs(grouped[:, start:stop], h, w))
+                gate = gate[:, self._unorder]
         out = gated(x, gate)
         if not self._any_linearized or self._identity(self.coeffs):
             return out

@@ -2,7 +2,7 @@
 current device, next to a plain reference loop and a conv-only limit.
 
 - harness: the core's ``fit`` and ``accuracy`` — data resident on the device as uint8, batched
-  augmentation on the device, channels_last on CUDA, bf16 autocast where the precision says so
+  augmentation on the device, channels_last, bf16 autocast where the precision says so
   (``benchbed.train.devices``: on CUDA; with ``native`` also on CPUs with native bf16);
 - reference: what a plain script does — a torch ``DataLoader`` over a CPU dataset with per-image
   torchvision transforms, fp32, one host-to-device copy per batch; the same model and site kernels;
@@ -26,6 +26,7 @@ from benchbed.data.bundle import DataBundle, to_float
 from benchbed.data.synthetic import synthetic_data
 from benchbed.model.registry import ModelRegistry
 from benchbed.model.sites import ReLUSite, counted_sites
+from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import Precision, autocast, precision, set_precision, synchronize
 from benchbed.train.loop import accuracy, fit
 from benchbed.train.session import Session
@@ -123,6 +124,7 @@ def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, i
           log: Callable[[str], None] = lambda message: None) -> dict:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     set_precision(precision_choice)
+    keep_freed_pages()  # for both loops: the process's allocator
     generator = torch.Generator().manual_seed(0)
     data = synthetic_data(input_shape, num_classes, batch_size * steps, generator)
     resident = data.to(device)
@@ -152,8 +154,7 @@ def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, i
             "infer_speedup": seconds["reference_infer"] / seconds["harness_infer"]}
     log("conv-only limit")
     limit_model = _conv_only(models.build(model_name, num_classes=num_classes, input_shape=input_shape)).to(device)
-    if device.type == "cuda":
-        limit_model = limit_model.to(memory_format=torch.channels_last)
+    limit_model = limit_model.to(memory_format=torch.channels_last)  # as the harness's model
     limit = images / _best({"limit": lambda: _conv_limit(limit_model, resident, batch_size, device)}, device,
                            repeats)["limit"]
     for row in results.values():

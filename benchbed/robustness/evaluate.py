@@ -8,6 +8,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from typing import Any
 
+import torch
 from torch import nn
 
 from benchbed.config import EvaluationSettings
@@ -21,7 +22,7 @@ def evaluate_model(model: nn.Module, data: DataBundle, settings: EvaluationSetti
                    metrics: MetricRegistry, progress: Progress = lambda label, done, total: None) -> dict[str, Any]:
     """Every metric of ``model`` (in eval mode) on ``data``'s test and validation splits. ``columns``
     names each accuracy's leaderboard title and the number of test images it was measured on."""
-    model.eval()
+    model.eval().to(memory_format=torch.channels_last)  # as the batches are (``to_float``)
     size = settings.batch_size
     dual = has_dual_bn(model)
     n_test = len(data.test_y)

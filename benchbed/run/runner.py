@@ -31,6 +31,7 @@ from benchbed.run.rundir import STANDARD_TEACHER, RunDir
 from benchbed.run.scheduling import run_on_ray
 from benchbed.run.suite import Entry, LoadedSuite, load_suite, plan
 from benchbed.secure.cost import price
+from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import resolve_device, set_precision
 from benchbed.train.meter import meter_entry
 from benchbed.train.reproducibility import determinism, seed_everything
@@ -91,6 +92,7 @@ class SuiteRun:
         payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
         exits, alters its teacher, hands back kernels of its own — the record says so."""
         set_precision(self.suite.precision)  # in the process that runs the entry (a forked or Ray worker)
+        keep_freed_pages()
         mask_method, finetune_method = self.methods.get(entry.mask_method), self.methods.get(entry.finetune_method)
         level = entry.level
         limits = {} if level is None else {"epochs": level.epochs, "seconds": level.seconds}

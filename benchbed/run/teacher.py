@@ -19,6 +19,7 @@ from benchbed.robustness.training import robust_teacher_loss
 from benchbed.run import provenance
 from benchbed.run.progress import Reporter
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir
+from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import set_precision
 from benchbed.train.loop import accuracy, fit
 from benchbed.train.reproducibility import seed_everything
@@ -81,6 +82,7 @@ def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device
     """The frozen teacher ``variant`` of the suite: the suite's checkpoint (``loaded`` from ``checkpoint``),
     or trained once per run directory and then reused."""
     set_precision(suite.precision)
+    keep_freed_pages()
     if variant not in VARIANTS:
         raise BenchbedError(f"unknown teacher variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     if variant == "robust" and suite.teacher.robust is not None:

@@ -1,6 +1,6 @@
 """The core training loop every method and the teacher use: one visible loop over a ``Session``.
 
-Runs on whatever device the context holds: data already resident there, channels_last on CUDA, bf16
+Runs on whatever device the context holds: data already resident there, channels_last, bf16
 autocast where the suite's precision resolves to it (CUDA; with ``precision: native`` also CPUs with
 native bf16), no host synchronisation inside an epoch. Model selection reads the
 validation split only."""
@@ -157,8 +157,7 @@ def fit(model: nn.Module, ctx: Session, recipe: TrainRecipe, *, epochs: float | 
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, [lambda s, base=g["lr"]: lr_factor(recipe, s, plan["total"], plan["warmup"], base)
                     for g in optimizer.param_groups])
-    if ctx.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # as the batches are (``to_float``)
     forward = torch.compile(model) if recipe.compile else model
 
     best_acc, best_state, best_epoch, history = -1.0, None, -1, []
