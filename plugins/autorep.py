@@ -134,6 +134,16 @@ def method_info() -> MethodInfo:
                       claims=CLAIMS)
 
 
+def _channel_var_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel unbiased variance and mean of ``x`` (N, C, H, W) over batch and pixels, in float32, from
+    the sums of ``x`` and ``x²``: on a channels_last map a CPU's ``var_mean`` over (0, 2, 3) takes
+    four to fifteen times as long as the two sums, and was a tenth of an fmnist search."""
+    x = x.float()
+    n = x.numel() // x.shape[1]
+    mean = x.sum((0, 2, 3)) / n
+    return (x.square().sum((0, 2, 3)) - n * mean.square()) / (n - 1), mean
+
+
 class AutoRePKernel(SiteKernel):
     kind = "autorep"
 
@@ -182,7 +192,7 @@ class AutoRePKernel(SiteKernel):
         if self.training:
             with torch.no_grad():
                 self.mask.copy_(hysteresis(self.mask, self.score, self.opts.threshold))
-                var, mean = torch.var_mean(x.detach().float(), dim=(0, 2, 3))  # one pass over the map
+                var, mean = _channel_var_mean(x.detach())
                 m = self.opts.stats_momentum
                 self.running_mean.lerp_(mean, m)
                 self.running_var.lerp_(var, m)

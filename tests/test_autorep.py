@@ -220,3 +220,11 @@ def test_paper_lr_for_small_budgets_and_no_finetune(make_ctx):
     assert drelu_count(model) == 512
     result = autorep.finetune(ctx=ctx, model=model)
     assert result.model is model and "none" in result.info["finetune"]
+
+
+def test_channel_statistics_match_var_mean_on_either_layout():
+    x = torch.randn(6, 5, 7, 9, dtype=torch.float64) * 3 + 1.5
+    var, mean = torch.var_mean(x.float(), dim=(0, 2, 3))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        ours_var, ours_mean = autorep._channel_var_mean(x.contiguous(memory_format=layout))
+        assert torch.allclose(ours_mean, mean, atol=1e-5) and torch.allclose(ours_var, var, rtol=1e-4)

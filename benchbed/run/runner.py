@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+import torch
 from pydantic import BaseModel
 from torch import nn
 
@@ -99,8 +100,10 @@ class SuiteRun:
         (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
         shared = {stage: teachers[self.teacher_variant(m, o)] for stage, m, o in self.parts(entry)}
         sealed = {stage: self._seal(t) for stage, t in shared.items()}
-        # A copy per entry and part: no entry can alter the others' teacher.
-        own_teachers = {stage: copy.deepcopy(t) for stage, t in shared.items()}
+        # A copy per entry and part: no entry can alter the others' teacher. Laid out channels_last as the
+        # batches and the student are: a teacher rebuilt from its payload is contiguous, and on a 1-channel
+        # input a convolution follows its weights' layout.
+        own_teachers = {stage: copy.deepcopy(t).to(memory_format=torch.channels_last) for stage, t in shared.items()}
         ctx = EntryContext.create(method=entry.method, budget=entry.budget, seed=entry.seed, data=data.for_methods(),
                                   teacher=own_teachers["build_mask"], options=mask_options, device=self.device,
                                   generator=seed_everything(entry.seed, self.device), timer=self.timer,
