@@ -137,7 +137,7 @@ def method_info() -> MethodInfo:
 def _channel_var_mean(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel unbiased variance and mean of ``x`` (N, C, H, W) over batch and pixels, in float32, from
     the sums of ``x`` and ``x²``: on a channels_last map a CPU's ``var_mean`` over (0, 2, 3) takes
-    four to fifteen times as long as the two sums, and was a tenth of an fmnist search."""
+    four to fifteen times as long as the two sums, and was a sixth of an fmnist search."""
     x = x.float()
     n = x.numel() // x.shape[1]
     mean = x.sum((0, 2, 3)) / n
