@@ -152,6 +152,6 @@ def test_kernels_agree_on_channels_last_maps():
 def test_upsample_gate_in_channels_last_order_is_the_same_gate():
     g = torch.rand(2, 3, 4, 5) < 0.5
     dense = upsample_gate(g, 2, 2, 7, 9)
-    last = upsample_gate(g.contiguous(memory_format=torch.channels_last), 2, 2, 7, 9, channels_last=True)
+    last = upsample_gate(g.contiguous(memory_format=torch.channels_last), 2, 2, 7, 9, nhwc=True)
     assert torch.equal(dense, last)
     assert last.stride(1) == 1  # channels innermost

@@ -120,12 +120,12 @@ def patch_sums(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
 
 def upsample_gate(gate: torch.Tensor, h: int, w: int, height: int, width: int,
-                  channels_last: bool = False) -> torch.Tensor:
+                  nhwc: bool = False) -> torch.Tensor:
     """Each patch's value over its ``h``×``w`` pixels, cut to the map: a broadcast and one copy, where
-    ``repeat_interleave`` twice would copy twice; written channels_last when the map is (see
+    ``repeat_interleave`` twice would copy twice; written channels_last (``nhwc``) when the map is (see
     ``broadcast_like``)."""
     n, c, rows, cols = gate.shape
-    if channels_last:
+    if nhwc:
         per_pixel = gate.permute(0, 2, 3, 1).reshape(n, rows, 1, cols, 1, c).expand(n, rows, h, cols, w, c)
         full = per_pixel.reshape(n, rows * h, cols * w, c).permute(0, 3, 1, 2)
     else:

@@ -49,7 +49,7 @@ def patch_signs(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     with torch.no_grad():
         # The sign of the mean is the sign of the sum, so the border divisor is irrelevant.
         signs = (patch_sums(x, h, w) > 0).to(x.dtype)
-        return upsample_gate(signs, h, w, height, width, channels_last=channels_last(x))
+        return upsample_gate(signs, h, w, height, width, nhwc=channels_last(x))
 
 
 def patch_drelus(height: int, width: int, h: int, w: int) -> int:
