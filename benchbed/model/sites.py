@@ -189,9 +189,10 @@ class PatchKernel(SiteKernel):
         for c, hw in enumerate(map(tuple, sizes.tolist())):
             groups.setdefault(hw, []).append(c)
         # The channels sorted by patch size, so that each size's channels are one slice of the sorted map.
-        order = [c for _, channels in sorted(groups.items()) for c in channels]
-        bounds = itertools.accumulate((len(channels) for _, channels in sorted(groups.items())), initial=0)
-        self._groups = [(hw, start, stop) for hw, (start, stop) in zip(sorted(groups), itertools.pairwise(bounds))]
+        by_size = sorted(groups.items())
+        order = [c for _, channels in by_size for c in channels]
+        bounds = itertools.accumulate((len(channels) for _, channels in by_size), initial=0)
+        self._groups = [(hw, start, stop) for (hw, _), (start, stop) in zip(by_size, itertools.pairwise(bounds))]
         self.register_buffer("_order", torch.tensor(order), persistent=False)
         self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
         self._identity = _IdentityCheck()
