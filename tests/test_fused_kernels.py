@@ -48,6 +48,31 @@ def test_masked_polynomial_matches_autograd_on_the_formula_for_x_and_coefficient
     assert torch.autograd.gradcheck(lambda x, c: masked_polynomial(x, mask, c), (x, coeffs))
 
 
+def test_the_polynomial_without_a_mask_matches_autograd_on_the_formula():
+    x, g = _input()
+    coeffs = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    c2, c1, c0 = (coeffs[:, i].view(1, -1, 1, 1) for i in range(3))
+    ours, reference = masked_polynomial(x, None, coeffs), c2 * x * x + c1 * x + c0
+    assert torch.allclose(ours, reference)
+    state = g.get_state()
+    ours_grads = _grads(ours, [x, coeffs], g)
+    g.set_state(state)
+    for a, b in zip(ours_grads, _grads(reference, [x, coeffs], g)):
+        assert torch.allclose(a, b)
+    assert torch.autograd.gradcheck(lambda x, c: masked_polynomial(x, None, c), (x, coeffs))
+
+
+def test_an_all_polynomial_site_takes_the_mask_free_path_until_its_mask_moves():
+    x, g = _input()
+    coeffs = torch.randn(4, 3, generator=g, dtype=torch.float64)
+    kernel = MaskedKernel(torch.zeros(4, 1, 1), coeffs).double()
+    blend = masked_polynomial(x, kernel.mask, kernel.coeffs)
+    assert torch.allclose(kernel(x), blend)
+    kernel.mask[1] = 1  # moved in place (RLNet moves masks): asked again, the ReLU comes back
+    assert torch.allclose(kernel(x), masked_polynomial(x, kernel.mask, kernel.coeffs))
+    assert torch.equal(kernel(x)[:, 1], F.relu(x)[:, 1])
+
+
 def test_gated_passes_gradient_only_through_open_pixels():
     x, g = _input()
     gate = torch.rand(x.shape, generator=g) < 0.5
@@ -144,6 +169,7 @@ def test_kernels_agree_on_channels_last_maps():
     coeffs = torch.randn(6, 3, generator=g, dtype=torch.float64)
     _channels_last_case(lambda v: masked_identity(v, mask), x)
     _channels_last_case(lambda v: masked_polynomial(v, mask, coeffs), x)
+    _channels_last_case(lambda v: masked_polynomial(v, None, coeffs), x)
     _channels_last_case(lambda v: gated(v, mask), x)
     _channels_last_case(PatchKernel([(2, 2)] * 6).double(), x)
     _channels_last_case(PatchKernel([(2, 2), IDENTITY, (3, 2), ZERO, (2, 2), (7, 9)], coeffs).double(), x)

@@ -63,24 +63,30 @@ def masked_identity(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class _MaskedPolynomial(torch.autograd.Function):
-    """``lerp(p(x), relu(x), mask)`` with ``p(x) = c2·x² + c1·x + c0`` per channel, coefficients (C, 3)."""
+    """``lerp(p(x), relu(x), mask)`` with ``p(x) = c2·x² + c1·x + c0`` per channel, coefficients (C, 3);
+    ``p(x)`` alone when there is no mask (a site that is all polynomial)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, mask: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, mask: torch.Tensor | None, coeffs: torch.Tensor) -> torch.Tensor:
+        if mask is None:
+            ctx.save_for_backward(x, coeffs)
+            return polynomial(coeffs, x)
         mask = broadcast_like(mask, x)
-        ctx.save_for_backward(x, mask, coeffs)
+        ctx.save_for_backward(x, coeffs, mask)
         return torch.lerp(polynomial(coeffs, x), F.relu(x), mask)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        x, mask, coeffs = ctx.saved_tensors
+        x, coeffs, *masked = ctx.saved_tensors
         c2, c1, _ = _channel_views(coeffs, x)
         grad_x = grad_coeffs = None
         if ctx.needs_input_grad[0]:
             slope = torch.addcmul(c1, c2, x, value=2.0)
-            grad_x = torch.lerp(grad * slope, torch.ops.aten.threshold_backward(grad, x, 0), mask)
+            grad_x = grad * slope
+            if masked:
+                grad_x = torch.lerp(grad_x, torch.ops.aten.threshold_backward(grad, x, 0), masked[0])
         if ctx.needs_input_grad[2]:
-            g0 = grad * (1 - mask)
+            g0 = grad * (1 - masked[0]) if masked else grad
             g1 = g0 * x
             grad_coeffs = torch.stack([(g1 * x).sum((0, 2, 3)), g1.sum((0, 2, 3)), g0.sum((0, 2, 3))],
                                       1).to(coeffs.dtype)
@@ -103,8 +109,9 @@ def polynomial(coeffs: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.addcmul(c0, torch.addcmul(c1, c2, x), x)
 
 
-def masked_polynomial(x: torch.Tensor, mask: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
-    """ReLU where the 0/1 ``mask`` (broadcast over the batch) is 1, the channel's polynomial elsewhere."""
+def masked_polynomial(x: torch.Tensor, mask: torch.Tensor | None, coeffs: torch.Tensor) -> torch.Tensor:
+    """ReLU where the 0/1 ``mask`` (broadcast over the batch) is 1, the channel's polynomial elsewhere;
+    the polynomial everywhere when ``mask`` is None."""
     return _MaskedPolynomial.apply(x, mask, coeffs)
 
 

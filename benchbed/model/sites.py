@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,21 +67,31 @@ def _polynomial(coeffs: torch.Tensor | None, channels: int, trainable: bool) -> 
     return nn.Parameter(coeffs.detach().clone().float(), requires_grad=trainable)
 
 
-class _IdentityCheck:
-    """Whether a kernel's polynomial is the fixed identity, for the fast path; asked again only after the
-    coefficients change in place (a checkpoint's ``load_state_dict``), so it costs no host sync a step."""
+class _CachedCheck:
+    """A yes/no question about a tensor, asked again only after the tensor changes in place (a
+    checkpoint's ``load_state_dict``, RLNet moving a mask), so that it costs no host sync a step."""
 
-    def __init__(self) -> None:
+    def __init__(self, question: Callable[[torch.Tensor], bool]) -> None:
+        self._question = question
         self._key: tuple[int, int] | None = None
-        self._identity = False
+        self._answer = False
 
-    def __call__(self, coeffs: torch.Tensor) -> bool:
-        key = (coeffs._version, coeffs.data_ptr())
+    def __call__(self, t: torch.Tensor) -> bool:
+        key = (t._version, t.data_ptr())
         if key != self._key:
             self._key = key
-            self._identity = not coeffs.requires_grad and bool(
-                torch.equal(coeffs.detach(), torch.tensor([0.0, 1.0, 0.0], device=coeffs.device).expand_as(coeffs)))
-        return self._identity
+            self._answer = bool(self._question(t))
+        return self._answer
+
+
+def _is_fixed_identity(coeffs: torch.Tensor) -> bool:
+    """Whether a kernel's polynomial is the identity and stays so (not trained): the fast path."""
+    return not coeffs.requires_grad and torch.equal(
+        coeffs.detach(), torch.tensor([0.0, 1.0, 0.0], device=coeffs.device).expand_as(coeffs))
+
+
+def _is_all_zero(mask: torch.Tensor) -> bool:
+    return not bool(mask.any())
 
 
 class SiteKernel(nn.Module):
@@ -135,7 +145,8 @@ class MaskedKernel(SiteKernel):
             raise BenchbedError(f"a site mask must be (C,H,W) or (C,1,1), got shape {tuple(mask.shape)}")
         self.register_buffer("mask", (mask != 0).to(torch.float32))
         self.coeffs = _polynomial(coeffs, mask.shape[0], trainable)  # the mask never trains
-        self._identity = _IdentityCheck()
+        self._identity = _CachedCheck(_is_fixed_identity)
+        self._no_relu = _CachedCheck(_is_all_zero)
 
     @property
     def per_channel(self) -> bool:
@@ -145,7 +156,8 @@ class MaskedKernel(SiteKernel):
         # The mask is read every pass: a method may move it in place (RLNet).
         if self._identity(self.coeffs):
             return masked_identity(x, self.mask)
-        return masked_polynomial(x, self.mask, self.coeffs)
+        # a site that is all polynomial has no ReLU to compute and blend away
+        return masked_polynomial(x, None if self._no_relu(self.mask) else self.mask, self.coeffs)
 
     def _kept(self, shape: Shape) -> int:
         return int(self.mask.expand(shape).sum().item())
@@ -195,7 +207,7 @@ class PatchKernel(SiteKernel):
         self._groups = [(hw, start, stop) for (hw, _), (start, stop) in zip(by_size, itertools.pairwise(bounds))]
         self.register_buffer("_order", torch.tensor(order), persistent=False)
         self.register_buffer("_unorder", torch.argsort(torch.tensor(order)), persistent=False)
-        self._identity = _IdentityCheck()
+        self._identity = _CachedCheck(_is_fixed_identity)
         linearized = (sizes == torch.tensor(IDENTITY)).all(1)
         self._any_linearized = bool(linearized.any())
         self.register_buffer("_linearized", linearized.view(1, -1, 1, 1), persistent=False)

@@ -5,10 +5,10 @@ images, measures the phases and rounds of the first batch and compares the resul
 plaintext model; ``against_price`` checks a measurement against the price an entry recorded, per
 phase.
 
-How the phases are measured: the first batch runs twice in one session over links that delay
-every message (``spu_runtime.measure_rounds``). The second run is what every further inference
-costs (SPU separates no offline phase, so this is offline + online, the price's per-inference
-figures); the first run less the second, on the wire, is the session's **setup**. Rounds are the
+How the phases are measured: the first batch runs three times in one session over links that delay
+every message and three times in one over undelayed links (``spu_runtime.measure_rounds``). The
+later runs are what every further inference costs (SPU separates no offline phase, so this is offline + online, the price's per-inference
+figures); the first run less the later ones, on the wire, is the session's **setup**. Rounds are the
 runs' extra wall time over the delay, so the check of rounds against the price is not circular:
 the price's round table and the measurement share nothing. The other batches run warm in one
 in-memory session, which SPU counts the bytes of.
@@ -26,8 +26,8 @@ from benchbed.errors import BenchbedError
 from benchbed.model.passes import eval_mode
 from benchbed.secure.cost import recorded_prices
 from benchbed.secure.export import export
-from benchbed.secure.spu_runtime import (DELAY_S, FIELD, Parties, compile_spu, measure_rounds, protocol, run_executable,
-                                         spu_version)
+from benchbed.secure.spu_runtime import (DELAY_S, FIELD, Parties, compile_spu, least_rounds, measure_rounds, protocol,
+                                         run_executable, spu_version)
 
 # how far a measurement may sit from the price and still agree with it
 TOLERANCE = {"bytes": 0.05, "busiest_party": 0.10, "setup": 0.25, "rounds": 0.10, "setup_rounds": 0.5}
@@ -78,7 +78,7 @@ def _plaintext_logits(model: nn.Module, images: torch.Tensor) -> np.ndarray:
         return model(images.to(device)).float().cpu().numpy()
 
 
-WARM_RUNS = 2  # warm runs per session: their mean rounds and each rank's mean bytes
+WARM_RUNS = 2  # warm runs per session: their least rounds and each rank's mean bytes
 
 
 def _phases(executable, args: list, protocol_name: str, fxp_fraction_bits: int, delay_s: float) -> dict:
@@ -89,7 +89,7 @@ def _phases(executable, args: list, protocol_name: str, fxp_fraction_bits: int, 
     timed, base = measure_rounds(executable, args, protocol_name=protocol_name, runs=1 + WARM_RUNS,
                                  delay_s=delay_s, fxp_fraction_bits=fxp_fraction_bits)
     first, warm = timed[0], timed[1:]
-    rounds = float(np.mean([run.rounds for run in warm]))
+    rounds = least_rounds(warm, base[1:], delay_s)
     by_rank = np.mean([run.sent_by_rank for run in warm + base[1:]], axis=0)
     shares = by_rank / by_rank.sum()
     size = float(np.mean([run.bytes_total for run in warm]))
