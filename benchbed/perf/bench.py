@@ -3,7 +3,8 @@ current device, next to a plain reference loop and a conv-only limit.
 
 - harness: the core's ``fit`` and ``accuracy`` — data resident on the device as uint8, batched
   augmentation on the device, channels_last, bf16 autocast where the precision says so
-  (``benchbed.train.devices``: on CUDA; with ``native`` also on CPUs with native bf16);
+  (``benchbed.train.devices``: on CUDA; with ``native`` also on CPUs with native bf16); inference
+  on the model as evaluation runs it (``inference_model``: BatchNorms folded);
 - reference: what a plain script does — a torch ``DataLoader`` over a CPU dataset with per-image
   torchvision transforms, fp32, one host-to-device copy per batch; the same model and site kernels;
 - conv-only limit: the same network's convolutions and linear layer alone (BatchNorm and every
@@ -26,6 +27,7 @@ from benchbed.data.bundle import DataBundle, to_float
 from benchbed.data.synthetic import synthetic_data
 from benchbed.model.registry import ModelRegistry
 from benchbed.model.sites import ReLUSite, counted_sites
+from benchbed.robustness.evaluate import inference_model
 from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import Precision, autocast, precision, set_precision, synchronize
 from benchbed.train.loop import accuracy, fit
@@ -143,7 +145,9 @@ def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, i
             # the training loop alone, as the reference's: no validation pass after the epoch
             "harness_train": lambda: fit(harness_model, ctx, recipe, select_on_val=False, validate=False),
             "reference_train": lambda: _reference_train(reference, data, batch_size, device),
-            "harness_infer": lambda: accuracy(harness_model, resident.train_x, resident.train_y, batch_size),
+            # as an entry's evaluation runs: on the model folded for inference (the folding timed too)
+            "harness_infer": lambda: accuracy(inference_model(harness_model, input_shape)[0], resident.train_x,
+                                              resident.train_y, batch_size),
             "reference_infer": lambda: _reference_infer(reference, data, batch_size, device)}, device, repeats)
         results[kind] = {
             "harness_train_images_per_s": images / seconds["harness_train"],

@@ -36,7 +36,8 @@ from torch import nn
 from benchbed.errors import BenchbedError
 from benchbed.model.architectures import Normalize
 from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLUKernel, ReLUSite
-from benchbed.secure.lowering import bn_affine, folded_bn, is_batchnorm, secret_polynomial_channels, single_user, trace
+from benchbed.model.graph import bn_affine, folded_bn, is_batchnorm, single_user, trace
+from benchbed.secure.lowering import secret_polynomial_channels
 
 
 def _jax():
