@@ -37,7 +37,8 @@ def trace(model: nn.Module, input_shape: Sequence[int]) -> tuple[torch.fx.GraphM
         try:
             graph = _Tracer().trace(model)
         except Exception as exc:  # fx raises many types for data-dependent control flow
-            raise BenchbedError(f"secure export cannot trace the model with torch.fx ({first_line(exc)})") from None
+            raise BenchbedError("torch.fx cannot trace the model, which secure export and pricing read "
+                                f"({first_line(exc)})") from None
         gm = torch.fx.GraphModule(model, graph)
         param = next(iter(list(model.parameters()) + list(model.buffers())), None)
         device = param.device if param is not None else torch.device("cpu")
