@@ -154,6 +154,7 @@ def _bench(args: argparse.Namespace) -> int:
           file=sys.stderr)
     result = bench(found.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
                    kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats,
+                   min_seconds=args.min_seconds,
                    precision_choice=args.precision, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
     rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
              f"{r['train_speedup']:.2f}x", f"{r['fraction_of_conv_limit']:.0%}", f"{r['harness_infer_images_per_s']:,.0f}",
@@ -331,7 +332,10 @@ def parser() -> argparse.ArgumentParser:
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")
     ben.add_argument("--precision", choices=("auto", "native", "fp32", "bf16"), default="auto",
                      help="the harness's precision, as a suite's `precision` (the reference is always fp32)")
-    ben.add_argument("--repeats", type=int, default=3, help="timed rounds; each figure is its best round")
+    ben.add_argument("--repeats", type=int, default=3, help="at least this many timed rounds; each img/s is the "
+                                                            "best round, each speedup the median of paired rounds")
+    ben.add_argument("--min-seconds", type=float, default=1.0,
+                     help="and more rounds until every loop has run this long in all")
     ben.add_argument("--json", help="also write the figures to this file")
     ben.set_defaults(func=_bench)
     pla = sub.add_parser("plan", help="a suite's compute (training-image equivalents, FLOPs), evaluation cost, "

@@ -13,6 +13,7 @@ current device, next to a plain reference loop and a conv-only limit.
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from typing import Callable
 
@@ -107,22 +108,33 @@ def _conv_limit(model: nn.Module, data: DataBundle, batch_size: int, device: tor
         out.float().sum().backward()
 
 
-def _best(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int) -> dict[str, float]:
-    """Each function's shortest time over ``repeats`` rounds, the functions taking turns within a round (in
-    reverse order every other round), after one untimed call each: what a contended machine lets
-    through, without warm-up or order effects."""
+def _rounds(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
+            min_seconds: float) -> dict[str, list[float]]:
+    """Each function's time in every round, the functions taking turns within a round (in reverse order
+    every other round), after one untimed call each; at least ``repeats`` rounds, and more until every
+    function has run ``min_seconds`` in all. This machine's speed drifts by a third over seconds (a 50 ms
+    pass read 41-63 ms within one process), so a short function needs many rounds for its fastest one to
+    be representative, and a ratio is only fair between passes taken side by side."""
     for fn in fns.values():
         fn()
-    best = {name: float("inf") for name in fns}
-    for round_ in range(repeats):
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    round_ = 0
+    while round_ < repeats or min(sum(t) for t in times.values()) < min_seconds:
         for name in (list(fns) if round_ % 2 == 0 else list(fns)[::-1]):
-            best[name] = min(best[name], _timed(fns[name], device))
-    return best
+            times[name].append(_timed(fns[name], device))
+        round_ += 1
+    return times
+
+
+def _paired_speedup(reference: list[float], harness: list[float]) -> float:
+    """The median over rounds of the reference's time over the harness's in the same round."""
+    return statistics.median(r / h for r, h in zip(reference, harness))
 
 
 def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, int], num_classes: int, *,
           batch_size: int, steps: int, kinds: tuple[str, ...] = SITE_KINDS, device: torch.device | None = None,
-          compile_model: bool = False, repeats: int = 3, precision_choice: Precision = "auto",
+          compile_model: bool = False, repeats: int = 3, min_seconds: float = 1.0,
+          precision_choice: Precision = "auto",
           log: Callable[[str], None] = lambda message: None) -> dict:
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     set_precision(precision_choice)
@@ -146,29 +158,28 @@ def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, i
         start = time.perf_counter()
         infer_model = inference_model(harness_model, input_shape)[0]
         fold_s = time.perf_counter() - start
-        seconds = _best({
+        times = _rounds({
             # the training loop alone, as the reference's: no validation pass after the epoch
             "harness_train": lambda: fit(harness_model, ctx, recipe, select_on_val=False, validate=False),
             "reference_train": lambda: _reference_train(reference, data, batch_size, device),
             "harness_infer": lambda: accuracy(infer_model, resident.train_x, resident.train_y, batch_size),
-            "reference_infer": lambda: _reference_infer(reference, data, batch_size, device)}, device, repeats)
+            "reference_infer": lambda: _reference_infer(reference, data, batch_size, device)},
+            device, repeats, min_seconds)
         results[kind] = {
-            "harness_train_images_per_s": images / seconds["harness_train"],
-            "reference_train_images_per_s": images / seconds["reference_train"],
-            "train_speedup": seconds["reference_train"] / seconds["harness_train"],
-            "harness_infer_images_per_s": images / seconds["harness_infer"],
-            "reference_infer_images_per_s": images / seconds["reference_infer"],
-            "infer_speedup": seconds["reference_infer"] / seconds["harness_infer"],
-            "inference_model_s": fold_s}
+            **{f"{loop}_{part}_images_per_s": images / min(times[f"{loop}_{part}"])
+               for part in ("train", "infer") for loop in ("harness", "reference")},
+            "train_speedup": _paired_speedup(times["reference_train"], times["harness_train"]),
+            "infer_speedup": _paired_speedup(times["reference_infer"], times["harness_infer"]),
+            "rounds": len(times["harness_train"]), "seconds": times, "inference_model_s": fold_s}
     log("conv-only limit")
     limit_model = _conv_only(models.build(model_name, num_classes=num_classes, input_shape=input_shape)).to(device)
     limit_model = limit_model.to(memory_format=torch.channels_last)  # as the harness's model
-    limit = images / _best({"limit": lambda: _conv_limit(limit_model, resident, batch_size, device)}, device,
-                           repeats)["limit"]
+    limit = images / min(_rounds({"limit": lambda: _conv_limit(limit_model, resident, batch_size, device)}, device,
+                                 repeats, min_seconds)["limit"])
     for row in results.values():
         row["fraction_of_conv_limit"] = row["harness_train_images_per_s"] / limit
     return {"model": model_name, "input_shape": list(input_shape), "batch_size": batch_size, "steps": steps,
-            "repeats": repeats, "device": str(device),
+            "repeats": repeats, "min_seconds": min_seconds, "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "torch": torch.__version__, "compiled": compile_model, "precision": precision(device),
             "threads": torch.get_num_threads(), "conv_only_train_images_per_s": limit, "sites": results}
