@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tabulate import tabulate
 
+from benchbed.config import EvaluationSettings
 from benchbed.data.bundle import to_float
 from benchbed.errors import BenchbedError, SuiteError
 from benchbed.files import read_json, write_json
@@ -39,14 +40,16 @@ from benchbed.secure.spu_runtime import DELAY_S, PROTOCOLS
 def _dry_run(args: argparse.Namespace) -> int:
     found = Methods(plugin_manager())
     rows = dry_run(load_suite(args.suite, found, need_data=False), found, log=lambda message: print(message, file=sys.stderr, flush=True))
-    phase = lambda row, name: (f"{row['phases'][name]['seconds']:.1f} s / {row['phases'][name]['peak_mb']:,.0f} MB"  # noqa: E731
-                               if row["phases"].get(name) else "—")
+    phase = lambda row, name: (f"{p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB (+{p['rise_mb']:,.0f})"  # noqa: E731
+                               if (p := row["phases"].get(name)) else "—")
     table = [[r["entry"], r["status"], phase(r, "build_mask"), phase(r, "finetune"), phase(r, "evaluate"),
               phase(r, "price"), phase({"phases": {"export": r.get("phases_export")}}, "export"),
               {True: "yes", False: "NO"}.get(r.get("export_agrees"), "—"),
               r["error"] or r.get("export_error", "")] for r in rows]
     print(tabulate(table, headers=["entry", "status", "mask search", "finetune", "evaluation", "price", "export",
                                    "JAX = torch", "error"], disable_numparse=True))
+    print("each phase: seconds / the process's peak resident memory (+ what the phase added to what was resident "
+          "as it began; an entry's process shares the run's data and teachers)")
     if args.json:
         write_json(Path(args.json), rows)
     failed = [r["entry"] for r in rows if r["status"] != "ok" or r.get("export_error") or r.get("export_agrees") is False]
@@ -153,14 +156,14 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"bench: {model} on {dataset}-shaped synthetic data, batch {args.batch_size}, {steps} steps per measurement",
           file=sys.stderr)
     result = bench(found.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
-                   kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats,
+                   kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats, infer_batch_size=args.infer_batch_size,
                    min_seconds=args.min_seconds,
                    precision_choice=args.precision, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
     rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
              f"{r['train_speedup']:.2f}x", f"{r['fraction_of_conv_limit']:.0%}", f"{r['harness_infer_images_per_s']:,.0f}",
              f"{r['reference_infer_images_per_s']:,.0f}", f"{r['infer_speedup']:.2f}x"] for kind, r in result["sites"].items()]
     print(f"{result['model']} on {result['gpu'] or result['device']} ({result['threads']} threads, "
-          f"{result['precision']}), batch {result['batch_size']}; "
+          f"{result['precision']}), batch {result['batch_size']} (inference {result['infer_batch_size']}); "
           f"conv-only limit {result['conv_only_train_images_per_s']:,.0f} train images/s")
     print(tabulate(rows, headers=["sites", "train img/s", "reference", "speedup", "of conv limit",
                                   "infer img/s", "reference", "speedup"]))
@@ -326,7 +329,9 @@ def parser() -> argparse.ArgumentParser:
     ben.add_argument("--model", help="default: resnet18_cifar on a GPU, resnet_narrow on a CPU")
     ben.add_argument("--dataset", help="input shape and classes of this dataset (data is synthetic); "
                                        "default: cifar100 on a GPU, digits on a CPU")
-    ben.add_argument("--batch-size", type=int, default=256)
+    ben.add_argument("--batch-size", type=int, default=256, help="training batch")
+    ben.add_argument("--infer-batch-size", type=int, default=EvaluationSettings().batch_size,
+                     help="inference batch (default: an evaluation's); at least this many images are inferred")
     ben.add_argument("--steps", type=int, help="batches per measurement (default: 20 on a GPU, 5 on a CPU)")
     ben.add_argument("--sites", default=",".join(("relu", "masked", "polynomial", "patch")))
     ben.add_argument("--compile", action="store_true", help="torch.compile the harness model")

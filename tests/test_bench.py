@@ -18,9 +18,10 @@ from conftest import build_model
 def test_bench_reports_every_site_kind(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", "--model", "resnet_narrow", "--dataset", "digits", "--batch-size", "32", "--steps", "3",
-                 "--min-seconds", "0", "--json", str(out)]) == 0
+                 "--min-seconds", "0", "--infer-batch-size", "64", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(result["sites"]) == {"relu", "masked", "polynomial", "patch"}
+    assert result["infer_batch_size"] == 64 and result["infer_images"] == 96, "at least the training's images"
     for row in result["sites"].values():
         assert row["harness_train_images_per_s"] > 0 and row["reference_train_images_per_s"] > 0
         pairs = [r / h for r, h in zip(row["seconds"]["reference_train"], row["seconds"]["harness_train"])]
@@ -43,6 +44,7 @@ def test_bench_function_on_a_subset():
     result = bench(builtin_models(), "resnet_narrow", (1, 8, 8), 10, batch_size=16, steps=2, kinds=("patch",),
                    min_seconds=0)
     assert list(result["sites"]) == ["patch"] and result["device"] == "cpu"
+    assert result["infer_batch_size"] == 512 and result["infer_images"] == 512, "an evaluation's batch, filled"
 
 
 def test_rounds_run_until_every_function_has_had_its_time():

@@ -116,7 +116,7 @@ def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images
                                                                 "phases": {}}, None)
             if payload is not None:  # here, not in the entry's forked process: JAX does not survive a fork
                 row.update(_exported(run, entry, payload, data, Path(tmp) / entry.id))
-            spent = ", ".join(f"{name} {p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB"
+            spent = ", ".join(f"{name} {p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB (+{p['rise_mb']:,.0f})"
                               for name, p in {**row["phases"], "export": row.get("phases_export")}.items() if p)
             log(f"dry run: {entry.id}: {row['status']}" + (f" — {row['error']}" if row["error"] else "")
                 + (f" ({row['seconds']:.1f} s: {spent})" if "seconds" in row else ""))

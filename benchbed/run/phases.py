@@ -1,6 +1,9 @@
 """Each phase of an entry — mask search, finetune, evaluation, price — timed and with its peak memory:
 on CUDA the allocator's peak, on a CPU the process's peak resident memory (Linux lets a process
-reset it, so each phase reads its own; elsewhere it is the process's peak so far)."""
+reset it, so each phase reads its own; elsewhere it is the process's peak so far). An entry's process
+is forked from the run's, so its resident memory includes the pages of the data and teachers it
+shares: the peak is what the machine must hold, and ``rise_mb`` (the peak less what was resident as
+the phase began) is what the phase itself added, the figure that tells the methods apart."""
 from __future__ import annotations
 
 import resource
@@ -27,19 +30,34 @@ def _reset_peak(device: torch.device) -> None:
         pass
 
 
+def _status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` figure (kB) in MB, or None off Linux."""
+    try:
+        line = next(l for l in (PROC / "status").read_text().splitlines() if l.startswith(f"{field}:"))
+        return int(line.split()[1]) / 1e3
+    except (OSError, StopIteration):
+        return None
+
+
 def _peak_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 1e6
-    try:
-        line = next(l for l in (PROC / "status").read_text().splitlines() if l.startswith("VmHWM:"))
-        return int(line.split()[1]) / 1e3
-    except (OSError, StopIteration):
+    peak = _status_mb("VmHWM")
+    if peak is None:
         scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
+    return peak
+
+
+def _current_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 1e6
+    current = _status_mb("VmRSS")
+    return _peak_mb(device) if current is None else current  # off Linux: no rise can be told
 
 
 class PhaseLog:
-    """``with log("finetune"): ...`` adds {"seconds", "peak_mb"} under ``log.phases["finetune"]``."""
+    """``with log("finetune"): ...`` adds {"seconds", "peak_mb", "rise_mb"} under ``log.phases["finetune"]``."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -49,10 +67,12 @@ class PhaseLog:
     def __call__(self, name: str) -> Iterator[None]:
         synchronize(self.device)
         _reset_peak(self.device)
+        resident = _current_mb(self.device)
         start = time.perf_counter()
         try:
             yield
         finally:
             synchronize(self.device)
-            self.phases[name] = {"seconds": round(time.perf_counter() - start, 3),
-                                 "peak_mb": round(_peak_mb(self.device), 1)}
+            peak = _peak_mb(self.device)
+            self.phases[name] = {"seconds": round(time.perf_counter() - start, 3), "peak_mb": round(peak, 1),
+                                 "rise_mb": round(max(0.0, peak - resident), 1)}
