@@ -37,6 +37,33 @@ def test_configurations_and_the_choice_under_a_budget():
     assert dr.choose(configs, 50).drelus == 0, "below every configuration: the all-linear network"
 
 
+def test_passing_over_a_stage_the_budget_cannot_hold():
+    by_stage = {"s1": ["s1.b.r1", "s1.b.r2"], "s2": ["s2.b.r1", "s2.b.r2"], "s3": ["s3.b.r1", "s3.b.r2"]}
+    sizes = {"s1.b.r1": 100, "s1.b.r2": 100, "s2.b.r1": 10, "s2.b.r2": 10, "s3.b.r1": 3, "s3.b.r2": 3}
+    ranking = ["s1", "s2", "s3"]
+    prefixes = dr.configurations(ranking, by_stage, sizes, "first")
+
+    def both(budget):
+        return dr.choose(prefixes, budget), dr.choose(prefixes + dr.passing_over(ranking, by_stage, sizes, "first",
+                                                                                  budget), budget)
+
+    paper, skip = both(50)
+    assert paper.drelus == 0, "the k most critical stages: s1, thinned to 100, does not fit, so nothing does"
+    assert (skip.stages, skip.thinned, skip.drelus, skip.passed_over) == (("s2", "s3"), False, 26, ("s1",))
+    paper, skip = both(110)
+    assert paper.drelus == skip.drelus == 110 and skip.stages == ("s1", "s2") and skip.thinned
+    assert skip.passed_over == (), "s3 (3 thinned) did not fit either, but no kept stage ranks below it"
+    paper, skip = both(1_000)
+    assert paper == skip and paper.drelus == 226, "a budget that holds everything: the same choice"
+    middle = ["s2", "s1", "s3"]
+    skip = dr.choose(dr.passing_over(middle, by_stage, sizes, "first", 30), 30)
+    assert (skip.stages, skip.drelus, skip.passed_over) == (("s2", "s3"), 26, ("s1",))
+    assert dr.choose(dr.configurations(middle, by_stage, sizes, "first"), 30).drelus == 20
+    # every stage set it builds contains the longest fitting prefix, so it never lands below the paper
+    for budget in range(0, 240, 3):
+        assert both(budget)[1].drelus >= both(budget)[0].drelus
+
+
 class CriticalMiddle(nn.Module):
     """Three stages on 2-pixel inputs. Stage ``a`` and ``c`` see only positive inputs (their ReLUs act as
     identities); stage ``b`` computes relu(x1 − ½) and relu(½ − x1), whose sum |x1 − ½| decides the class.
