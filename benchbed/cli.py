@@ -23,7 +23,7 @@ from benchbed.perf.bench import bench
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.report.board import render
 from benchbed.report.tables import flatten
-from benchbed.run.dry import dry_run
+from benchbed.run.dry import dry_run, phase_figures
 from benchbed.run.forecast import forecast
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
@@ -40,16 +40,15 @@ from benchbed.secure.spu_runtime import DELAY_S, PROTOCOLS
 def _dry_run(args: argparse.Namespace) -> int:
     found = Methods(plugin_manager())
     rows = dry_run(load_suite(args.suite, found, need_data=False), found, log=lambda message: print(message, file=sys.stderr, flush=True))
-    phase = lambda row, name: (f"{p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB (+{p['rise_mb']:,.0f})"  # noqa: E731
-                               if (p := row["phases"].get(name)) else "—")
+    phase = lambda row, name: phase_figures(row["phases"][name]) if row["phases"].get(name) else "—"  # noqa: E731
     table = [[r["entry"], r["status"], phase(r, "build_mask"), phase(r, "finetune"), phase(r, "evaluate"),
               phase(r, "price"), phase({"phases": {"export": r.get("phases_export")}}, "export"),
               {True: "yes", False: "NO"}.get(r.get("export_agrees"), "—"),
               r["error"] or r.get("export_error", "")] for r in rows]
     print(tabulate(table, headers=["entry", "status", "mask search", "finetune", "evaluation", "price", "export",
                                    "JAX = torch", "error"], disable_numparse=True))
-    print("each phase: seconds / the process's peak resident memory (+ what the phase added to what was resident "
-          "as it began; an entry's process shares the run's data and teachers)")
+    print("each phase: seconds / the process's peak resident memory (own: the peak of its private memory, what it "
+          "adds beside the run's process, whose data, teachers and freed pages it shares)")
     if args.json:
         write_json(Path(args.json), rows)
     failed = [r["entry"] for r in rows if r["status"] != "ok" or r.get("export_error") or r.get("export_agrees") is False]

@@ -143,9 +143,9 @@ def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, i
     data = synthetic_data(input_shape, num_classes, batch_size * steps, generator)
     resident = data.to(device)
     images = batch_size * steps
-    # inference in the batches an evaluation takes (its ``batch_size``), where per-call costs such as
-    # the convolutions' weight reorders spread over many images: ResNet-18 in fp32 on this CPU infers
-    # 1.19x the plain loop at a batch of 128 and 0.99x at 32
+    # inference in the batches an evaluation takes (its ``batch_size``), where per-call costs (the
+    # convolutions' weight reorders, likely) spread over many images: ResNet-18 in fp32 on this CPU
+    # infers 1.19x the plain loop at a batch of 128 and about 1.0x at 32
     infer_images = max(images, infer_batch_size)
     infer_data = synthetic_data(input_shape, num_classes, infer_images, generator)
     infer_resident = infer_data.to(device)

@@ -87,6 +87,12 @@ def dry_suite(loaded: LoadedSuite, methods: Methods, n_train: int, steps: int, i
     return replace(loaded, suite=cut)
 
 
+def phase_figures(phase: dict) -> str:
+    """A phase's seconds, resident peak and, where read, the peak of the process's own memory."""
+    own = f" (own {phase['own_mb']:,.0f})" if phase.get("own_mb") is not None else ""
+    return f"{phase['seconds']:.1f} s / {phase['peak_mb']:,.0f} MB{own}"
+
+
 def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images: int = IMAGES,
             log: Callable[[str], None] = print) -> list[dict]:
     """One row per entry: its status, one-line error, and per phase its seconds and peak memory."""
@@ -116,7 +122,7 @@ def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images
                                                                 "phases": {}}, None)
             if payload is not None:  # here, not in the entry's forked process: JAX does not survive a fork
                 row.update(_exported(run, entry, payload, data, Path(tmp) / entry.id))
-            spent = ", ".join(f"{name} {p['seconds']:.1f} s / {p['peak_mb']:,.0f} MB (+{p['rise_mb']:,.0f})"
+            spent = ", ".join(f"{name} {phase_figures(p)}"
                               for name, p in {**row["phases"], "export": row.get("phases_export")}.items() if p)
             log(f"dry run: {entry.id}: {row['status']}" + (f" — {row['error']}" if row["error"] else "")
                 + (f" ({row['seconds']:.1f} s: {spent})" if "seconds" in row else ""))
