@@ -149,12 +149,12 @@ def passing_over(ranking: list[str], by_stage: dict[str, list[str]], sizes: dict
 
 def choose(configs: list[Configuration], budget: int) -> Configuration:
     """The configuration with the most DReLUs at or under the budget (more ReLUs, higher accuracy on
-    DeepReDuce's Pareto frontier); among equals, the one keeping more critical stages unthinned, and
-    passing over none."""
+    DeepReDuce's Pareto frontier); among equals, the paper's own (passing over no stage), then the one
+    keeping more critical stages unthinned."""
     fitting = [c for c in configs if c.drelus <= budget]
     if not fitting:
         raise BenchbedError(f"deepreduce: no configuration fits a budget of {budget:,} DReLUs")
-    return max(fitting, key=lambda c: (c.drelus, -c.thinned, -len(c.passed_over), -len(c.stages)))
+    return max(fitting, key=lambda c: (c.drelus, -len(c.passed_over), -c.thinned, -len(c.stages)))
 
 
 def keep_only(model: torch.nn.Module, keep: set[str]) -> None:

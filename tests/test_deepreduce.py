@@ -53,6 +53,14 @@ def test_passing_over_a_stage_the_budget_cannot_hold():
     paper, skip = both(110)
     assert paper.drelus == skip.drelus == 110 and skip.stages == ("s1", "s2") and skip.thinned
     assert skip.passed_over == (), "s3 (3 thinned) did not fit either, but no kept stage ranks below it"
+    paper, skip = both(100)
+    assert paper == skip and (skip.stages, skip.thinned) == (("s1",), True), \
+        "s1 thinned fills it, as s2 and s3 whole (26) would not; among equals the paper's choice"
+    tie, order = dict(sizes, **{"s3.b.r1": 50, "s3.b.r2": 50}), ["s1", "s3", "s2"]  # s3 whole (100) = s1 thinned
+    candidates = dr.configurations(order, by_stage, tie, "first") + dr.passing_over(order, by_stage, tie, "first", 100)
+    assert any(c.drelus == 100 and c.passed_over == ("s1",) for c in candidates), "the tie is there"
+    tied = dr.choose(candidates, 100)
+    assert (tied.stages, tied.thinned, tied.passed_over) == (("s1",), True, ()), "no stage passed over when the paper fits"
     paper, skip = both(1_000)
     assert paper == skip and paper.drelus == 226, "a budget that holds everything: the same choice"
     middle = ["s2", "s1", "s3"]
