@@ -155,8 +155,8 @@ def _bench(args: argparse.Namespace) -> int:
     print(f"bench: {model} on {dataset}-shaped synthetic data, batch {args.batch_size}, {steps} steps per measurement",
           file=sys.stderr)
     result = bench(found.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
-                   kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats, infer_batch_size=args.infer_batch_size,
-                   min_seconds=args.min_seconds,
+                   kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats,
+                   infer_batch_size=args.infer_batch_size, min_seconds=args.min_seconds,
                    precision_choice=args.precision, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
     rows = [[kind, f"{r['harness_train_images_per_s']:,.0f}", f"{r['reference_train_images_per_s']:,.0f}",
              f"{r['train_speedup']:.2f}x", f"{r['fraction_of_conv_limit']:.0%}", f"{r['harness_infer_images_per_s']:,.0f}",

@@ -198,7 +198,8 @@ def build_mask(ctx: EntryContext, model) -> MaskResult:
                          key=lambda c: c.drelus)
     chosen = choose(configs, ctx.budget)
     keep_only(model, set(chosen.sites))
-    passed = f"; passed over, too large for the budget left: {', '.join(chosen.passed_over)}" if chosen.passed_over else ""
+    passed = (f"; passed over, too large for the budget left: {', '.join(chosen.passed_over)}"
+              if chosen.passed_over else "")
     ctx.notes["deepreduce"] = (f"coarse: {chosen.drelus:,} of a {ctx.budget:,} DReLU budget used "
                                f"(stages {', '.join(chosen.stages) or 'none'}{', thinned' if chosen.thinned else ''}"
                                f"{passed})")

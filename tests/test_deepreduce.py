@@ -60,7 +60,8 @@ def test_passing_over_a_stage_the_budget_cannot_hold():
     candidates = dr.configurations(order, by_stage, tie, "first") + dr.passing_over(order, by_stage, tie, "first", 100)
     assert any(c.drelus == 100 and c.passed_over == ("s1",) for c in candidates), "the tie is there"
     tied = dr.choose(candidates, 100)
-    assert (tied.stages, tied.thinned, tied.passed_over) == (("s1",), True, ()), "no stage passed over when the paper fits"
+    assert (tied.stages, tied.thinned, tied.passed_over) == (("s1",), True, ()), \
+        "no stage passed over when the paper fits"
     paper, skip = both(1_000)
     assert paper == skip and paper.drelus == 226, "a budget that holds everything: the same choice"
     middle = ["s2", "s1", "s3"]

@@ -132,7 +132,8 @@ def _paired_speedup(reference: list[float], harness: list[float]) -> float:
 
 
 def bench(models: ModelRegistry, model_name: str, input_shape: tuple[int, int, int], num_classes: int, *,
-          batch_size: int, steps: int, infer_batch_size: int = EvaluationSettings().batch_size, kinds: tuple[str, ...] = SITE_KINDS, device: torch.device | None = None,
+          batch_size: int, steps: int, infer_batch_size: int = EvaluationSettings().batch_size,
+          kinds: tuple[str, ...] = SITE_KINDS, device: torch.device | None = None,
           compile_model: bool = False, repeats: int = 3, min_seconds: float = 1.0,
           precision_choice: Precision = "auto",
           log: Callable[[str], None] = lambda message: None) -> dict:
