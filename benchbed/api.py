@@ -20,7 +20,7 @@ from benchbed.model.sites import (IDENTITY, ZERO, MaskedKernel, PatchKernel, ReL
                                   counted_sites, drelu_count, patch_drelus, patch_gate, relu_count, sites)
 from benchbed.plugin.hookspecs import hookimpl
 from benchbed.plugin.toolkit import distilled_finetune
-from benchbed.plugin.types import (Claim, ClaimSide, EntryContext, FinetuneResult, MaskResult, MethodInfo,
+from benchbed.plugin.types import (Claim, ClaimSide, Condition, EntryContext, FinetuneResult, MaskResult, MethodInfo,
                                    PublishedResult)
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.robustness.registry import RobustnessMetric
@@ -31,7 +31,7 @@ from benchbed.train.losses import cross_entropy, distillation, kd_loss
 from benchbed.train.meter import FORWARD_SHARE, forward_share_after
 
 __all__ = [
-    "FORWARD_SHARE", "IDENTITY", "ZERO", "Beaver", "BenchbedError", "Claim", "ClaimSide", "CostProfile", "DataBundle",
+    "FORWARD_SHARE", "IDENTITY", "ZERO", "Beaver", "BenchbedError", "Claim", "ClaimSide", "Condition", "CostProfile", "DataBundle",
     "DatasetSpec", "Linear", "Op", "SetupStep",
     "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
     "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",

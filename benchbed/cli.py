@@ -121,6 +121,8 @@ def _plugins(args: argparse.Namespace) -> int:
                                        "defaults": m.info.options().model_dump(mode="json"),
                                        "paper_recipe": m.info.paper_recipe,
                                        "published": [asdict(p) for p in m.info.published],
+                                       "claims": [asdict(c) for c in m.info.claims],
+                                       "stated_setup": [asdict(c) for c in m.info.setup],
                                        "produces": sorted(m.info.produces), "accepts": sorted(m.info.accepts)}
                                       for m in methods.values()], **contributions}, indent=2))
         return 0

@@ -65,7 +65,9 @@ class ModelConfig(Strict):
 
 
 class RobustTraining(Strict):
-    """RLNet's robust recipe: clean, AugMix and PGD inputs, the PGD ones through the adversarial BNs."""
+    """RLNet's robust recipe: clean, AugMix and PGD inputs, the PGD ones through the adversarial BNs.
+    The ``teacher_*`` fields are the robust teacher's alone (``teacher.robust``, or RLNet's robust
+    teacher variant); RLNet's own student stages split their batches as the authors' code does."""
 
     eps: float = Field(8 / 255, gt=0)
     step: float = Field(2 / 255, gt=0)
@@ -73,11 +75,18 @@ class RobustTraining(Strict):
     augmix_severity: int = Field(3, ge=1, le=10)
     augmix_width: int = Field(3, ge=1)
     augmix_depth: int = Field(-1, description="ops per chain; -1 draws 1 to 3")
-    augmix_groups: int = Field(8, ge=1, description="a batch is augmented in this many groups, each with its "
-                                                     "own sampled chains (per-image AugMix is too slow on a CPU)")
     augmix_all_ops: bool = Field(False, description="AugMix may also use brightness, contrast, color and sharpness; "
                                                     "RLNet's code leaves them out, as they overlap the CIFAR-C test "
                                                     "corruptions and would inflate corruption accuracy")
+    teacher_split: Literal["halves", "thirds"] = Field(
+        "halves", description="robust teacher: how a batch is split into its clean, AugMix and PGD parts; halves "
+                              "(the authors' loops_robust.py): one half clean and, the same images, AugMix, the "
+                              "other half PGD; thirds: three disjoint parts")
+    teacher_lr: float | None = Field(0.05, gt=0, description="robust teacher: the learning rate (the authors' 0.05); "
+                                                             "null keeps the suite teacher recipe's")
+    teacher_epochs_factor: float = Field(1.5, gt=0, description="robust teacher: its epochs are the suite teacher "
+                                                                "recipe's times this (the authors: 240 against the "
+                                                                "standard teacher's 160)")
 
 
 class TeacherConfig(Strict):

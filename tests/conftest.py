@@ -26,6 +26,13 @@ def load_checkpoint(path, **expect):
 def entry_records(run_dir, warn=None) -> list[dict]:
     return RunDir(run_dir).records(warn)
 
+
+@pytest.fixture(autouse=True)
+def _own_teacher_cache(tmp_path: Path, monkeypatch) -> None:
+    """Every test its own teacher cache: a test trains the teachers it asks for, whatever ran before."""
+    monkeypatch.setenv("BENCHBED_CACHE", str(tmp_path / "cache"))
+
+
 TINY_SUITE = {
     "name": "tiny",
     "dataset": {"name": "digits", "val_fraction": 0.15},

@@ -100,3 +100,48 @@ def test_the_unreliable_rule_by_hand(case):
     metrics = _metrics(case.pgd, case.after)
     assert reliability(metrics) == {"robustness_unreliable": case.unreliable}
     assert metrics["autoattack"]["unreliable"] is case.unreliable
+
+
+def test_the_standard_version_runs_with_autoattacks_standard_settings(digits, monkeypatch):
+    """methods.md: pyautoattack 0.2.0 repackages fra31/auto-attack (a392200); its standard version is
+    APGD-CE, APGD-T (9 target classes), FAB-T (9), Square with 5,000 queries, one restart each. Every
+    attack's perturb is replaced by a recorder, so the package's own dispatch runs and each attack
+    object is seen with the settings it has when benchbed calls it."""
+    from benchbed.robustness import autoattack_accuracy as core
+
+    calls, built = [], []
+
+    def recorder(name, attack):
+        def perturb(x, y):
+            calls.append((name, {k: getattr(attack, k, None) for k in
+                                 ("n_restarts", "n_iter", "n_target_classes", "n_queries", "loss", "targeted",
+                                  "eps", "norm", "p_init")}))
+            return x  # nothing broken: every image stands, so every attack runs
+        return perturb
+
+    class Recording(core.AutoAttack):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+            for name in ("apgd", "apgd_targeted", "fab", "square"):
+                getattr(self, name).perturb = recorder(name, getattr(self, name))
+
+    monkeypatch.setattr(core, "AutoAttack", Recording)
+    settings = AutoAttackSettings(images=40)
+    assert settings.attacks == ["apgd-ce", "apgd-t", "fab-t", "square"] and settings.square_queries == 5000
+    assert settings.eps == pytest.approx(8 / 255)
+    result = autoattack_accuracy(Linear(digits).eval(), digits, settings, 64, seed=0)["autoattack"]
+    assert len(built) == 1 and built[0].version == "standard" and built[0].norm == "Linf"
+    assert result["version"] == "standard" and result["target_classes"] == 9 and result["square_queries"] == 5000
+    assert result["library"] == "pyautoattack 0.2.0"
+    assert list(result["accuracy_after"]) == ["clean", "apgd-ce", "apgd-t", "fab-t", "square"]
+    seen = dict(calls)  # one batch per attack: 40 images, batch 64
+    assert [name for name, _ in calls] == ["apgd", "apgd_targeted", "fab", "square"]
+    assert all(s["eps"] == pytest.approx(8 / 255) and s["norm"] == "Linf" for s in seen.values())
+    assert seen["apgd"]["loss"] == "ce" and seen["apgd"]["n_restarts"] == 1 and seen["apgd"]["n_iter"] == 100
+    assert seen["apgd_targeted"]["loss"] == "dlr-targeted" and seen["apgd_targeted"]["n_target_classes"] == 9
+    assert seen["apgd_targeted"]["n_restarts"] == 1 and seen["apgd_targeted"]["n_iter"] == 100
+    assert seen["fab"]["targeted"] is True and seen["fab"]["n_target_classes"] == 9
+    assert seen["fab"]["n_restarts"] == 1 and seen["fab"]["n_iter"] == 100
+    assert seen["square"]["n_queries"] == 5000 and seen["square"]["n_restarts"] == 1
+    assert seen["square"]["p_init"] == pytest.approx(0.8)

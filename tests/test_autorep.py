@@ -212,12 +212,17 @@ def test_defaults_follow_the_released_code_and_the_paper_recipe_has_no_finetune(
     paper = validate_options(autorep.Options, recipe)
     assert paper.finetune is None and paper.search.epochs == 200 and paper.search_share == 1.0
     assert paper.small_budget_lr == 3e-4 and paper.small_budget == 12_900
+    # the published 74.92% came from the released code's DaPa; matched compute keeps the exact fit
+    assert paper.polynomial == "dapa" and paper.dapa == "reference"
+    assert paper.dapa_refresh_every == 10 and paper.dapa_refresh_epochs == pytest.approx(508 / 391, abs=0.01)
 
 
 def test_paper_lr_for_small_budgets_and_no_finetune(make_ctx):
     ctx, student = make_ctx(_options(small_budget_lr=3e-4, small_budget=600, finetune=None), budget=512, epochs=1.0)
-    model = autorep.build_mask(ctx=ctx, model=student).model
+    mask = autorep.build_mask(ctx=ctx, model=student)
+    model = mask.model
     assert drelu_count(model) == 512
+    assert mask.info["dapa"] == "exact" and ctx.setup["dapa"] == "exact" and ctx.setup["polynomial"] == "dapa"
     result = autorep.finetune(ctx=ctx, model=model)
     assert result.model is model and "none" in result.info["finetune"]
 
@@ -228,3 +233,44 @@ def test_channel_statistics_match_var_mean_on_either_layout():
     for layout in (torch.contiguous_format, torch.channels_last):
         ours_var, ours_mean = autorep._channel_var_mean(x.contiguous(memory_format=layout))
         assert torch.allclose(ours_mean, mean, atol=1e-5) and torch.allclose(ours_var, var, rtol=1e-4)
+
+
+def test_the_reference_dapa_is_recorded_and_reported(make_ctx):
+    ctx, student = make_ctx(_options(dapa="reference", finetune=None), budget=512, epochs=0.5)
+    assert autorep.build_mask(ctx=ctx, model=student).info["dapa"] == "reference"
+    assert ctx.setup["dapa"] == "reference" and ctx.setup["polynomial"] == "dapa"
+    ctx, student = make_ctx(_options(polynomial="identity", finetune=None), budget=512, epochs=0.5)
+    assert autorep.build_mask(ctx=ctx, model=student).info["dapa"] is None
+    assert ctx.setup["dapa"] is None and ctx.setup["polynomial"] == "identity"
+
+
+def _large_flat_map() -> torch.Tensor:
+    """Channel 0 sits at 1e4 with a spread of 1e-3, where E[x²] − E[x]² in float32 cancels to below 0;
+    channel 1 is ordinary."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, 8, 8, generator=g)
+    x[:, 0] = 1e4 + 1e-3 * x[:, 0]
+    return x
+
+
+def test_a_two_sum_variance_below_zero_gives_finite_dapa_coefficients():
+    x = _large_flat_map()
+    n = x.numel() // x.shape[1]
+    raw = (x.square().sum((0, 2, 3)) - n * (x.sum((0, 2, 3)) / n).square()) / (n - 1)
+    assert raw[0] < 0, "the case in point: the two sums alone give a negative variance"
+    var, mean = autorep._channel_var_mean(x)
+    assert torch.all(var >= 0) and var[0] == 0
+    assert var[1].item() == pytest.approx(x[:, 1].double().var().item(), rel=1e-4)
+    for dapa in ("exact", "reference"):
+        kernel = _kernel((2, 8, 8), dapa=dapa, dapa_refresh_every=1).train()
+        kernel.refresh_until = 100
+        for _ in range(30):  # the running variance of channel 0 decays toward 0
+            out = kernel(x)
+        assert torch.isfinite(kernel.running_var).all() and (kernel.running_var >= 0).all()
+        assert torch.isfinite(kernel.coeffs).all() and torch.isfinite(kernel.effective_coeffs()).all()
+        assert torch.isfinite(out).all()
+        if dapa == "exact":
+            # a channel far on the positive side: the fit is the identity there
+            torch.testing.assert_close(kernel.effective_coeffs()[0], torch.tensor([0.0, 1.0, 0.0]))
+    # at σ = 0 exactly the closed form still divides safely
+    assert all(torch.isfinite(c).all() for c in autorep.dapa_coefficients(torch.tensor([1e4, -3.0]), torch.zeros(2)))

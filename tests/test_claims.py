@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from benchbed.report.claims import (CONTRADICTED, NOT_TESTED, SUPPORTED, TIE, Comparison, LevelResult, as_json, assess,
-                                    compare, holm, markdown, summary)
+from benchbed.plugin.types import Claim, ClaimSide, Condition
+from benchbed.report.claims import (CONTRADICTED, NOT_AS_STATED, NOT_TESTED, SUPPORTED, TIE, Comparison, LevelResult,
+                                    as_json, assess, compare, fact, holm, markdown, meets, summary)
 from benchbed_plugins import autorep, rlnet, snl
 
 BUDGETS = (100, 400)
@@ -116,27 +117,108 @@ def test_fewer_than_three_seeds_or_absent_entries_are_not_tested():
     assert claim.summary == NOT_TESTED and "at least 3" in claim.levels[0].comparisons[0].why
     only_snl = [rec("snl", 100, s, 0.7) for s in range(3)]
     assert "autorep @ 100" in by_key(assess(only_snl))["autorep_beats_snl_lowest_budget"].levels[0].comparisons[0].why
-    assert "rlnet_best_pgd" in by_key(assess(only_snl)), "the run's records carry every declared claim"
+    assert "rlnet_triple_win" in by_key(assess(only_snl)), "the run's records carry every declared claim"
 
 
-def test_rlnet_best_robustness_against_every_other_method_and_monotone_budgets():
+def test_rlnet_triple_win_against_the_best_other_method_on_three_metrics_and_monotone_budgets():
     records = []
     for s in range(3):
         for b, base in zip(BUDGETS, (0.70, 0.80)):
-            records.append(rec("rlnet", b, s, base, pgd_accuracy=0.30 + 0.01 * s, corruption_accuracy=0.60))
+            records.append(rec("rlnet", b, s, base + 0.1 + 0.002 * s, pgd_accuracy=0.30 + 0.01 * s,
+                               corruption_accuracy=0.60))
             records.append(rec("snl", b, s, base + 0.05, pgd_accuracy=0.10 + 0.011 * s,
                                corruption_accuracy=0.65 + 0.001 * s))
-        records.append(rec("autorep", 100, s, 0.9 - 0.01 * s, pgd_accuracy=0.1 + 0.01 * s))
-        records.append(rec("autorep", 400, s, 0.8 - 0.011 * s, pgd_accuracy=0.1 + 0.012 * s))  # falls with the budget
+        records.append(rec("autorep", 100, s, 0.7 - 0.01 * s, pgd_accuracy=0.1 + 0.01 * s))
+        records.append(rec("autorep", 400, s, 0.6 - 0.011 * s, pgd_accuracy=0.1 + 0.012 * s))  # falls with the budget
         records.append(rec("all_relu", None, s, 0.95, pgd_accuracy=0.9))  # no budget: never a rival
     results = by_key(assess(records))
-    pgd = results["rlnet_best_pgd"]
-    assert pgd.levels[0].verdict == SUPPORTED
-    assert {c.b for c in pgd.levels[0].comparisons} == {"autorep @ 100", "autorep @ 400", "snl @ 100", "snl @ 400"}
-    assert results["rlnet_best_corruption"].levels[0].verdict == CONTRADICTED, "snl's corruption accuracy is higher"
+    win = results["rlnet_triple_win"]
+    # the best other method by clean accuracy is snl at both budgets; one comparison per metric
+    assert {c.b for c in win.levels[0].comparisons} == {"snl @ 100", "snl @ 400"}
+    verdicts = {c.label: c.verdict for c in win.levels[0].comparisons}
+    assert verdicts["budget 100, vs snl, PGD accuracy"] == SUPPORTED
+    assert verdicts["budget 100, vs snl, clean accuracy"] == SUPPORTED
+    assert verdicts["budget 100, vs snl, corruption accuracy"] == CONTRADICTED, "snl's corruption accuracy is higher"
+    assert win.levels[0].verdict == CONTRADICTED
     monotone = results["accuracy_monotone_in_budget"]
     assert monotone.levels[0].verdict == CONTRADICTED
     assert {c.label: c.verdict for c in monotone.levels[0].comparisons}["autorep: 100 → 400"] == CONTRADICTED
+
+
+def _as_run(record: dict, setup: tuple, observed: dict | None = None, options: dict | None = None,
+            reported: dict | None = None) -> dict:
+    return {**record, "stated_setup": [asdict(c) for c in setup], "options": options or {},
+            "setup": {"observed": observed or {}, "reported": reported or {}}}
+
+
+RLNET_AS_STATED = dict(observed={"teacher": "robust", "dual_bn": True},
+                       options={"sensitivity": "authors", "robust": {"pgd_steps": 7}})
+
+
+def _rlnet_losing(**rlnet_setup) -> list[dict]:
+    """RLNet worse than SNL on every metric at both budgets, RLNet's entries run as ``rlnet_setup`` says."""
+    records = []
+    for s in range(3):
+        for b in BUDGETS:
+            records.append(_as_run(rec("rlnet", b, s, 0.5 + 0.01 * s, pgd_accuracy=0.2 + 0.01 * s,
+                                       corruption_accuracy=0.4 + 0.01 * s), rlnet.SETUP, **rlnet_setup))
+            records.append(_as_run(rec("snl", b, s, 0.8 + 0.012 * s, pgd_accuracy=0.4 + 0.011 * s,
+                                       corruption_accuracy=0.6 + 0.013 * s), snl.SETUP,
+                                   reported={"top_k_share": 0.0, "reached_budget_by_search": True}))
+    return records
+
+
+def test_an_rlnet_entry_on_a_standard_teacher_cannot_yield_contradicted():
+    standard = {**RLNET_AS_STATED, "observed": {"teacher": "standard", "dual_bn": True}}
+    claim = by_key(assess(_rlnet_losing(**standard)))["rlnet_triple_win"]
+    assert claim.summary.startswith(NOT_AS_STATED) and "robust dual-BN teacher" in claim.summary
+    assert "teacher standard" in claim.summary, "what the entries did is named"
+    assert all(lv.verdict == NOT_AS_STATED and lv.holds is None for lv in claim.levels)
+    assert {c.verdict for lv in claim.levels for c in lv.comparisons} == {NOT_AS_STATED}
+    text = "\n".join(markdown([claim]))
+    assert "contradicted" not in text and "as run, mean d" in text and "the paper: “Compared with the SoTA" in text
+    # the same numbers on entries run as the paper states: contradicted
+    assert by_key(assess(_rlnet_losing(**RLNET_AS_STATED)))["rlnet_triple_win"].levels[0].verdict == CONTRADICTED
+
+
+def test_each_departure_from_rlnets_setup_is_named():
+    for change, named in (({"options": {"sensitivity": "uniform", "robust": {"pgd_steps": 7}}}, "budget shares"),
+                          ({"options": {"sensitivity": "authors", "robust": {"pgd_steps": 3}}}, "PGD-7"),
+                          ({"observed": {"teacher": "robust"}}, "dual-BN student")):
+        claim = by_key(assess(_rlnet_losing(**{**RLNET_AS_STATED, **change})))["rlnet_triple_win"]
+        assert claim.summary.startswith(NOT_AS_STATED) and named in claim.summary, change
+
+
+def test_the_other_sides_stated_setup_counts_too():
+    """AutoReP against an SNL whose search stopped short (top-k filled most of its mask): not tested as stated."""
+    records = []
+    for s in range(3):
+        records.append(_as_run(rec("autorep", 100, s, 0.85 + 0.01 * s), autorep.SETUP, reported={"polynomial": "dapa"}))
+        records.append(_as_run(rec("snl", 100, s, 0.7), snl.SETUP,
+                               reported={"top_k_share": 0.6, "reached_budget_by_search": True}))
+    claim = by_key(assess(records))["autorep_beats_snl_lowest_budget"]
+    assert claim.summary.startswith(NOT_AS_STATED) and "top_k_share 0.6, the method's word" in claim.summary
+    for r in records:
+        r["setup"]["reported"]["top_k_share"] = 0.05
+    claim = by_key(assess(records))["autorep_beats_snl_lowest_budget"]
+    assert claim.levels[0].verdict == SUPPORTED and claim.levels[0].setup == {"polynomial": "dapa"}
+
+
+def test_condition_facts_and_relations():
+    record = {"options": {"robust": {"pgd_steps": 3}}, "setup": {"observed": {"teacher": "robust"}, "reported": {}}}
+    assert fact(record, "options.robust.pgd_steps") == (True, 3)
+    assert fact(record, "observed.teacher") == (True, "robust")
+    assert fact(record, "reported.probe_images") == (False, None)
+    rule = lambda relation, value: {"relation": relation, "value": value}  # noqa: E731
+    assert meets(rule(">=", 3), 3) and not meets(rule(">=", 7), 3) and meets(rule("in", ["a", "b"]), "a")
+    assert not meets(rule("<=", 0.1), None), "a missing number departs"
+
+
+def test_claims_refuse_relations_and_fields_they_cannot_test():
+    for bad in ({"relation": "<<"}, {"same": "nothing"}, {"budgets": "some"}, {"versus": "best", "b": ClaimSide("snl")},
+                {"conditions": (Condition("x", "elsewhere.x"),)}):
+        with pytest.raises(ValueError):
+            Claim("k", "statement", "source", a=ClaimSide("a"), **bad)
 
 
 def test_markdown_and_json_carry_the_seed_level_numbers():
@@ -184,7 +266,7 @@ def test_entries_keyed_by_their_own_budget_split_are_found_as_their_method():
     results = by_key(assess(records))
     assert results["snl_mask_beats_random_mask"].levels[0].verdict == SUPPORTED
     assert results["autorep_beats_snl_lowest_budget"].levels[0].verdict == SUPPORTED
-    best = results["rlnet_best_pgd"]
+    best = results["rlnet_triple_win"]
     assert [lv.level for lv in best.levels] == ["2 epochs"], "no level of its own for the reference rows"
-    assert {c.b.split(" @")[0] for c in best.levels[0].comparisons} == {"autorep", "snl"}
+    assert {c.b.split(" @")[0] for c in best.levels[0].comparisons} == {"autorep"}, "the best by clean accuracy"
     assert best.levels[0].verdict == CONTRADICTED

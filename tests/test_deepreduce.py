@@ -1,7 +1,13 @@
 """DeepReDuce: stages and blocks read off site names, thinning, the configurations and the choice at
-or under a budget, and the stage ranking on a model whose critical stage is known by construction."""
+or under a budget, the stage ranking on a model whose critical stage is known by construction, the
+criticality formula against hand computations, the protocol's defaults (cull, reshape, how the stage
+trials train), channel halving, and the setup facts it reports."""
 from __future__ import annotations
 
+import math
+from types import SimpleNamespace
+
+import pytest
 import torch
 from torch import nn
 
@@ -124,8 +130,147 @@ def test_criticality_finds_the_critical_stage(tmp_path):
     student = CriticalMiddle()
     trace_shapes(student, (2, 1, 1))
     result = dr.build_mask(ctx=ctx, model=student)
-    scores = result.info["criticality"]
-    assert result.info["ranking"][0] == "b", scores
-    assert scores["b"] > 0.95 and max(scores["a"], scores["c"]) < 0.8, scores
-    assert result.info["kept_stages"] == ["b"] and drelu_count(student) == 2
+    info = result.info
+    accuracy, scores = info["stage_accuracy"], info["criticality"]
+    assert info["ranking"][0] == "b", scores
+    assert accuracy["b"] > 0.95 and max(accuracy["a"], accuracy["c"]) < 0.8, accuracy
+    assert info["linear_accuracy"] < 0.8, "the all-linear trial cannot tell |x1 - 1/2| either"
+    assert info["stage_relus"] == {"a": 2, "b": 2, "c": 1}
+    for stage, log in (("a", 1.098612), ("b", 1.098612), ("c", 0.693147)):  # ln 3, ln 3, ln 2
+        assert scores[stage] == pytest.approx((accuracy[stage] - info["linear_accuracy"]) / log, rel=1e-5)
+    assert info["kept_stages"] == ["b"] and drelu_count(student) == 2
+    assert (info["cull"], info["reshape"], info["trials_from"], info["trials_distilled"]) == \
+        ("skip", "none", "teacher", True), "matched compute: benchbed's defaults"
     assert ctx.clock.epochs_used <= 12.0
+
+
+def test_criticality_formula_against_hand_computation():
+    # C_k = (A_k - A_lin) / ln(1 + R_k), worked by hand: ln(1001) = 6.908755, ln(262145) = 12.476104,
+    # ln(32769) = 10.397238
+    assert dr.criticality_score(0.70, 0.40, 1000) == pytest.approx(0.30 / 6.908755, rel=1e-6)
+    assert dr.criticality_score(0.70, 0.40, 1000) == pytest.approx(0.0434231, rel=1e-5)
+    wide, narrow = dr.criticality_score(0.62, 0.30, 262_144), dr.criticality_score(0.60, 0.30, 32_768)
+    assert wide == pytest.approx(0.0256479, rel=1e-5) and narrow == pytest.approx(0.0288538, rel=1e-5)
+    assert narrow > wide, "fewer ReLUs buying nearly as much accuracy rank higher than accuracy alone says"
+    assert dr.criticality_score(0.30, 0.30, 5) == 0.0 and dr.criticality_score(0.25, 0.30, 5) < 0
+
+
+STAGE_ACCURACY = {"relu": 0.50, "layers.0": 0.70, "layers.1": 0.68, "layers.2": 0.60, dr.LINEAR: 0.40}
+
+
+def _narrow_ctx(tmp_path, protocol, budget, options=None):
+    g = torch.Generator().manual_seed(0)
+    x = lambda n: torch.randint(0, 256, (n, 1, 8, 8), generator=g, dtype=torch.uint8)  # noqa: E731
+    y = lambda n: torch.randint(0, 10, (n,), generator=g)  # noqa: E731
+    data = TrainingData("toy", x(64), y(64), x(32), y(32), num_classes=10, mean=(0.0,), std=(1.0,),
+                        crop_padding=0, flip=False)
+    teacher = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8)).eval()
+    return EntryContext.create(method="deepreduce", budget=budget, seed=0, data=data, teacher=teacher,
+                               options=validate_options(dr.Options, options or {}), device=torch.device("cpu"),
+                               epochs=10.0, workdir=tmp_path, log=lambda m: None, protocol=protocol)
+
+
+@pytest.fixture
+def fake_trials(monkeypatch):
+    """Stage trials that return made-up accuracies at once, recording what each was given."""
+    calls = []
+
+    def fake_fit(model, ctx, recipe, *, budget_epochs=None, loss_fn=None, label="", **rest):
+        stage = label.removeprefix(f"{ctx.method} criticality of ")
+        calls.append(SimpleNamespace(stage=stage, model=model, loss_fn=loss_fn, budget_epochs=budget_epochs))
+        return SimpleNamespace(best_val_accuracy=STAGE_ACCURACY[stage], epochs=recipe.epochs)
+
+    monkeypatch.setattr(dr, "fit", fake_fit)
+    return calls
+
+
+def _hand_scores():
+    relus = {"relu": 1024, "layers.0": 2048, "layers.1": 1024, "layers.2": 512}  # the narrow ResNet's stages
+    return {s: (STAGE_ACCURACY[s] - STAGE_ACCURACY[dr.LINEAR]) / math.log(1 + r) for s, r in relus.items()}
+
+
+def test_paper_protocol_defaults_prefix_and_reshape_and_trains_trials_from_scratch(tmp_path, fake_trials):
+    ctx = _narrow_ctx(tmp_path, "paper", 256)
+    student = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
+    student.load_state_dict(ctx.teacher.state_dict())
+    info = dr.build_mask(ctx=ctx, model=student).info
+    assert info["criticality"] == pytest.approx(_hand_scores())
+    # by hand: layers.1 0.28/6.932 = 0.0404 > layers.0 0.30/7.625 = 0.0393 > layers.2 0.0321 > relu 0.0144
+    assert info["ranking"] == ["layers.1", "layers.0", "layers.2", "relu"]
+    assert (info["cull"], info["reshape"]) == ("prefix", "halve_channels")
+    assert len(fake_trials) == 5 and fake_trials[-1].stage == dr.LINEAR, "four stages and the all-linear network"
+    assert all(c.loss_fn is None for c in fake_trials), "cross-entropy: the paper distils only its final networks"
+    teacher_conv = next(p for p in ctx.teacher.parameters() if p.dim() == 4)
+    for call in fake_trials:
+        assert not torch.equal(next(p for p in call.model.parameters() if p.dim() == 4), teacher_conv), "from scratch"
+    assert all(torch.equal(next(a.model.parameters()), next(fake_trials[0].model.parameters()))
+               for a in fake_trials), "the same fresh start for every trial"
+    # layers.1 thinned is 512 DReLUs; the paper's prefix reaches 256 only by halving its channels
+    assert (info["kept_stages"], info["reshaped"], info["drelus_used"]) == (["layers.1"], ["layers.1"], 256)
+    assert drelu_count(student) == 256
+    assert ctx.setup == {"criticality": ctx.setup["criticality"], "cull": "prefix", "stages_kept": "layers.1",
+                         "stages_passed_over": "", "stages_reshaped": "layers.1"}
+    assert ctx.setup["criticality"].startswith("benchbed (A_k - A_lin) / ln(1 + R_k)")
+    assert "scratch" in ctx.setup["criticality"] and "cross-entropy" in ctx.setup["criticality"]
+    assert info["setup"] == ctx.setup
+    assert "approximation" in ctx.notes["deepreduce reshape"] and "channels halved" in ctx.notes["deepreduce"]
+
+
+def test_matched_protocol_keeps_skip_and_names_the_stages_passed_over(tmp_path, fake_trials):
+    ctx = _narrow_ctx(tmp_path, "matched", 256)
+    student = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
+    info = dr.build_mask(ctx=ctx, model=student).info
+    assert (info["cull"], info["reshape"], info["trials_from"], info["trials_distilled"]) == \
+        ("skip", "none", "teacher", True)
+    assert all(c.loss_fn is not None for c in fake_trials)
+    # layers.1 (512 thinned) and layers.0 (1,024 thinned) do not fit; layers.2 thinned (256) does
+    assert (info["kept_stages"], info["passed_over"], info["reshaped"], info["drelus_used"]) == \
+        (["layers.2"], ["layers.1", "layers.0"], [], 256)
+    assert (ctx.setup["cull"], ctx.setup["stages_kept"], ctx.setup["stages_passed_over"],
+            ctx.setup["stages_reshaped"]) == ("skip", "layers.2", "layers.1,layers.0", "")
+    assert "deepreduce reshape" not in ctx.notes and "teacher" in ctx.notes["deepreduce criticality"]
+    assert drelu_count(student) == 256
+
+
+def test_reshape_halves_the_drelus_of_a_stages_sites_and_lands_under_budget():
+    model = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
+    sites = counted_sites(model)
+    by_stage, sizes, halved = dr.stages(list(sites)), {n: s.numel for n, s in sites.items()}, dr.halved_sizes(sites)
+    # half the channels of each site: 8·8·8, 16·4·4, 32·2·2
+    assert halved == {"relu": 512, "layers.0.0.relu1": 512, "layers.0.0.relu2": 512, "layers.1.0.relu1": 256,
+                      "layers.1.0.relu2": 256, "layers.2.0.relu1": 128, "layers.2.0.relu2": 128}
+    ranking = ["layers.1", "layers.0", "layers.2", "relu"]
+    plain = dr.configurations(ranking, by_stage, sizes, "first")
+    reshaped = dr.configurations(ranking, by_stage, sizes, "first", halved)
+    assert dr.choose(plain, 300).drelus == 0, "without reshaping the paper's prefix lands 300 on nothing"
+    for budget in (256, 300, 600, 900, 1_100, 2_000):
+        chosen = dr.choose(reshaped, budget)
+        assert chosen.drelus <= budget and chosen.drelus >= dr.choose(plain, budget).drelus
+        keep_only = {n for s in chosen.reshaped for n in by_stage[s]}
+        dr.keep_only(model, set(chosen.sites), keep_only)
+        assert drelu_count(model) == chosen.drelus <= budget
+        for name in chosen.sites:
+            want = halved[name] if name in keep_only else sizes[name]
+            assert sites[name].drelus == want, (budget, name)
+    chosen = dr.choose(reshaped, 256)
+    assert (chosen.stages, chosen.thinned, chosen.reshaped, chosen.drelus) == (("layers.1",), True, ("layers.1",), 256)
+    # a tie (layers.1 whole, 1,024 = layers.1 thinned + layers.0 thinned and halved) goes to no reshaping
+    chosen = dr.choose(reshaped, 1_100)
+    assert (chosen.stages, chosen.thinned, chosen.reshaped, chosen.drelus) == (("layers.1",), False, (), 1024)
+    # the least critical kept stages are halved first: layers.1 thinned (512) + layers.0 and layers.2
+    # thinned and halved (512 + 128)
+    chosen = dr.choose(reshaped, 1_200)
+    assert (chosen.stages, chosen.reshaped, chosen.drelus) == \
+        (("layers.1", "layers.0", "layers.2"), ("layers.0", "layers.2"), 1152)
+    dr.keep_only(model, set(chosen.sites), set(by_stage["layers.0"] + by_stage["layers.2"]))
+    mask = sites["layers.0.0.relu2"].kernel.mask.flatten()
+    assert mask[:8].eq(1).all() and mask[8:].eq(0).all(), "ReLUs on the first half of the channels, the rest linear"
+    assert sites["layers.0.0.relu1"].drelus == 0 and sites["layers.1.0.relu2"].drelus == 512
+    # cull: skip reshapes a stage only when it does not fit whole; at 300, layers.1 halved (256) fits,
+    # and of the two configurations of 256 it is the one passing over no stage (not layers.2 thinned)
+    skip = dr.passing_over(ranking, by_stage, sizes, "first", 300, halved)
+    assert all(c.drelus <= 300 for c in skip)
+    assert any(c.stages == ("layers.2",) and c.passed_over == ("layers.1", "layers.0") for c in skip)
+    chosen = dr.choose(dr.configurations(ranking, by_stage, sizes, "first") + skip, 300)
+    assert (chosen.stages, chosen.reshaped, chosen.passed_over, chosen.drelus) == \
+        (("layers.1",), ("layers.1",), (), 256)

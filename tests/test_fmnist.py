@@ -121,7 +121,8 @@ def test_the_suite_spans_two_and_eight_percent_of_the_models_relus_at_two_comput
     shares = [b / relu_count(model) for b in raw["budgets"]]
     assert shares == pytest.approx([0.02, 0.08], rel=0.1)
     assert len(raw["compute"]["epochs"]) == 2
-    assert {m["name"] for m in raw["methods"]} == {"all_relu", "random_mask", "snl", "autorep", "knapsack", "rlnet"}
+    assert {m["name"] for m in raw["methods"]} == {"all_relu", "random_mask", "snl", "autorep", "knapsack", "rlnet",
+                                                  "deepreduce"}
     assert len(raw["seeds"]) == 3 and raw["evaluation"]["pgd"] and raw["evaluation"]["corruptions"]
 
 

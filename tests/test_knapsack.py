@@ -164,3 +164,33 @@ def test_a_budget_of_every_relu_costs_no_distortion(make_ctx):
     # that is never negative on the probe images), the cheaper option may be taken.
     assert result.info["total_distortion"] == 0.0
     assert drelu_count(result.model) <= 4608
+
+
+def test_probe_images_are_reported_and_a_budget_short_of_the_minimum_is_a_cut(make_ctx):
+    # the default minimum (128) on a budget that cannot pay for it: fewer images, a cut, no overrun
+    ctx, model = make_ctx(_opts(), budget=512, epochs=4.0)
+    assert knapsack.Options().min_distortion_images == 128
+    share, whole = _affordable(ctx, model, 0.5), _affordable(ctx, model)
+    assert whole < 128
+    n = knapsack.build_mask(ctx=ctx, model=model).info["distortion_images"]
+    assert n == share < 128
+    assert ctx.setup["probe_images"] == n and isinstance(ctx.setup["probe_images"], int)
+    assert ctx.setup["probe_images_min"] == 128
+    assert ctx.cuts["distortion_images"] == f"{n} of 2048 images per probe, below the stated minimum of 128"
+    assert ctx.clock.epochs_used <= 0.5 * 4.0 + 1e-9
+
+    # a budget that pays for what was asked: every probe averages that many images, no cut
+    ctx, model = make_ctx(_opts(distortion_images=4, min_distortion_images=2), budget=512, epochs=20.0)
+    knapsack.build_mask(ctx=ctx, model=model)
+    assert ctx.setup["probe_images"] == 4 and ctx.setup["probe_images_min"] == 2
+    assert "distortion_images" not in ctx.cuts
+
+
+def test_the_mean_images_per_probe_counts_each_probe_once_over_image_batches(make_ctx):
+    ctx, model = make_ctx(_opts(), budget=512)
+    sites = dict(list(counted_sites(model).items())[2:3])
+    options = {n: [(2, 2), IDENTITY] for n in sites}
+    images = torch.rand(37, 1, 8, 8, generator=torch.Generator().manual_seed(0))  # batches of 16, 16, 5
+    _, stats = knapsack.extract_distortions(model, sites, options, images, ctx.options, lambda n, site: True)
+    probes = sum(s.shape[0] * 2 for s in sites.values())
+    assert stats["probes_run"] == probes and stats["images_per_probe"] == 37

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchbed.config import EvaluationSettings
+from benchbed.errors import BenchbedError
 from benchbed.model.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn, has_dual_bn
 from benchbed.model.sites import counted_sites, drelu_count
 from benchbed.plugin.manager import Methods, plugin_manager
@@ -44,8 +45,10 @@ def test_uniform_profile_keeps_the_same_fraction_everywhere():
 
 
 def _options(**changes):
+    # the test model is a narrow ResNet, for which the authors' lists have no mapping: uniform shares
     return validate_options(rlnet.Options, {"beta": 50, "mismatch_images": 64, "finetune": {"batch_size": 64, "lr": 0.02},
-                                            "robust": {"eps": 0.1, "step": 0.04, "pgd_steps": 2}, **changes})
+                                            "robust": {"eps": 0.1, "step": 0.04, "pgd_steps": 2},
+                                            "sensitivity": "uniform", **changes})
 
 
 def test_one_shot_mask_keeps_the_highest_mismatch_pixels_and_dual_bn(make_ctx):
@@ -53,6 +56,7 @@ def test_one_shot_mask_keeps_the_highest_mismatch_pixels_and_dual_bn(make_ctx):
     result = rlnet.build_mask(ctx=ctx, model=model)
     assert drelu_count(result.model) == 500
     assert has_dual_bn(result.model)
+    assert ctx.setup == {"shares": "uniform", "pgd_steps": 2}, "the entry reports its shares and PGD steps"
     sites = counted_sites(result.model)
     order = torch.randperm(len(ctx.data.train_y), generator=torch.Generator().manual_seed(ctx.seed))[:64]
     images = ctx.data.train_x[order].float() / 255  # the images build_mask ranked on
@@ -72,7 +76,9 @@ def test_one_shot_mask_keeps_the_highest_mismatch_pixels_and_dual_bn(make_ctx):
 def test_finetune_and_evaluate_route_both_bn_paths(make_ctx):
     ctx, model = make_ctx(_options(mask_method="one_shot"), budget=500, epochs=1.0)
     model = rlnet.build_mask(ctx=ctx, model=model).model
+    ctx.setup.clear()
     result = rlnet.finetune(ctx=ctx, model=model)
+    assert ctx.setup == {"pgd_steps": 2}, "a finetune alone (another method's mask) reports its PGD steps too"
     # the views, attack steps and teacher passes are metered, and the schedule is planned on what a step
     # really cost: the finetune spends the budget, and no more
     assert result.info["stopped_by_budget"] and 0.9 <= ctx.clock.epochs_used <= 1.0 + 1e-9
@@ -256,11 +262,49 @@ def test_authors_sensitivity_lists_allocate_the_published_fractions():
     assert source == "authors' 82K list" and sum(counts.values()) == budget and not cuts
     for (name, n), f in zip(zip(sites, sizes), fractions):
         assert abs(counts[name] - f * n) <= 1, name
-    # a model the lists were not made for falls back to uniform, and says so
+    # a model the lists were not made for is an error that says what to do, not a silent fallback
     narrow = build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8))
     ctx.budget = 500
-    assert rlnet.site_weights(ctx, counted_sites(narrow))[1].startswith("uniform")
-    assert "ResNet-18" in cuts["sensitivity"]
+    with pytest.raises(BenchbedError, match="set `sensitivity: uniform` or give per-site weights") as err:
+        rlnet.site_weights(ctx, counted_sites(narrow))
+    assert "\n" not in str(err.value) and not cuts
+    for sensitivity, source in (("uniform", "uniform"), ({"relu": 2.0}, "per-site weights")):
+        ctx.options = rlnet.Options(sensitivity=sensitivity)
+        assert rlnet.site_weights(ctx, counted_sites(narrow))[1] == source
+
+
+def test_authors_lists_map_onto_a_stem_free_resnet18_without_their_stem_entry():
+    from types import SimpleNamespace
+
+    model = build_model("resnet18_cifar", num_classes=100, input_shape=(3, 32, 32), stem_relu=False)
+    sites = counted_sites(model)
+    sizes = [64 * 32 * 32] * 4 + [128 * 16 * 16] * 4 + [256 * 8 * 8] * 4 + [512 * 4 * 4] * 4  # no stem site
+    assert [s.numel for s in sites.values()] == sizes
+    ctx = SimpleNamespace(options=rlnet.Options(), budget=50_000, record_cut=None)
+    weights, source = rlnet.site_weights(ctx, sites)
+    assert source == "authors' 50K list without the stem entry"
+    counts = rlnet.allocate({n: s.numel for n, s in sites.items()}, weights, ctx.budget)
+    # by hand: the 50K list's 16 block entries, each times its site's size, rescaled to the whole budget
+    fractions = [0.025, 0.03, 0.025, 0.025, 0.05, 0.05, 0.05, 0.05, 0.25, 0.25, 0.25, 0.25, 0.5, 0.6, 0.6, 0.6]
+    total = sum(f * n for f, n in zip(fractions, sizes))  # 48,660.48: the list's own count without the stem
+    expected = [50_000 * f * n / total for f, n in zip(fractions, sizes)]
+    assert expected[1] == pytest.approx(2020.20, abs=0.01) and expected[-1] == pytest.approx(5050.51, abs=0.01)
+    assert sum(counts.values()) == 50_000
+    for name, want in zip(sites, expected):
+        assert abs(counts[name] - want) < 1, name
+    # the stem-free model also gets the list nearest its budget
+    ctx.budget = 100_000
+    assert rlnet.site_weights(ctx, sites)[1] == "authors' 100K list without the stem entry"
+
+
+def test_the_authors_shares_on_a_model_without_a_mapping_stop_the_entry(make_ctx):
+    ctx, model = make_ctx(_options(mask_method="one_shot", sensitivity="authors"), budget=500, epochs=2.0)
+    with pytest.raises(BenchbedError, match="sensitivity: uniform"):
+        rlnet.build_mask(ctx=ctx, model=model)
+    ctx, model = make_ctx(_options(mask_method="one_shot", sensitivity={"relu": 1.0, "layers.0.0.relu1": 3.0}),
+                          budget=300, epochs=2.0)
+    result = rlnet.build_mask(ctx=ctx, model=model)
+    assert ctx.setup["shares"] == "per-site weights" and sum(result.info["kept_per_site"].values()) == 300
 
 
 def test_stage_one_starts_from_the_teacher_under_matched_compute_and_from_scratch_under_the_paper(make_ctx):
@@ -288,21 +332,11 @@ def test_the_papers_robust_teacher_and_sensitivity_lists_are_the_defaults():
     assert paper.robust.augmix_all_ops is False
 
 
-def test_augmix_leaves_out_the_ops_that_overlap_the_test_corruptions(monkeypatch):
+def test_augmix_leaves_out_the_ops_that_overlap_the_test_corruptions():
     from benchbed.config import RobustTraining
-    from benchbed.robustness import training as robust_training
+    from benchbed.robustness.training import augmix_plan
 
-    seen = []
-    real = robust_training.v2.AugMix
-
-    def spy(**kwargs):
-        seen.append(kwargs)
-        return real(**kwargs)
-
-    monkeypatch.setattr(robust_training.v2, "AugMix", spy)
-    x = torch.rand(4, 3, 8, 8)
-    robust_training.augmix(x, RobustTraining())
-    robust_training.augmix(x, RobustTraining(augmix_all_ops=True))
-    assert [k["all_ops"] for k in seen] == [False, True]
-    ops = set(real(all_ops=False)._PARTIAL_AUGMENTATION_SPACE)
-    assert not ops & {"Brightness", "Contrast", "Color", "Sharpness"}
+    overlap = {"Brightness", "Contrast", "Color", "Sharpness"}
+    default = augmix_plan(64, 8, 8, RobustTraining())
+    assert not overlap & set(default.names)
+    assert overlap <= set(augmix_plan(64, 8, 8, RobustTraining(augmix_all_ops=True)).names)

@@ -14,7 +14,13 @@ same non-zero difference decides at once.
 
 A claim "A > B" is ``supported`` at a level when A is better in every comparison tested there,
 ``contradicted`` when B is better in any, a ``tie`` otherwise; a claim "A ≥ B" holds on a tie. Across
-levels the summary says whether it holds at every level, from one level on, up to one, or flips."""
+levels the summary says whether it holds at every level, from one level on, up to one, or flips.
+
+A claim's ``conditions`` are the setup its statement depends on (its paper's teacher, schedule, probes).
+Each is read from the compared entries' records — what the core observed (``setup.observed``), the
+options it validated, or what the method reported (``setup.reported``) — and a comparison with an
+entry that departs is **not tested as stated**: its numbers are shown as run, its verdict is neither
+supported nor contradicted, and so is the verdict of its level and of the claim."""
 from __future__ import annotations
 
 import math
@@ -29,6 +35,7 @@ ALPHA = 0.05
 POWER = 0.8
 MIN_SEEDS = 3
 SUPPORTED, TIE, CONTRADICTED, NOT_TESTED = "supported", "tie", "contradicted", "not tested here"
+NOT_AS_STATED = "not tested as stated"
 METRIC_NAMES = {"clean_accuracy": "clean accuracy", "pgd_accuracy": "PGD accuracy",
                 "corruption_accuracy": "corruption accuracy", "autoattack_accuracy": "AutoAttack accuracy"}
 
@@ -58,6 +65,8 @@ class LevelResult:
     comparisons: list[Comparison]
     verdict: str = NOT_TESTED
     holds: bool | None = None
+    departures: list[str] = field(default_factory=list)   # the conditions the compared entries departed from
+    setup: dict[str, str] = field(default_factory=dict)   # each condition's fact on the claiming side's entries
 
 
 @dataclass
@@ -69,6 +78,8 @@ class ClaimResult:
     same: str
     levels: list[LevelResult]
     summary: str = NOT_TESTED
+    quote: str = ""
+    conditions: list[str] = field(default_factory=list)
 
 
 PAPER_LEVEL = "each method's paper recipe"  # `compute: paper`: one level, no limit
@@ -104,6 +115,85 @@ def _by_seed(records: list[dict], metric: str) -> dict[int, float]:
         value = (r.get("metrics") or {}).get(metric)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             found[r["seed"]] = float(value)
+    return found
+
+
+def fact(record: dict, path: str) -> tuple[bool, object]:
+    """The value at ``path`` of a record (``observed.<name>``, ``reported.<name>``, ``options.<path>``)."""
+    head, *rest = path.split(".")
+    node = record.get("options") if head == "options" else (record.get("setup") or {}).get(head)
+    for part in rest:
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def meets(condition: dict, value: object) -> bool:
+    target, relation = condition["value"], condition["relation"]
+    try:
+        return {"==": lambda: value == target, "!=": lambda: value != target, ">=": lambda: value >= target,
+                "<=": lambda: value <= target, "in": lambda: value in target}[relation]()
+    except TypeError:  # a fact of another type than the condition's (None against a number)
+        return False
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return "missing" if value is None else str(value)
+
+
+def _stated(records: list[dict]) -> list[dict]:
+    """The setup the entries' own methods state their papers' figures for (``MethodInfo.setup``)."""
+    found: dict[str, dict] = {}
+    for r in records:
+        for c in r.get("stated_setup") or []:
+            found.setdefault(c["requirement"], c)
+    return list(found.values())
+
+
+def departures(conditions: list[dict], a_records: list[dict], b_records: list[dict]) -> list[str]:
+    """Each condition some compared entry departs from, with what those entries did: the claim's own
+    (on the side each names) and each side's method's stated setup (on that side's entries)."""
+    checks = [(c, {"a": a_records, "b": b_records, "both": a_records + b_records}[c.get("side", "a")])
+              for c in conditions]
+    checks += [(c, [r for r in records if c in (r.get("stated_setup") or [])])
+               for records in (a_records, b_records) for c in _stated(records)]
+    found = []
+    for c, records in checks:
+        did = sorted({_shown(fact(r, c["fact"])[1]) for r in records
+                      if not (fact(r, c["fact"])[0] and meets(c, fact(r, c["fact"])[1]))})
+        if did:
+            name = c["fact"].split(".", 1)[1]
+            word = ", the method's word" if c["fact"].startswith("reported.") else ""
+            methods = "/".join(sorted({r.get("method", "") for r in records}))
+            found.append(f"{c['requirement']} ({methods}: {name} {' / '.join(did)}{word})")
+    return sorted(set(found))
+
+
+def _setup(conditions: list[dict], records: list[dict]) -> dict[str, str]:
+    """Each condition's fact over ``records``: one value, or the range of a number."""
+    out = {}
+    for c in conditions:
+        values = [fact(r, c["fact"])[1] for r in records if fact(r, c["fact"])[0]]
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        name = c["fact"].split(".", 1)[1]
+        if numbers and len(numbers) == len(values):
+            lo, hi = min(numbers), max(numbers)
+            out[name] = _shown(lo) if lo == hi else f"{_shown(lo)}–{_shown(hi)}"
+        elif values:
+            out[name] = " / ".join(sorted({_shown(v) for v in values}))
+    return out
+
+
+def _assets(records: list[dict]) -> dict[str, str]:
+    """The one-time assets the claiming side's entries used (a teacher only that method trains), in epochs."""
+    found = {}
+    for r in records:
+        for name, asset in (r.get("method_assets") or {}).items():
+            if isinstance(asset.get("epochs"), (int, float)):
+                found[f"{name} (once)"] = f"{asset['epochs']:.3g} epochs"
     return found
 
 
@@ -172,7 +262,9 @@ def holm(comparisons: list[Comparison]) -> None:
 
 def _level_verdict(level: LevelResult, relation: str) -> LevelResult:
     tested = [c.verdict for c in level.comparisons if c.verdict != NOT_TESTED]
-    if not tested:
+    if NOT_AS_STATED in tested:
+        level.verdict, level.holds = NOT_AS_STATED, None
+    elif not tested:
         level.verdict, level.holds = NOT_TESTED, None
     elif CONTRADICTED in tested:
         level.verdict, level.holds = CONTRADICTED, False
@@ -185,6 +277,9 @@ def _level_verdict(level: LevelResult, relation: str) -> LevelResult:
 
 def summary(levels: list[LevelResult]) -> str:
     """Across the compute levels (in order): holds at every level, from one on, up to one, at none, or flips."""
+    departed = sorted({d for lv in levels if lv.verdict == NOT_AS_STATED for d in lv.departures})
+    if departed:
+        return f"{NOT_AS_STATED}: " + "; ".join(departed)
     tested = [lv for lv in levels if lv.holds is not None]
     if not tested:
         return NOT_TESTED
@@ -214,34 +309,67 @@ def declared(records: list[dict]) -> list[dict]:
     return list(found.values())
 
 
+def _others(ok: list[dict], a: ClaimSide) -> list[ClaimSide]:
+    """Every other budgeted method as published: its own mask and finetune (an entry's key may name its
+    budget split, never its composition)."""
+    return [ClaimSide(m) for m in sorted({r.get("mask_method") or r["method"] for r in ok if r["budget"] is not None
+                                          and not r.get("composition")}) if m != a.mask]
+
+
+def _mean(records: list[dict], metric: str) -> float:
+    values = list(_by_seed(records, metric).values())
+    return float(np.mean(values)) if values else -math.inf
+
+
+def _best(ok: list[dict], others: list[ClaimSide], budget: int, level: str, by: str) -> list[ClaimSide]:
+    """The other method with the highest mean ``by`` at this budget and level (none when none finished)."""
+    scored = [(_mean(_side_records(ok, side, budget, level), by), str(side), side) for side in others]
+    scored = [s for s in scored if s[0] > -math.inf]
+    return [max(scored, key=lambda s: (s[0], s[1]))[2]] if scored else []
+
+
 def test_claim(claim: dict, records: list[dict]) -> ClaimResult:
     """One declared claim tested at every compute level of ``records``."""
     ok = [r for r in records if r["status"] == "ok"]
     budgets = sorted({r["budget"] for r in ok if r["budget"] is not None})
     at = budgets[:1] if claim.get("budgets") == "lowest" else budgets
     a = ClaimSide(**claim["a"])
-    # every other method as published: its own mask and finetune (an entry's key may name its budget split)
-    others = [ClaimSide(m) for m in sorted({r.get("mask_method") or r["method"] for r in ok if r["budget"] is not None
-                                            and not r.get("composition")}) if m != a.mask]
-    sides = [ClaimSide(**claim["b"])] if claim.get("b") else others
-    result = ClaimResult(claim["key"], claim["statement"], claim["source"], claim["relation"], claim["same"], [])
+    metrics = [claim["metric"]] if isinstance(claim["metric"], str) else list(claim["metric"])
+    versus = claim.get("versus", "each")
+    conditions = list(claim.get("conditions") or [])
+    result = ClaimResult(claim["key"], claim["statement"], claim["source"], claim["relation"], claim["same"], [],
+                         quote=claim.get("quote", ""), conditions=[c["requirement"] for c in conditions])
     for level in _level_order(ok):
-        comparisons = []
-        for b in sides:
-            for budget in at:
-                label = f"budget {budget:,}" + (f", vs {b}" if not claim.get("b") else "")
+        comparisons, lost, claiming = [], set(), []
+        for budget in at:
+            if claim.get("b"):
+                sides = [ClaimSide(**claim["b"])]
+            elif versus == "best":
+                sides = _best(ok, _others(ok, a), budget, level, claim.get("best_by", "clean_accuracy"))
+            else:
+                sides = _others(ok, a)
+            for b in sides:
                 a_records, b_records, why = pair(_side_records(ok, a, budget, level), _side_records(ok, b, budget, level),
                                                  claim["same"])
-                c = compare(label, f"{a} @ {budget:,}", f"{b} @ {budget:,}", a_records, b_records,
-                            claim["metric"])
-                if why:
-                    c.why = why
-                    c.seeds, c.a_values, c.b_values, c.p_value = [], [], [], None
-                comparisons.append(c)
+                claiming += a_records
+                departed = departures(conditions, a_records, b_records)
+                lost.update(departed)
+                for metric in metrics:
+                    label = (f"budget {budget:,}" + (f", vs {b}" if not claim.get("b") else "")
+                             + (f", {METRIC_NAMES.get(metric, metric)}" if len(metrics) > 1 else ""))
+                    c = compare(label, f"{a} @ {budget:,}", f"{b} @ {budget:,}", a_records, b_records, metric)
+                    if why:
+                        c.why = why
+                        c.seeds, c.a_values, c.b_values, c.p_value = [], [], [], None
+                    comparisons.append(c)
+                    if departed and c.p_value is not None:
+                        c.verdict, c.why = NOT_AS_STATED, "; ".join(departed)
         if not comparisons:
-            comparisons.append(Comparison("every budget", "", "", claim["metric"], why="no entry with a budget finished"))
-        holm(comparisons)
-        result.levels.append(_level_verdict(LevelResult(level, comparisons), claim["relation"]))
+            comparisons.append(Comparison("every budget", "", "", metrics[0], why="no entry with a budget finished"))
+        holm([c for c in comparisons if c.verdict != NOT_AS_STATED])
+        level_result = LevelResult(level, comparisons, departures=sorted(lost),
+                                   setup={**_setup(conditions + _stated(claiming), claiming), **_assets(claiming)})
+        result.levels.append(_level_verdict(level_result, claim["relation"]))
     result.summary = summary(result.levels)
     return result
 
@@ -281,7 +409,7 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}"
 
 
-MARKS = {SUPPORTED: "✅", TIE: "🟰", CONTRADICTED: "❌", NOT_TESTED: "—"}
+MARKS = {SUPPORTED: "✅", TIE: "🟰", CONTRADICTED: "❌", NOT_TESTED: "—", NOT_AS_STATED: "⚠️"}
 
 
 def markdown(results: list[ClaimResult]) -> list[str]:
@@ -296,14 +424,20 @@ def markdown(results: list[ClaimResult]) -> list[str]:
              "percentage points; \"k/n\" counts the seeds that favour A.", ""]
     for r in results:
         verdicts = {lv.verdict for lv in r.levels}
-        mark = MARKS[CONTRADICTED] if CONTRADICTED in verdicts else (
-            MARKS[SUPPORTED] if r.summary.startswith("holds at every") else MARKS[TIE] if r.summary != NOT_TESTED
-            else MARKS[NOT_TESTED])
+        mark = MARKS[NOT_AS_STATED] if r.summary.startswith(NOT_AS_STATED) else MARKS[CONTRADICTED] \
+            if CONTRADICTED in verdicts else (MARKS[SUPPORTED] if r.summary.startswith("holds at every") else
+                                              MARKS[TIE] if r.summary != NOT_TESTED else MARKS[NOT_TESTED])
         lines.append(f"- {mark} **{r.statement}** ({r.source}; compared at the same {r.same}): **{r.summary}**")
+        if r.quote:
+            lines.append(f"  - the paper: “{r.quote}”")
+        if r.conditions:
+            lines.append(f"  - stated for: {'; '.join(r.conditions)}")
         for level in r.levels:
             reasons = {c.why for c in level.comparisons}
             head = f"  - at {level.level}: **{level.verdict}**" if len(r.levels) > 1 or level.level != "—" else \
                 f"  - **{level.verdict}**"
+            if level.setup:
+                head += " (as run: " + ", ".join(f"{k} {v}" for k, v in level.setup.items()) + ")"
             if level.verdict == NOT_TESTED and len(reasons) == 1:
                 lines.append(f"{head} — {reasons.pop()}")
                 continue
@@ -314,6 +448,11 @@ def markdown(results: list[ClaimResult]) -> list[str]:
                     lines.append(f"    - {c.label}{versus}: not tested here ({c.why})")
                     continue
                 seeds = ", ".join(f"s{s}: {_pct(x)} vs {_pct(y)}" for s, x, y in zip(c.seeds, c.a_values, c.b_values))
+                if c.verdict == NOT_AS_STATED:
+                    lines.append(f"    - {c.label}: {c.a} vs {c.b}, {METRIC_NAMES.get(c.metric, c.metric)}: as run, mean d "
+                                 f"{100 * c.mean_difference:+.2f} ± {100 * c.standard_error:.2f} (SE), "
+                                 f"{c.seeds_favouring_a}/{len(c.seeds)} → {NOT_AS_STATED} ({seeds})")
+                    continue
                 detect = (f", could have detected ±{100 * c.detectable:.2f}" if c.detectable is not None else "")
                 lines.append(f"    - {c.label}: {c.a} vs {c.b}, {METRIC_NAMES.get(c.metric, c.metric)}: mean d "
                              f"{100 * c.mean_difference:+.2f} ± {100 * c.standard_error:.2f} (SE), p {c.p_value:.3g}, "

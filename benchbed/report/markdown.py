@@ -29,7 +29,7 @@ def value_text(key: str, value: float, accuracies: set[str]) -> str:
         return f"{value:.3f}"
     if key.startswith(("latency_", "setup_latency_")):
         return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
-    if key == "epochs_used":
+    if key in ("epochs_used", "asset_epochs"):
         return f"{value:.2f}"
     return f"{value:.4g}"
 
@@ -56,7 +56,7 @@ def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str
     cols = [("relus", "ReLUs"), ("drelus", "DReLUs"), ("clean_accuracy", titles["clean_accuracy"])]
     if "paper_accuracy" in frame.columns:
         cols += list(PAPER_COLUMNS.items())
-    known = {k for k, _ in cols} | set(PAPER_COLUMNS) | {"epochs_used"} | NOT_SHOWN
+    known = {k for k, _ in cols} | set(PAPER_COLUMNS) | {"epochs_used", "asset_epochs"} | NOT_SHOWN
     cols += [(k, titles.get(k, k)) for k in frame.columns
              if k not in known and "@" not in k and not k.startswith("n:") and not k.endswith(("_std", "_ci"))]
     for profile in profile_names:
@@ -68,7 +68,10 @@ def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str
         if f"setup_mb@{profile}" in frame.columns:
             cols += [(f"setup_mb@{profile}", f"{profile} setup MB")]
             cols += [(f"setup_latency_{n}@{profile}", f"{profile} setup {n} s") for n in networks]
-    return cols + [("epochs_used", "compute used (epochs)")]
+    cols.append(("epochs_used", "compute used (epochs)"))
+    if "asset_epochs" in frame.columns:  # the robust teacher RLNet alone uses: its cost, once, beside the entry's
+        cols.append(("asset_epochs", "one-time method teacher (epochs)"))
+    return cols
 
 
 def row_label(row: pd.Series) -> str:

@@ -65,6 +65,9 @@ def flatten(record: dict) -> dict[str, Any]:
         row[f"n:{key}"] = column.get("images")
     if record.get("published"):
         row["paper_accuracy"] = record["published"]["accuracy"]
+    assets = [a.get("epochs") for a in (record.get("method_assets") or {}).values()]
+    if assets and all(isinstance(a, (int, float)) for a in assets):  # a teacher only this method uses, paid once
+        row["asset_epochs"] = float(sum(assets))
     for profile, cost in costs(record).items():
         row[f"comm_mb@{profile}"], row[f"rounds@{profile}"] = cost["comm_mb"], cost["rounds"]
         for net, seconds in cost["latency_s"].items():

@@ -10,6 +10,10 @@ asks a ``RunDir`` for its files.
     RUN_DIR/entries/<id>.json|pt  entry records and checkpoints
     RUN_DIR/work/<id>/            an entry's scratch folder
     RUN_DIR/secure_infer/         secure-inference measurements (never read as entries)
+
+and, outside every run directory, the teacher cache that runs and suites share:
+
+    $BENCHBED_CACHE/teachers/<key>/teacher.pt|json   (``~/.cache/benchbed`` when unset)
 """
 from __future__ import annotations
 
@@ -252,3 +256,9 @@ class RunDir:
         write_json(meta_path, {"suite": suite.model_dump(mode="json"), "suite_file": suite_path,
                                "fingerprint": fingerprint, "seeds": suite.seeds, "options": options,
                                "created": provenance.now()})
+
+
+def teacher_cache_files(key: str) -> tuple[Path, Path]:
+    """The checkpoint and the record of the cached teacher with cache key ``key``."""
+    root = Path(os.environ.get("BENCHBED_CACHE") or Path.home() / ".cache" / "benchbed") / "teachers" / key
+    return root / "teacher.pt", root / "teacher.json"

@@ -17,8 +17,9 @@ from torch import nn
 from benchbed import schemas
 from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError, BudgetExceeded, first_line
-from benchbed.files import write_json
+from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import fingerprint, model_from_payload, write_checkpoint
+from benchbed.model.dual_bn import has_dual_bn
 from benchbed.model.polynomials import dapa_bypass
 from benchbed.model.sites import capacity, drelu_count, foreign_kernels, relu_count, sites
 from benchbed.plugin.manager import Methods, plugin_manager
@@ -127,6 +128,12 @@ class SuiteRun:
                                                          "finetune_epochs": entry.finetune_epochs}}
         record["teachers"] = {stage: {"variant": self.teacher_variant(m, o), "fingerprint": sealed[stage]}
                               for stage, m, o in self.parts(entry)}
+        # A teacher only some methods use (the robust one) is that method's one-time asset: its cost is
+        # shown on the method's rows, beside the per-entry compute that every method gets alike
+        assets = {v: self.teacher_compute(v) for v in {t["variant"] for t in record["teachers"].values()}
+                  if v != STANDARD_TEACHER}
+        if assets:
+            record["method_assets"] = {f"{v} teacher": {"epochs": epochs, "once": True} for v, epochs in assets.items()}
         if entry.composed:
             record["composition"] = {
                 "mask_method": entry.mask_method, "finetune_method": entry.finetune_method, "bypass": entry.bypass,
@@ -135,12 +142,17 @@ class SuiteRun:
         # the papers' claims this entry can speak to travel with it, so a board is made from records alone
         record["claims"] = [asdict(c) for m in {mask_method.name: mask_method, finetune_method.name: finetune_method}.values()
                             for c in m.info.claims]
+        # the setup the method's paper states its figures for; a composed entry runs no method as its paper does
+        record["stated_setup"] = [] if entry.composed else [asdict(c) for c in mask_method.info.setup]
         published = [asdict(p) for p in mask_method.info.published
                      if not entry.composed and p.matches(self.suite.dataset.name, self.suite.model.name,
                                                          self.suite.model.stem_relu, entry.budget)]
         if published:
             record["published"] = published[0]
         payload = None
+        # What a claim's conditions read: facts the core saw itself, beside those the method reports
+        observed: dict[str, Any] = {"teacher": record["teachers"]["build_mask"]["variant"],
+                                    "finetune_teacher": record["teachers"]["finetune"]["variant"]}
         student = copy.deepcopy(shared["build_mask"]).train()
         for p in student.parameters():
             p.requires_grad_(True)
@@ -182,6 +194,7 @@ class SuiteRun:
             payload = teacher.payload(model, self.suite, data)
             final = self._rebuilt(payload, entry, data)
             self._check_budget(final, entry)
+            observed["dual_bn"] = has_dual_bn(final)
             record["relus"], record["drelus"] = relu_count(final), drelu_count(final)
             record["relus_all_sites"], record["drelus_all_sites"] = relu_count(final, False), drelu_count(final, False)
             with phases("evaluate"):
@@ -219,12 +232,23 @@ class SuiteRun:
                           traceback=traceback.format_exc(limit=8).splitlines()[-12:])
         record["notes"] = ctx.notes
         record["cuts"] = ctx.cuts
+        record["setup"] = {"observed": observed, "reported": {k: v for k, v in ctx.setup.items() if isinstance(k, str)
+                                                              and (v is None or isinstance(v, (bool, int, float, str)))}}
         record["phases"] = phases.phases
         record["compute"] = clock.record(meter.total(), meter.breakdown())
         record.update(finished=provenance.now(), versions=provenance.versions(),
                       source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),
                       determinism=determinism(self.device, timed=level is not None and level.seconds is not None))
         return record, payload
+
+    def teacher_compute(self, variant: str) -> float | None:
+        """The epochs (of this suite's training split) the teacher ``variant`` cost where it was trained."""
+        try:
+            compute = read_json(self.rundir.teacher_files(variant)[1]).get("compute") or {}
+        except (OSError, ValueError):
+            return None
+        epochs = (compute.get("used") or {}).get("epochs")
+        return round(float(epochs), 4) if isinstance(epochs, (int, float)) else None
 
     def _seal(self, shared_teacher: nn.Module) -> str:
         """The fingerprint of a shared teacher, taken once: no method ever holds the shared one itself."""

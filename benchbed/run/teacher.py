@@ -1,7 +1,19 @@
-"""The shared teacher of a suite: loaded from the suite's checkpoint, reused from the run directory,
-or trained once; and the robust dual-BN variant (RLNet's recipe) for methods that ask for it. Every
-entry sees the same frozen copy of the variant it asked for."""
+"""The shared teacher of a suite: loaded from the suite's checkpoint, reused from the run directory or
+from the teacher cache, or trained once; and the robust dual-BN variant (RLNet's recipe) for methods
+that ask for it. Every entry sees the same frozen copy of the variant it asked for.
+
+The cache (``benchbed.run.rundir.teacher_cache_files``) keys a trained
+teacher by the hash of everything its weights depend on: the variant and its recipes, the model, the
+seed, the precision, the data's content and split, and the source of the code that trains it. A suite,
+or another suite with the same teacher, pays for each teacher once; the record keeps what the teacher
+cost where it was trained."""
 from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -15,17 +27,49 @@ from benchbed.model.checkpoint import (CheckpointFile, checkpoint_payload, load_
 from benchbed.model.dual_bn import convert_dual_bn, has_dual_bn
 from benchbed.model.registry import ModelRegistry
 from benchbed.model.sites import relu_count, sites
-from benchbed.robustness.training import robust_teacher_loss
+from benchbed.robustness.training import robust_teacher_cost, robust_teacher_loss, robust_teacher_recipe
 from benchbed.run import provenance
 from benchbed.run.progress import Reporter
-from benchbed.run.rundir import STANDARD_TEACHER, RunDir
+from benchbed.run.rundir import STANDARD_TEACHER, RunDir, teacher_cache_files
 from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import set_precision
 from benchbed.train.loop import accuracy, fit
+from benchbed.train.meter import meter_entry
 from benchbed.train.reproducibility import seed_everything
 from benchbed.train.session import Session
 
 VARIANTS = (STANDARD_TEACHER, "robust")
+# The code a teacher's weights depend on (its architecture, kernels, data pipeline, loop and robust
+# recipe): a change to any of it trains the teacher anew.
+_TRAINING_CODE = ("model", "train", "data", "robustness/training.py", "robustness/attacks.py", "run/teacher.py",
+                  "config.py")
+
+
+def _code_digest() -> str:
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for part in _TRAINING_CODE:
+        for path in sorted((root / part).rglob("*.py")) if (root / part).is_dir() else [root / part]:
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _data_digest(data: DataBundle) -> str:
+    digest = hashlib.sha256(json.dumps(data.describe(), sort_keys=True).encode())
+    for tensor in (data.train_x, data.train_y, data.val_x, data.val_y):
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(suite: Suite, data: DataBundle, variant: str) -> str:
+    """The hash of everything a trained teacher ``variant`` of ``suite`` on ``data`` depends on."""
+    robust = robust_recipe(suite, variant)
+    body = {"variant": variant, "model": suite.model.model_dump(mode="json"),
+            "recipe": suite.teacher.recipe.model_dump(mode="json") if suite.teacher.recipe else None,
+            "robust": robust.model_dump(mode="json") if robust else None, "seed": suite.teacher.seed,
+            "precision": suite.precision, "dataset": suite.dataset.model_dump(mode="json", exclude={"root", "download"}),
+            "data": _data_digest(data), "code": _code_digest()}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def new_model(suite: Suite, data: DataBundle, models: ModelRegistry) -> nn.Module:
@@ -100,23 +144,62 @@ def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device
             reporter.log(f"teacher ({variant}): reusing {path}")
         except BenchbedError as exc:
             reporter.log(f"teacher ({variant}): {exc}; training it again")
+    key = cache_key(suite, data, variant) if model is None else None
+    if key is not None:
+        model, cached = _from_cache(key, suite, data, models, reporter, variant)
+        if model is not None:
+            source = {"cached": key, "trained": cached.get("trained"), "compute": cached.get("compute")}
     if model is None:
         model, source = _train(suite, data, rundir, device, reporter, models, variant)
     model = frozen(model, device)
     if variant == "robust" and not has_dual_bn(model):
         raise BenchbedError("the robust teacher has no dual BN; remove its checkpoint from the run directory")
-    if "trained" in source:
+    if "cached" in source:  # the cached file itself: the run directory holds the very teacher the cache does
+        shutil.copyfile(teacher_cache_files(source["cached"])[0], path)
+    elif "trained" in source:
         write_checkpoint(payload(model, suite, data), path)
     if "reused" not in source or not _readable(record_path):
-        write_json(record_path, {"variant": variant, "source": source, "seed": cfg.seed,
+        write_json(record_path, {"variant": variant, "source": source, "seed": cfg.seed, "cache_key": key,
+                                 "compute": source.get("compute"),
                                  "val_accuracy": accuracy(model, data.val_x, data.val_y),
                                  "clean_accuracy": accuracy(model, data.test_x, data.test_y),
                                  "relus": relu_count(model), "relus_all_sites": relu_count(model, False),
                                  "versions": provenance.versions(), "source_commit": provenance.source_commit(),
                                  "hardware": provenance.hardware(device), "finished": provenance.now()})
+    if key is not None and "cached" not in source:
+        _to_cache(key, path, record_path)
     acc = read_json(record_path)["clean_accuracy"]
     reporter.log(f"teacher ({variant}): test accuracy {acc:.4f}, {relu_count(model):,} counted ReLUs")
     return model
+
+
+def _from_cache(key: str, suite: Suite, data: DataBundle, models: ModelRegistry, reporter: Reporter,
+                variant: str) -> tuple[nn.Module | None, dict]:
+    checkpoint, record = teacher_cache_files(key)
+    folder = checkpoint.parent
+    try:
+        model = all_relu(load_checkpoint(checkpoint, models, **expectations(suite, data)), str(folder))
+        source = read_json(record)["source"]
+    except FileNotFoundError:
+        return None, {}
+    except (BenchbedError, OSError, ValueError, KeyError, TypeError) as exc:
+        reporter.log(f"teacher ({variant}): the cached one in {folder} is unreadable ({exc}); training it again")
+        return None, {}
+    reporter.log(f"teacher ({variant}): reusing the cached {folder} (same recipe, data and code)")
+    return model, source
+
+
+def _to_cache(key: str, checkpoint: Path, record: Path) -> None:
+    """Copy a newly trained teacher into the cache; a cache that cannot be written costs only a retrain later."""
+    cached, cached_record = teacher_cache_files(key)
+    partial = cached.with_suffix(".tmp")
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(checkpoint, partial)
+        shutil.copyfile(record, cached_record)
+        os.replace(partial, cached)  # the checkpoint last: a cached record without it is never read
+    except OSError:
+        pass
 
 
 def _readable(path) -> bool:
@@ -136,15 +219,25 @@ def _train(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device,
                              log=reporter.log, progress=reporter.progress)
     model = new_model(suite, data, models)  # after seeding: the initialisation is seeded too
     robust = robust_recipe(suite, variant)
-    loss_fn = None
+    step_loss, recipe, cost = None, cfg.recipe, 1.0
     if robust is not None:
+        # the authors' robust teacher: their lr and epochs (in the suite's units), the batch split by view
+        recipe = robust_teacher_recipe(cfg.recipe, robust)
         convert_dual_bn(model)
-        loss_fn = robust_teacher_loss(model, robust)
+        step_loss, cost = robust_teacher_loss(model, robust), robust_teacher_cost(robust, recipe.batch_size)
     model = model.to(device)
     kind = "robust dual-BN " if robust else ""
-    reporter.log(f"teacher ({variant}): training a {kind}{suite.model.name} for {cfg.recipe.epochs:g} epochs")
+    reporter.log(f"teacher ({variant}): training a {kind}{suite.model.name} for {recipe.epochs:g} epochs")
     partial = rundir.teacher_partial(variant)  # resumes a teacher that was interrupted
-    with session.clock.running():
-        result = fit(model, session, cfg.recipe, loss_fn=loss_fn, label=f"teacher ({variant})", resume=partial)
+    # the teacher's own compute, metered as an entry's is (its AugMix views and attack steps included),
+    # so that a teacher only some methods use can be shown as their one-time cost
+    meter = meter_entry(session.clock, model, [], data.input_shape)
+    try:
+        with session.clock.running():
+            result = fit(model, session, recipe, step_loss=step_loss, cost_per_image=cost, label=f"teacher ({variant})",
+                         resume=partial)
+        compute = session.clock.record(meter.total(), meter.breakdown())
+    finally:
+        meter.stop()
     partial.unlink(missing_ok=True)
-    return model, {"trained": result.summary(), "robust": robust is not None, "compute": session.clock.record()}
+    return model, {"trained": result.summary(), "robust": robust is not None, "compute": compute}
