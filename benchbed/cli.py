@@ -239,7 +239,7 @@ def _secure_infer(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     run_dir, entry = RunDir.of_entry(args.entry)
-    manifest = write_plain(read_checkpoint(run_dir.checkpoint_path(entry)).payload, Path(args.out))
+    manifest = write_plain(read_checkpoint(run_dir.checked_checkpoint(entry)).payload, Path(args.out))
     print(f"wrote {manifest} and its {ARRAYS}: {entry}'s model in the plain format")
     return 0
 
@@ -248,7 +248,10 @@ def _verify(args: argparse.Namespace) -> int:
     found = Methods(plugin_manager())
     loaded = load_suite(args.suite, found)
     spec = loaded.suite.dataset
-    given = read_json(Path(args.claims)) if args.claims else {}
+    try:
+        given = read_json(Path(args.claims)) if args.claims else {}
+    except ValueError as exc:
+        raise BenchbedError(f"{args.claims} is not JSON ({exc}); write the claimed figures as a JSON object") from None
     if not isinstance(given, dict):
         raise BenchbedError(f"{args.claims} must hold a JSON object of claimed figures")
     claims, _ = split_claims(given)

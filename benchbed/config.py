@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -155,8 +156,8 @@ class ComputeBudget(Strict):
         values = value if isinstance(value, list) else [] if value is None else [value]
         if isinstance(value, list) and not value:
             raise ValueError("give at least one compute level")
-        if any(v <= 0 for v in values):
-            raise ValueError("compute levels must be positive")
+        if any(not math.isfinite(v) or v <= 0 for v in values):
+            raise ValueError("compute levels must be positive finite numbers")
         if len(set(values)) != len(values):
             raise ValueError("compute levels repeat")
         return value
@@ -172,6 +173,13 @@ class ComputeBudget(Strict):
             raise ValueError("`epochs` and `seconds` list different numbers of compute levels")
         if self.finetune_share is not None and self.epochs is None:
             raise ValueError("`finetune_share` splits epochs; give `epochs`")
+        tags: dict[str, ComputeLevel] = {}
+        for level in self.levels():  # a level is part of every entry id: two that print alike would share ids
+            if level.tag in tags:
+                raise ValueError(f"compute levels {tags[level.tag].epochs or tags[level.tag].seconds!r} and "
+                                 f"{level.epochs or level.seconds!r} both read {level.tag!r} in entry ids; give levels "
+                                 "that differ within 6 significant digits")
+            tags[level.tag] = level
         return self
 
     def levels(self) -> list[ComputeLevel]:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -27,9 +29,13 @@ def entry_records(run_dir, warn=None) -> list[dict]:
     return RunDir(run_dir).records(warn)
 
 
+# No test reads or fills the user's teacher cache: module and session fixtures share one of this session's
+# own, and every test gets its own (below), so a test trains the teachers it asks for, whatever ran before.
+os.environ["BENCHBED_CACHE"] = tempfile.mkdtemp(prefix="benchbed-test-cache-")
+
+
 @pytest.fixture(autouse=True)
 def _own_teacher_cache(tmp_path: Path, monkeypatch) -> None:
-    """Every test its own teacher cache: a test trains the teachers it asks for, whatever ran before."""
     monkeypatch.setenv("BENCHBED_CACHE", str(tmp_path / "cache"))
 
 

@@ -27,7 +27,10 @@ def test_validate_accepts_compute_lists_and_counts_the_levels(write_suite, capsy
 @pytest.mark.parametrize("compute, message", [({"epochs": [1, 1]}, "repeat"), ({"epochs": [1, -2]}, "positive"),
                                               ({"epochs": [1, 2], "seconds": [5, 6, 7]}, "numbers of compute levels"),
                                               ({"epochs": []}, "at least one"),
-                                              ({"epochs": None, "seconds": 5, "finetune_share": 0.5}, "give `epochs`")])
+                                              ({"epochs": None, "seconds": 5, "finetune_share": 0.5}, "give `epochs`"),
+                                              ({"epochs": [1.0000001, 1.0000002]}, "both read 'e1' in entry ids"),
+                                              ({"epochs": [1, float("inf")]}, "finite"),
+                                              ({"seconds": float("nan")}, "finite")])
 def test_bad_compute_levels_name_the_field(write_suite, compute, message):
     with pytest.raises(SuiteError, match=message):
         load_suite(write_suite(compute=compute), Methods(plugin_manager()))

@@ -4,8 +4,13 @@ where each checkpoint lies, ``benchbed.load_model`` returns the same model from 
 URL, and a model verified elsewhere reaches a board only as a marked external row."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import http.server
 import json
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -77,17 +82,48 @@ def test_load_model_from_a_run_a_board_and_a_url(run, tmp_path, monkeypatch):
     expected = load_checkpoint(run_dir / "entries" / f"{entry}.pt")
     x = torch.rand(4, 1, 8, 8)
     board = root / "boards" / "tiny.json"
-    for source in (run_dir, board, board.as_uri()):
-        model = benchbed.load_model(source, entry)
-        assert not model.training
-        assert torch.equal(model(x), expected.eval()(x))
-    cached = list((tmp_path / "cache" / "models").iterdir())
-    sha = next(e["checkpoint"]["sha256"] for e in read_json(board)["entries"] if e["entry"] == entry)
-    assert [p.name for p in cached] == [f"{sha}.pt"]
-    cached[0].write_bytes(b"tampered")  # a damaged cache is fetched again, never trusted
-    assert torch.equal(benchbed.load_model(board.as_uri(), entry)(x), expected(x))
+    with _served(root) as address:  # the download path, over a real HTTP server on this machine
+        url = f"{address}/boards/tiny.json"
+        for source in (run_dir, board, board.as_uri(), url):
+            model = benchbed.load_model(source, entry)
+            assert not model.training
+            assert torch.equal(model(x), expected.eval()(x))
+        cached = list((tmp_path / "cache" / "models").iterdir())
+        sha = next(e["checkpoint"]["sha256"] for e in read_json(board)["entries"] if e["entry"] == entry)
+        assert [p.name for p in cached] == [f"{sha}.pt"], "only the download is cached; a file:// board is read in place"
+        cached[0].write_bytes(b"tampered")  # a damaged cache is fetched again, never trusted
+        assert torch.equal(benchbed.load_model(url, entry)(x), expected(x))
     with pytest.raises(BenchbedError, match="lists no entry 'snl__64__s0'"):
         benchbed.load_model(board, "snl__64__s0")
+
+
+@contextlib.contextmanager
+def _served(folder: Path):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_load_model_refuses_what_is_no_board_in_one_line(tmp_path):
+    fifo = tmp_path / "board.json"
+    os.mkfifo(fifo)  # reading it would wait forever: it is never opened
+    for source in (fifo, fifo.as_uri()):
+        with pytest.raises(BenchbedError, match="no run directory, leaderboard JSON or URL"):
+            benchbed.load_model(source, "x__1__s0")
+    cases = {"binary.json": b"\x89PNG\r\n", "list.json": b"[1, 2]", "items.json": b'{"entries": [1, "x"]}',
+             "checkpoint.json": b'{"entries": [{"entry": "x__1__s0", "checkpoint": "x.pt"}]}',
+             "elsewhere.json": b'{"entries": [{"entry": "x__1__s0", "checkpoint": {"path": "none.pt", "sha256": "0"}}]}'}
+    for name, body in cases.items():
+        (tmp_path / name).write_bytes(body)
+        with pytest.raises(BenchbedError):
+            benchbed.load_model(tmp_path / name, "x__1__s0")
 
 
 def test_a_swapped_checkpoint_is_refused(run, tmp_path):

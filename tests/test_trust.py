@@ -107,11 +107,18 @@ def raise_budget_stop():
     raise BudgetExceeded("stopped")
 
 
-@pytest.mark.parametrize("tamper", ["train_mode", "weights"])
+@pytest.mark.parametrize("tamper", ["train_mode", "weights", "hook", "forward", "class"])
 def test_the_shared_teacher_is_sealed(write_suite, methods_with, tmp_path, tamper):
     def vandal(ctx, model):
+        first = next(m for m in ctx.teacher.modules() if isinstance(m, torch.nn.Conv2d))
         if tamper == "train_mode":
             ctx.teacher.train()
+        elif tamper == "hook":  # a hook that zeroes a layer's output, left on the teacher
+            first.register_forward_hook(lambda module, inputs, output: output * 0)
+        elif tamper == "forward":  # the instance's own forward in place of its class's
+            first.forward = lambda x: torch.zeros_like(x)
+        elif tamper == "class":  # the same weights under another class that computes something else
+            first.__class__ = type("Silent", (torch.nn.Conv2d,), {"forward": lambda self, x: x * 0})
         else:
             with torch.no_grad():
                 for p in ctx.teacher.parameters():

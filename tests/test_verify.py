@@ -3,6 +3,7 @@ arrays and a manifest, and comes back checked against the figures its submitter 
 here trains: the entry is a masked model built and saved as a run saves it."""
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from benchbed.cli import main
-from benchbed.files import read_json
+from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import FORMAT, checkpoint_payload, save_checkpoint
 from benchbed.model.plain import read_plain, write_plain
 from benchbed.model.sites import sites
@@ -34,6 +35,9 @@ def _entry(digits, tmp_path):
     entry.parent.mkdir(parents=True)
     save_checkpoint(model.eval(), entry, model_name="resnet_narrow", num_classes=10, input_shape=digits.input_shape,
                     mean=digits.mean, std=digits.std)
+    write_json(entry.with_suffix(".json"), {"entry": entry.stem, "status": "ok", "fingerprint": "f", "seed": 0,
+                                            "method": "mine", "budget": 256, "checkpoint": entry.name,
+                                            "checkpoint_sha256": hashlib.sha256(entry.read_bytes()).hexdigest()})
     return model, entry
 
 
@@ -110,3 +114,58 @@ def test_bad_submissions_are_one_line_refusals(digits, write_suite, tmp_path, ca
     np.savez(plain / "arrays.npz", **arrays)
     code, out = _verify(plain, suite, {"drelus": 1}, tmp_path, capsys)
     assert code == 2 and message in out and len(out.strip().splitlines()) == 1, out
+
+
+@pytest.mark.parametrize("claims, message", [
+    ({"budget": float("nan")}, "finite number"), ({"budget": float("inf")}, "finite number"),
+    ({"budget": "256"}, "finite number"), ({"budget": [256]}, "finite number"), ({"budget": 25.5}, "whole number"),
+    ({"clean_accuracy": float("inf")}, "finite number"), (None, "is not JSON")])
+def test_claims_that_are_no_finite_figures_are_one_line_refusals(digits, write_suite, tmp_path, capsys, claims, message):
+    _, entry = _entry(digits, tmp_path)
+    suite = write_suite(**SUITE)
+    plain = tmp_path / "submission"
+    assert main(["export", str(entry.with_suffix("")), "--out", str(plain)]) == 0
+    capsys.readouterr()
+    path = tmp_path / "claims.json"
+    path.write_text("{budget: 256" if claims is None else json.dumps(claims))
+    code = main(["verify", str(plain), "--suite", str(suite), "--claims", str(path)])
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert code == 2 and message in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_export_refuses_a_checkpoint_its_record_does_not_name(digits, tmp_path, capsys):
+    model, entry = _entry(digits, tmp_path)
+    swapped = entry.read_bytes() + b"\0"
+    entry.write_bytes(swapped)  # the bytes changed after the record was written
+    assert main(["export", str(entry.with_suffix("")), "--out", str(tmp_path / "out")]) == 2
+    assert "sha256" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    record = read_json(entry.with_suffix(".json"))
+    entry.write_bytes(swapped[:-1])
+    write_json(entry.with_suffix(".json"), {**record, "checkpoint": "../../../etc/hostname"})
+    assert main(["export", str(entry.with_suffix("")), "--out", str(tmp_path / "out")]) == 2, "a path out of the run"
+
+
+def test_a_huge_array_header_or_a_build_that_is_no_object_is_a_one_line_refusal(digits, write_suite, tmp_path,
+                                                                                 capsys):
+    import io
+    import zipfile
+
+    import numpy.lib.format as npy
+
+    _, entry = _entry(digits, tmp_path)
+    suite = write_suite(**SUITE)
+    plain = tmp_path / "submission"
+    assert main(["export", str(entry.with_suffix("")), "--out", str(plain)]) == 0
+    manifest = read_json(plain / "manifest.json")
+    write_json(plain / "manifest.json", {**manifest, "build": [1]})
+    capsys.readouterr()
+    code, out = _verify(plain, suite, {"drelus": 1}, tmp_path, capsys)
+    assert code == 2 and '"build" must be an object' in out and len(out.strip().splitlines()) == 1, out
+    write_json(plain / "manifest.json", manifest)
+    header = io.BytesIO()  # 10^7 x 10^7 floats declared, 16 bytes given
+    npy.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**7, 10**7)})
+    with zipfile.ZipFile(plain / "arrays.npz", "w") as archive:
+        archive.writestr("huge.npy", header.getvalue() + b"\0" * 16)
+    code, out = _verify(plain, suite, {"drelus": 1}, tmp_path, capsys)
+    assert code == 2 and "too large" in out and len(out.strip().splitlines()) == 1, out

@@ -28,15 +28,23 @@ def checkpoint_payload(model: nn.Module, *, model_name: str, num_classes: int, i
             "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
 
 
+_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks", "_state_dict_hooks",
+          "_load_state_dict_pre_hooks")
+
+
 def fingerprint(model: nn.Module) -> str:
     """A digest of everything that decides what ``model`` computes: its state (weights, buffers, site
-    kernels), which parameters train, and every module's train/eval mode."""
+    kernels), which parameters train, every module's class (site kernels are modules), train/eval mode,
+    hooks (by count and function) and any ``forward`` set on the instance itself."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     digest.update(repr([(n, p.requires_grad) for n, p in model.named_parameters()]).encode())
-    digest.update(repr([(n, m.training) for n, m in model.named_modules()]).encode())
+    digest.update(repr([(n, f"{type(m).__module__}.{type(m).__qualname__}", m.training,
+                         [sorted(getattr(h, "__qualname__", type(h).__qualname__) for h in getattr(m, kind, {}).values())
+                          for kind in _HOOKS], "forward" in vars(m))
+                        for n, m in model.named_modules()]).encode())
     return digest.hexdigest()
 
 

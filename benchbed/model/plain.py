@@ -81,4 +81,7 @@ def read_plain(folder: Path, checkpoint_format: str) -> dict:
     except (OSError, ValueError, zipfile.BadZipFile) as exc:  # ValueError: an object array (a pickle)
         raise BenchbedError(f"{folder / ARRAYS} is unreadable or holds objects ({first_line(exc)}); "
                             "only numeric arrays are accepted") from None
+    except MemoryError:  # a header that declares an array far larger than its bytes
+        raise BenchbedError(f"{folder / ARRAYS} declares an array too large to hold in memory; write the "
+                            "model's own arrays with numpy.savez") from None
     return {**_attach({k: v for k, v in manifest.items() if k != "format"}, arrays), "format": checkpoint_format}

@@ -87,7 +87,7 @@ def _checkpoint(record: dict, run_dir: str, out_dir: Path) -> dict | None:
     """Where the entry's checkpoint lies, relative to the board (``benchbed.load_model`` follows it), and its sha256."""
     if record["status"] != "ok":
         return None
-    path = RunDir(run_dir).entries / record["checkpoint"]
+    path = RunDir(run_dir).checkpoint_path(record["entry"])
     return {"path": Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix(),
             "sha256": record["checkpoint_sha256"]}
 

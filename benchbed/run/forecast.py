@@ -17,16 +17,16 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from benchbed.config import RobustTraining, TrainRecipe
+from benchbed.config import TrainRecipe
 from benchbed.errors import BenchbedError
 from benchbed.model.passes import probe_forward
 from benchbed.model.sites import counted_sites, relu_count
 from benchbed.plugin.manager import Methods
+from benchbed.robustness.training import robust_teacher_cost, robust_teacher_recipe
 from benchbed.run.suite import LoadedSuite, plan
 from benchbed.run.teacher import robust_recipe
 from benchbed.train.meter import FORWARD_SHARE, forward_macs
 
-ATTACK_SHARE = 2 / 3          # an attack step: a forward and the backward to the input
 FLOPS_PER_MAC = 2
 FLOAT = 4                     # bytes
 OPTIMISER_COPIES = 4          # weights, gradients and two optimiser moments (Adam; SGD's momentum is one)
@@ -66,11 +66,6 @@ def largest_batch(loaded: LoadedSuite) -> int:
     suite = loaded.suite
     return max([suite.teacher.recipe.batch_size if suite.teacher.recipe else 128]
                + [r.batch_size for o in loaded.options.values() for r in recipes(o)])
-
-
-def robust_passes(recipe: RobustTraining) -> Cost:
-    """One robust training image: clean, AugMix and adversarial views trained, and the PGD steps."""
-    return Cost(train_images=3 + recipe.pgd_steps * ATTACK_SHARE)
 
 
 def evaluation_cost(loaded: LoadedSuite, methods: Methods, n_val: int, n_test: int, classes: int) -> Cost:
@@ -144,9 +139,12 @@ def forecast(loaded: LoadedSuite, methods: Methods, bench: dict | None = None) -
     teachers = {}
     if suite.teacher.recipe is not None:
         for variant in sorted(variants | {"standard"}):
-            robust = robust_recipe(suite, variant)
-            per_image = robust_passes(robust) if robust is not None else Cost(train_images=1)
-            teachers[variant] = per_image * (suite.teacher.recipe.epochs * n_train) + Cost(forwards=n_val + n_test)
+            robust, recipe = robust_recipe(suite, variant), suite.teacher.recipe
+            per_image = 1.0
+            if robust is not None:  # the authors' recipe: its epochs, each batch split between the views
+                recipe = robust_teacher_recipe(recipe, robust)
+                per_image = robust_teacher_cost(robust, recipe.batch_size)
+            teachers[variant] = Cost(train_images=per_image * recipe.epochs * n_train) + Cost(forwards=n_val + n_test)
     data_bytes = (train_total + n_test) * math.prod(spec.input_shape) + (train_total + n_test) * 8
     batch = largest_batch(loaded)
     memory = {"data_mb": data_bytes / 1e6,

@@ -133,6 +133,9 @@ class RunDir:
                 record = read_json(path)
                 if not isinstance(record, dict) or not REQUIRED <= set(record):
                     raise ValueError("not a whole entry record")
+                if record["entry"] != path.stem or (record["status"] == "ok"
+                                                    and record.get("checkpoint") != f"{path.stem}.pt"):
+                    raise ValueError("it names another entry's files")  # never a path out of the run
             except (OSError, ValueError) as exc:
                 warn(f"{path} is unreadable ({type(exc).__name__}), left out; `benchbed run` on the suite redoes it")
                 continue
@@ -152,13 +155,24 @@ class RunDir:
         if not isinstance(record, dict) or not REQUIRED <= set(record) or record.get("status") not in FINISHED:
             return None
         if record["status"] == "ok":
-            path = self.entries / str(record.get("checkpoint", ""))
+            if record.get("checkpoint") != f"{entry}.pt":  # never a path out of the run directory
+                return None
+            path = self.checkpoint_path(entry)
             try:
                 if hashlib.sha256(path.read_bytes()).hexdigest() != record.get("checkpoint_sha256"):
                     return None
             except OSError:
                 return None
         return record
+
+    def checked_checkpoint(self, entry: str) -> Path:
+        """The checkpoint of a finished entry, refused unless its bytes are those its record's hash names."""
+        record = self.finished(entry)
+        if record is None or record["status"] != "ok":
+            raise BenchbedError(f"{self.checkpoint_path(entry)} is no finished entry's checkpoint: its record is "
+                                "missing or unfinished, or the file is not the one the record's sha256 names; run "
+                                "the suite again to redo the entry")
+        return self.checkpoint_path(entry)
 
     def is_finished(self, entry: str) -> bool:
         return self.finished(entry) is not None

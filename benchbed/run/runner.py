@@ -85,8 +85,9 @@ class SuiteRun:
         """Every teacher variant the entries ask for, each prepared once; ``loaded`` is the suite's own
         teacher checkpoint, built when the run started."""
         variants = sorted({STANDARD_TEACHER} | {self.teacher_variant(m, o) for e in entries for _, m, o in self.parts(e)})
+        # a dry run's teachers train a few steps: nothing a real run should ever reuse from the cache
         return {v: teacher.prepare(self.suite, data, self.rundir, self.device, self.reporter, self.methods.models, v,
-                                   self.loaded.teacher_checkpoint, loaded) for v in variants}
+                                   self.loaded.teacher_checkpoint, loaded, cache=not self.dry_run) for v in variants}
 
     # -- entries ----------------------------------------------------------------------------------
     def run_entry(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module]) -> tuple[dict[str, Any], dict | None]:

@@ -122,9 +122,10 @@ def from_checkpoint(file: CheckpointFile, suite: Suite, data: DataBundle, models
 
 def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device, reporter: Reporter,
             models: ModelRegistry, variant: str = STANDARD_TEACHER, checkpoint: CheckpointFile | None = None,
-            loaded: nn.Module | None = None) -> nn.Module:
+            loaded: nn.Module | None = None, cache: bool = True) -> nn.Module:
     """The frozen teacher ``variant`` of the suite: the suite's checkpoint (``loaded`` from ``checkpoint``),
-    or trained once per run directory and then reused."""
+    or the cached one trained with the same recipe, data and code (with ``cache``), or trained once per
+    run directory and then reused."""
     set_precision(suite.precision)
     keep_freed_pages()
     if variant not in VARIANTS:
@@ -144,7 +145,7 @@ def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device
             reporter.log(f"teacher ({variant}): reusing {path}")
         except BenchbedError as exc:
             reporter.log(f"teacher ({variant}): {exc}; training it again")
-    key = cache_key(suite, data, variant) if model is None else None
+    key = cache_key(suite, data, variant) if model is None and cache else None
     if key is not None:
         model, cached = _from_cache(key, suite, data, models, reporter, variant)
         if model is not None:
@@ -177,11 +178,11 @@ def _from_cache(key: str, suite: Suite, data: DataBundle, models: ModelRegistry,
                 variant: str) -> tuple[nn.Module | None, dict]:
     checkpoint, record = teacher_cache_files(key)
     folder = checkpoint.parent
+    if not checkpoint.exists():
+        return None, {}
     try:
         model = all_relu(load_checkpoint(checkpoint, models, **expectations(suite, data)), str(folder))
         source = read_json(record)["source"]
-    except FileNotFoundError:
-        return None, {}
     except (BenchbedError, OSError, ValueError, KeyError, TypeError) as exc:
         reporter.log(f"teacher ({variant}): the cached one in {folder} is unreadable ({exc}); training it again")
         return None, {}

@@ -58,7 +58,11 @@ def load_submission(path: Path, loaded: LoadedSuite, data: DataBundle, methods: 
     """The submitted model, rebuilt by the core and checked against the suite's model and data."""
     path = Path(path)
     payload = read_plain(path, FORMAT) if path.is_dir() else read_checkpoint(path).payload
-    stem = (payload.get("build") or {}).get("stem_relu", True) if isinstance(payload, dict) else True
+    build = payload.get("build") if isinstance(payload, dict) else None
+    if build is not None and not isinstance(build, dict):
+        raise BenchbedError(f'{path}: "build" must be an object of the model\'s build options, e.g. '
+                            '{"stem_relu": true}; got ' + f"{type(build).__name__}")
+    stem = (build or {}).get("stem_relu", True)
     if stem != loaded.suite.model.stem_relu:
         raise BenchbedError(f"{path} was built {'with' if stem else 'without'} the stem ReLU, the suite's model "
                             f"{'with' if loaded.suite.model.stem_relu else 'without'} it; submit the suite's model")
@@ -122,14 +126,21 @@ DESCRIPTIVE = ("name", "source")  # the claims file's keys that are no figure
 
 
 def split_claims(claims: dict) -> tuple[dict, dict]:
-    """(figures, description): the claimed numbers, and the submission's ``name`` and ``source``."""
+    """(figures, description): the claimed numbers, and the submission's ``name`` and ``source``; every
+    figure a finite number and the budget a whole number of DReLUs, checked before any work."""
     source = claims.get("source", {})
     if not isinstance(source, dict) or not all(isinstance(v, str) for v in source.values()):
         raise BenchbedError('claim "source" must be an object of strings, e.g. {"paper": URL, "code": URL}')
     if not isinstance(claims.get("name", ""), str):
         raise BenchbedError('claim "name" must be a string')
-    return ({k: v for k, v in claims.items() if k not in DESCRIPTIVE},
-            {"name": claims.get("name"), "source": source})
+    figures = {k: v for k, v in claims.items() if k not in DESCRIPTIVE}
+    for figure, claimed in figures.items():
+        if not isinstance(claimed, (int, float)) or isinstance(claimed, bool) or not math.isfinite(claimed):
+            raise BenchbedError(f"claim {figure!r} must be a finite number, got {claimed!r}")
+    budget = figures.get("budget")
+    if budget is not None and (budget < 0 or budget != int(budget)):
+        raise BenchbedError(f'claim "budget" must be a whole number of DReLUs, got {budget!r}')
+    return figures, {"name": claims.get("name"), "source": source}
 
 
 def protocol_sha256(suite: dict) -> str:

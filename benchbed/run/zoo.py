@@ -2,7 +2,8 @@
 model, rebuilt by the core from its checkpoint and checked against the sha256 its record states.
 
 ``board_or_run`` is a run directory, a leaderboard's JSON twin (a path, or its name in
-``leaderboards/``), or the URL of one (``https://…/smoke.json``, ``file://…``). A board lists every
+``leaderboards/``), or the URL of one (``https://…/smoke.json``, fetched with a 60 s timeout; a
+``file://…`` address is read as the local path it names). Only regular files are opened. A board lists every
 entry's checkpoint relative to itself, so a board hosted beside its run directory serves its
 models; downloads are cached by their sha256 (``$BENCHBED_CACHE``, default ``~/.cache/benchbed``)."""
 from __future__ import annotations
@@ -44,10 +45,16 @@ def load_model(board_or_run: str | Path, entry: str) -> nn.Module:
 
 def _locate(source: str, entry: str) -> tuple[Path, str]:
     """The local checkpoint file of ``entry`` (fetched into the cache from a URL) and its stated sha256."""
-    if urlparse(source).scheme in ("http", "https", "file"):
-        item = _board_entry(json.loads(_fetch(source)), entry, source)
+    url = urlparse(source)
+    if url.scheme in ("http", "https"):
+        try:
+            board = json.loads(_fetch(source))
+        except ValueError:
+            raise BenchbedError(f"{source} is no leaderboard JSON; pass the .json twin of a board") from None
+        item = _board_entry(board, entry, source)
         return _cached(urljoin(source, item["path"]), item["sha256"]), item["sha256"]
-    path = Path(source).expanduser()
+    # a file:// address is a local path: read as one, so that only regular files are ever opened
+    path = Path(urllib.request.url2pathname(url.path) if url.scheme == "file" else source).expanduser()
     if not path.exists() and re.fullmatch(PLAIN_NAME, source):
         path = BOARDS / f"{source}.json"
     if path.is_dir():
@@ -55,25 +62,35 @@ def _locate(source: str, entry: str) -> tuple[Path, str]:
         if record is None or record["status"] != "ok":
             raise BenchbedError(f"no finished entry {entry!r} in the run {path}; pass one listed in {path}/entries")
         return RunDir(path).checkpoint_path(entry), record["checkpoint_sha256"]
-    if not path.is_file():
+    if not path.is_file():  # a FIFO or a device is no board: never opened, never waited on
         raise BenchbedError(f"{source} is no run directory, leaderboard JSON or URL; pass one")
     try:
         board = read_json(path)
-    except ValueError:
+    except (ValueError, UnicodeDecodeError):
         raise BenchbedError(f"{path} is no leaderboard JSON; pass the .json twin of a board") from None
     item = _board_entry(board, entry, str(path))
-    return path.parent / item["path"], item["sha256"]
+    checkpoint = path.parent / item["path"]
+    if not checkpoint.is_file():
+        raise BenchbedError(f"{checkpoint}, where {path} says {entry!r}'s checkpoint lies, is no file; fetch the run "
+                            "directory the board was published from beside it")
+    return checkpoint, item["sha256"]
 
 
 def _board_entry(board: object, entry: str, where: str) -> dict:
     if not isinstance(board, dict) or not isinstance(board.get("entries"), list):
         raise BenchbedError(f"{where} is no leaderboard JSON; pass the .json twin of a board")
-    for item in board["entries"]:
+    items = [i for i in board["entries"] if isinstance(i, dict)]
+    for item in items:
         if item.get("entry") == entry:
-            if not item.get("checkpoint"):
+            checkpoint = item.get("checkpoint")
+            if not checkpoint:
                 raise BenchbedError(f"{entry!r} on {where} has no checkpoint (status {item.get('status')})")
-            return item["checkpoint"]
-    listed = [i.get("entry") for i in board["entries"] if i.get("checkpoint")]
+            if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("path"), str)
+                    and isinstance(checkpoint.get("sha256"), str)):
+                raise BenchbedError(f"{where} is a malformed board: {entry!r}'s checkpoint has no path and sha256; "
+                                    "publish the board again")
+            return checkpoint
+    listed = [i.get("entry") for i in items if i.get("checkpoint")]
     raise BenchbedError(f"{where} lists no entry {entry!r}; it has {', '.join(listed[:8])}"
                         + (" …" if len(listed) > 8 else ""))
 
