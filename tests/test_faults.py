@@ -215,3 +215,15 @@ def test_zero_drelu_entries_stay_on_the_plot():
     xs = [x for line in ax.get_lines() for x in line.get_xdata()]
     left, right = ax.get_xlim()
     assert 0 in xs and left <= 0 < 64 <= right
+
+
+def test_a_child_that_fails_after_its_entry_names_its_error(tmp_path):
+    """A full disk while the entry's process writes its result: the record gets the error, not only the code."""
+    from benchbed.run.isolation import run_isolated
+
+    def work(send):
+        raise OSError(28, "No space left on device")
+
+    ((key, result, why),) = list(run_isolated([("e", work, tmp_path / "result.pt")], method="fork", workers=1))
+    assert key == "e" and result is None
+    assert "exited with code 1" in why and "No space left on device" in why, why

@@ -191,3 +191,19 @@ def test_submission_flow_export_verify_publish_as_external(run, tmp_path, capsys
     (tmp_path / "moved.json").write_text(json.dumps(moved))
     assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(tmp_path / "moved.json")]) == 2
     assert "another suite configuration" in capsys.readouterr().err
+
+    # refused: a result edited after verify wrote it, in any field its verdicts depend on
+    drelus = verified["measured"]["drelus"]
+    edits = {"measured": lambda r: r["measured"].update(clean_accuracy=0.999),
+             "drelus": lambda r: r["measured"].update(drelus=0),
+             "holds": lambda r: (r["verdicts"][0].update(holds=False), r.update(holds=True)),
+             "verdicts": lambda r: r.update(verdicts=[]),
+             "budget": lambda r: (r.update(budget=0), r["claims"].update(budget=0)),
+             "over budget": lambda r: r["measured"].update(drelus=drelus + 1)}
+    for what, edit in edits.items():
+        edited = read_json(result)
+        edit(edited)
+        (tmp_path / "edited.json").write_text(json.dumps(edited))
+        assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external",
+                     str(tmp_path / "edited.json")]) == 2, what
+        assert "disagrees with itself" in capsys.readouterr().err, what

@@ -19,7 +19,7 @@ from benchbed.files import read_json, write_json, write_text
 from benchbed.report import claims, figure, markdown, tables
 from benchbed.report.html import write_html
 from benchbed.run.rundir import RunDir
-from benchbed.run.verify import protocol_sha256
+from benchbed.run.verify import inconsistencies, protocol_sha256
 
 GRID_METRICS = ["clean_accuracy", "pgd_accuracy", "autoattack_accuracy", "corruption_accuracy"]
 
@@ -106,6 +106,10 @@ def external_results(paths: list[Path], meta: dict) -> list[dict]:
         if result["suite"] != meta["suite"]["name"] or result["protocol_sha256"] != protocol_sha256(meta["suite"]):
             raise BenchbedError(f"{path} was verified under another suite configuration than "
                                 f"{meta['suite']['name']}'s; verify it with this run's suite file")
+        problems = inconsistencies(result)
+        if problems:
+            raise BenchbedError(f"{path} disagrees with itself: {'; '.join(problems)}; publish the file "
+                                "`benchbed verify --json` wrote, unedited")
         if not result["holds"]:
             failed = [v["figure"] for v in result["verdicts"] if not v["holds"]]
             raise BenchbedError(f"{path}: an external row shows verified claims only, and "

@@ -29,6 +29,7 @@ from benchbed.files import atomic_write
 from benchbed.run.rundir import release_inherited_locks
 
 Result = tuple[dict, dict | None]
+FAILURE = "failure"  # a child's message: the error that ended it
 Send = Callable[..., None]
 Work = Callable[[Send], Result]  # the work gets ``send(kind, *args)``: messages for the parent (log lines, progress)
 
@@ -60,12 +61,19 @@ def _child(work: Work, out: str, forked: bool, parent: int, messages) -> None:
     if forked:
         release_inherited_locks()
         torch.set_num_threads(1)
-    record, payload = work(lambda kind, *args: messages.send((kind, args)))
-    # JSON-plain record (numpy scalars and the like become plain numbers): what weights_only loads back
-    plain = json.loads(json.dumps(record, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
-    buffer = io.BytesIO()
-    torch.save({"record": plain, "payload": payload}, buffer)
-    atomic_write(Path(out), lambda f: f.write(buffer.getvalue()))
+    try:
+        record, payload = work(lambda kind, *args: messages.send((kind, args)))
+        # JSON-plain record (numpy scalars and the like become plain numbers): what weights_only loads back
+        plain = json.loads(json.dumps(record, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+        buffer = io.BytesIO()
+        torch.save({"record": plain, "payload": payload}, buffer)
+        atomic_write(Path(out), lambda f: f.write(buffer.getvalue()))
+    except BaseException as exc:  # the last error reaches the entry's record, not only its exit code
+        try:
+            messages.send((FAILURE, (f"{type(exc).__name__}: {first_line(exc)}",)))
+        except (OSError, ValueError):
+            pass
+        raise
     sys.stdout.flush()
     sys.stderr.flush()
 
@@ -109,6 +117,7 @@ def run_isolated(jobs: Iterable[tuple[Hashable, Work, Path]], method: str | None
     pending = iter(jobs)
     running: dict[int, tuple[Hashable, Path, multiprocessing.process.BaseProcess]] = {}
     inboxes: dict = {}
+    failures: dict[int, str] = {}  # by child: the error it reported before it ended
 
     def launch() -> bool:
         job = next(pending, None)
@@ -129,7 +138,11 @@ def run_isolated(jobs: Iterable[tuple[Hashable, Work, Path]], method: str | None
     def drain(inbox) -> None:
         try:
             while inbox.poll():
-                relay(*inbox.recv())
+                kind, args = inbox.recv()
+                if kind == FAILURE:
+                    failures[inboxes[inbox]] = args[0]
+                else:
+                    relay(kind, args)
         except (EOFError, OSError):  # the child is gone: nothing more will come
             inboxes.pop(inbox, None)
             inbox.close()
@@ -150,6 +163,9 @@ def run_isolated(jobs: Iterable[tuple[Hashable, Work, Path]], method: str | None
                 key, out, child = running.pop(ready)
                 child.join()
                 result, why = _collect(out, child.exitcode)
+                failure = failures.pop(ready, None)
+                if result is None and failure:
+                    why = f"{why}: {failure}"
                 launch()
                 yield key, result, why
     finally:  # Ctrl-C, or the caller stopped: no child outlives the run

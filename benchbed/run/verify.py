@@ -23,7 +23,7 @@ from torch import nn
 
 from benchbed import schemas
 from benchbed.data.bundle import DataBundle
-from benchbed.errors import BenchbedError
+from benchbed.errors import BenchbedError, first_line
 from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoint
 from benchbed.model.plain import read_plain
 from benchbed.model.sites import drelu_count, relu_count
@@ -141,6 +141,28 @@ def split_claims(claims: dict) -> tuple[dict, dict]:
     if budget is not None and (budget < 0 or budget != int(budget)):
         raise BenchbedError(f'claim "budget" must be a whole number of DReLUs, got {budget!r}')
     return figures, {"name": claims.get("name"), "source": source}
+
+
+def inconsistencies(result: dict) -> list[str]:
+    """Where a verified result disagrees with itself: its verdicts against those its own claims and
+    measured figures give, its overall ``holds``, and a measured DReLU count over its claimed budget (a
+    result edited after ``benchbed verify`` wrote it)."""
+    try:
+        figures, _ = split_claims(result["claims"])
+        again = [asdict(v) for v in verdicts(figures, result["measured"])]
+    except (BenchbedError, TypeError, KeyError, AttributeError) as exc:
+        return [f"its claims cannot be checked ({first_line(exc)})"]
+    found = []
+    if again != result["verdicts"]:
+        found.append("its verdicts are not those its claims and measured figures give")
+    if result["holds"] != (bool(again) and all(v["holds"] for v in again)):
+        found.append("its `holds` is not what its verdicts say")
+    budget, drelus = figures.get("budget"), result["measured"].get("drelus")
+    if budget is not None and (not isinstance(drelus, (int, float)) or drelus > budget):
+        found.append(f"its measured DReLUs ({drelus}) are over the budget it claims ({budget})")
+    if result.get("budget") != budget:
+        found.append("its budget is not the one it claims")
+    return found
 
 
 def protocol_sha256(suite: dict) -> str:
