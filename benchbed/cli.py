@@ -19,17 +19,19 @@ from benchbed.errors import BenchbedError, SuiteError
 from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import load_checkpoint, read_checkpoint
 from benchbed.model.plain import ARRAYS, write_plain
+from benchbed.model.sites import drelu_count
 from benchbed.perf.bench import bench
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.report.board import render
 from benchbed.report.tables import flatten
 from benchbed.run.dry import dry_run, phase_figures
 from benchbed.run.forecast import forecast
+from benchbed.run.progress import Reporter
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, plan
-from benchbed.run.verify import (check_budget, external_result, load_submission, split_claims, submission_record,
-                                 verdicts)
+from benchbed.run.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
+                                 submission_record, verdicts)
 from benchbed.secure.calibrate import calibrate
 from benchbed.secure.cost import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
@@ -258,8 +260,10 @@ def _verify(args: argparse.Namespace) -> int:
     data = found.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
     model = load_submission(Path(args.submission), loaded, data, found)
     check_budget(model, claims)
-    figures = {k: v for k, v in flatten(submission_record(model, loaded, data, found)).items()
-               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    reporter = Reporter(quiet=True)  # the evaluation takes minutes: say where it stands, on stderr
+    reporter.log(f"verifying {args.submission} under {loaded.suite.name}: {loaded.suite.model.name}, "
+                 f"{drelu_count(model):,} DReLUs")
+    figures = measured_figures(flatten(submission_record(model, loaded, data, found, progress=reporter.progress)))
     found_verdicts = verdicts(claims, figures)
     if args.json:
         write_json(Path(args.json), external_result(Path(args.submission), loaded, given, figures, found_verdicts))

@@ -69,12 +69,20 @@ def test_export_then_verify_every_claim(digits, write_suite, tmp_path, capsys):
     assert main(["export", str(entry.with_suffix("")), "--format", "plain", "--out", str(plain)]) == 0
     capsys.readouterr()
     assert main(["verify", str(plain), "--suite", str(suite), "--json", str(tmp_path / "measured.json")]) == 0
+    printed = capsys.readouterr()
+    assert "clean_accuracy:" in printed.out and "level_index" not in printed.out and "seed" not in printed.out
+    assert "verifying" in printed.err, "it says what it measures before the minutes of evaluation"
     measured = read_json(tmp_path / "measured.json")["measured"]
     claims = {"budget": measured["drelus"], **{k: measured[k] for k in ("relus", "drelus", "clean_accuracy",
                                                                           "comm_mb@aby3", "rounds@aby3",
                                                                           "latency_WAN@delphi")}}
     code, out = _verify(plain, suite, claims, tmp_path, capsys)
-    assert code == 0 and "6 of 6 claims hold" in out and "DIFFERS" not in out
+    assert code == 0 and "7 of 7 claims hold" in out and "DIFFERS" not in out
+    assert f"budget: claimed {claims['budget']:,} DReLUs, the model computes {claims['drelus']:,} — within it" in out
+
+    # a misspelt figure: it differs, and the line names the figure meant
+    code, out = _verify(plain, suite, {**claims, "rounds@aby": claims["rounds@aby3"]}, tmp_path, capsys)
+    assert code == 1 and "rounds@aby: claimed" in out and "did you mean rounds@aby3" in out
 
     # a claimed accuracy 5 points high: that figure, and only it, differs
     code, out = _verify(plain, suite, {**claims, "clean_accuracy": claims["clean_accuracy"] + 0.05}, tmp_path, capsys)

@@ -13,11 +13,13 @@ accuracy the suite measures (``clean_accuracy``, ``pgd_accuracy``, …, fraction
 """
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from torch import nn
 
@@ -46,9 +48,15 @@ class Verdict:
     holds: bool
     tolerance: str
 
+    hint: str = ""  # a figure this suite measures, for a claimed figure it does not
+
     def line(self) -> str:
+        if self.figure == "budget":
+            return (f"budget: claimed {self.claimed:,.0f} DReLUs, the model computes {self.measured:,.0f} — "
+                    + ("within it" if self.holds else "OVER IT"))
         if self.measured is None:
-            return f"{self.figure}: claimed {self.claimed:g}, but this suite does not measure it — DIFFERS"
+            hint = f" (did you mean {self.hint}?)" if self.hint else ""
+            return f"{self.figure}: claimed {self.claimed:g}, but this suite does not measure it{hint} — DIFFERS"
         word = "matches" if self.holds else "DIFFERS"
         return (f"{self.figure}: claimed {self.claimed:.6g}, measured {self.measured:.6g} "
                 f"({self.measured - self.claimed:+.4g}) — {word} (tolerance {self.tolerance})")
@@ -73,13 +81,13 @@ def load_submission(path: Path, loaded: LoadedSuite, data: DataBundle, methods: 
 
 
 def submission_record(model: nn.Module, loaded: LoadedSuite, data: DataBundle, methods: Methods,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, progress: Callable[[str, float, float], None] = lambda *a: None) -> dict:
     """The record the suite would make of ``model``: its counts, the suite's evaluation and prices (a
     leaderboard's ``flatten`` turns it into the figures claims name)."""
     suite = loaded.suite
     record = {"method": "submission", "budget": None, "seed": seed, "status": "ok",
               "relus": relu_count(model), "drelus": drelu_count(model), "compute": {"used": {"epochs": 0.0}},
-              "metrics": evaluate_model(model, data, suite.evaluation, seed, methods.metrics)}
+              "metrics": evaluate_model(model, data, suite.evaluation, seed, methods.metrics, progress=progress)}
     if suite.secure_cost.enabled:
         record["secure_cost"] = {name: price(model, data.input_shape, suite.secure_cost, methods.cost_profiles[name])
                                  for name in suite.secure_cost.profiles}
@@ -96,18 +104,24 @@ def _tolerance(figure: str) -> tuple[float, str, bool]:
 
 
 def verdicts(claims: dict, measured: dict) -> list[Verdict]:
-    """A verdict per claimed figure (``budget`` is checked before any work, in ``check_budget``)."""
+    """A verdict per claimed figure, the budget's against the measured DReLUs (and a model over it is
+    refused before any work, in ``check_budget``); a figure the suite does not measure names the
+    nearest ones it does."""
     out = []
     for figure, claimed in claims.items():
-        if figure == "budget":
-            continue
         if not isinstance(claimed, (int, float)) or isinstance(claimed, bool) or not math.isfinite(claimed):
             raise BenchbedError(f"claim {figure!r} must be a finite number, got {claimed!r}")
+        if figure == "budget":  # checked before any work too: a model over it is never evaluated
+            drelus = measured.get("drelus")
+            out.append(Verdict(figure, float(claimed), drelus, drelus is not None and drelus <= claimed,
+                               "at most the claimed DReLUs"))
+            continue
         value = measured.get(figure)
         tolerance, text, relative = _tolerance(figure)
         bound = tolerance * abs(claimed) if relative else tolerance
+        hint = "" if value is not None else ", ".join(difflib.get_close_matches(figure, list(measured), n=2, cutoff=0.6))
         out.append(Verdict(figure, float(claimed), value, value is not None and abs(value - claimed) <= bound + 1e-12,
-                           text))
+                           text, hint))
     return out
 
 
@@ -163,6 +177,16 @@ def inconsistencies(result: dict) -> list[str]:
     if result.get("budget") != budget:
         found.append("its budget is not the one it claims")
     return found
+
+
+# A board row's fields that place an entry in a run (its level, seed, compute), not what was measured.
+PLACING = ("level_index", "level_epochs", "seed", "epochs_used", "budget")
+
+
+def measured_figures(row: dict) -> dict:
+    """The figures a submission's claims can name: every number its measurement gave."""
+    return {k: v for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in PLACING}
 
 
 def protocol_sha256(suite: dict) -> str:
