@@ -40,7 +40,7 @@ def test_every_schema_error_is_reported_with_its_field_path(write_suite, capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert all(line.startswith(f"{path}: ") for line in lines)
-    for field in ("budgets:", "compute.epochs:", "bogus_field:", "teacher.recipe.lr:"):
+    for field in ("budgets, line", "compute.epochs, line", "bogus_field, line", "teacher.recipe.lr, line"):
         assert any(field in line for line in lines), (field, lines)
 
 
@@ -48,22 +48,40 @@ def test_unknown_method_and_unknown_option(write_suite, capsys):
     path = write_suite(methods=[{"name": "snl_typo"}, {"name": "random_mask", "options": {"lr_typo": 1}}])
     code, err = run_cli("validate", str(path), capsys=capsys)
     assert code == 2
-    assert "methods.0.name: unknown method 'snl_typo'; installed:" in err
-    assert "methods.1.options.lr_typo: Extra inputs are not permitted" in err
+    assert "methods.0 (snl_typo).name, line " in err and ": unknown method 'snl_typo'; installed:" in err
+    assert "methods.1 (random_mask).options.lr_typo, line " in err and "Extra inputs are not permitted" in err
+
+
+def test_validate_reports_every_problem_in_one_pass_with_method_line_and_near_names(write_suite, capsys):
+    """A schema error (compute.epoch), a misspelt option of a method and a budget over the model's ReLUs:
+    all three at once, each naming the method, the line, and the name meant."""
+    path = write_suite(compute={"epoch": 1}, budgets=[64, 10_000],
+                       methods=[{"name": "all_relu"}, {"name": "snl", "options": {"lambda_int": 1e-3}}])
+    code, err = run_cli("validate", str(path), capsys=capsys)
+    assert code == 2
+    text = path.read_text().splitlines()
+    line = lambda key: next(i for i, row in enumerate(text, 1) if key in row)  # noqa: E731
+    assert f"compute.epoch, line {line('epoch:')}: Extra inputs are not permitted; did you mean 'epochs'?" in err
+    assert (f"methods.1 (snl).options.lambda_int, line {line('lambda_int')}: Extra inputs are not permitted; "
+            "did you mean 'lambda_init'") in err
+    assert "budgets.1, line " in err and "10,000 exceeds the 4,608 ReLUs" in err
+    nested = write_suite("nested.yaml", methods=[{"name": "snl", "options": {"search": {"l": 0.1, "bach_size": 3}}}])
+    code, err = run_cli("validate", str(nested), capsys=capsys)
+    assert code == 2 and "methods.0 (snl).options.search.bach_size" in err and "did you mean 'batch_size'?" in err
 
 
 def test_impossible_budget_is_refused_before_any_work(write_suite, tmp_path, capsys):
     path = write_suite(budgets=[64, 10_000])
     code, err = run_cli("run", str(path), "--out", str(tmp_path / "run"), "--quiet", capsys=capsys)
     assert code == 2
-    assert "budgets.1: 10,000 exceeds the 4,608 ReLUs of resnet_narrow" in err
+    assert "budgets.1, line " in err and ": 10,000 exceeds the 4,608 ReLUs of resnet_narrow" in err
     assert not (tmp_path / "run").exists(), "nothing may start before the suite is valid"
 
 
 def test_teacher_needs_exactly_one_source(write_suite, capsys):
     path = write_suite(teacher={"recipe": None})
     code, err = run_cli("validate", str(path), capsys=capsys)
-    assert code == 2 and "teacher:" in err and "exactly one" in err
+    assert code == 2 and "teacher, line " in err and "exactly one" in err
 
 
 def test_missing_dataset_with_download_off(write_suite, tmp_path, capsys):

@@ -67,10 +67,12 @@ def test_impossible_combinations_fail_validation(write_suite, methods_with, tmp_
                                  {"name": "random_mask", "finetune": "nonexistent"}])
     assert main(["validate", str(suite)]) == 2
     err = capsys.readouterr().err
-    assert "methods.0: poly_trainer's finetune cannot train patch sites, which patcher's mask makes" in err
-    assert "methods.1: bypass: dapa gives linearized pixels of masked or patch sites a polynomial; coarse makes relu" in err
-    assert "methods.2.finetune_options.dpth: Extra inputs are not permitted" in err
-    assert "methods.3.finetune: unknown method 'nonexistent'" in err
+    assert "methods.0 (patcher), line " in err and "poly_trainer's finetune cannot train patch sites, which patcher's " \
+        "mask makes" in err
+    assert "methods.1 (coarse), line " in err and "bypass: dapa gives linearized pixels of masked or patch sites a " \
+        "polynomial; coarse makes relu" in err
+    assert "methods.2 (" in err and ".finetune_options.dpth, line " in err and "Extra inputs are not permitted" in err
+    assert "methods.3 (" in err and ").finetune, line " in err and "unknown method 'nonexistent'" in err
 
 
 def test_dapa_bypass_fits_the_teachers_statistics(make_ctx):

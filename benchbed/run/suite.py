@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from benchbed.config import ComputeLevel, EvaluationSettings, MethodEntry, Suite
+from benchbed.config import ComputeLevel, DatasetConfig, EvaluationSettings, MethodEntry, ModelConfig, Suite
 from benchbed.errors import BenchbedError, SuiteError
 from benchbed.model.checkpoint import CheckpointFile, model_from_payload, read_checkpoint
 from benchbed.model.sites import capacity
 from benchbed.plugin.manager import Methods
+from benchbed.run.locate import did_you_mean, fields_at, located, yaml_lines
 from benchbed.run.rundir import entry_id
 from benchbed.run.teacher import all_relu
 
@@ -70,8 +72,15 @@ def _loc(loc: tuple) -> str:
     return ".".join(str(p) for p in loc) or "(top level)"
 
 
-def _errors(exc: ValidationError, prefix: tuple = ()) -> list[str]:
-    return [f"{_loc(prefix + tuple(e['loc']))}: {e['msg']}" for e in exc.errors()]
+def _errors(exc: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None) -> list[str]:
+    """Every error of ``exc`` as ``path: message``; a field ``model`` does not know names the nearest it does."""
+    found = []
+    for e in exc.errors():
+        hint = ""
+        if e["type"] == "extra_forbidden" and model is not None and e["loc"]:
+            hint = did_you_mean(str(e["loc"][-1]), fields_at(model, tuple(e["loc"])))
+        found.append(f"{_loc(prefix + tuple(e['loc']))}: {e['msg']}{hint}")
+    return found
 
 
 def _deep_merge(base: dict, changes: dict) -> dict:
@@ -107,9 +116,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_suite(path: str | Path) -> Suite:
     """Parse ``path`` against the schema alone."""
-    path = str(path)
+    raw, text = _read_raw(str(path))
     try:
-        raw = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise SuiteError(str(path), [located(p, yaml_lines(text), raw) for p in _errors(exc, model=Suite)]) from None
+    except RecursionError:
+        raise SuiteError(str(path), ["nested too deeply to be a suite"]) from None
+
+
+def _read_raw(path: str) -> tuple[dict, str]:
+    """The suite file's YAML mapping and its text."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise SuiteError(path, ["no such file"]) from None
     except IsADirectoryError:
@@ -124,12 +144,7 @@ def read_suite(path: str | Path) -> Suite:
         raise SuiteError(path, [f"{where}not valid YAML ({getattr(exc, 'problem', exc)})"]) from None
     if not isinstance(raw, dict):
         raise SuiteError(path, ["a suite is a YAML mapping with dataset, model, teacher, budgets, compute, methods"])
-    try:
-        return Suite.model_validate(raw)
-    except ValidationError as exc:
-        raise SuiteError(path, _errors(exc)) from None
-    except RecursionError:
-        raise SuiteError(path, ["nested too deeply to be a suite"]) from None
+    return raw, text
 
 
 @dataclass
@@ -148,28 +163,18 @@ class LoadedSuite:
 def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> LoadedSuite:
     """Parse and validate ``path`` against the schema and against what is installed (and, with
     ``need_data``, that its dataset is there or may be downloaded: a dry run does without it)."""
-    suite = read_suite(path)
+    raw, text = _read_raw(str(path))
+    where = lambda problems: [located(p, yaml_lines(text), raw) for p in problems]  # noqa: E731
+    try:
+        suite = Suite.model_validate(raw)
+    except ValidationError as exc:  # every other part that parses on its own is checked too: one pass
+        raise SuiteError(str(path), where(_errors(exc, model=Suite) + _partial_problems(raw, methods))) from None
+    except RecursionError:
+        raise SuiteError(str(path), ["nested too deeply to be a suite"]) from None
     unknown_parts = _registry_problems(suite, methods)
     problems = list(unknown_parts)
-    finetune_options: dict[str, BaseModel] = {}
-    options: dict[str, BaseModel] = {}
-    for i, entry in enumerate(suite.methods):
-        parts = [("name", entry.name, entry.options, "options", options)]
-        if entry.finetune is not None:
-            parts.append(("finetune", entry.finetune, entry.finetune_options, "finetune_options", finetune_options))
-        for field, name, given, options_field, into in parts:
-            problem = _unknown_method(methods, name)
-            if problem:
-                problems.append(f"methods.{i}.{field}: {problem}")
-                continue
-            info = methods.all[name].info
-            given = _deep_merge(info.paper_recipe, given) if suite.protocol == "paper" else given
-            try:
-                into[entry.key] = validate_options(info.options, given)
-            except ValidationError as exc:
-                problems.extend(_errors(exc, ("methods", i, options_field)))
-        if not any(p.startswith(f"methods.{i}.") for p in problems):
-            problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, methods)]
+    method_problems, options, finetune_options = _method_problems(suite.methods, methods, suite.protocol)
+    problems += method_problems
     for i, name in enumerate(suite.secure_cost.profiles if suite.secure_cost.enabled else []):
         if name not in methods.cost_profiles:
             problems.append(f"secure_cost.profiles.{i}: unknown profile {name!r}; "
@@ -187,8 +192,62 @@ def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> Lo
         data_problems, checkpoint = _data_problems(suite, methods, need_data)
         problems += data_problems
     if problems:
-        raise SuiteError(str(path), problems)
+        raise SuiteError(str(path), where(problems))
     return LoadedSuite(suite, options, finetune_options, str(path), checkpoint)
+
+
+def _method_problems(entries: list[MethodEntry], methods: Methods, protocol: str
+                     ) -> tuple[list[str], dict[str, BaseModel], dict[str, BaseModel]]:
+    """Every method entry's problems (unknown methods, options, compositions), and the options of those
+    that validate, by entry key: the mask method's, and a composed entry's finetune method's."""
+    problems: list[str] = []
+    options: dict[str, BaseModel] = {}
+    finetune_options: dict[str, BaseModel] = {}
+    for i, entry in enumerate(entries):
+        parts = [("name", entry.name, entry.options, "options", options)]
+        if entry.finetune is not None:
+            parts.append(("finetune", entry.finetune, entry.finetune_options, "finetune_options", finetune_options))
+        for field, name, given, options_field, into in parts:
+            problem = _unknown_method(methods, name)
+            if problem:
+                problems.append(f"methods.{i}.{field}: {problem}")
+                continue
+            info = methods.all[name].info
+            given = _deep_merge(info.paper_recipe, given) if protocol == "paper" else given
+            try:
+                into[entry.key] = validate_options(info.options, given)
+            except ValidationError as exc:
+                problems.extend(_errors(exc, ("methods", i, options_field), model=info.options))
+        if not any(p.startswith(f"methods.{i}.") for p in problems):
+            problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, methods)]
+    return problems, options, finetune_options
+
+
+def _partial_problems(raw: dict, methods: Methods) -> list[str]:
+    """The problems of a suite that fails its schema, in the parts that parse on their own: each method
+    entry's options, and the budgets against the model (a schema error is not the only one reported)."""
+    entries = raw.get("methods") if isinstance(raw.get("methods"), list) else []
+    parsed = {}
+    for i, item in enumerate(entries):
+        try:
+            parsed[i] = MethodEntry.model_validate(item)
+        except (ValidationError, TypeError):
+            continue  # the schema's errors name it already
+    compute = raw.get("compute")
+    protocol = "paper" if compute == "paper" or (isinstance(compute, dict) and compute.get("paper")) else "matched"
+    problems = []
+    for i, entry in parsed.items():
+        found, _, _ = _method_problems([entry], methods, protocol)
+        problems += [p.replace("methods.0", f"methods.{i}", 1) for p in found]
+    try:
+        partial = SimpleNamespace(dataset=DatasetConfig.model_validate(raw.get("dataset")),
+                                  model=ModelConfig.model_validate(raw.get("model")),
+                                  budgets=[b for b in raw.get("budgets") or [] if isinstance(b, int) and b > 0])
+    except (ValidationError, TypeError):
+        return problems
+    if not _registry_problems(partial, methods):
+        problems += _budget_problems(partial, methods)
+    return problems
 
 
 def _unknown_method(methods: Methods, name: str) -> str | None:
