@@ -58,10 +58,16 @@ def test_failures_are_recorded_and_the_others_go_on(write_suite, methods_with, t
     methods = methods_with(("boom", method_plugin(boom)), ("too_many", method_plugin(too_many)), ("unfrozen", method_plugin(unfrozen)))
     suite = write_suite(methods=[{"name": "boom"}, {"name": "too_many"}, {"name": "unfrozen"}, {"name": "all_relu"}],
                         budgets=[64])
-    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods)
+    lines: list[str] = []
+    run.reporter.log = lines.append
+    counts = run.run()
     assert counts["error"] == 3 and counts["ok"] == 1
     records = _records(tmp_path / "run")
     assert records["boom__64__s0"]["error"] == "RuntimeError: mask search diverged"
+    # the console line names the plugin's file and line, and where the rest of the traceback is
+    (line,) = [line for line in lines if line.startswith("boom__64__s0: ERROR")]
+    assert f"raised at {__file__}:" in line and "in boom" in line and "the record's `traceback`" in line
     assert "over the budget of 64" in records["too_many__64__s0"]["error"]
     assert "unfrozen" in records["unfrozen__64__s0"]["error"]
     assert records["all_relu__all__s0"]["status"] == "ok"

@@ -3,6 +3,7 @@ compute budget, each written to the run directory as soon as it finishes."""
 from __future__ import annotations
 
 import copy
+import re
 import time
 import traceback
 from dataclasses import asdict, dataclass, replace
@@ -461,9 +462,19 @@ def _disagreements(record: dict) -> list[str]:
     return found
 
 
+def _raised_at(record: dict) -> str:
+    """Where the error of a failed entry was raised (the traceback's last frame), for its console line."""
+    frames = [line.strip() for line in record.get("traceback") or [] if line.strip().startswith('File "')]
+    if not frames:
+        return ""
+    match = re.match(r'File "(.+)", line (\d+), in (.+)', frames[-1])
+    where = f"{match.group(1)}:{match.group(2)} in {match.group(3)}" if match else frames[-1]
+    return f" (raised at {where}; the record's `traceback` has the rest)"
+
+
 def _summary_line(record: dict) -> str:
     if record["status"] != "ok":
-        return f"{record['entry']}: {record['status'].upper()} — {record.get('error', '')}"
+        return f"{record['entry']}: {record['status'].upper()} — {record.get('error', '')}{_raised_at(record)}"
     metrics = record["metrics"]
     return (f"{record['entry']}: acc {metrics['clean_accuracy']:.4f}, {record['drelus']:,} DReLUs, "
             f"{record['compute']['used']['epochs']:.2f} epochs / {record['compute']['used']['seconds']:.1f} s")
