@@ -135,10 +135,10 @@ def test_rlnet_triple_win_against_the_best_other_method_on_three_metrics_and_mon
     win = results["rlnet_triple_win"]
     # the best other method by clean accuracy is snl at both budgets; one comparison per metric
     assert {c.b for c in win.levels[0].comparisons} == {"snl @ 100", "snl @ 400"}
-    verdicts = {c.label: c.verdict for c in win.levels[0].comparisons}
-    assert verdicts["budget 100, vs snl, PGD accuracy"] == SUPPORTED
-    assert verdicts["budget 100, vs snl, clean accuracy"] == SUPPORTED
-    assert verdicts["budget 100, vs snl, corruption accuracy"] == CONTRADICTED, "snl's corruption accuracy is higher"
+    verdicts = {(c.label, c.metric): c.verdict for c in win.levels[0].comparisons}
+    assert verdicts["budget 100, vs snl", "pgd_accuracy"] == SUPPORTED
+    assert verdicts["budget 100, vs snl", "clean_accuracy"] == SUPPORTED
+    assert verdicts["budget 100, vs snl", "corruption_accuracy"] == CONTRADICTED, "snl's corruption accuracy is higher"
     assert win.levels[0].verdict == CONTRADICTED
     monotone = results["accuracy_monotone_in_budget"]
     assert monotone.levels[0].verdict == CONTRADICTED

@@ -355,8 +355,7 @@ def test_claim(claim: dict, records: list[dict]) -> ClaimResult:
                 departed = departures(conditions, a_records, b_records)
                 lost.update(departed)
                 for metric in metrics:
-                    label = (f"budget {budget:,}" + (f", vs {b}" if not claim.get("b") else "")
-                             + (f", {METRIC_NAMES.get(metric, metric)}" if len(metrics) > 1 else ""))
+                    label = f"budget {budget:,}" + (f", vs {b}" if not claim.get("b") else "")
                     c = compare(label, f"{a} @ {budget:,}", f"{b} @ {budget:,}", a_records, b_records, metric)
                     if why:
                         c.why = why
