@@ -2,7 +2,8 @@
 types the hooks pass, the site switches, the core training loop and losses, top-k under a budget, the
 robustness pieces (dual BN, attacks, AugMix, evaluation) that robust methods build on, the site kernels'
 elementwise pieces (a per-channel polynomial, a mask in the activation's layout), and what a plugin
-needs to contribute a dataset, a model, a protocol profile or a robustness metric. Plugins import nothing
+needs to contribute a dataset, a model, a protocol profile or a robustness metric; and, for a lab that
+trains elsewhere, any registered model by name (``build_model``) and a suite's splits (``suite_splits``). Plugins import nothing
 else from ``benchbed``; a test enforces it. Everything here is stable for plugin authors."""
 from benchbed.config import (DistillationOptions, EvaluationSettings, RobustTraining, SecureCostSettings, Strict,
                              TrainRecipe)
@@ -25,6 +26,7 @@ from benchbed.plugin.types import (Claim, ClaimSide, Condition, EntryContext, Fi
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.robustness.registry import RobustnessMetric
 from benchbed.robustness.training import adversarial, augmix
+from benchbed.run.describe import Splits, build_model, suite_splits
 from benchbed.secure.cost import Beaver, CostProfile, Linear, Op, SetupStep
 from benchbed.train.loop import accuracy, fit, planned_steps
 from benchbed.train.losses import cross_entropy, distillation, kd_loss
@@ -35,9 +37,9 @@ __all__ = [
     "DatasetSpec", "Linear", "Op", "SetupStep",
     "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
     "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",
-    "SecureCostSettings", "SiteKernel", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",
-    "bn_path", "broadcast_like", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
+    "SecureCostSettings", "SiteKernel", "Splits", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",
+    "bn_path", "broadcast_like", "build_model", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
     "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune", "drelu_count", "eval_mode",
     "evaluate_model", "fit", "forward_hooks", "forward_share_after", "has_dual_bn", "hookimpl", "kd_loss", "observe", "patch_drelus",
-    "patch_gate", "planned_steps", "polynomial", "relu_count", "sites", "stage_modules", "to_float", "top_k",
+    "patch_gate", "planned_steps", "polynomial", "relu_count", "sites", "stage_modules", "suite_splits", "to_float", "top_k",
 ]

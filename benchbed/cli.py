@@ -1,6 +1,6 @@
 """benchbed: one protocol for the ReLU-linearization methods of private inference.
 
-Commands: run, validate, plan, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, export,
+Commands: run, validate, plan, describe, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, export,
 verify (``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from benchbed.perf.bench import bench
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.report.board import render
 from benchbed.report.tables import flatten
+from benchbed.run.describe import describe
 from benchbed.run.dry import dry_run, phase_figures
 from benchbed.run.forecast import forecast
 from benchbed.run.progress import Reporter
@@ -103,6 +104,11 @@ def count_entries(suite, methods: Methods) -> str:
         parts.append(f"{_plural(len(once), 'reference method')} without a budget ({', '.join(once)})")
     per_seed = "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
     return f"{_plural(len(plan(suite, methods)), 'entry', 'entries')} = {per_seed} × {_plural(len(suite.seeds), 'seed')}"
+
+
+def _describe(args: argparse.Namespace) -> int:
+    print("\n".join(describe(args.suite)))
+    return 0
 
 
 def _plugins(args: argparse.Namespace) -> int:
@@ -319,6 +325,10 @@ def parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a suite file without running it")
     val.add_argument("suite")
     val.set_defaults(func=_validate)
+    desc = sub.add_parser("describe", help="the model a suite measures (its sites: name, shape, ReLUs) and its "
+                                           "splits' rule: what a lab that trains elsewhere needs")
+    desc.add_argument("suite")
+    desc.set_defaults(func=_describe)
     plug = sub.add_parser("plugins", help="list installed methods")
     plug.add_argument("--json", action="store_true")
     plug.set_defaults(func=_plugins)

@@ -50,6 +50,10 @@ class DataBundle(TrainingData):
 
     test_x: torch.Tensor
     test_y: torch.Tensor
+    # where the training and validation images sit in the dataset's own training set (None when a loader
+    # split it otherwise): what an outside lab needs to train on the same images and never on test
+    train_index: torch.Tensor | None = None
+    val_index: torch.Tensor | None = None
 
     def for_methods(self) -> TrainingData:
         """The same data without the test split: what ``build_mask`` and ``finetune`` get."""
@@ -132,4 +136,5 @@ def bundle_from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, test
     return DataBundle(name=name, train_x=t(train_x[keep], torch.uint8), train_y=t(train_y[keep], torch.long),
                       val_x=t(train_x[val], torch.uint8), val_y=t(train_y[val], torch.long),
                       test_x=t(test_x, torch.uint8), test_y=t(test_y, torch.long),
-                      num_classes=num_classes, mean=mean, std=std, crop_padding=crop_padding, flip=flip)
+                      num_classes=num_classes, mean=mean, std=std, crop_padding=crop_padding, flip=flip,
+                      train_index=t(keep, torch.long), val_index=t(val, torch.long))
