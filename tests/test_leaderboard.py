@@ -33,7 +33,12 @@ def test_publish_merges_seeds_into_mean_and_std(two_seeds, capsys):
     root, dirs = two_seeds
     assert main(["publish", *map(str, dirs), "--to", str(root / "published")]) == 0
     md = (root / "published" / "tiny.md").read_text()
-    assert "## Protocol" in md and "Seeds:** 0, 1" in md and "validation" in md
+    assert "<b>Protocol</b>" in md and "Seeds:** 0, 1" in md and "validation" in md
+    # the first screen is the findings: the reference, and per budget the most accurate and fastest methods
+    assert md.index("## Findings") < md.index("<b>Protocol</b>") < md.index("## Results")
+    findings = md[md.index("## Findings"):md.index("<b>Protocol</b>")]
+    assert "Reference, no budget: **all_relu**" in findings
+    assert "64 DReLUs: most accurate **random_mask**" in findings and "fastest on aby3 WAN **random_mask**" in findings
     rows = [line for line in md.splitlines() if line.startswith("| random_mask")]
     assert len(rows) == 2
     assert all("| 2 " in row and "±" in row for row in rows), rows

@@ -17,6 +17,7 @@ from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
 from benchbed.files import read_json, write_json, write_text
 from benchbed.report import claims, figure, markdown, tables
+from benchbed.report.findings import findings_lines
 from benchbed.report.html import write_html
 from benchbed.run.rundir import RunDir
 from benchbed.run.verify import inconsistencies, protocol_sha256
@@ -178,8 +179,10 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
         sections += [f"- `{r['entry']}`: **{r['status']}** — {r.get('error', '')}" for r in unfinished]
     tested = claims.assess(records)
     sections += [""] + claims.markdown(tested)
+    found = findings_lines(frame, profile_names, networks, tested)
     md_path = out_dir / f"{stem}.md"
-    write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), protocol=protocol,
+    write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), findings=found,
+                                      protocol=protocol,
                                       table="" if frame.empty else markdown.results_tables(
                                           frame, cols, accuracies, tables.levels(frame)),
                                       explained=explained, sections=[""] + sections))
@@ -213,5 +216,5 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
         + [(markdown.cell(row, k, accuracies), None if pd.isna(row.get(k)) else float(row[k])) for k, _ in cols]
         for _, row in frame.iterrows()]
     write_html(out_dir / f"{stem}.html", title, protocol + explained,
-               [("method", "method"), ("budget", "budget"), ("seeds", "seeds")] + cols, rows, images, sections)
+               [("method", "method"), ("budget", "budget"), ("seeds", "seeds")] + cols, rows, images, sections, found)
     return md_path

@@ -35,11 +35,14 @@ def _section(line: str) -> tuple[int, str]:
 
 
 def write_html(path: Path, title: str, notes: list[str], columns: list[tuple[str, str]],
-               rows: list[list[tuple[str, float | str | None]]], images: list[Path], sections: list[str] = ()) -> None:
+               rows: list[list[tuple[str, float | str | None]]], images: list[Path], sections: list[str] = (),
+               findings: list[str] = ()) -> None:
     """``columns``: (key, title); ``rows``: per row, per column, (text shown, value sorted by);
-    ``notes``: markdown bullet lines of the protocol; ``sections``: further markdown lines (claims …)."""
+    ``notes``: markdown bullet lines of the protocol (a collapsed block); ``findings``: the markdown lines
+    of the first screen; ``sections``: further markdown lines (claims …)."""
     page = TEMPLATES.get_template("board.html.j2").render(
         title=title, notes=[line.lstrip("- ") for line in notes if line.strip()], columns=columns, rows=rows,
         images=[{"name": p.stem, "data": base64.b64encode(p.read_bytes()).decode()} for p in images if p.exists()],
-        sections=[_section(line) for line in sections if line.strip()])
+        sections=[_section(line) for line in sections if line.strip()],
+        findings=[_section(line) for line in findings if line.strip()])
     write_text(path, page)
