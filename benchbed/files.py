@@ -9,12 +9,19 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
+# The process's umask, read once at import (reading it means setting it, which no thread should race).
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write ``path`` through ``write(file)`` so that readers see the old file or the whole new one:
     a temporary file of its own in the same folder, flushed to disk, then renamed over ``path``."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes the file private (0600); a written file has the mode any new file would (0644 under
+        # the usual umask), so a published board or a shared run directory is readable by others
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -227,3 +227,11 @@ def test_a_child_that_fails_after_its_entry_names_its_error(tmp_path):
     ((key, result, why),) = list(run_isolated([("e", work, tmp_path / "result.pt")], method="fork", workers=1))
     assert key == "e" and result is None
     assert "exited with code 1" in why and "No space left on device" in why, why
+
+
+def test_written_files_have_the_mode_of_any_new_file(tmp_path):
+    """A board or record is readable by others (0644 under the usual umask), not private as a temp file is."""
+    from benchbed.files import UMASK, write_text
+
+    write_text(tmp_path / "board.md", "# board\n")
+    assert (tmp_path / "board.md").stat().st_mode & 0o777 == 0o666 & ~UMASK
