@@ -93,6 +93,21 @@ def _checkpoint(record: dict, run_dir: str, out_dir: Path) -> dict | None:
             "sha256": record["checkpoint_sha256"]}
 
 
+def cut_lines(records: list[dict]) -> list[str]:
+    """The recipes' cuts grouped across seeds: one line per (method, budget, level, part)."""
+    groups: dict[tuple, dict] = {}
+    for r in records:
+        level = (r.get("compute_level") or {}).get("label") or "—"
+        for part, why in r["cuts"].items():
+            group = groups.setdefault((r.get("label", r["method"]), r["budget"], level, part), {"seeds": [], "why": []})
+            group["seeds"].append(r["seed"])
+            if why not in group["why"]:
+                group["why"].append(why)
+    return [f"- {label} @ {'—' if budget is None else f'{budget:,}'}" + (f", {level}" if level != "—" else "")
+            + f" (seeds {', '.join(map(str, sorted(g['seeds'])))}): {part}: {' / '.join(g['why'])}"
+            for (label, budget, level, part), g in groups.items()]
+
+
 def external_results(paths: list[Path], meta: dict) -> list[dict]:
     """Verified external results fit for this board: valid, verified under this suite's protocol, every
     claim holding, and naming their source."""
@@ -171,8 +186,10 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
         sections += [f"- `{r['entry']}`: " + "; ".join(str(v) for v in r["notes"].values()) for r in noted]
     cut = [r for r in records if r.get("cuts")]
     if cut:
-        sections += ["", "## Cut to fit the budget", ""]
-        sections += [f"- `{r['entry']}`: " + "; ".join(f"{part}: {why}" for part, why in r["cuts"].items()) for r in cut]
+        sections += ["", "## Cut to fit the budget", "",
+                     "Parts of a method's published recipe that did not fit, once per method, budget and level (the "
+                     "seeds that cut it, and each distinct reason)."]
+        sections += cut_lines(cut)
     unfinished = [r for r in records if r["status"] != "ok"]
     if unfinished:
         sections += ["", "## Entries that did not finish", ""]
