@@ -124,3 +124,13 @@ def test_cuts_are_grouped_across_seeds():
                 "cuts": {"probes": f"{30 + (s > 0)} of 2048 images per probe"}} for s in range(3)]
     assert cut_lines(records) == ["- knapsack @ 600, 2 epochs (seeds 0, 1, 2): probes: 30 of 2048 images per probe / "
                                   "31 of 2048 images per probe"]
+
+
+def test_the_mask_by_finetune_grid_shows_only_the_methods_a_composition_involves():
+    from benchbed.report.markdown import grid_lines
+
+    cells = {("clean_accuracy", 600): {("snl", "snl"): 0.8, ("random_mask", "snl"): 0.6, ("autorep", "autorep"): 0.9,
+                                       ("knapsack", "knapsack"): 0.85, ("random_mask", "random_mask"): 0.5}}
+    text = "\n".join(grid_lines(cells, {"clean_accuracy": "clean acc %"}))
+    assert "| mask ↓ / finetune →   | random_mask   | snl   |" in text
+    assert "autorep" not in text and "knapsack" not in text

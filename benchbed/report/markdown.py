@@ -253,8 +253,11 @@ def grid_lines(cells: dict[tuple[str, int], dict[tuple[str, str], float]], title
              "the diagonal is each method as published. Mean over seeds, %."]
     for metric, budget in sorted(cells, key=lambda k: (k[1], order.index(k[0]) if k[0] in order else len(order))):
         pairs = cells[(metric, budget)]
-        masks = sorted({m for m, _ in pairs})
-        finetunes = sorted({f for _, f in pairs})
+        # only the methods a composition involves: the rest of the grid would be empty off its diagonal
+        composed = {(m, f) for m, f in pairs if m.removesuffix(" + DaPa") != f}
+        involved = {m.removesuffix(" + DaPa") for m, _ in composed} | {f for _, f in composed}
+        masks = sorted({m for m, _ in pairs if m.removesuffix(" + DaPa") in involved})
+        finetunes = sorted({f for _, f in pairs if f in involved})
         body = [[m] + [f"{100 * pairs[(m, f)]:.2f}" if (m, f) in pairs else "—" for f in finetunes] for m in masks]
         lines += ["", f"**{titles.get(metric, metric)}, {budget:,} DReLUs**", "",
                   tabulate(body, headers=["mask ↓ / finetune →"] + finetunes, tablefmt="github", disable_numparse=True)]
