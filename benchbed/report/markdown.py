@@ -81,6 +81,8 @@ def row_label(row: pd.Series) -> str:
 
 
 def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str]) -> str:
+    # ranked by budget, then clean accuracy: an external row among the others by its numbers, never pinned
+    frame = frame.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="first", kind="stable")
     body = [[row_label(row), "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
             + [cell(row, key, accuracies) for key, _ in cols] for _, row in frame.iterrows()]
     return tabulate(body, headers=["method", "budget", "seeds"] + [t for _, t in cols], tablefmt="github",
