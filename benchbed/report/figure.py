@@ -1,5 +1,6 @@
 """The leaderboard's figure: accuracy against DReLUs (the budgets as ticks) and, where a secure cost was
-priced, against secure latency with the Pareto front. Every method keeps its colour in every plot."""
+priced, against secure latency with the Pareto front, each point labelled with its budget. Every
+method keeps its colour in every plot; its rows (splits, compositions) differ in marker and line."""
 from __future__ import annotations
 
 import hashlib
@@ -28,25 +29,42 @@ def colour(method: str) -> str:
     return EXTRA_COLOURS[int(hashlib.sha256(method.encode()).hexdigest(), 16) % len(EXTRA_COLOURS)]
 
 
+MARKERS, LINES = ["o", "s", "^", "D", "v", "P"], ["-", "--", ":", "-."]
+
+
+def styles(frame: pd.DataFrame) -> dict[str, dict]:
+    """Per row label: its method's colour, and a marker and line style of its own among the labels of
+    that method (``snl`` and ``random_mask → snl`` differ in colour; two splits of one method in marker)."""
+    out = {}
+    for method, rows in frame.groupby("method"):
+        for i, label in enumerate(sorted(rows["label"].unique())):
+            out[label] = {"color": colour(method), "marker": MARKERS[i % len(MARKERS)], "ls": LINES[i % len(LINES)]}
+    return out
+
+
 def figure(frame: pd.DataFrame, meta: dict, profiles: list[str]) -> Figure:
     """Accuracy against DReLUs (the budgets as ticks) and, where a secure cost was priced, against the WAN
     latency of the first profile with the Pareto front of every entry."""
     latency = next((f"latency_WAN@{p}" for p in profiles if f"latency_WAN@{p}" in frame.columns), None)
     fig, axes = plt.subplots(1, 2 if latency else 1, figsize=(12 if latency else 6.4, 4.6), dpi=110, squeeze=False)
     ax = axes[0][0]
+    style = styles(frame)
     for label, rows in frame.groupby("label"):
         rows = rows.sort_values("drelus")
-        method = rows["method"].iloc[0]
         err = 100 * rows["clean_accuracy_std"].where(rows["seeds"] > 1, rows.get("clean_accuracy_ci")).fillna(0)
         if rows["budget"].isna().all():
-            ax.axhline(100 * rows["clean_accuracy"].iloc[0], ls="--", color=colour(method), lw=1,
+            ax.axhline(100 * rows["clean_accuracy"].iloc[0], ls="--", color=style[label]["color"], lw=1,
                        label=f"{label} ({int(rows['drelus'].iloc[0]):,} DReLUs)")
         else:
-            ax.errorbar(rows["drelus"], 100 * rows["clean_accuracy"], yerr=err, marker="o", capsize=3,
-                        color=colour(method), label=label)
-    # symlog: log-like for the budgets, and entries with no DReLU at all still get a place, at 0.
-    ax.set_xscale("symlog", linthresh=1)
-    ax.set_xlim(left=0)
+            ax.errorbar(rows["drelus"], 100 * rows["clean_accuracy"], yerr=err, capsize=3, label=label, **style[label])
+    budgeted = frame[frame["budget"].notna()]["drelus"].dropna()
+    if len(budgeted) and (budgeted > 0).all():  # a log axis around the budgets, with room on both sides
+        ax.set_xscale("log")
+        ax.set_xlim(budgeted.min() / 1.6, budgeted.max() * 1.6)
+    elif len(budgeted):  # an entry at 0 DReLUs: linear up to half the smallest positive count, log above
+        positive = budgeted[budgeted > 0]
+        ax.set_xscale("symlog", linthresh=max(1.0, positive.min() / 2) if len(positive) else 1.0)
+        ax.set_xlim(left=0, right=budgeted.max() * 1.6)
     budgets = sorted({int(b) for b in frame["budget"].dropna()})
     if budgets:
         ax.set_xticks(budgets)
@@ -61,8 +79,12 @@ def figure(frame: pd.DataFrame, meta: dict, profiles: list[str]) -> Figure:
         right = axes[0][1]
         points = frame.dropna(subset=[latency, "clean_accuracy"])
         for label, rows in points.groupby("label"):
-            right.scatter(rows[latency], 100 * rows["clean_accuracy"], color=colour(rows["method"].iloc[0]),
-                          label=label, s=28)
+            right.scatter(rows[latency], 100 * rows["clean_accuracy"], color=style[label]["color"],
+                          marker=style[label]["marker"], label=label, s=28)
+            for _, row in rows.iterrows():  # which point is which budget
+                right.annotate("no budget" if pd.isna(row["budget"]) else f"{int(row['budget']):,}",
+                               (row[latency], 100 * row["clean_accuracy"]), xytext=(3, 3),
+                               textcoords="offset points", fontsize=6, color=style[label]["color"])
         front, best = [], -1.0
         for _, row in points.sort_values([latency, "clean_accuracy"], ascending=[True, False]).iterrows():
             if row["clean_accuracy"] > best:
@@ -96,13 +118,14 @@ def compute_figure(frame: pd.DataFrame, meta: dict) -> Figure:
     budgets = sorted({int(b) for b in rows["budget"].dropna()})
     fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 4.0), dpi=110, squeeze=False)
     reference = frame[frame["level"] == "—"]
+    style = styles(frame)
     for ax, budget in zip(axes[0], budgets):
         at = rows[rows["budget"] == budget]
         for label, line in at.groupby("label"):
             line = line.sort_values("level_epochs")
             err = 100 * line["clean_accuracy_std"].where(line["seeds"] > 1, line.get("clean_accuracy_ci")).fillna(0)
-            ax.errorbar(line["level_epochs"], 100 * line["clean_accuracy"], yerr=err, marker="o", capsize=3,
-                        color=colour(line["method"].iloc[0]), label=label)
+            ax.errorbar(line["level_epochs"], 100 * line["clean_accuracy"], yerr=err, capsize=3, label=label,
+                        **style[label])
         for _, ref in reference.iterrows():
             ax.axhline(100 * ref["clean_accuracy"], ls="--", lw=1, color=colour(ref["method"]), label=ref["label"])
         ax.set_xscale("log", base=2)
