@@ -117,12 +117,12 @@ def test_the_published_html_renders_the_table_in_a_browser(two_seeds):
 
 
 def test_cuts_are_grouped_across_seeds():
-    from benchbed.report.board import cut_lines
+    from benchbed.report.board import grouped_lines
 
     level = {"label": "2 epochs", "index": 0}
     records = [{"method": "knapsack", "label": "knapsack", "budget": 600, "seed": s, "compute_level": level,
                 "cuts": {"probes": f"{30 + (s > 0)} of 2048 images per probe"}} for s in range(3)]
-    assert cut_lines(records) == ["- knapsack @ 600, 2 epochs (seeds 0, 1, 2): probes: 30 of 2048 images per probe / "
+    assert grouped_lines(records, "cuts") == ["- knapsack @ 600, 2 epochs (seeds 0, 1, 2): probes: 30 of 2048 images per probe / "
                                   "31 of 2048 images per probe"]
 
 

@@ -93,12 +93,24 @@ def _checkpoint(record: dict, run_dir: str, out_dir: Path) -> dict | None:
             "sha256": record["checkpoint_sha256"]}
 
 
-def cut_lines(records: list[dict]) -> list[str]:
-    """The recipes' cuts grouped across seeds: one line per (method, budget, level, part)."""
+def _scalars(record: dict) -> dict[str, object]:
+    """The plain (number, string, bool) fields of a record's ``build_mask`` and ``finetune`` info."""
+    found = {}
+    for stage in ("build_mask", "finetune"):
+        for key, value in (record.get(stage) or {}).items():
+            if isinstance(value, (bool, int, float, str)) and len(str(value)) <= 80:
+                found[f"{stage}.{key}"] = round(value, 4) if isinstance(value, float) else value
+    return found
+
+
+def grouped_lines(records: list[dict], field: str) -> list[str]:
+    """A per-entry mapping of the records (``cuts``, ``notes``…) grouped across seeds: one line per
+    (method, budget, level, key) with the seeds and each distinct value."""
     groups: dict[tuple, dict] = {}
     for r in records:
         level = (r.get("compute_level") or {}).get("label") or "—"
-        for part, why in r["cuts"].items():
+        for part, why in r[field].items():
+            why = str(why)
             group = groups.setdefault((r.get("label", r["method"]), r["budget"], level, part), {"seeds": [], "why": []})
             group["seeds"].append(r["seed"])
             if why not in group["why"]:
@@ -182,14 +194,22 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     if noted:
         sections += ["", "## Notes from the methods", "",
                      "What each entry's method said about its run (SNL: how many kept pixels its search chose and how "
-                     "many top-k filled in; DeepReDuce: the DReLUs its coarse choice used; RLNet: stage 1's start).", ""]
-        sections += [f"- `{r['entry']}`: " + "; ".join(str(v) for v in r["notes"].values()) for r in noted]
+                     "many top-k filled in; DeepReDuce: the DReLUs its coarse choice used; RLNet: stage 1's start), "
+                     "once per method, budget and level.", ""]
+        sections += grouped_lines(noted, "notes")
+    detailed = [{**r, "details": _scalars(r)} for r in records if _scalars(r)]
+    if detailed:
+        sections += ["", "## What the methods recorded", "",
+                     "The plain figures of each method's own record of its mask and finetune (`MaskResult.info`, "
+                     "`FinetuneResult.info`: search epochs, whether the budget stopped a search, the DaPa variant…), "
+                     "once per method, budget and level; the records hold the rest.", ""]
+        sections += grouped_lines(detailed, "details")
     cut = [r for r in records if r.get("cuts")]
     if cut:
         sections += ["", "## Cut to fit the budget", "",
                      "Parts of a method's published recipe that did not fit, once per method, budget and level (the "
                      "seeds that cut it, and each distinct reason)."]
-        sections += cut_lines(cut)
+        sections += grouped_lines(cut, "cuts")
     unfinished = [r for r in records if r["status"] != "ok"]
     if unfinished:
         sections += ["", "## Entries that did not finish", ""]
