@@ -43,7 +43,9 @@ def test_publish_merges_seeds_into_mean_and_std(two_seeds, capsys):
     assert len(rows) == 2
     assert all("| 2 " in row and "±" in row for row in rows), rows
     header = next(line for line in md.splitlines() if line.startswith("| method"))
-    for column in ("ReLUs", "DReLUs", "clean acc %", "aby3 MB", "aby3 rounds", "aby3 LAN s", "aby3 WAN s",
+    same = next(line for line in md.splitlines() if line.startswith("- The same in every row"))
+    assert "aby3 rounds" in same, "a column constant in every row is stated once, not repeated"
+    for column in ("ReLUs", "DReLUs", "clean acc %", "aby3 MB", "aby3 LAN s", "aby3 WAN s",
                    "compute used (epochs)"):
         assert column in header
     assert "seconds" not in header, "wall time varies with machine load: it is not ranked"

@@ -181,6 +181,8 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     explained = [] if frame.empty else markdown.explanation_lines(frame, profile_names, n_test)
     title = f"Leaderboard: {meta['suite']['name']}"
     cols = [] if frame.empty else markdown.columns(frame, titles, profile_names, networks)
+    cols, constant = ([], []) if frame.empty else markdown.constant_columns(frame, cols, accuracies)
+    explained += constant
     sections = markdown.grid_lines(tables.grid(records, GRID_METRICS), titles)
     if outside:
         sections += ["", "## External submissions", "",

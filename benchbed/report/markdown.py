@@ -74,6 +74,22 @@ def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str
     return cols
 
 
+def constant_columns(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str]
+                     ) -> tuple[list[tuple[str, str]], list[str]]:
+    """The columns worth a place in the table, and a line stating those whose cell is the same in every
+    row (a profile's setup, say) once."""
+    if len(frame) < 2:
+        return cols, []
+    kept, same = [], []
+    for key, title in cols:
+        cells = {cell(row, key, accuracies) for _, row in frame.iterrows()}
+        if len(cells) == 1 and key not in ("clean_accuracy", "drelus", "relus") and cells != {"—"}:
+            same.append(f"{title} {cells.pop()}")
+        else:
+            kept.append((key, title))
+    return kept, ([f"- The same in every row, so not a column: {'; '.join(same)}."] if same else [])
+
+
 def row_label(row: pd.Series) -> str:
     """The row's name, marked when the robustness of any of its seeds was flagged unreliable."""
     flagged = row.get("unreliable")
