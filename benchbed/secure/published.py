@@ -1,5 +1,5 @@
 """benchbed's prices beside the figures the private-inference systems published, at their scale:
-``benchbed prices --published`` prints the table the README carries.
+``benchbed prices --published`` prints the table docs/measurements.md carries.
 
 Each published figure names its source and setting. A row prices the model the source measured
 under the matching profile, on the source's network, in the source's terms: an end-to-end run of
@@ -185,7 +185,7 @@ def _number(value: float | None) -> str:
 
 
 def markdown(rows: list[dict], linear: list[dict]) -> str:
-    """The README's tables: ours vs published with the ratio and why they differ; the linearized
+    """The tables of docs/measurements.md: ours vs published with the ratio and why they differ; the linearized
     ResNet-18s under every profile."""
     from tabulate import tabulate
 
