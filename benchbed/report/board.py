@@ -192,26 +192,19 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
         sections += [f"- **{r['name']}**: " + ", ".join(f"{k} {v}" for k, v in r["source"].items())
                      + f"; {len(r['verdicts'])} claims hold; submission sha256 `{r['submission_sha256'][:16]}…`, "
                        f"verified {r['verified'] if 'verified' in r else '?'}" for r in outside]
-    noted = [r for r in records if r.get("notes")]
-    if noted:
-        sections += ["", "## Notes from the methods", "",
-                     "What each entry's method said about its run (SNL: how many kept pixels its search chose and how "
-                     "many top-k filled in; DeepReDuce: the DReLUs its coarse choice used; RLNet: stage 1's start), "
-                     "once per method, budget and level.", ""]
-        sections += grouped_lines(noted, "notes")
-    detailed = [{**r, "details": _scalars(r)} for r in records if _scalars(r)]
-    if detailed:
-        sections += ["", "## What the methods recorded", "",
-                     "The plain figures of each method's own record of its mask and finetune (`MaskResult.info`, "
-                     "`FinetuneResult.info`: search epochs, whether the budget stopped a search, the DaPa variant…), "
-                     "once per method, budget and level; the records hold the rest.", ""]
-        sections += grouped_lines(detailed, "details")
-    cut = [r for r in records if r.get("cuts")]
-    if cut:
-        sections += ["", "## Cut to fit the budget", "",
-                     "Parts of a method's published recipe that did not fit, once per method, budget and level (the "
-                     "seeds that cut it, and each distinct reason)."]
-        sections += grouped_lines(cut, "cuts")
+    detailed = [{**r, "details": _scalars(r)} for r in records]
+    for field, title, intro in (
+            ("notes", "Notes from the methods", "What each entry's method said about its run (SNL: how many kept "
+             "pixels its search chose and how many top-k filled in; DeepReDuce: the DReLUs its coarse choice used; "
+             "RLNet: stage 1's start)"),
+            ("details", "What the methods recorded", "The plain figures of each method's own record of its mask and "
+             "finetune (`MaskResult.info`, `FinetuneResult.info`: search epochs, whether the budget stopped a search, "
+             "the DaPa variant…); the records hold the rest"),
+            ("cuts", "Cut to fit the budget", "Parts of a method's published recipe that did not fit")):
+        having = [r for r in detailed if r.get(field)]
+        if having:
+            sections += ["", f"## {title}", "", f"{intro}; once per method, budget and level, with the seeds and each "
+                         "distinct value.", ""] + grouped_lines(having, field)
     unfinished = [r for r in records if r["status"] != "ok"]
     if unfinished:
         sections += ["", "## Entries that did not finish", ""]
