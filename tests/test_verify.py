@@ -177,3 +177,18 @@ def test_a_huge_array_header_or_a_build_that_is_no_object_is_a_one_line_refusal(
         archive.writestr("huge.npy", header.getvalue() + b"\0" * 16)
     code, out = _verify(plain, suite, {"drelus": 1}, tmp_path, capsys)
     assert code == 2 and "too large" in out and len(out.strip().splitlines()) == 1, out
+
+
+def test_the_docs_plain_format_example_writes_a_folder_verify_accepts(write_suite, tmp_path, capsys):
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "submitting.md").read_text()
+    (example,) = re.findall(r"```python\n(# write_plain\.py\n.*?)```", docs, flags=re.S)
+    (tmp_path / "write_plain.py").write_text(example)
+    suite = write_suite(**SUITE)  # tmp_path/suite.yaml, as the example names it
+    subprocess.run([sys.executable, "write_plain.py"], cwd=tmp_path, check=True, timeout=300)
+    code, out = _verify(tmp_path / "mine", suite, {"budget": 4608}, tmp_path, capsys)
+    assert code == 0 and "1 of 1 claims hold" in out, out

@@ -150,6 +150,10 @@ def _rebuild(payload: dict, source: str, models: ModelRegistry, expect_model, ex
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     missing = [k for k in missing if not _legacy_patch_coeffs(k, payload["sites"])]
     if missing or unexpected:
-        raise BenchbedError(f"checkpoint {source} does not match its model (missing keys {missing[:3]}, unexpected "
-                            f"keys {unexpected[:3]})")
+        listed = lambda keys: ", ".join(keys[:40]) + (f" and {len(keys) - 40} more" if len(keys) > 40 else "")  # noqa: E731
+        raise BenchbedError(f"checkpoint {source} does not match its model: "
+                            + "; ".join(f"{what} {len(keys)} keys ({listed(keys)})" for what, keys in
+                                        (("it lacks", missing), ("it has unexpected", unexpected)) if keys)
+                            + f". Build the model with benchbed.api.build_model({payload['model']!r}, ...), load your "
+                            "weights into it and save its state_dict(): its keys are the ones expected")
     return model

@@ -35,6 +35,8 @@ class Splits:
     train: np.ndarray
     val: np.ndarray
     test_images: int
+    mean: tuple[float, ...]  # the training split's per-channel statistics: the normalisation a model carries
+    std: tuple[float, ...]
     never_train_on: str = "test"
 
 
@@ -47,7 +49,7 @@ def suite_splits(suite: str | Path) -> Splits:
         raise BenchbedError(f"the {spec.name} loader does not say which of its training images it held out; "
                             "build its bundle with benchbed.api.bundle_from_arrays")
     return Splits(spec.name, split_rule(spec.val_fraction, spec.split_seed), data.train_index.numpy(),
-                  data.val_index.numpy(), len(data.test_y))
+                  data.val_index.numpy(), len(data.test_y), data.mean, data.std)
 
 
 def split_rule(val_fraction: float, split_seed: int) -> str:
@@ -74,4 +76,6 @@ def describe(suite: str | Path) -> list[str]:
         lines.append(f"{name:<28} {str(tuple(site.shape)):<16} {site.numel:>9,}  {'yes' if site.counted else 'no'}")
     lines.append("splits: " + split_rule(cfg.dataset.val_fraction, cfg.dataset.split_seed)
                  + "; the indices: benchbed.api.suite_splits(SUITE)")
+    lines.append("normalisation: the model's first layer carries the training split's per-channel mean and std "
+                 "(benchbed.api.suite_splits(SUITE).mean and .std; a submission with others is refused)")
     return lines
