@@ -153,7 +153,7 @@ def test_validate_reads_the_teacher_checkpoint(write_suite, tmp_path, capsys):
     ckpt = tmp_path / "bad.pt"
     ckpt.write_bytes(b"\x00garbage" * 10)
     code = main(["validate", str(_suite(write_suite, teacher={"recipe": None, "checkpoint": str(ckpt)}))])
-    assert code == 2 and "teacher.checkpoint:" in capsys.readouterr().err
+    assert code == 2 and "teacher.checkpoint, line " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("changes, field", [({"teacher": {"recipe": {"epochs": ".inf"}}}, "teacher.recipe.epochs"),

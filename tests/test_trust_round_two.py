@@ -245,7 +245,10 @@ def test_a_board_refuses_a_record_of_another_suite(write_suite, tmp_path, capsys
         SuiteRun.from_file(write_suite(f"{name}.yaml", budgets=budgets, methods=[{"name": "all_relu"}],
                                        name=f"suite_{name}"), out=tmp_path / name, quiet=True).run()
     stray = read_json(tmp_path / "b" / "entries" / "all_relu__all__s0.json")
-    write_json(tmp_path / "a" / "entries" / "stray__all__s0.json", {**stray, "entry": "stray__all__s0"})
+    (tmp_path / "a" / "entries" / "stray__all__s0.pt").write_bytes((tmp_path / "b" / "entries" / "all_relu__all__s0.pt")
+                                                                   .read_bytes())
+    write_json(tmp_path / "a" / "entries" / "stray__all__s0.json", {**stray, "entry": "stray__all__s0",
+                                                                    "checkpoint": "stray__all__s0.pt"})
     assert main(["leaderboard", str(tmp_path / "a")]) == 2
     assert "another suite configuration" in capsys.readouterr().err
 
