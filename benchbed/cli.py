@@ -1,10 +1,11 @@
 """benchbed: one protocol for the ReLU-linearization methods of private inference.
 
-Commands: run, validate, plan, describe, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, export,
-verify (``benchbed COMMAND -h``)."""
+Commands: run, validate, plan, describe, plugins, leaderboard, publish, bench, secure-infer, calibrate, prices, reprice,
+export, verify (``benchbed COMMAND -h``)."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import sys
 from dataclasses import asdict
@@ -28,12 +29,13 @@ from benchbed.run.describe import describe
 from benchbed.run.dry import dry_run, phase_figures
 from benchbed.run.forecast import forecast
 from benchbed.run.progress import Reporter
+from benchbed.run.reprice import reprice
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, plan
 from benchbed.run.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
                                  submission_record, verdicts)
-from benchbed.secure.calibrate import calibrate
+from benchbed.secure.calibrate import calibrate, merged, polynomial_parts
 from benchbed.secure.cost import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
 from benchbed.secure.published import comparison, linearized, markdown
@@ -245,6 +247,15 @@ def _secure_infer(args: argparse.Namespace) -> int:
     return 0 if result["agree"] else 1
 
 
+def _reprice(args: argparse.Namespace) -> int:
+    counts = reprice(RunDir(args.run_dir), Methods(plugin_manager()),
+                     log=lambda message: print(f"reprice: {message}", file=sys.stderr, flush=True))
+    print(f"repriced {counts['repriced']} finished entries of {args.run_dir}"
+          + (f"; {counts['skipped']} left as they were (see above)" if counts["skipped"] else "")
+          + "; `benchbed leaderboard` or `publish` shows the new prices")
+    return 1 if counts["skipped"] else 0
+
+
 def _export(args: argparse.Namespace) -> int:
     run_dir, entry = RunDir.of_entry(args.entry)
     manifest = write_plain(read_checkpoint(run_dir.checked_checkpoint(entry)).payload, Path(args.out))
@@ -296,6 +307,14 @@ def _prices(args: argparse.Namespace) -> int:
 
 def _calibrate(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else PROFILE_FILES[args.protocol]
+    if args.only == "polynomials":
+        if not output.exists():
+            raise BenchbedError(f"--only polynomials updates a calibrated profile, and {output} does not exist; "
+                                f"run `benchbed calibrate --protocol {args.protocol}` first")
+        profile = merged(read_json(output), polynomial_parts(args.protocol), datetime.date.today().isoformat())
+        write_json(output, profile)
+        print(f"updated the polynomial prices of {output}")
+        return 0
     profile = calibrate(protocol_name=args.protocol, quick=args.quick)
     write_json(output, profile)
     print(f"wrote {output}")
@@ -380,7 +399,14 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--protocol", choices=sorted(PROTOCOLS), default="aby3")
     cal.add_argument("--output", help="where to write the profile JSON (default: the packaged profile)")
     cal.add_argument("--quick", action="store_true", help="fewer timing repeats and sizes")
+    cal.add_argument("--only", choices=["polynomials"],
+                     help="re-measure only this part of the profile (polynomials: secret and public coefficients, "
+                          "calls of every size, Cheetah's triple batches) and keep the rest")
     cal.set_defaults(func=_calibrate)
+    rep = sub.add_parser("reprice", help="price a finished run's entries again from their checkpoints, with this "
+                                         "checkout's cost model and profiles (no training, no plugin code)")
+    rep.add_argument("run_dir", help="a run directory, e.g. runs/fmnist")
+    rep.set_defaults(func=_reprice)
     exp = sub.add_parser("export", help="write a finished entry's model in the plain format (manifest.json + "
                                         "arrays.npz) for another engine or for `benchbed verify`")
     exp.add_argument("entry", help="RUN_DIR/ENTRY, e.g. runs/smoke/snl__256__s0")

@@ -254,6 +254,10 @@ class SecureCostSettings(Strict):
         "LAN": NetworkSettings(bandwidth_mbps=10_000, rtt_ms=0.2),
         "WAN": NetworkSettings(bandwidth_mbps=100, rtt_ms=40),
     })
+    polynomial_coefficients: dict[str, Literal["public", "secret"]] = Field(
+        default_factory=dict, description="per profile, price polynomial coefficients as public (both parties know "
+                                          "them) or secret (model weights), overriding the protocol's own choice "
+                                          "(Delphi: public; the SPU profiles and SecureNN: secret)")
 
 
 class Suite(Strict):

@@ -270,3 +270,39 @@ def test_entries_keyed_by_their_own_budget_split_are_found_as_their_method():
     assert [lv.level for lv in best.levels] == ["2 epochs"], "no level of its own for the reference rows"
     assert {c.b.split(" @")[0] for c in best.levels[0].comparisons} == {"autorep"}, "the best by clean accuracy"
     assert best.levels[0].verdict == CONTRADICTED
+
+
+def test_pareto_front_and_equal_latency_by_hand():
+    from benchbed.report.pareto import Point, at_equal_latency, front
+
+    pts = [Point("a", 1.0, 0.5), Point("b", 2.0, 0.4), Point("c", 2.0, 0.7), Point("d", 3.0, 0.7), Point("e", 4.0, 0.9)]
+    assert [p.name for p in front(pts)] == ["a", "c", "e"], "b is slower and worse than c; d no better than c"
+    mine = [Point("A1", 1.0, 0.6), Point("A2", 3.0, 0.8)]
+    theirs = [Point("B1", 0.5, 0.9), Point("B2", 1.5, 0.5), Point("B3", 3.0, 0.8), Point("B4", 3.5, 0.9)]
+    found = at_equal_latency(mine, theirs)
+    # B1: no A as fast; B2: A1 0.6 > 0.5; B3: A2 0.8 = 0.8; B4: A2 0.8 < 0.9
+    assert (found.ahead, found.level, found.behind, found.slower) == (1, 1, 1, 1)
+    assert found.text("snl", "deepreduce") == ("snl ahead at 1, level at 1, behind at 1, no snl entry as fast at 1 "
+                                               "of 4 deepreduce entries")
+
+
+def test_an_iso_relu_claim_is_read_again_at_equal_latency():
+    """Beside the paper's claim at equal ReLUs, an added reading at equal latency per profile: a method
+    more accurate at each budget but slower can be behind at equal latency. No verdict changes."""
+    def priced(record: dict, seconds: float) -> dict:
+        record["secure_cost"] = {"aby3": {"comm_mb": 1.0, "rounds": 10, "latency_s": {"WAN": seconds},
+                                          "network_latency_s": {"WAN": seconds}}}
+        return record
+    records = []
+    for seed in range(3):
+        for budget, (snl_s, dr_s) in zip(BUDGETS, ((2.0, 1.0), (4.0, 2.5))):
+            records.append(priced(rec("snl", budget, seed, 0.80 + budget / 1e4 + seed / 1e3), snl_s))
+            records.append(priced(rec("deepreduce", budget, seed, 0.70 + budget / 1e4 + seed / 1e3), dr_s))
+    result = by_key(assess(records))["snl_beats_deepreduce"]
+    level = result.levels[0]
+    unpriced = by_key(assess([{k: v for k, v in r.items() if k != "secure_cost"} for r in records]))
+    assert level.verdict == unpriced["snl_beats_deepreduce"].levels[0].verdict, "an added reading, not a verdict"
+    # deepreduce @ 100 (1.0 s): no snl entry as fast; @ 400 (2.5 s): snl @ 100 (2.0 s, 0.81) beats 0.74
+    assert level.equal_latency == ["`aby3` WAN, clean accuracy: snl ahead at 1, level at 0, behind at 0, "
+                                   "no snl entry as fast at 1 of 2 deepreduce entries"]
+    assert "at equal latency instead of equal ReLUs" in "\n".join(markdown([result]))

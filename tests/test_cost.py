@@ -13,7 +13,8 @@ from benchbed.model.architectures import WideResNet
 from benchbed.model.dual_bn import convert_dual_bn
 from benchbed.model.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
 from benchbed.secure.cost import (PROFILE_FILES, Beaver, CostProfile, Linear, Op, SetupStep, aby3_profile,
-                                  delphi_profile, linear_key, price, securenn_profile, triples_drawn)
+                                  delphi_profile, expected_busiest_party, linear_key, price, profile_from_file,
+                                  securenn_profile, triples_drawn)
 from conftest import build_model
 
 # Round numbers, so that every expected figure below can be checked by hand. Rank 0 sends half of a
@@ -54,8 +55,11 @@ def test_all_relu_toy_by_hand():
                                                                    (32 + 800 + 3) / 1e6])
     compute = 32 * 1e-3 + 32 * 1e-4 + (288 + 96) * 1e-6
     # parties send in parallel: the bandwidth term is the busiest party's bytes, not the total; a
-    # round is a one-way message, half a round trip
-    assert cost["latency_s"]["A"] == pytest.approx(compute + busiest * 8 / 8e6 + 12 * 0.05)
+    # round is a one-way message, half a round trip. A simulator's compute is shown, never added in.
+    assert cost["network_latency_s"]["A"] == pytest.approx(busiest * 8 / 8e6 + 12 * 0.05)
+    assert cost["latency_s"] == cost["network_latency_s"] and cost["compute_s"] == pytest.approx(compute)
+    deployed = price(toy(), (1, 4, 4), NETS, replace(P, compute_kind="deployment"))
+    assert deployed["latency_s"]["A"] == pytest.approx(compute + busiest * 8 / 8e6 + 12 * 0.05)
     assert cost["phases"]["offline"]["mb"] == cost["phases"]["setup"]["mb"] == 0
 
 
@@ -68,11 +72,13 @@ def test_masked_site_prices_every_polynomial_that_is_a_weight():
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
     # 8 ReLUs; channel 0's 8 fixed identity pixels are free; channel 1's 16 are secret quadratics
     assert cost["drelus"] == 8 and cost["secure_mults"] == 8 + 2 * 16
-    assert cost["bytes"] == 100 * 8 + 20 * 16 and cost["rounds"] == 10 + 4
+    # the ReLUs and the quadratics are independent branches: bytes add, rounds are the longer one's
+    # (SPU runs them one after the other: rounds_spu)
+    assert cost["bytes"] == 100 * 8 + 20 * 16 and cost["rounds"] == 10 and cost["rounds_spu"] == 10 + 4
     # a linear or a shift is a weight too: priced as the quadratic it is computed as
     site.set_mask(mask, torch.tensor([[0.0, 2.0, 0.0], [0.0, 1.0, 0.5]]))
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
-    assert cost["bytes"] == 100 * 8 + 20 * (8 + 16) and cost["rounds"] == 10 + 4
+    assert cost["bytes"] == 100 * 8 + 20 * (8 + 16) and cost["rounds"] == 10
     # a trained polynomial is a weight in every channel, the identity-valued one included
     site.set_mask(mask, torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]]), trainable=True)
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
@@ -80,7 +86,80 @@ def test_masked_site_prices_every_polynomial_that_is_a_weight():
     # an untrained identity bypass is architecture: free
     site.set_mask(mask)
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
-    assert cost["bytes"] == 100 * 8 and cost["rounds"] == 10
+    assert cost["bytes"] == 100 * 8 and cost["rounds"] == 10 and "rounds_spu" not in cost
+
+
+def test_a_sites_branches_share_their_rounds():
+    """256 ReLUs + 768 quadratics in one site: bytes add, rounds = max(ReLU branch, polynomial branch)
+    in every profile, SPU's serial figure kept apart; a whole model's rounds and latency follow."""
+    model = toy()
+    mask = torch.zeros(2, 4, 4)
+    mask[0] = 1  # 16 ReLUs, 16 quadratic pixels
+    sites(model)["2"].set_mask(mask, torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)
+    slow_poly = replace(P, poly=Op(20, 14))  # the polynomial branch the longer one
+    cost = price(model, (1, 4, 4), NETS, slow_poly)
+    site = layer(cost, "2")
+    assert site["bytes"] == 100 * 16 + 20 * 16 and site["rounds"] == 14 and site["rounds_spu"] == 24
+    assert cost["rounds"] == 1 + 14 + 1 and cost["rounds_spu"] == 1 + 24 + 1
+    busiest = cost["busiest_party_mb"] * 1e6
+    assert cost["latency_s"]["A"] == pytest.approx(busiest * 8 / 8e6 + 16 * 0.05)
+    # a patch site: compare then select is one chain, the linearized channel's quadratic another
+    sites(model)["2"].set_patches([(3, 3), IDENTITY], torch.tensor([[0.0, 1.0, 0.0], [0.1, 0.9, 0.05]]),
+                                  trainable=True)
+    patch = layer(price(model, (1, 4, 4), NETS, slow_poly), "2")
+    assert patch["rounds"] == max(5 + 3, 14) and patch["rounds_spu"] == 5 + 3 + 14
+    patch = layer(price(model, (1, 4, 4), NETS, P), "2")
+    assert patch["rounds"] == max(5 + 3, 4) and patch["rounds_spu"] == 5 + 3 + 4
+
+
+def test_a_call_is_priced_at_its_size():
+    """Where a protocol computes large calls another way (SPU's Cheetah multiplies calls of 16,384 or
+    more directly), a primitive's ``by_call`` step prices a call by its size; below it, the base price."""
+    model = toy()
+    sites(model)["2"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)  # 32 pixels in one call
+    stepped = replace(P, poly=Op(20, 4, by_call=((32, Op(50, 9)), (1000, Op(70, 1)))))
+    site = layer(price(model, (1, 4, 4), NETS, stepped), "2")
+    assert site["bytes"] == 50 * 32 and site["rounds"] == 9
+    site = layer(price(model, (1, 4, 4), NETS, replace(P, poly=Op(20, 4, by_call=((33, Op(50, 9)),)))), "2")
+    assert site["bytes"] == 20 * 32 and site["rounds"] == 4
+    assert Op.of({"bytes": 1, "by_call": [{"from_call": 9, "bytes": 3}, {"from_call": 5, "bytes": 2}]}).at(7).bytes == 2
+    cheetah = profile_from_file("cheetah")
+    assert cheetah.poly.at(16_383).bytes == cheetah.poly.bytes < 100
+    assert cheetah.poly.at(16_384).bytes == pytest.approx(442.7, abs=0.5), "measured: 442.7 B per pixel"
+    assert cheetah.beaver.batch.offline_rounds > 0, "triple generation takes offline rounds"
+
+
+def test_polynomial_coefficients_public_or_secret():
+    """Public coefficients (both parties know them) make a quadratic one secret product, secret ones
+    two; a suite may price either way per profile, and Delphi's own is public: 32 B and one round
+    online, one triple (192 B) offline, 24 B of the client's storage per pixel."""
+    model = toy()
+    sites(model)["2"].set_polynomial(torch.tensor([[0.1, 0.9, 0.05]] * 2), trainable=True)
+    both = replace(P, poly_public=Op(9, 2))
+    secret = price(model, (1, 4, 4), NETS, both)
+    public = price(model, (1, 4, 4), SecureCostSettings(networks=NETS.networks,
+                                                        polynomial_coefficients={"toy": "public"}), both)
+    assert (secret["coefficients"], public["coefficients"]) == ("secret", "public")
+    assert layer(secret, "2")["bytes"] == 20 * 32 and layer(public, "2")["bytes"] == 9 * 32
+    assert layer(secret, "2")["secure_mults"] == 64 and layer(public, "2")["secure_mults"] == 32
+    delphi = price(model, (1, 4, 4), NETS, delphi_profile())
+    site = layer(delphi, "2")
+    assert delphi["coefficients"] == "public" and delphi["compute_kind"] == "deployment"
+    assert site["online"] == {"bytes": 32 * 32, "rounds": 1} and site["offline"]["bytes"] == 192 * 32
+    assert delphi["client_storage_mb"] * 1e6 == pytest.approx(24 * 32)
+
+
+def test_a_suite_prices_coefficients_only_of_its_profiles(write_suite, capsys):
+    path = write_suite(secure_cost={"profiles": ["aby3"], "polynomial_coefficients": {"delphi": "public"}})
+    assert main(["validate", str(path)]) == 2
+    assert "secure_cost.polynomial_coefficients.delphi, line 28: not one of this suite's profiles (aby3)" in capsys.readouterr().err
+
+
+def test_the_busiest_party_is_the_largest_expected_load():
+    """One definition everywhere: each party's mean bytes over runs, then the largest — not the mean of
+    each run's largest (a helper party drawn per call makes a run's busiest a sample)."""
+    assert expected_busiest_party([[10, 5, 5], [5, 10, 5]]) == 7.5
+    assert expected_busiest_party([4, 1]) == 4
 
 
 def test_patch_site_by_hand():
@@ -97,7 +176,7 @@ def test_patch_site_by_hand():
     sites(model)["2"].set_patches([(3, 3), IDENTITY], torch.tensor([[0.0, 1.0, 0.0], [0.1, 0.9, 0.05]]), trainable=True)
     cost = layer(price(model, (1, 4, 4), NETS, P), "2")
     assert cost["drelus"] == 4 and cost["secure_mults"] == 16 + 2 * 16
-    assert cost["bytes"] == 50 * 4 + 7 * 16 + 20 * 16 and cost["rounds"] == 5 + 3 + 4
+    assert cost["bytes"] == 50 * 4 + 7 * 16 + 20 * 16 and cost["rounds"] == 5 + 3
 
 
 def test_batchnorm_folds_only_into_a_conv_whose_only_user_it_is():

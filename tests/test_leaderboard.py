@@ -45,9 +45,10 @@ def test_publish_merges_seeds_into_mean_and_std(two_seeds, capsys):
     header = next(line for line in md.splitlines() if line.startswith("| method"))
     same = next(line for line in md.splitlines() if line.startswith("- The same in every row"))
     assert "aby3 rounds" in same, "a column constant in every row is stated once, not repeated"
-    for column in ("ReLUs", "DReLUs", "clean acc %", "aby3 MB", "aby3 LAN s", "aby3 WAN s",
+    for column in ("ReLUs", "DReLUs", "clean acc %", "aby3 MB", "aby3 WAN s", "aby3 compute s",
                    "compute used (epochs)"):
         assert column in header
+    assert "aby3 LAN s" in header + same, "LAN's network latency: a column, or the same in every row"
     assert "seconds" not in header, "wall time varies with machine load: it is not ranked"
     assert "### How to read the table" in md and "sample standard deviation over seeds" in md
     twin = json.loads((root / "published" / "tiny.json").read_text())

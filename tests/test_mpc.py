@@ -126,8 +126,10 @@ def test_site_kinds_match_torch_and_the_cost_model(kind):
     checks = against_price("narrow", report, predicted)["checks"]
     assert all(c["agree"] is not False for c in checks.values()), {n: c for n, c in checks.items() if c["agree"] is False}
     # the critical path runs a few rounds past the sum of the calls' rounds: consecutive calls draw
-    # different parties for their last and first messages
-    assert abs(report["rounds_per_inference"] - predicted["rounds"]) <= 0.05 * predicted["rounds"] + 2
+    # different parties for their last and first messages. SPU runs a site's ReLU and polynomial
+    # branches one after another: its rounds are the price's serial figure, the protocol's no more.
+    assert abs(report["rounds_per_inference"] - predicted["rounds_spu"]) <= 0.05 * predicted["rounds_spu"] + 2
+    assert predicted["rounds"] <= predicted["rounds_spu"]
     assert report["busiest_party_bytes_per_image"] < 0.4 * report["bytes_per_image"]
     assert abs(report["setup_bytes"]) < 0.01 * report["bytes_per_image"]
     m = measure(model, images)

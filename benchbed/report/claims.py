@@ -30,6 +30,8 @@ import numpy as np
 from scipy import stats
 
 from benchbed.plugin.types import ClaimSide
+from benchbed.report import pareto
+from benchbed.report.tables import profiles
 
 ALPHA = 0.05
 POWER = 0.8
@@ -67,6 +69,7 @@ class LevelResult:
     holds: bool | None = None
     departures: list[str] = field(default_factory=list)   # the conditions the compared entries departed from
     setup: dict[str, str] = field(default_factory=dict)   # each condition's fact on the claiming side's entries
+    equal_latency: list[str] = field(default_factory=list)  # the same comparison at equal latency, per profile
 
 
 @dataclass
@@ -328,6 +331,25 @@ def _best(ok: list[dict], others: list[ClaimSide], budget: int, level: str, by: 
     return [max(scored, key=lambda s: (s[0], s[1]))[2]] if scored else []
 
 
+def _equal_latency(claim: dict, ok: list[dict], a: ClaimSide, level: str, metric: str) -> list[str]:
+    """Beside a claim at equal ReLUs, the same sides compared at equal latency under each profile (on
+    the headline network): for each of B's entries, A's best at no more latency. Never a verdict."""
+    at_level = [r for r in ok if r["budget"] is not None and _level_label(r) == level]
+    b_sides = [ClaimSide(**claim["b"])] if claim.get("b") else _others(ok, a)
+    a_records = [r for r in at_level if a.matches(r)]
+    b_records = [r for r in at_level if any(side.matches(r) for side in b_sides)]
+    b_name = str(b_sides[0]) if claim.get("b") else "other methods'"
+    lines = []
+    for profile in profiles(a_records + b_records):
+        network = pareto.network_of(a_records + b_records, profile)
+        name = lambda r: f"{r.get('mask_method') or r['method']} @ {r['budget']:,}"  # noqa: E731
+        mine, theirs = (pareto.points(rs, metric, profile, network, name) for rs in (a_records, b_records))
+        if mine and theirs:
+            found = pareto.at_equal_latency(mine, theirs)
+            lines.append(f"`{profile}` {network}, {METRIC_NAMES.get(metric, metric)}: {found.text(str(a), b_name)}")
+    return lines
+
+
 def test_claim(claim: dict, records: list[dict]) -> ClaimResult:
     """One declared claim tested at every compute level of ``records``."""
     ok = [r for r in records if r["status"] == "ok"]
@@ -367,7 +389,8 @@ def test_claim(claim: dict, records: list[dict]) -> ClaimResult:
             comparisons.append(Comparison("every budget", "", "", metrics[0], why="no entry with a budget finished"))
         holm([c for c in comparisons if c.verdict != NOT_AS_STATED])
         level_result = LevelResult(level, comparisons, departures=sorted(lost),
-                                   setup={**_setup(conditions + _stated(claiming), claiming), **_assets(claiming)})
+                                   setup={**_setup(conditions + _stated(claiming), claiming), **_assets(claiming)},
+                                   equal_latency=_equal_latency(claim, ok, a, level, metrics[0]))
         result.levels.append(_level_verdict(level_result, claim["relation"]))
     result.summary = summary(result.levels)
     return result
@@ -441,6 +464,9 @@ def markdown(results: list[ClaimResult]) -> list[str]:
                 lines.append(f"{head} — {reasons.pop()}")
                 continue
             lines.append(head)
+            if level.equal_latency:  # an added reading, not the paper's claim: no verdict
+                lines.append("    - the same sides at equal latency instead of equal ReLUs (means over seeds; "
+                             "no verdict): " + "; ".join(level.equal_latency))
             for c in level.comparisons:
                 if c.verdict == NOT_TESTED:
                     versus = f": {c.a} vs {c.b}" if c.a else ""

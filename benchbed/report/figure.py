@@ -93,7 +93,7 @@ def figure(frame: pd.DataFrame, meta: dict, profiles: list[str]) -> Figure:
         if front:
             right.step(*zip(*front), where="post", color="black", lw=1, alpha=0.6, label="Pareto front")
         right.set_xscale("log")
-        right.set_xlabel(f"WAN latency per image, s ({latency.split('@')[1]})")
+        right.set_xlabel(f"WAN network latency per image, s ({latency.split('@')[1]}; compute apart)")
         right.set_ylabel("clean test accuracy (%)")
         right.set_title("accuracy vs secure cost")
         right.grid(alpha=0.3, which="both")

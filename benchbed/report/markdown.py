@@ -9,7 +9,7 @@ import jinja2
 import pandas as pd
 from tabulate import tabulate
 
-from benchbed.report.tables import PAPER_COLUMNS, profiles
+from benchbed.report.tables import PAPER_COLUMNS, costs, profiles
 
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
@@ -27,7 +27,7 @@ def value_text(key: str, value: float, accuracies: set[str]) -> str:
         return f"{value:,.0f}"
     if key.startswith(("comm_mb@", "setup_mb@", "storage_mb@")):
         return f"{value:.3f}"
-    if key.startswith(("latency_", "setup_latency_")):
+    if key.startswith(("latency_", "setup_latency_", "compute_s@")):
         return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
     if key in ("epochs_used", "asset_epochs"):
         return f"{value:.2f}"
@@ -63,6 +63,8 @@ def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str
         if f"comm_mb@{profile}" in frame.columns:
             cols += [(f"comm_mb@{profile}", f"{profile} MB"), (f"rounds@{profile}", f"{profile} rounds")]
             cols += [(f"latency_{n}@{profile}", f"{profile} {n} s") for n in networks]
+            if f"compute_s@{profile}" in frame.columns:
+                cols.append((f"compute_s@{profile}", f"{profile} compute s"))
         if f"storage_mb@{profile}" in frame.columns:
             cols.append((f"storage_mb@{profile}", f"{profile} client storage MB"))
         if f"setup_mb@{profile}" in frame.columns:
@@ -118,7 +120,36 @@ def results_tables(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies:
     return "\n\n".join(parts)
 
 
-def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int | None) -> list[str]:
+def compute_sentence(kinds: dict[str, str]) -> str:
+    """Where each profile's compute seconds come from."""
+    simulated = [f"`{p}`" for p, kind in kinds.items() if kind == "simulator"]
+    deployed = [f"`{p}`" for p, kind in kinds.items() if kind == "deployment"]
+    parts = []
+    if simulated:
+        parts.append(f"{', '.join(simulated)}: SPU's simulator on the machine that priced it, parties as threads of "
+                     "one process — machine-dependent, not a deployment's")
+    if deployed:
+        parts.append(f"{', '.join(deployed)}: the protocol's own implementation as its source measured it (its "
+                     "JSON `latency_s` adds it to the network terms)")
+    return "; ".join(parts) + "."
+
+
+def coefficients_sentence(records: list[dict]) -> str:
+    """How each profile priced polynomial coefficients, where any entry has a polynomial."""
+    found: dict[str, str] = {}
+    for r in records:
+        for p, c in costs(r).items():
+            if any(layer.get("poly_pixels") for layer in c.get("per_layer") or []):
+                found[p] = c.get("coefficients", "secret")
+    if not found:
+        return ""
+    return ("Polynomial coefficients (trained ones are model weights) priced " + ", ".join(
+        f"{kind} under `{p}`" for p, kind in found.items()) + ": Delphi's own quadratic shows its coefficients "
+            "to both parties (one product per pixel); secret ones cost two.")
+
+
+def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int | None,
+                      kinds: dict[str, str]) -> list[str]:
     """What the columns mean, so that the table reads without the source code."""
     lines = ["- **ReLUs** are the pixels whose output passes through a comparison-gated nonlinearity; **DReLUs** are "
              "the secure comparisons one image costs. They differ for patch ReLUs (knapsack: one DReLU gates a whole "
@@ -134,8 +165,11 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
         lines.append("- **MB** is the communication of one inference of one image, offline + online, summed over all "
                      "parties (the figure papers report); **rounds** are its one-way message latencies on the critical "
                      "path (online rounds add up; offline work runs side by side, so its rounds are its longest "
-                     "call's); **s** is latency per image on each network: local compute + the busiest party's bytes "
-                     "/ bandwidth + rounds · RTT / 2 (parties send in parallel).")
+                     "call's; a site's ReLU and polynomial pixels are independent branches sent together, so it "
+                     "takes the longer branch's rounds); **s** is the network latency per image on each network, "
+                     "ranked and plotted: the busiest party's expected bytes / bandwidth + rounds · RTT / 2 (parties "
+                     "send in parallel). **compute s** is local compute, apart and never in **s**: "
+                     + compute_sentence({p: kinds.get(p, "simulator") for p in profile_names}))
         if any(c.startswith("setup_mb@") for c in frame.columns):
             lines.append("- **setup** is what a client session pays once (HE keys, base and silent OTs), before its "
                          "first inference and never again: it is in no per-image figure. **client storage** is what "
@@ -249,8 +283,9 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     if cost["enabled"]:
         nets = "; ".join(f"{n} {v['bandwidth_mbps']:g} Mbit/s, RTT {v['rtt_ms']:g} ms" for n, v in cost["networks"].items())
         lines.append(f"- **Secure cost:** {', '.join(f'`{p}`' for p in profiles(records))} (one inference of one "
-                     "image, whole network: linear and non-linear layers, offline + online; latency = local compute + the "
-                     f"busiest party's bytes / bandwidth + rounds · RTT / 2; setup apart); {nets}.")
+                     "image, whole network: linear and non-linear layers, offline + online; latency = the busiest "
+                     f"party's bytes / bandwidth + rounds · RTT / 2, compute apart; setup apart); {nets}. "
+                     + coefficients_sentence(records))
     # records made before the suite's precision existed ran bf16 autocast on CUDA only
     precision = hardware.get("precision", "bf16" if str(hardware.get("device", "")).startswith("cuda") else "fp32")
     lines.append(f"- **Hardware:** {hardware.get('gpu', hardware.get('device', '?'))}, "
@@ -258,6 +293,13 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
                  f"{' autocast' if precision == 'bf16' else ''}; **versions:** "
                  + ", ".join(f"{k} {v}" for k, v in versions.items())
                  + f"; **commit:** {commit.get('commit') or 'unknown'}{' (dirty)' if commit.get('dirty') else ''}.")
+    repriced = {(r["priced"]["source_commit"].get("commit") or "unknown", bool(r["priced"]["source_commit"].get("dirty")))
+                for r in records if r.get("priced")}
+    if repriced:
+        lines.append(f"- **Prices made again** from the entries' checkpoints by `benchbed reprice` at commit "
+                     + ", ".join(f"{c}{' (dirty)' if d else ''}" for c, d in sorted(repriced))
+                     + f" ({sum(1 for r in records if r.get('priced'))} of {len(records)} records); the training is "
+                       "the commit above's.")
     return lines
 
 

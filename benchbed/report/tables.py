@@ -32,6 +32,16 @@ def costs(record: dict) -> dict[str, dict]:
     return {name: c for name, c in cost.items() if isinstance(c, dict) and "comm_mb" in c}
 
 
+def network_seconds(cost: dict) -> dict[str, float]:
+    """A price's (or a phase's) network latency per network: bytes / bandwidth + rounds · RTT / 2."""
+    return cost.get("network_latency_s", cost["latency_s"])
+
+
+def compute_kinds(records: list[dict]) -> dict[str, str]:
+    """Per profile, where its compute seconds come from (``simulator`` or ``deployment``)."""
+    return {p: c.get("compute_kind", "simulator") for r in records for p, c in costs(r).items()}
+
+
 def profiles(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(p for r in records for p in costs(r)))
 
@@ -70,12 +80,15 @@ def flatten(record: dict) -> dict[str, Any]:
         row["asset_epochs"] = float(sum(assets))
     for profile, cost in costs(record).items():
         row[f"comm_mb@{profile}"], row[f"rounds@{profile}"] = cost["comm_mb"], cost["rounds"]
-        for net, seconds in cost["latency_s"].items():
+        # what a board ranks: the network terms, the same rule for every protocol; compute apart
+        for net, seconds in network_seconds(cost).items():
             row[f"latency_{net}@{profile}"] = seconds
+        if cost.get("compute_s"):
+            row[f"compute_s@{profile}"] = cost["compute_s"]
         setup = (cost.get("phases") or {}).get("setup")
         if setup and setup["mb"]:  # once per client session: never part of an inference's latency
             row[f"setup_mb@{profile}"] = setup["mb"]
-            for net, seconds in setup["latency_s"].items():
+            for net, seconds in network_seconds(setup).items():
                 row[f"setup_latency_{net}@{profile}"] = seconds
         if cost.get("client_storage_mb"):
             row[f"storage_mb@{profile}"] = cost["client_storage_mb"]

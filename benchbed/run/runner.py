@@ -218,7 +218,7 @@ class SuiteRun:
                                                         profile=profiles[name]) for name in settings.profiles}
                 if any(p is not None for p in own_prices.values()):
                     record["method_secure_cost"] = own_prices
-            disagreements = _disagreements(record)
+            disagreements = disagreements_of(record)
             if disagreements:
                 record["disagreements"] = disagreements
             record["checkpoint"] = f"{entry.id}.pt"
@@ -445,7 +445,7 @@ def _checked_metrics(metrics: Any, entry: Entry) -> dict:
 AGREEMENT_TOLERANCE = 1e-6
 
 
-def _disagreements(record: dict) -> list[str]:
+def disagreements_of(record: dict) -> list[str]:
     """Where a method's own metrics or prices differ from the core's measurement of the same thing."""
     found = []
     core, own = record.get("metrics") or {}, record.get("method_metrics") or {}

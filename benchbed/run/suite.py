@@ -179,6 +179,10 @@ def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> Lo
         if name not in methods.cost_profiles:
             problems.append(f"secure_cost.profiles.{i}: unknown profile {name!r}; "
                             f"installed: {', '.join(sorted(methods.cost_profiles))}")
+    for name in suite.secure_cost.polynomial_coefficients:
+        if name not in suite.secure_cost.profiles:
+            problems.append(f"secure_cost.polynomial_coefficients.{name}: not one of this suite's profiles "
+                            f"({', '.join(suite.secure_cost.profiles)}); name a profile it prices")
     metric_problems = methods.metrics.problems(suite.evaluation.metrics)
     problems += metric_problems
     if not metric_problems:  # every metric's settings in full, defaults included: what the fingerprint covers

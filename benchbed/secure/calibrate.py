@@ -141,7 +141,8 @@ SHARE_REPEATS = 8
 class Fit:
     """Bytes ``a·n + b`` at several sizes, the rank shares and the rounds of one function."""
 
-    def __init__(self, meter: Meter, name: str, sizes: Sequence[int], make: Make, tolerance: float = 0.0):
+    def __init__(self, meter: Meter, name: str, sizes: Sequence[int], make: Make, tolerance: float = 0.0,
+                 rounds_slack: float = 1.5):
         self.name, self.sizes = name, list(sizes)
         self.bytes = [meter.bytes(*make(n)) for n in self.sizes]
         self.rounds_measured = [round(meter.rounds(*make(n)), 2) for n in (self.sizes[0], self.sizes[-1])]
@@ -153,7 +154,7 @@ class Fit:
         slack = tolerance * max(abs(b) for b in self.bytes) + 1e-9  # cheetah's OT messages vary by a few bytes
         if any(abs(p - m) > slack for p, m in zip(predicted, self.bytes)):
             raise BenchbedError(f"calibration: {name} bytes {self.bytes} at sizes {self.sizes} are not linear in size")
-        if abs(self.rounds_measured[0] - self.rounds_measured[1]) > 1.5:
+        if abs(self.rounds_measured[0] - self.rounds_measured[1]) > rounds_slack:
             raise BenchbedError(f"calibration: {name} took {self.rounds_measured} rounds at sizes {n0} and {n1}; "
                                 "the rounds of one call should not depend on its size")
 
@@ -183,6 +184,22 @@ def _elementwise(fn: Callable, inputs: int = 1) -> Make:
         rng = np.random.default_rng(n)
         return fn, [rng.standard_normal((1, CHANNELS, side, side)).astype(np.float32) * 0.5 for _ in range(inputs)]
     return make
+
+
+def _public_poly(shape: Callable[[int], tuple[int, ...]]) -> Make:
+    """A polynomial pixel with PUBLIC per-pixel coefficients (constants of the program, known to every
+    party): c2·x and c1 are local, x·(c2·x + c1) one secret product."""
+    def make(n: int):
+        rng = np.random.default_rng(n)
+        c2, c1, c0 = (rng.standard_normal(shape(n)).astype(np.float32) * 0.5 for _ in range(3))
+        return (lambda x: x * (c2 * x + c1) + c0), [rng.standard_normal(shape(n)).astype(np.float32) * 0.5]
+    return make
+
+
+def _image_shape(n: int) -> tuple[int, ...]:
+    side = int(round((n / CHANNELS) ** 0.5))
+    assert CHANNELS * side * side == n
+    return (1, CHANNELS, side, side)
 
 
 def _flat(fn: Callable, inputs: int = 1) -> Make:
@@ -268,6 +285,7 @@ def _primitives(meter: Meter, sizes: Sequence[int], tolerance: float, log: Calla
     fit("mult_fxp", _elementwise(lambda x, y: x * y, inputs=2))
     # a polynomial pixel as the export computes it: per-pixel secret coefficients (gathered for free)
     fit("poly", _elementwise(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4))
+    fit("poly_public", _public_poly(_image_shape))
     fit("affine_secret", _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1], inputs=3))
     return fits
 
@@ -291,7 +309,7 @@ def _ops(fits: dict[str, Fit], constant_rounds: float = 0.0, constant_b: float =
     op = lambda f: {"bytes": _num(f.a), "rounds": rounds(f), "shares": _shares(f.shares)}  # noqa: E731
     return {"relu": op(fits["relu"]), "compare": op(fits["compare"]),
             "select": {"bytes": _num(select_bytes), "rounds": select_rounds, "shares": select_shares},
-            "poly": op(fits["poly"]), "affine": op(fits["affine_secret"])}
+            "poly": op(fits["poly"]), "poly_public": op(fits["poly_public"]), "affine": op(fits["affine_secret"])}
 
 
 def _calibrate_aby3(meter: Meter, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
@@ -343,13 +361,16 @@ def _beaver(delay_s: float, mult: Fit, log: Callable[[str], None]) -> dict:
     product = lambda n: (lambda a: a[0] * a[1], [np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)])  # noqa: E731
     one, more = meter.cost(*product(BEAVER_TRIPLES)), meter.cost(*product(BEAVER_TRIPLES + 1))
     batch = more - one
+    # the batches of one call are made side by side: a product that draws one takes the batch's rounds
+    # over those of a product whose triples are in the pool (the fit's warm runs)
+    batch_rounds = max(one.rounds - mult.rounds, 0.0)
     if batch.bytes <= 0.5 * mult.a * BEAVER_TRIPLES:
         raise BenchbedError(f"calibration: a product of {BEAVER_TRIPLES + 1} elements cost {batch.bytes:.0f} B more "
                             f"than one of {BEAVER_TRIPLES}; SPU's triple batch is no longer {BEAVER_TRIPLES} triples")
-    log(f"  triple batch   {batch.bytes:.0f} B, {batch.rounds:.1f} rounds per {BEAVER_TRIPLES} triples "
+    log(f"  triple batch   {batch.bytes:.0f} B, {batch_rounds:.1f} rounds per {BEAVER_TRIPLES} triples "
         f"(products of >= {4 * BEAVER_TRIPLES} elements skip them)")
     return {"triples": BEAVER_TRIPLES, "direct_min": 4 * BEAVER_TRIPLES,
-            "batch": {"offline_bytes": _num(batch.bytes - mult.a), "offline_rounds": round(max(batch.rounds, 0.0)),
+            "batch": {"offline_bytes": _num(batch.bytes - mult.a), "offline_rounds": round(batch_rounds),
                       "offline_shares": _shares(one.shares)}}
 
 
@@ -487,9 +508,75 @@ def scale_check(relu_bytes: float, steps: list[dict], log: Callable[[str], None]
     return result
 
 
+# SPU's Cheetah multiplies calls of at least this many elements directly, without Beaver triples
+DIRECT_MIN = 4 * BEAVER_TRIPLES
+LARGE_CALLS = (DIRECT_MIN, 2 * DIRECT_MIN, 4 * DIRECT_MIN)
+
+
+def _large_calls(meter: Meter, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
+    """The price per element of products in calls of at least ``DIRECT_MIN`` elements, which SPU's
+    Cheetah computes another way: a ``by_call`` step for every primitive made of secret products."""
+    fits = {}
+    for name, make in (("poly", _flat(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4)),
+                       ("poly_public", _public_poly(lambda n: (1, n))),
+                       ("affine", _flat(lambda x, s, t: x * s + t, inputs=3))):
+        # seconds of HE work per call at these sizes: their rounds carry a few delays of jitter
+        fits[f"{name}_large"] = f = Fit(meter, f"{name}_large", LARGE_CALLS, make, 0.01, rounds_slack=4.0)
+        log(f"  {name + ' >= ' + str(DIRECT_MIN):24s} bytes {f.bytes} rounds {f.rounds_measured} -> {_num(f.a)} B/unit")
+    steps = {name: [{"from_call": DIRECT_MIN, "bytes": _num(fits[f"{name}_large"].a),
+                     "rounds": fits[f"{name}_large"].rounds, "shares": _shares(fits[f"{name}_large"].shares)}]
+             for name in ("poly", "poly_public", "affine")}
+    return steps, fits
+
+
+def polynomial_parts(protocol_name: str, delay_s: float | None = None, log: Callable[[str], None] = print) -> dict:
+    """Only what prices a polynomial (secret and public coefficients; for Cheetah its calls of every
+    size and its triple batches), to merge into a calibrated profile (``calibrate --only polynomials``)."""
+    proto = protocol(protocol_name)
+    delay = delay_s if delay_s is not None else (0.05 if proto.name == "aby3" else 0.15)
+    meter = Meter(proto.name, delay)
+    sizes = (256, 1024, 4096) if proto.name == "aby3" else (256, 576, 1024)
+    fits = {}
+    for name, make in (("mult_fxp", _elementwise(lambda x, y: x * y, inputs=2)),
+                       ("poly", _elementwise(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4)),
+                       ("poly_public", _public_poly(_image_shape)),
+                       ("affine_secret", _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1],
+                                                      inputs=3))):
+        fits[name] = f = Fit(meter, name, sizes, make, 0.0 if proto.name == "aby3" else 0.03)
+        log(f"  {name:14s} bytes {f.bytes} rounds {f.rounds_measured} -> {_num(f.a)} B/unit")
+    op = lambda f: {"bytes": _num(f.a), "rounds": f.rounds, "shares": _shares(f.shares)}  # noqa: E731
+    parts = {"poly": op(fits["poly"]), "poly_public": op(fits["poly_public"]), "affine": op(fits["affine_secret"])}
+    if proto.name == "cheetah":
+        steps, large = _large_calls(meter, log)
+        for name, step in steps.items():
+            parts[name]["by_call"] = step
+        parts["beaver"] = _beaver(delay, fits["mult_fxp"], log)
+        fits.update(large)
+    parts["measurements"] = {name: f.record() for name, f in fits.items()}
+    return parts
+
+
+def merged(profile: dict, parts: dict, today: str) -> dict:
+    """``profile`` with the re-measured ``parts`` in place, each primitive's other fields (its simulator
+    seconds) kept, and their measurements beside the others."""
+    out = dict(profile)
+    for key, value in parts.items():
+        if key != "measurements":
+            out[key] = {**out[key], **value} if key != "beaver" and isinstance(out.get(key), dict) else value
+    if "seconds" in out.get("poly", {}) and "seconds" not in out["poly_public"]:  # one product to poly's two
+        out["poly_public"]["seconds"] = float(f"{out['poly']['seconds'] / 2:.4g}")
+    out["measurements"] = {**out.get("measurements", {}), **parts.get("measurements", {})}
+    out.setdefault("measured_with", {})["polynomials_date"] = today
+    return out
+
+
 def _calibrate_cheetah(meter: Meter, quick: bool, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
     fits = _primitives(meter, (256, 576, 1024), 0.03, log)
     profile = _ops(fits)
+    steps, large = _large_calls(meter, log)
+    for name, step in steps.items():
+        profile[name]["by_call"] = step
+    fits.update(large)
     profile["beaver"] = _beaver(meter.delay_s, fits["mult_fxp"], log)
     steps, setup_measured = _setup_steps(meter.delay_s, SETUP_CALLS[:2] if quick else SETUP_CALLS, log)
     profile["setup"] = steps
@@ -540,7 +627,7 @@ def calibrate(*, protocol_name: str = "aby3", quick: bool = False, delay_s: floa
     per_cmp = _time_slope(proto.name, big, _elementwise(lambda x: x > 0), lambda n: n, repeats)
     per_mult = _time_slope(proto.name, big, _elementwise(lambda x, y: x * y, inputs=2), lambda n: n, repeats)
     for name, seconds in (("relu", per_cmp + per_mult), ("compare", per_cmp), ("select", per_mult),
-                          ("poly", 2 * per_mult), ("affine", per_mult)):
+                          ("poly", 2 * per_mult), ("poly_public", per_mult), ("affine", per_mult)):
         profile[name]["seconds"] = float(f"{seconds:.4g}")
     if proto.name == "aby3":  # cheetah's comes from its measured HE layers
         conv_sides = (8, 16) if quick else (8, 16, 32)
@@ -559,6 +646,10 @@ def calibrate(*, protocol_name: str = "aby3", quick: bool = False, delay_s: floa
             "compare": "x > 0 alone, per comparison",
             "select": "jnp.where(secret_bool, x, 0) per gated element, measured as where(y > 0, x, 0) less the comparison",
             "poly": "x*(c2*x + c1) + c0 with SECRET per-pixel coefficients: two secret products and their truncations",
+            "poly_public": "x*(c2*x + c1) + c0 with PUBLIC per-pixel coefficients (constants of the program): one "
+                           "secret product; c2*x is a public-times-secret product with its truncation",
+            "by_call": "a primitive's price for calls of at least from_call elements, where the protocol computes "
+                       "them another way (SPU's Cheetah multiplies calls of 16,384 or more directly, no triples)",
             "linear": "conv or dense with SECRET weights, truncation included",
             "affine": "x*scale + shift with a secret per-channel scale (a BatchNorm that could not be folded)",
             "constant": "aby3: a public constant turned secret (padding zero), once per inference",
@@ -568,7 +659,8 @@ def calibrate(*, protocol_name: str = "aby3", quick: bool = False, delay_s: floa
             "rounds": "one-way message latencies on the critical path: (wall time on links delaying every message "
                       "by the measurement's delay - wall time on undelayed links) / delay, in a warm run",
             "seconds": "SPU's reported execution time (slowest party) with all parties simulated as threads on this "
-                       f"machine ({platform.processor() or platform.machine()}); rough and relative only",
+                       f"machine ({platform.processor() or platform.machine()}); rough and relative only: shown "
+                       "apart as the simulator's compute, never added into latency",
         },
         "measured_with": {
             "spu": spu_version(), "jax": jax.__version__, "numpy": np.__version__, "protocol": proto.name.upper(),

@@ -7,7 +7,14 @@ in the clear; BatchNorm after a convolution is folded into it; the global averag
 into the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
 identity pixels pass for free and every other replaced pixel computes its channel's quadratic with
 SECRET coefficients (trained polynomials are weights); a patch site compares one sum per patch,
-selects the gated pixels, and prices its linearized channels as replaced pixels.
+selects the gated pixels, and prices its linearized channels as replaced pixels. A polynomial's
+coefficients are priced SECRET or PUBLIC as the profile (or the suite) says: Delphi shows its own
+quadratic's to both parties; trained polynomials are model weights a server would keep secret.
+
+A site's ReLU (or compare-and-select) pixels and its polynomial pixels are independent branches:
+their bytes add up, but a protocol sends each round's messages of both in one message, so the site
+takes the longer branch's rounds. SPU runs them one after another; ``rounds_spu`` keeps that figure,
+which ``benchbed secure-infer`` checks against SPU's measurement.
 
 Three phases, as the field's systems report them:
 
@@ -19,9 +26,14 @@ Three phases, as the field's systems report them:
 
 The latency of an inference is offline + online. Rounds are one-way message latencies on the
 critical path (as ``benchbed.secure.spu_runtime`` measures them), so each costs half a round trip:
-latency = local compute + busiest-party bytes / bandwidth + rounds · RTT / 2. ``comm_mb`` is what
-all parties send together (the figure papers report); ``busiest_party_mb`` what the busiest party
-sends, from each primitive's measured split between the parties.
+``network_latency_s`` = busiest-party bytes / bandwidth + rounds · RTT / 2, on every network. Local
+compute is apart (``compute_s``, with ``compute_kind``): a profile whose per-operation seconds come
+from a real deployment (Delphi's, from its own code) adds them into ``latency_s``; SPU's are its
+simulator's, parties as threads of one process on this machine, so ``latency_s`` holds only the
+network terms for them. ``comm_mb`` is what all parties send together (the figure papers report);
+``busiest_party_mb`` the expected bytes of the party that sends most, over runs: each primitive's
+bytes split between the parties as calibrated (the mean share per rank over repeated calls), then
+the largest party's sum.
 """
 from __future__ import annotations
 
@@ -42,6 +54,8 @@ from benchbed.model.sites import IDENTITY, ZERO, MaskedKernel, PatchKernel, ReLU
 from benchbed.secure.lowering import folded_batchnorms, secret_polynomial_channels
 
 PHASES = ("setup", "offline", "online")
+COEFFICIENTS = ("secret", "public")
+COMPUTE_KINDS = ("simulator", "deployment")
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,13 @@ class Op:
     offline_seconds: float = 0.0
     shares: tuple[float, ...] = ()
     offline_shares: tuple[float, ...] = ()  # the offline bytes' split, where it differs
+    # (from_call, price): where a protocol prices a call of at least that many elements otherwise
+    by_call: tuple[tuple[int, "Op"], ...] = ()
+
+    def at(self, call: int) -> "Op":
+        """The price per unit in a call of ``call`` elements: the largest size step it reaches, else this."""
+        steps = [(start, op) for start, op in self.by_call if call >= start]
+        return max(steps, key=lambda s: s[0])[1] if steps else self
 
     @classmethod
     def of(cls, data: dict | None) -> "Op":
@@ -71,6 +92,10 @@ class Op:
         for key in ("shares", "offline_shares"):
             if key in data:
                 data[key] = tuple(float(s) for s in data[key])
+        if "by_call" in data:
+            steps = [dict(step) for step in data["by_call"]]
+            data["by_call"] = tuple(sorted(((int(step.pop("from_call")), cls.of(step)) for step in steps),
+                                           key=lambda s: s[0]))
         return cls(**data)
 
 
@@ -114,10 +139,13 @@ class Beaver:
 class CostProfile:
     """A protocol's price per primitive: ``relu`` a kept ReLU (comparison and select), ``compare`` a
     patch's comparison, ``select`` a gated pixel, ``poly`` a pixel of a quadratic with secret
-    coefficients (two secret products and their truncations), ``affine`` an output of a BatchNorm
-    that could not be folded, ``input`` an element of the client's image, ``constant`` once per
-    inference; ``setup`` by largest comparison call and ``mult_setup`` (keys of the first secret
-    elementwise product) once per session."""
+    coefficients (two secret products and their truncations), ``poly_public`` one with coefficients
+    both parties know (one secret product), ``affine`` an output of a BatchNorm that could not be
+    folded, ``input`` an element of the client's image, ``constant`` once per inference; ``setup`` by
+    largest comparison call and ``mult_setup`` (keys of the first secret elementwise product) once per
+    session. ``coefficients`` is how the protocol itself treats a polynomial's coefficients (a suite
+    may price the other way); ``compute_kind`` where the per-operation seconds come from: a real
+    ``deployment`` (added into latency) or a ``simulator`` (shown apart, never in latency)."""
 
     name: str
     description: str
@@ -126,6 +154,7 @@ class CostProfile:
     compare: Op = Op()
     select: Op = Op()
     poly: Op = Op()
+    poly_public: Op = Op()
     affine: Op = Op()
     linear: Linear = Linear()
     input: Op = Op()
@@ -133,8 +162,22 @@ class CostProfile:
     setup: tuple[SetupStep, ...] = ()
     mult_setup: Op = Op()
     beaver: Beaver | None = None
+    coefficients: str = "secret"
+    compute_kind: str = "simulator"
     source: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.coefficients not in COEFFICIENTS:
+            raise BenchbedError(f"profile {self.name}: coefficients must be one of {COEFFICIENTS}, "
+                                f"not {self.coefficients!r}")
+        if self.compute_kind not in COMPUTE_KINDS:
+            raise BenchbedError(f"profile {self.name}: compute_kind must be one of {COMPUTE_KINDS}, "
+                                f"not {self.compute_kind!r}")
+
+    def poly_op(self, coefficients: str) -> Op:
+        """A polynomial pixel's price with its coefficients ``public`` or ``secret``."""
+        return self.poly_public if coefficients == "public" else self.poly
 
     def setup_for(self, largest_call: int) -> Op:
         steps = [s for s in self.setup if largest_call >= s.from_call]
@@ -149,8 +192,9 @@ class CostProfile:
         beaver = data.get("beaver")
         return cls(
             name=name or data["name"], description=data.get("description", ""), parties=int(data.get("parties", 3)),
-            **{k: Op.of(data.get(k)) for k in ("relu", "compare", "select", "poly", "affine", "input",
-                                               "constant", "mult_setup")},
+            **{k: Op.of(data.get(k)) for k in ("relu", "compare", "select", "poly", "poly_public", "affine",
+                                               "input", "constant", "mult_setup")},
+            coefficients=data.get("coefficients", "secret"), compute_kind=data.get("compute_kind", "simulator"),
             linear=Linear(**ops, he_slots=int(linear.pop("he_slots", 0)), measured=linear.pop("measured", {})),
             setup=tuple(SetupStep(int(s["from_call"]), Op.of(s["cost"])) for s in data.get("setup", [])),
             beaver=Beaver(int(beaver["triples"]), Op.of(beaver["batch"]), int(beaver.get("direct_min", 0)))
@@ -193,14 +237,15 @@ def securenn_profile() -> CostProfile:
     patch ReLU gates its pixels with a scalar-vector product of 3 elements per pixel and 2 per DReLU;
     a convolution sends 2 elements per input, 2 per weight and the crypto provider's correction share,
     1 per output. Rounds are SecureNN's (DReLU 8, ReLU 10, multiplication 2, Beaver opening 1); all
-    online: SecureNN's third party deals its correlated randomness during the inference."""
+    online: SecureNN's third party deals its correlated randomness during the inference. A polynomial
+    pixel is two multiplications with secret coefficients, one with public ones."""
     ring = 8
     drelu = 8 * SECURENN_LOG_P + 24 - 5
     mult = 5
     return CostProfile(
         "securenn", "SecureNN 3PC as the knapsack paper's authors price it, Z_2^64", parties=3,
         relu=Op(ring * (drelu + mult), 10), compare=Op(ring * (drelu + 2), 8), select=Op(ring * 3, 2),
-        poly=Op(ring * 2 * mult, 4), affine=Op(ring * mult, 2),
+        poly=Op(ring * 2 * mult, 4), poly_public=Op(ring * mult, 2), affine=Op(ring * mult, 2),
         linear=Linear(per_output=Op(ring * 1), per_input=Op(ring * 2), per_weight=Op(ring * 2), per_layer=Op(0, 1)),
         source={"formulas": "yg320/secure_inference research/distortion (get_brelu_bandwidth, get_conv_cost), "
                             "arXiv:2304.10442, SecureNN"})
@@ -217,19 +262,22 @@ def linear_key(module: nn.Module, input_shape: tuple[int, ...]) -> str:
 
 @dataclass
 class LayerCost:
-    """One layer's price: per phase its bytes, each party's bytes, rounds and local compute."""
+    """One layer's price: per phase its bytes, each party's bytes, rounds (as the protocol runs and as
+    SPU runs it) and local compute."""
 
     layer: str
     kind: str
     parties: int
     drelus: int = 0
     secure_mults: int = 0
-    poly_pixels: int = 0  # pixels of a quadratic with secret coefficients
+    poly_pixels: int = 0  # pixels of a quadratic with trained or fixed coefficients
     macs: int = 0
     largest_call: int = 0  # elements of its largest comparison
+    products: list = field(default_factory=list)  # sizes of its secret elementwise products
     bytes: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     party_bytes: dict = field(default_factory=dict)
     rounds: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    rounds_spu: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))  # its ops one after another
     seconds: dict = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
     storage_bytes: float = 0.0
 
@@ -240,22 +288,42 @@ class LayerCost:
         self.bytes[phase] += amount
         self.party_bytes[phase] = self.party_bytes.get(phase, np.zeros(self.parties)) + amount * split / split.sum()
 
+    def _charge(self, op: Op, units: float) -> None:
+        """``units`` of ``op``: everything but their online rounds."""
+        self._bytes("online", op.bytes * units, op.shares)
+        self._bytes("offline", op.offline_bytes * units, op.offline_shares or op.shares)
+        for rounds in (self.rounds, self.rounds_spu):  # offline work is input-independent: nothing waits
+            rounds["offline"] = max(rounds["offline"], op.offline_rounds)
+        self.seconds["online"] += op.seconds * units
+        self.seconds["offline"] += op.offline_seconds * units
+        self.storage_bytes += op.storage_bytes * units
+
     def add(self, op: Op, units: float, calls: int = 1) -> None:
         """``units`` of ``op`` in ``calls`` sequential calls (nothing when there are no units)."""
         if not units:
             return
-        self._bytes("online", op.bytes * units, op.shares)
-        self._bytes("offline", op.offline_bytes * units, op.offline_shares or op.shares)
+        self._charge(op, units)
         self.rounds["online"] += op.rounds * calls
-        self.rounds["offline"] = max(self.rounds["offline"], op.offline_rounds)
-        self.seconds["online"] += op.seconds * units
-        self.seconds["offline"] += op.offline_seconds * units
-        self.storage_bytes += op.storage_bytes * units
+        self.rounds_spu["online"] += op.rounds * calls
+
+    def add_branches(self, *branches: list[tuple[Op, float]]) -> None:
+        """Independent branches of one site, each a chain of (op, units) calls on its own pixels: their
+        bytes add up; a protocol sends each round's messages of every branch in one message, so the
+        online rounds are the longest branch's, while SPU runs the calls one after another."""
+        longest = 0.0
+        for branch in branches:
+            chain = [(op, units) for op, units in branch if units]
+            for op, units in chain:
+                self._charge(op, units)
+                self.rounds_spu["online"] += op.rounds
+            longest = max(longest, sum(op.rounds for op, _ in chain))
+        self.rounds["online"] += longest
 
     def add_setup(self, op: Op) -> None:
         """A one-time cost: ``op``'s bytes, rounds and seconds are the session's setup."""
         self._bytes("setup", op.bytes, op.shares)
         self.rounds["setup"] += op.rounds
+        self.rounds_spu["setup"] += op.rounds
         self.seconds["setup"] += op.seconds
 
     def record(self) -> dict:
@@ -264,40 +332,46 @@ class LayerCost:
         out = {k: getattr(self, k) for k in ("layer", "kind", "drelus", "secure_mults", "poly_pixels", "macs")}
         out["bytes"] = self.bytes["offline"] + self.bytes["online"]
         out["rounds"] = self.rounds["offline"] + self.rounds["online"]
+        spu = self.rounds_spu["offline"] + self.rounds_spu["online"]
+        if spu != out["rounds"]:
+            out["rounds_spu"] = spu
         for phase in PHASES:
             if self.bytes[phase] or self.rounds[phase]:
                 out[phase] = {"bytes": self.bytes[phase], "rounds": self.rounds[phase]}
         return out
 
 
-def _site_cost(name: str, site: ReLUSite, p: CostProfile) -> LayerCost:
+def _site_cost(name: str, site: ReLUSite, p: CostProfile, coefficients: str) -> LayerCost:
+    """A site's price. Its comparisons and its polynomial work on disjoint pixels: two branches. A
+    polynomial pixel is two secret products with secret coefficients (c2·x, then x·(c2·x + c1)), one
+    with public ones (c2·x is local); its price per pixel is the one for a call of its size."""
     cost = LayerCost(name, site.kernel.kind, p.parties)
     shape = site.shape
     kernel = site.kernel
     if isinstance(kernel, ReLUKernel):
         cost.drelus = cost.secure_mults = cost.largest_call = site.numel
         cost.add(p.relu, site.numel)
-    elif isinstance(kernel, MaskedKernel):
-        kept = site.drelus
-        cost.drelus = cost.secure_mults = cost.largest_call = kept
-        cost.add(p.relu, kept)
+        return cost
+    if isinstance(kernel, MaskedKernel):
         secret = torch.from_numpy(secret_polynomial_channels(kernel)).float().view(-1, 1, 1)
-        poly = cost.poly_pixels = int(((1 - kernel.mask) * secret).expand(shape).sum())
-        cost.secure_mults += 2 * poly
-        cost.add(p.poly, poly)
+        poly = int(((1 - kernel.mask) * secret).expand(shape).sum())
+        cost.drelus = cost.secure_mults = cost.largest_call = site.drelus
+        comparisons = [(p.relu, site.drelus)]
     elif isinstance(kernel, PatchKernel):
         _, height, width = shape
         gated = sum(height * width for hw in kernel.sizes.tolist() if tuple(hw) not in (IDENTITY, ZERO))
-        poly = cost.poly_pixels = height * width * int(
+        poly = height * width * int(
             (kernel.linearized().cpu() & torch.from_numpy(secret_polynomial_channels(kernel))).sum())
         cost.drelus = cost.largest_call = site.drelus
-        cost.secure_mults = gated + 2 * poly
-        if cost.drelus:
-            cost.add(p.compare, cost.drelus)
-            cost.add(p.select, gated)
-        cost.add(p.poly, poly)
+        cost.secure_mults = gated
+        comparisons = [(p.compare, site.drelus), (p.select, gated if site.drelus else 0)]
     else:
         raise ValueError(f"site {name} has a {type(kernel).__name__}, which has no price")
+    products = 2 if coefficients == "secret" else 1
+    cost.poly_pixels = poly
+    cost.secure_mults += products * poly
+    cost.products = [poly] * products if poly else []
+    cost.add_branches(comparisons, [(p.poly_op(coefficients).at(poly), poly)])
     return cost
 
 
@@ -355,13 +429,6 @@ def _maxpool_cost(name: str, module: nn.MaxPool2d, outputs: int, p: CostProfile)
     return cost
 
 
-def _products(layers: list[LayerCost]) -> list[int]:
-    """Sizes of the secret elementwise products of one inference: a site's quadratic is two products
-    over its replaced pixels (c2·x, then x·(c2·x + c1)), an unfolded BatchNorm one over its outputs."""
-    return [n for c in layers if c.kind == "affine" or c.poly_pixels
-            for n in ([c.poly_pixels] * 2 if c.poly_pixels else [c.secure_mults])]
-
-
 def triples_drawn(products: list[int], beaver: Beaver | None) -> int:
     """Triples one inference uses up: every product below ``direct_min`` takes one per element. A
     session draws them in batches of ``triples`` and keeps the rest for the next inference, so an
@@ -371,21 +438,41 @@ def triples_drawn(products: list[int], beaver: Beaver | None) -> int:
     return sum(n for n in products if not (beaver.direct_min and n >= beaver.direct_min))
 
 
-def _phase(layers: list[LayerCost], phase: str, parties: int, settings: SecureCostSettings) -> dict:
+def expected_busiest_party(bytes_by_rank: list) -> float:
+    """The busiest party's bytes, as benchbed defines them everywhere: each party's EXPECTED bytes (its
+    mean over runs — or, in a price, the sum of each primitive's calibrated mean split), then the
+    largest. Not the mean of each run's largest: a protocol that draws a helper party per call (SPU's
+    ABY3 truncation) makes one run's busiest party a sample, up to ~6% off what a link carries over
+    many inferences."""
+    return float(np.max(np.mean(np.atleast_2d(np.asarray(bytes_by_rank, float)), axis=0)))
+
+
+def _phase(layers: list[LayerCost], phase: str, parties: int, settings: SecureCostSettings, deployment: bool) -> dict:
     total = sum(c.bytes[phase] for c in layers)
     per_party = sum((c.party_bytes.get(phase, np.zeros(parties)) for c in layers), np.zeros(parties))
-    rounds = (max((c.rounds[phase] for c in layers), default=0.0) if phase == "offline"
-              else sum(c.rounds[phase] for c in layers))
+    def rounds_of(kind: str) -> float:
+        per_layer = [getattr(c, kind)[phase] for c in layers]
+        return max(per_layer, default=0.0) if phase == "offline" else sum(per_layer)
+
+    rounds = rounds_of("rounds")
     seconds = sum(c.seconds[phase] for c in layers)
-    return {"mb": total / 1e6, "busiest_party_mb": float(per_party.max()) / 1e6,
-            "party_mb": [float(b) / 1e6 for b in per_party], "rounds": float(rounds), "compute_s": seconds,
-            "latency_s": latency(seconds, float(per_party.max()), rounds, settings)}
+    busiest = expected_busiest_party(per_party)
+    network = network_latency(busiest, rounds, settings)
+    return {"mb": total / 1e6, "busiest_party_mb": busiest / 1e6,
+            "party_mb": [float(b) / 1e6 for b in per_party], "rounds": float(rounds),
+            "rounds_spu": float(rounds_of("rounds_spu")), "compute_s": seconds, "network_latency_s": network,
+            "latency_s": {net: s + (seconds if deployment else 0.0) for net, s in network.items()}}
 
 
-def latency(seconds: float, busiest_bytes: float, rounds: float, settings: SecureCostSettings) -> dict[str, float]:
-    """Seconds on each network: local compute + the busiest party's bytes / bandwidth + one-way latencies."""
-    return {net: seconds + busiest_bytes * 8 / (n.bandwidth_mbps * 1e6) + rounds * n.rtt_ms / 2e3
+def network_latency(busiest_bytes: float, rounds: float, settings: SecureCostSettings) -> dict[str, float]:
+    """Seconds on each network: the busiest party's bytes / bandwidth + one-way latencies."""
+    return {net: busiest_bytes * 8 / (n.bandwidth_mbps * 1e6) + rounds * n.rtt_ms / 2e3
             for net, n in settings.networks.items()}
+
+
+def coefficients_of(profile: CostProfile, settings: SecureCostSettings) -> str:
+    """How polynomial coefficients are priced under ``profile``: the suite's choice, else the protocol's."""
+    return settings.polynomial_coefficients.get(profile.name, profile.coefficients)
 
 
 def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureCostSettings,
@@ -393,6 +480,7 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
     """The secure price of one inference of ``model`` under ``profile``: per phase and per inference
     (offline + online); the setup once, apart."""
     p = profile
+    coefficients = coefficients_of(p, settings)
     layers: list[LayerCost] = []
     for name, module, shape_in, outputs, folded in linear_layers(model, input_shape):
         if isinstance(module, nn.MaxPool2d):
@@ -400,12 +488,12 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
             continue
         if isinstance(module, nn.BatchNorm2d):
             if not folded:
-                cost = LayerCost(name, "affine", p.parties, secure_mults=outputs)
+                cost = LayerCost(name, "affine", p.parties, secure_mults=outputs, products=[outputs])
                 cost.add(p.affine, outputs)
                 layers.append(cost)
             continue
         layers.append(_linear_cost(name, module, shape_in, outputs, p))
-    site_layers = [_site_cost(name, site, p) for name, site in sites(model).items()]
+    site_layers = [_site_cost(name, site, p, coefficients) for name, site in sites(model).items()]
     layers += site_layers
     nonlinear = site_layers + [c for c in layers if c.kind == "maxpool"]
     once = LayerCost("inference constants", "constant", p.parties)
@@ -413,21 +501,24 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
     once.add(p.input, math.prod(input_shape), calls=1 if p.input.rounds else 0)
     session = LayerCost("session setup", "setup", p.parties)
     session.add_setup(p.setup_for(max((c.largest_call for c in nonlinear), default=0)))
-    products = _products(layers)
+    products = [n for c in layers for n in c.products]
     if products:
         session.add_setup(p.mult_setup)
         if p.beaver is not None:
             once.add(p.beaver.batch, triples_drawn(products, p.beaver) / p.beaver.triples)
     layers += [once, session]
-    phases = {phase: _phase(layers, phase, p.parties, settings) for phase in PHASES}
+    deployment = p.compute_kind == "deployment"
+    phases = {phase: _phase(layers, phase, p.parties, settings, deployment) for phase in PHASES}
     offline, online = phases["offline"], phases["online"]
     per_party = np.asarray(offline["party_mb"]) + np.asarray(online["party_mb"])
-    return {"profile": p.name, "parties": p.parties,
+    both = lambda key: {net: offline[key][net] + online[key][net] for net in settings.networks}  # noqa: E731
+    return {"profile": p.name, "parties": p.parties, "coefficients": coefficients, "compute_kind": p.compute_kind,
             "drelus": sum(c.drelus for c in layers), "secure_mults": sum(c.secure_mults for c in layers),
             "macs": sum(c.macs for c in layers),
-            "comm_mb": offline["mb"] + online["mb"], "busiest_party_mb": float(per_party.max()),
-            "rounds": offline["rounds"] + online["rounds"], "compute_s": offline["compute_s"] + online["compute_s"],
-            "latency_s": {net: offline["latency_s"][net] + online["latency_s"][net] for net in settings.networks},
+            "comm_mb": offline["mb"] + online["mb"], "busiest_party_mb": expected_busiest_party(per_party),
+            "rounds": offline["rounds"] + online["rounds"], "rounds_spu": offline["rounds_spu"] + online["rounds_spu"],
+            "compute_s": offline["compute_s"] + online["compute_s"],
+            "network_latency_s": both("network_latency_s"), "latency_s": both("latency_s"),
             "phases": phases, "client_storage_mb": sum(c.storage_bytes for c in layers) / 1e6,
             "nonlinear_mb": sum(c.bytes["offline"] + c.bytes["online"] for c in nonlinear) / 1e6,
             "per_layer": [c.record() for c in layers]}

@@ -11,6 +11,7 @@ is how a measurement tells the parties apart: SPU's own profile lines do not say
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import threading
 import time
@@ -20,7 +21,28 @@ CHUNK = 1 << 20
 CONNECT_TRIES = 400  # a party's server starts when its link is created; its peers may be faster
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
+    """A free port outside the kernel's ephemeral range: a party binds its port only when its link is
+    created, and meanwhile the proxy's own outgoing connections take ephemeral ports — one of which
+    could otherwise be the port a party is about to bind, and that party would wait forever."""
+    low, _ = _ephemeral_range()
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, low) if low > 11_000 else 0
+        with closing(socket.socket()) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return s.getsockname()[1]
     with closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

@@ -36,6 +36,7 @@ FIELD = "FM64"
 # one-way delay of a measurement's links: large enough that a round stands out of the run-to-run
 # jitter of SPU's local work (a few ms on the models benchbed measures), small enough to stay quick
 DELAY_S = 0.1
+LINK_SETUP_TIMEOUT_S = 120  # SPU's link creation waits for every peer; a port taken meanwhile would hang it
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class Parties:
             self._contexts[rank] = context
             self._runtimes[rank] = self._api.Runtime(context, self._lib.RuntimeConfig(self.cfg))
 
-        _in_parties(n, start)
+        _in_parties(n, start, timeout=LINK_SETUP_TIMEOUT_S)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -240,8 +241,9 @@ class Parties:
         return run
 
 
-def _in_parties(parties: int, work: Callable[[int], None]) -> None:
-    """``work(rank)`` for every party at once, each in a thread; the first error is raised here."""
+def _in_parties(parties: int, work: Callable[[int], None], timeout: float | None = None) -> None:
+    """``work(rank)`` for every party at once, each in a thread; the first error is raised here, and a
+    party still at work after ``timeout`` seconds is an error too (its thread is left behind)."""
     errors: list[BaseException] = []
 
     def guarded(rank: int) -> None:
@@ -253,8 +255,13 @@ def _in_parties(parties: int, work: Callable[[int], None]) -> None:
     threads = [threading.Thread(target=guarded, args=(r,), daemon=True) for r in range(parties)]
     for t in threads:
         t.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
     for t in threads:
-        t.join()
+        t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    stuck = [rank for rank, t in enumerate(threads) if t.is_alive()]
+    if stuck:
+        raise BenchbedError(f"SPU part{'ies' if len(stuck) > 1 else 'y'} {stuck} did not connect within {timeout:g} s; "
+                            "run it again (a port may have been taken)")
     if errors:
         raise errors[0]
 
