@@ -37,7 +37,7 @@ def test_help_lists_every_command(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert commands == {"run", "validate", "plan", "describe", "plugins", "leaderboard", "publish", "bench", "secure-infer",
-                        "calibrate", "prices", "export", "verify"}
+                        "calibrate", "prices", "reprice", "export", "verify"}
     assert all(out.count(c) >= 2 for c in commands), "listed in the usage and described"
 
 
