@@ -41,11 +41,7 @@ def test_a_measured_run_still_renders_and_resumes(write_suite, tmp_path):
                                                          "rounds per inference", "setup bytes", "setup rounds"}
     assert result["checks"]["bytes per image"]["ratio"] == pytest.approx(1, abs=1e-3)
     assert result["measured"]["phases"]["delay_s"] == 0.05
-    # Cheetah's seconds of HE work a run: at 50 ms its rounds read 9% short (docs/secure-cost.md, "Rounds are measured")
-    cheetah = secure_infer(str(run_dir / entry["entry"]), images=1, protocol_name="cheetah", delay_ms=100)
-    assert cheetah["measured"]["parties"] == 2 and cheetah["agree"]
-    assert cheetah["measured"]["setup_bytes"] > 1e7, "HE keys and OT setup, once per session"
-    assert (run_dir / "secure_infer" / f"{entry['entry']}.cheetah.json").exists()
+    # (Cheetah's secure inference against its price, setup included: tests/test_cheetah.py)
 
     board = render([run_dir], run_dir).read_text()
     header = next(line for line in board.splitlines() if line.startswith("| method"))
