@@ -118,12 +118,12 @@ def _plugins(args: argparse.Namespace) -> int:
     methods = found.all
     contributions = {
         "datasets": [{"name": d.name, "input_shape": list(d.input_shape), "classes": d.num_classes,
-                      "description": d.description} for d in found.datasets.specs.values()],
-        "models": [{"name": m.name, "description": m.description} for m in found.models.specs.values()],
+                      "description": d.description} for d in found.datasets.values()],
+        "models": [{"name": m.name, "description": m.description} for m in found.models.values()],
         "cost_profiles": [{"name": p.name, "parties": p.parties, "description": p.description}
                           for p in found.cost_profiles.values()],
         "robustness_metrics": [{"name": m.name, "adversarial": m.adversarial, "description": m.description,
-                                "settings": m.settings.model_json_schema()} for m in found.metrics.metrics.values()]}
+                                "settings": m.settings.model_json_schema()} for m in found.metrics.values()]}
     if args.json:
         print(json.dumps({"methods": [{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
                                        "description": m.info.description, "paper": m.info.paper,

@@ -175,3 +175,25 @@ def test_dispatch_reaches_only_the_entrys_method_and_its_own_metrics_stand_besid
         "the core's measurement stands"
     assert any("clean_accuracy" in d for d in records["beta"]["disagreements"]), "and a disagreement is flagged"
     assert "method_metrics" not in records["alpha"], "and only for that method"
+
+
+def test_one_registry_refuses_a_second_package_and_suggests_a_name():
+    """Datasets, models, metrics and cost profiles share one registry: a name two packages register
+    is refused with both named; an unknown name lists the installed ones and the nearest."""
+    import pytest
+
+    from benchbed.data.datasets import BUILTIN_DATASETS
+    from benchbed.data.registry import DatasetRegistry
+    from benchbed.errors import BenchbedError
+
+    spec = BUILTIN_DATASETS[0]
+    with pytest.raises(BenchbedError, match=f"two packages register a dataset named '{spec.name}': benchbed and "
+                                            "my-lab-data; disable one"):
+        DatasetRegistry([("benchbed", spec), ("my-lab-data", spec)])
+    found = Methods(plugin_manager())
+    with pytest.raises(BenchbedError, match="unknown cost profile 'aby33'; installed: .*did you mean 'aby3'"):
+        found.cost_profiles["aby33"]
+    with pytest.raises(BenchbedError, match="unknown model 'resnet_narow'.*did you mean 'resnet_narrow'"):
+        found.models.build("resnet_narow", num_classes=10, input_shape=(1, 8, 8))
+    assert "aby3" in found.cost_profiles and found.cost_profiles.package("aby3") == "benchbed.plugin.defaults"
+    assert set(found.datasets.names()) >= {"digits", "fashion_mnist"} and "digits" in found.datasets

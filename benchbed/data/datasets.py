@@ -116,4 +116,4 @@ BUILTIN_DATASETS: list[DatasetSpec] = [
 
 def builtin_datasets() -> DatasetRegistry:
     """The core's datasets alone (the run's registry adds every plugin's)."""
-    return DatasetRegistry(BUILTIN_DATASETS)
+    return DatasetRegistry(("benchbed", spec) for spec in BUILTIN_DATASETS)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from benchbed.data.bundle import DataBundle
-from benchbed.errors import BenchbedError
+from benchbed.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -26,26 +26,9 @@ class DatasetSpec:
     sizes: tuple[int, int] | None = None  # (train, test) images as published: what `benchbed plan` counts
 
 
-class DatasetRegistry:
-    def __init__(self, specs: Iterable[DatasetSpec]):
-        self.specs: dict[str, DatasetSpec] = {}
-        for spec in specs:
-            if spec.name in self.specs:
-                raise BenchbedError(f"two plugins register a dataset named {spec.name!r}; disable one of them "
-                                    "with BENCHBED_DISABLE")
-            self.specs[spec.name] = spec
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.specs
-
-    def __getitem__(self, name: str) -> DatasetSpec:
-        if name not in self.specs:
-            raise BenchbedError(f"unknown dataset {name!r}; choose one of {', '.join(self.specs)} "
-                                "(a plugin adds datasets through the `datasets` hook)")
-        return self.specs[name]
-
-    def names(self) -> list[str]:
-        return list(self.specs)
+class DatasetRegistry(Registry[DatasetSpec]):
+    def __init__(self, entries: Iterable[tuple[str, DatasetSpec]]):
+        super().__init__("dataset", "datasets", entries)
 
     def load(self, name: str, root: str | Path = "data", download: bool = False, val_fraction: float = 0.1,
              split_seed: int = 0) -> DataBundle:

@@ -209,4 +209,4 @@ BUILTIN_MODELS: list[ModelSpec] = [
 
 def builtin_models() -> ModelRegistry:
     """The core's models alone (the run's registry adds every plugin's): what tests and the calibration use."""
-    return ModelRegistry(BUILTIN_MODELS)
+    return ModelRegistry(("benchbed", spec) for spec in BUILTIN_MODELS)

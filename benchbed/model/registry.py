@@ -8,8 +8,8 @@ from typing import Callable, Iterable, Sequence
 
 from torch import nn
 
-from benchbed.errors import BenchbedError
 from benchbed.model.sites import trace_shapes
+from benchbed.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -23,20 +23,9 @@ class ModelSpec:
     description: str = ""
 
 
-class ModelRegistry:
-    def __init__(self, specs: Iterable[ModelSpec]):
-        self.specs: dict[str, ModelSpec] = {}
-        for spec in specs:
-            if spec.name in self.specs:
-                raise BenchbedError(f"two plugins register a model named {spec.name!r}; disable one of them "
-                                    "with BENCHBED_DISABLE")
-            self.specs[spec.name] = spec
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.specs
-
-    def names(self) -> list[str]:
-        return list(self.specs)
+class ModelRegistry(Registry[ModelSpec]):
+    def __init__(self, entries: Iterable[tuple[str, ModelSpec]]):
+        super().__init__("model", "models", entries)
 
     def build(self, name: str, *, num_classes: int, input_shape: Sequence[int], mean: Sequence[float] | None = None,
               std: Sequence[float] | None = None, stem_relu: bool = True) -> nn.Module:
@@ -45,11 +34,9 @@ class ModelRegistry:
         ``stem_relu``: keep the ReLU after the stem conv as a site (True, the knapsack and RLNet models)
         or build the model without it (False, the SNL and AutoReP models). The choice is kept in
         ``model.build_options`` so that a checkpoint rebuilds the same architecture."""
-        if name not in self.specs:
-            raise BenchbedError(f"unknown model {name!r}; choose one of {', '.join(self.specs)} "
-                                "(a plugin adds models through the `models` hook)")
+        spec = self[name]
         channels = input_shape[0]
-        model = self.specs[name].build(num_classes=num_classes, in_channels=channels, mean=mean or [0.0] * channels,
+        model = spec.build(num_classes=num_classes, in_channels=channels, mean=mean or [0.0] * channels,
                                        std=std or [1.0] * channels, stem_relu=stem_relu)
         model.build_options = {"stem_relu": stem_relu}
         trace_shapes(model, input_shape)

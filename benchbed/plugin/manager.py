@@ -21,6 +21,7 @@ from benchbed.errors import BenchbedError, first_line
 from benchbed.model.registry import ModelRegistry
 from benchbed.plugin import defaults, hookspecs
 from benchbed.plugin.types import MethodInfo
+from benchbed.registry import Registry
 from benchbed.robustness.registry import MetricRegistry
 from benchbed.secure.cost import CostProfile
 
@@ -140,21 +141,35 @@ class Methods:
         version = dist.version if dist is not None else "unregistered"
         return Method(name, info, package, version, hooks)
 
+    def _contributed(self, hook: str) -> list[tuple[str, object]]:
+        """(package, item) for every item the plugins answer ``hook`` with: the package is the
+        distribution that installed the plugin, or its module where none did (the core's defaults)."""
+        dists = getattr(self.pm, "distributions", {})
+        impls = getattr(self.pm.hook, hook).get_hookimpls()
+        found = []
+        for impl in impls:  # each plugin's answer through pluggy, so that it is monitored like every hook call
+            others = [other.plugin for other in impls if other.plugin is not impl.plugin]
+            dist = dists.get(impl.plugin_name)
+            package = dist.metadata["Name"] if dist is not None else getattr(impl.plugin, "__name__", impl.plugin_name)
+            for answer in self.pm.subset_hook_caller(hook, remove_plugins=others)():
+                found += [(package, item) for item in answer or []]
+        return found
+
     @cached_property
-    def cost_profiles(self) -> dict[str, CostProfile]:
-        return {p.name: p for contributed in self.pm.hook.cost_profiles() for p in contributed}
+    def cost_profiles(self) -> Registry[CostProfile]:
+        return Registry("cost profile", "cost_profiles", self._contributed("cost_profiles"))
 
     @cached_property
     def datasets(self) -> DatasetRegistry:
-        return DatasetRegistry(spec for contributed in self.pm.hook.datasets() for spec in contributed)
+        return DatasetRegistry(self._contributed("datasets"))
 
     @cached_property
     def models(self) -> ModelRegistry:
-        return ModelRegistry(spec for contributed in self.pm.hook.models() for spec in contributed)
+        return ModelRegistry(self._contributed("models"))
 
     @cached_property
     def metrics(self) -> MetricRegistry:
-        return MetricRegistry(m for contributed in self.pm.hook.robustness_metrics() for m in contributed)
+        return MetricRegistry(self._contributed("robustness_metrics"))
 
     def get(self, name: str) -> Method:
         if name not in self.all:

@@ -11,6 +11,7 @@ from torch import nn
 
 from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError
+from benchbed.registry import Registry, did_you_mean
 
 Progress = Callable[[str, float, float], None]
 
@@ -38,25 +39,14 @@ class RobustnessMetric:
     cost: Callable[[Any, int], tuple[float, float]] | None = None
 
 
-class MetricRegistry:
-    def __init__(self, metrics: Iterable[RobustnessMetric]):
-        self.metrics: dict[str, RobustnessMetric] = {}
-        for metric in metrics:
-            if metric.name in self.metrics or metric.name == "batch_size":
-                raise BenchbedError(f"two plugins register a robustness metric named {metric.name!r}; disable one "
-                                    "of them with BENCHBED_DISABLE")
-            self.metrics[metric.name] = metric
-
-    def __contains__(self, name: object) -> bool:
-        return name in self.metrics
-
-    def __getitem__(self, name: str) -> RobustnessMetric:
-        if name not in self.metrics:
-            raise BenchbedError(f"unknown robustness metric {name!r}; installed: {', '.join(self.metrics) or 'none'}")
-        return self.metrics[name]
-
-    def names(self) -> list[str]:
-        return list(self.metrics)
+class MetricRegistry(Registry[RobustnessMetric]):
+    def __init__(self, entries: Iterable[tuple[str, RobustnessMetric]]):
+        entries = list(entries)
+        reserved = [package for package, metric in entries if metric.name == "batch_size"]
+        if reserved:  # evaluation.batch_size is the evaluation's own setting
+            raise BenchbedError(f"{reserved[0]} registers a robustness metric named 'batch_size', which is "
+                                "evaluation's own setting; rename it")
+        super().__init__("robustness metric", "robustness_metrics", entries)
 
     def settings(self, name: str, given: Any) -> BaseModel:
         """``given`` (a mapping from a suite, or the settings model itself) validated against metric ``name``."""
@@ -67,8 +57,9 @@ class MetricRegistry:
         """Why a suite's ``evaluation`` sections do not validate, each with its field path."""
         found = []
         for name, given in sections.items():
-            if name not in self.metrics:
-                found.append(f"evaluation.{name}: unknown robustness metric; installed: {', '.join(self.metrics)}")
+            if name not in self:
+                found.append(f"evaluation.{name}: unknown robustness metric; installed: {', '.join(self)}"
+                             + did_you_mean(name, self))
                 continue
             try:
                 self.settings(name, given)
