@@ -280,10 +280,13 @@ def test_pareto_front_and_equal_latency_by_hand():
     mine = [Point("A1", 1.0, 0.6), Point("A2", 3.0, 0.8)]
     theirs = [Point("B1", 0.5, 0.9), Point("B2", 1.5, 0.5), Point("B3", 3.0, 0.8), Point("B4", 3.5, 0.9)]
     found = at_equal_latency(mine, theirs)
-    # B1: no A as fast; B2: A1 0.6 > 0.5; B3: A2 0.8 = 0.8; B4: A2 0.8 < 0.9
-    assert (found.ahead, found.level, found.behind, found.slower) == (1, 1, 1, 1)
-    assert found.text("snl", "deepreduce") == ("snl ahead at 1, level at 1, behind at 1, no snl entry as fast at 1 "
-                                               "of 4 deepreduce entries")
+    # A1 (1.0 s, 0.6): B's best no slower is B1's 0.9 -> behind; A2 (3.0 s, 0.8): B1 0.9 -> behind
+    assert (found.at_a.ahead, found.at_a.level, found.at_a.behind, found.at_a.alone) == (0, 0, 2, 0)
+    # B1: no A as fast; B2 (0.5) < A1 0.6 -> behind; B3 0.8 = A2 -> level; B4 0.9 > A2 0.8 -> ahead
+    assert (found.at_b.ahead, found.at_b.level, found.at_b.behind, found.at_b.alone) == (1, 1, 1, 1)
+    assert found.text("snl", "deepreduce") == (
+        "at snl's 2 latencies, snl ahead at 0, level at 0, behind at 2; at deepreduce's 4 latencies, deepreduce "
+        "ahead at 1, level at 1, behind at 1, no snl entry as fast at 1")
 
 
 def test_an_iso_relu_claim_is_read_again_at_equal_latency():
@@ -303,6 +306,10 @@ def test_an_iso_relu_claim_is_read_again_at_equal_latency():
     unpriced = by_key(assess([{k: v for k, v in r.items() if k != "secure_cost"} for r in records]))
     assert level.verdict == unpriced["snl_beats_deepreduce"].levels[0].verdict, "an added reading, not a verdict"
     # deepreduce @ 100 (1.0 s): no snl entry as fast; @ 400 (2.5 s): snl @ 100 (2.0 s, 0.81) beats 0.74
-    assert level.equal_latency == ["`aby3` WAN, clean accuracy: snl ahead at 1, level at 0, behind at 0, "
-                                   "no snl entry as fast at 1 of 2 deepreduce entries"]
+    # snl @ 100 (2.0 s, 0.81) against deepreduce's best no slower, @ 100 (1.0 s, 0.71): ahead; snl @ 400
+    # (4.0 s, 0.84) against deepreduce @ 400 (2.5 s, 0.74): ahead. deepreduce @ 100 (1.0 s): no snl as fast;
+    # @ 400 (2.5 s, 0.74) against snl @ 100 (0.81): behind
+    assert level.equal_latency == ["`aby3` WAN, clean accuracy: at snl's 2 latencies, snl ahead at 2, level at 0, "
+                                   "behind at 0; at deepreduce's 2 latencies, deepreduce ahead at 0, level at 0, "
+                                   "behind at 1, no snl entry as fast at 1"]
     assert "at equal latency instead of equal ReLUs" in "\n".join(markdown([result]))

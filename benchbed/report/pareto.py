@@ -53,31 +53,51 @@ def points(records: list[dict], metric: str, profile: str, network: str, name) -
 
 
 @dataclass(frozen=True)
-class AtEqualLatency:
-    ahead: int      # B's points where A's best at no more latency is better
-    level: int      # ... equal
-    behind: int     # ... worse
-    slower: int     # B's points faster than every A point
+class Tally:
+    """One side's points, each against the other side's best at no more latency."""
 
-    def text(self, a: str, b: str) -> str:
-        total = self.ahead + self.level + self.behind + self.slower
-        parts = [f"{a} ahead at {self.ahead}", f"level at {self.level}", f"behind at {self.behind}"]
-        if self.slower:
-            parts.append(f"no {a} entry as fast at {self.slower}")
-        return ", ".join(parts) + f" of {total} {b} entr{'y' if total == 1 else 'ies'}"
+    ahead: int = 0    # the side's point is better
+    level: int = 0
+    behind: int = 0
+    alone: int = 0    # the other side has no point as fast
+
+    @property
+    def total(self) -> int:
+        return self.ahead + self.level + self.behind + self.alone
 
 
-def at_equal_latency(a: list[Point], b: list[Point]) -> AtEqualLatency:
-    """For each of B's points, A's best value among its points that are no slower, against B's."""
-    ahead = level = behind = slower = 0
-    for q in b:
-        reach = [p.value for p in a if p.latency <= q.latency]
+def _tally(mine: list[Point], theirs: list[Point]) -> Tally:
+    ahead = level = behind = alone = 0
+    for p in mine:
+        reach = [q.value for q in theirs if q.latency <= p.latency]
         if not reach:
-            slower += 1
-        elif max(reach) > q.value:
+            alone += 1
+        elif p.value > max(reach):
             ahead += 1
-        elif max(reach) == q.value:
+        elif p.value == max(reach):
             level += 1
         else:
             behind += 1
-    return AtEqualLatency(ahead, level, behind, slower)
+    return Tally(ahead, level, behind, alone)
+
+
+@dataclass(frozen=True)
+class AtEqualLatency:
+    """A against B at equal latency, read from both sides' points: at each of A's latencies A's point
+    against B's best no slower (``at_a``), and at each of B's, B's point against A's best (``at_b``)."""
+
+    at_a: Tally
+    at_b: Tally
+
+    def text(self, a: str, b: str) -> str:
+        def side(own: str, other: str, tally: Tally) -> str:
+            parts = [f"ahead at {tally.ahead}", f"level at {tally.level}", f"behind at {tally.behind}"]
+            if tally.alone:
+                parts.append(f"no {other} entry as fast at {tally.alone}")
+            return f"at {own}'s {tally.total} latenc{'y' if tally.total == 1 else 'ies'}, {own} " + ", ".join(parts)
+        return f"{side(a, b, self.at_a)}; {side(b, a, self.at_b)}"
+
+
+def at_equal_latency(a: list[Point], b: list[Point]) -> AtEqualLatency:
+    """Each side's points against the other's best at no more latency."""
+    return AtEqualLatency(_tally(a, b), _tally(b, a))
