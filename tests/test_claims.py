@@ -313,3 +313,21 @@ def test_an_iso_relu_claim_is_read_again_at_equal_latency():
                                    "behind at 0; at deepreduce's 2 latencies, deepreduce ahead at 0, level at 0, "
                                    "behind at 1, no snl entry as fast at 1"]
     assert "at equal latency instead of equal ReLUs" in "\n".join(markdown([result]))
+
+
+def test_the_docs_claim_table_says_what_the_fmnist_board_found():
+    """docs/suites.md lists every declared claim with its verdict on leaderboards/fmnist.md: each row's
+    last cell is the board's summary (the parenthesised facts and repeats left out)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    board = json.loads((root / "leaderboards" / "fmnist.json").read_text())
+    table = [line for line in (root / "docs" / "suites.md").read_text().splitlines()
+             if line.startswith("| ") and "`" in line.split("|")[2]]
+    cells = {line.split("|")[2].strip().strip("`"): line.split("|")[-2].strip() for line in table}
+    for claim in board["claims"]:
+        head, _, rest = claim["summary"].partition(": ")
+        parts = list(dict.fromkeys(re.sub(r" \([^()]*\)", "", x).strip() for x in rest.split("; "))) if rest else []
+        assert cells[claim["key"]] == (head + ": " + "; ".join(parts) if parts else head), claim["key"]
+    assert set(cells) == {c["key"] for c in board["claims"]}, "every claim the board tested, and no other"

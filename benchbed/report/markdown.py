@@ -46,7 +46,9 @@ def cell(row: pd.Series, key: str, accuracies: set[str]) -> str:
     text = value_text(key, value, accuracies)
     spread = row.get(f"{key}_std") if row["seeds"] > 1 else row.get(f"{key}_ci")
     if not _missing(spread) and spread > 0:
-        text += f" ± {value_text(key, spread, accuracies)}"
+        shown = value_text(key, spread, accuracies)
+        if shown.strip("0.,"):  # a spread that rounds to nothing at the value's precision says nothing
+            text += f" ± {shown}"
     return text
 
 
