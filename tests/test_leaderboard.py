@@ -39,10 +39,12 @@ def test_publish_merges_seeds_into_mean_and_std(two_seeds, capsys):
     findings = md[md.index("## Findings"):md.index("<b>Protocol</b>")]
     assert "Reference, no budget: **all_relu**" in findings
     assert "64 DReLUs: most accurate **random_mask**" in findings and "fastest on aby3 WAN **random_mask**" in findings
-    rows = [line for line in md.splitlines() if line.startswith("| random_mask")]
+    rows = [line for line in md.splitlines()  # the ranked table's: rank, then method
+            if line.startswith("| ") and line.split("|")[2].strip() == "random_mask"]
     assert len(rows) == 2
     assert all("| 2 " in row and "±" in row for row in rows), rows
-    header = next(line for line in md.splitlines() if line.startswith("| method"))
+    # the ranked table, then a secure-cost table per profile: their headers together
+    header = " ".join(line for line in md.splitlines() if line.startswith(("| #", "| method")))
     same = next(line for line in md.splitlines() if line.startswith("- The same in every row"))
     assert "aby3 rounds" in same, "a column constant in every row is stated once, not repeated"
     for column in ("ReLUs", "DReLUs", "clean acc %", "aby3 MB", "aby3 WAN s", "aby3 compute s",
@@ -66,8 +68,10 @@ def test_leaderboard_command_rerenders_a_run(two_seeds, capsys):
     assert main(["leaderboard", str(dirs[0])]) == 0
     md = (dirs[0] / "leaderboard.md").read_text()
     assert "| all_relu" in md
-    row = next(line for line in md.splitlines() if line.startswith("| random_mask") and "| 64 " in line)
-    acc = row.split("|")[6].strip()
+    header = next(line.split("|") for line in md.splitlines() if line.startswith("| #"))
+    row = next(line.split("|") for line in md.splitlines()
+               if line.startswith("| ") and line.split("|")[2].strip() == "random_mask" and "| 64 " in line)
+    acc = row[[h.strip() for h in header].index("clean acc %")].strip()
     assert "±" in acc, "one seed: the accuracy carries its binomial interval"
     from benchbed.report.tables import wilson_halfwidth
 

@@ -17,6 +17,7 @@ from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
 from benchbed.files import read_json, write_json, write_text
 from benchbed.report import claims, figure, markdown, tables
+from benchbed.report.pareto import HEADLINE_NETWORK
 from benchbed.report.findings import findings_lines
 from benchbed.report.html import write_html
 from benchbed.run.rundir import RunDir
@@ -217,7 +218,8 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), findings=found,
                                       protocol=protocol,
                                       table="" if frame.empty else markdown.results_tables(
-                                          frame, cols, accuracies, tables.levels(frame)),
+                                          frame, cols, accuracies, tables.levels(frame), profile_names,
+                                          HEADLINE_NETWORK),
                                       explained=explained, sections=[""] + sections))
     board = {
         "schema_version": schemas.LEADERBOARD_VERSION, "suite": meta["suite"], "seeds": meta["seeds"],

@@ -100,25 +100,59 @@ def row_label(row: pd.Series) -> str:
     return row["label"] + (f" {UNRELIABLE}" if not _missing(flagged) and flagged > 0 else "")
 
 
-def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str]) -> str:
-    # ranked by budget, then clean accuracy: an external row among the others by its numbers, never pinned
+def _profile_of(key: str, profile_names: list[str]) -> str | None:
+    return next((p for p in profile_names if key.endswith(f"@{p}")), None)
+
+
+def split_columns(cols: list[tuple[str, str]], profile_names: list[str], headline: str
+                  ) -> tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]:
+    """The ranked table's columns (accuracies, counts, compute and one headline latency) and, per
+    profile, its secure-cost table's."""
+    ranked, by_profile = [], {p: [] for p in profile_names}
+    for key, title in cols:
+        profile = _profile_of(key, profile_names)
+        if profile is None:
+            ranked.append((key, title))
+        else:
+            by_profile[profile].append((key, title))
+    first = next((p for p in profile_names if (f"latency_{headline}@{p}", f"{p} {headline} s") in by_profile[p]), None)
+    if first is not None:
+        at = next((i for i, (k, _) in enumerate(ranked) if k == "epochs_used"), len(ranked))
+        ranked.insert(at, (f"latency_{headline}@{first}", f"{first} {headline} s"))
+    return ranked, {p: c for p, c in by_profile.items() if c}
+
+
+def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
+    # by budget, then clean accuracy: an external row among the others by its numbers, never pinned
     frame = frame.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="first", kind="stable")
-    body = [[row_label(row), "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
+    return frame.assign(rank=frame.groupby("budget", dropna=False).cumcount() + 1)
+
+
+def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str], ranks: bool = True) -> str:
+    frame = _ranked(frame)
+    body = [([str(row["rank"])] if ranks else []) + [row_label(row),
+            "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
             + [cell(row, key, accuracies) for key, _ in cols] for _, row in frame.iterrows()]
-    return tabulate(body, headers=["method", "budget", "seeds"] + [t for _, t in cols], tablefmt="github",
-                    disable_numparse=True)
+    return tabulate(body, headers=(["#"] if ranks else []) + ["method", "budget", "seeds"] + [t for _, t in cols],
+                    tablefmt="github", disable_numparse=True)
 
 
-def results_tables(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str], level_names: list[str]) -> str:
-    """One table, or with several compute levels one per level (the reference rows, which compute
-    nothing, in each)."""
-    if len(level_names) <= 1:
-        return results_table(frame, cols, accuracies)
+def results_tables(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str], level_names: list[str],
+                   profile_names: list[str] = (), headline: str = "WAN") -> str:
+    """Per compute level (the reference rows, which compute nothing, in each): a ranked table of the
+    entries' accuracies, compute and one headline latency, then one secure-cost table per profile."""
+    ranked, by_profile = split_columns(cols, list(profile_names), headline)
     shared = frame[frame["level"] == "—"]
     parts = []
-    for level in level_names:
-        rows = pd.concat([shared, frame[frame["level"] == level]])
-        parts.append(f"### Compute: {level} per entry\n\n" + results_table(rows, cols, accuracies))
+    for level in level_names or [None]:
+        rows = frame if level is None else pd.concat([shared, frame[frame["level"] == level]])
+        head = "" if level is None or len(level_names) <= 1 else f"### Compute: {level} per entry\n\n"
+        part = [head + results_table(rows, ranked, accuracies)]
+        for profile, profile_cols in by_profile.items():
+            part.append(f"Secure cost under `{profile}`"
+                        + (f" ({level})" if level is not None and len(level_names) > 1 else "") + ":\n\n"
+                        + results_table(rows, profile_cols, accuracies, ranks=False))
+        parts.append("\n\n".join(part))
     return "\n\n".join(parts)
 
 
