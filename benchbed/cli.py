@@ -36,7 +36,7 @@ from benchbed.run.suite import load_suite, plan
 from benchbed.run.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
                                  submission_record, verdicts)
 from benchbed.secure.calibrate import calibrate, merged, polynomial_parts
-from benchbed.secure.cost import PROFILE_FILES
+from benchbed.secure.profiles import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
 from benchbed.secure.published import comparison, linearized, markdown
 from benchbed.secure.spu_runtime import DELAY_S, PROTOCOLS

@@ -9,7 +9,8 @@ from benchbed.api import top_k
 from benchbed.config import SecureCostSettings
 from benchbed.model.sites import MaskedKernel, counted_sites, drelu_count
 from benchbed.run.suite import validate_options
-from benchbed.secure.cost import aby3_profile, price
+from benchbed.secure.cost import price
+from benchbed.secure.profiles import aby3_profile
 from benchbed_plugins import autorep
 from conftest import build_model
 

@@ -13,7 +13,8 @@ import torch  # noqa: E402
 
 from benchbed.config import SecureCostSettings  # noqa: E402
 from benchbed.model.sites import sites  # noqa: E402
-from benchbed.secure.cost import PROFILE_FILES, cheetah_profile, price  # noqa: E402
+from benchbed.secure.cost import price  # noqa: E402
+from benchbed.secure.profiles import PROFILE_FILES, cheetah_profile  # noqa: E402
 from benchbed.secure.measure import against_price, secure_inference  # noqa: E402
 from conftest import build_model  # noqa: E402
 

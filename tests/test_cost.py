@@ -12,9 +12,8 @@ from benchbed.config import SecureCostSettings
 from benchbed.model.architectures import WideResNet
 from benchbed.model.dual_bn import convert_dual_bn
 from benchbed.model.sites import IDENTITY, ZERO, convert_relus, sites, trace_shapes
-from benchbed.secure.cost import (PROFILE_FILES, Beaver, CostProfile, Linear, Op, SetupStep, aby3_profile,
-                                  delphi_profile, expected_busiest_party, linear_key, price, profile_from_file,
-                                  securenn_profile, triples_drawn)
+from benchbed.secure.cost import Beaver, CostProfile, Linear, Op, SetupStep, expected_busiest_party, linear_key, price, triples_drawn
+from benchbed.secure.profiles import PROFILE_FILES, aby3_profile, delphi_profile, profile_from_file, securenn_profile
 from conftest import build_model
 
 # Round numbers, so that every expected figure below can be checked by hand. Rank 0 sends half of a

@@ -19,7 +19,8 @@ from benchbed.errors import BenchbedError  # noqa: E402
 from benchbed.model.architectures import Normalize, WideResNet
 from benchbed.model.dual_bn import convert_dual_bn  # noqa: E402
 from benchbed.model.sites import ReLUSite, SiteKernel, relu_count, sites, trace_shapes  # noqa: E402
-from benchbed.secure.cost import PROFILE_FILES, aby3_profile, price  # noqa: E402
+from benchbed.secure.cost import price  # noqa: E402
+from benchbed.secure.profiles import PROFILE_FILES, aby3_profile  # noqa: E402
 from benchbed.secure.export import export  # noqa: E402
 from benchbed.secure.measure import against_price, measure, secure_inference  # noqa: E402
 from benchbed.secure.spu_runtime import compile_spu, measure_rounds, run_secure  # noqa: E402

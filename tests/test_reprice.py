@@ -8,7 +8,8 @@ from benchbed import schemas
 from benchbed.cli import main
 from benchbed.config import SecureCostSettings
 from benchbed.run.runner import SuiteRun
-from benchbed.secure.cost import aby3_profile, price
+from benchbed.secure.cost import price
+from benchbed.secure.profiles import aby3_profile
 from conftest import entry_records, load_checkpoint
 
 

@@ -11,12 +11,13 @@ from benchbed.robustness.autoattack_accuracy import AUTOATTACK_METRIC
 from benchbed.robustness.corruption_accuracy import CORRUPTION_METRIC
 from benchbed.robustness.pgd_accuracy import PGD_METRIC
 from benchbed.robustness.registry import RobustnessMetric
-from benchbed.secure import cost
+from benchbed.secure import profiles
+from benchbed.secure.cost import CostProfile
 
 
 @hookimpl
-def cost_profiles() -> list[cost.CostProfile]:
-    return [cost.aby3_profile(), cost.cheetah_profile(), cost.delphi_profile(), cost.securenn_profile()]
+def cost_profiles() -> list[CostProfile]:
+    return [profiles.aby3_profile(), profiles.cheetah_profile(), profiles.delphi_profile(), profiles.securenn_profile()]
 
 
 @hookimpl

@@ -1,7 +1,8 @@
 """Secure prices of one inference: per layer and in total, per phase of the protocol — DReLUs, secure
 multiplications, bytes, rounds, latency on each network of the suite and the client's storage.
 
-A protocol is a ``CostProfile``; plugins contribute profiles through the ``cost_profiles`` hook. The
+A protocol is a ``CostProfile``; plugins contribute profiles through the ``cost_profiles`` hook (the
+core's, and the JSON files they are read from, are in ``benchbed.secure.profiles``). The
 pricing mirrors how ``benchbed.secure.export`` runs a model in SPU: the client normalises its input
 in the clear; BatchNorm after a convolution is folded into it; the global average pool is folded
 into the classifier; residual additions are local; kept ReLU pixels are gathered and compared, fixed
@@ -37,10 +38,8 @@ the largest party's sum.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -200,55 +199,6 @@ class CostProfile:
             beaver=Beaver(int(beaver["triples"]), Op.of(beaver["batch"]), int(beaver.get("direct_min", 0)))
             if beaver else None,
             source=data.get("source") or data.get("measured_with") or {}, notes=data.get("notes") or {})
-
-
-PROFILES_DIR = Path(__file__).with_name("profiles")
-PROFILE_FILES = {name: PROFILES_DIR / f"{name}.json" for name in ("aby3", "cheetah", "delphi")}
-
-
-def profile_from_file(name: str) -> CostProfile:
-    """A profile measured by ``benchbed calibrate --protocol NAME``, or written from published figures."""
-    path = PROFILE_FILES[name]
-    if not path.exists():
-        raise BenchbedError(f"no {name} profile at {path}; run `benchbed calibrate --protocol {name}`")
-    return CostProfile.from_dict(json.loads(path.read_text()), name=name)
-
-
-def aby3_profile() -> CostProfile:
-    return profile_from_file("aby3")
-
-
-def cheetah_profile() -> CostProfile:
-    return profile_from_file("cheetah")
-
-
-def delphi_profile() -> CostProfile:
-    return profile_from_file("delphi")
-
-
-SECURENN_LOG_P = 8
-
-
-def securenn_profile() -> CostProfile:
-    """SecureNN 3PC over Z_2^64 as the knapsack paper's authors price it (yg320/secure_inference,
-    ``research/distortion``: ``get_brelu_bandwidth``, ``get_relu_cost``, ``get_conv_cost``; 8-byte
-    ring elements, PRF-shared randomness). A DReLU sends 8·log_p + 24 − 5 = 83 elements with its
-    digits as 8-bit values (log_p = 8); a ReLU adds a general secure multiplication of 5 elements; a
-    patch ReLU gates its pixels with a scalar-vector product of 3 elements per pixel and 2 per DReLU;
-    a convolution sends 2 elements per input, 2 per weight and the crypto provider's correction share,
-    1 per output. Rounds are SecureNN's (DReLU 8, ReLU 10, multiplication 2, Beaver opening 1); all
-    online: SecureNN's third party deals its correlated randomness during the inference. A polynomial
-    pixel is two multiplications with secret coefficients, one with public ones."""
-    ring = 8
-    drelu = 8 * SECURENN_LOG_P + 24 - 5
-    mult = 5
-    return CostProfile(
-        "securenn", "SecureNN 3PC as the knapsack paper's authors price it, Z_2^64", parties=3,
-        relu=Op(ring * (drelu + mult), 10), compare=Op(ring * (drelu + 2), 8), select=Op(ring * 3, 2),
-        poly=Op(ring * 2 * mult, 4), poly_public=Op(ring * mult, 2), affine=Op(ring * mult, 2),
-        linear=Linear(per_output=Op(ring * 1), per_input=Op(ring * 2), per_weight=Op(ring * 2), per_layer=Op(0, 1)),
-        source={"formulas": "yg320/secure_inference research/distortion (get_brelu_bandwidth, get_conv_cost), "
-                            "arXiv:2304.10442, SecureNN"})
 
 
 def linear_key(module: nn.Module, input_shape: tuple[int, ...]) -> str:
