@@ -46,7 +46,7 @@ def pareto_lines(frame: pd.DataFrame, profile_names: list[str], networks: list[s
                 kept = front([Point(_name(r), r[key], r["clean_accuracy"]) for _, r in rows.iterrows()
                               if pd.notna(r[key]) and pd.notna(r["clean_accuracy"])])
                 if kept:
-                    where = f"{level}, " if level != "—" else ""
+                    where = f"{level}, " if level and level != "—" else ""
                     lines.append(f"- {where}`{profile}` {network}: " + " → ".join(
                         f"{p.name} ({p.latency:.3g} s, {100 * p.value:.2f}%)" for p in kept))
     if not lines:
@@ -76,7 +76,7 @@ def findings_lines(frame: pd.DataFrame, profile_names: list[str], networks: list
                 if network and key in rows.columns and rows[key].notna().any():
                     fastest = rows.loc[rows[key].idxmin()]
                     parts.append(f"fastest on {profile} {network} **{fastest['label']}** {fastest[key]:.3g} s")
-            where = f"{level}, " if level != "—" else ""
+            where = f"{level}, " if level and level != "—" else ""
             lines.append(f"- {where}{int(budget):,} DReLUs: " + "; ".join(parts) + ".")
     lines += pareto_lines(internal, profile_names, networks)
     if tested:
