@@ -32,7 +32,7 @@ from benchbed.run.progress import Reporter
 from benchbed.run.reprice import reprice
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
-from benchbed.run.suite import load_suite, plan
+from benchbed.run.suite import load_suite, plan, quick_evaluation
 from benchbed.run.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
                                  submission_record, verdicts)
 from benchbed.secure.calibrate import calibrate, merged, polynomial_parts
@@ -64,7 +64,11 @@ def _dry_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
-    run = SuiteRun.from_file(args.suite, out=args.out, quiet=args.quiet)
+    if args.quick_eval:
+        loaded = quick_evaluation(load_suite(args.suite, Methods(plugin_manager())), args.quick_eval)
+        run = SuiteRun(loaded, out=args.out or Path("runs") / f"{loaded.suite.name}-quick", quiet=args.quiet)
+    else:
+        run = SuiteRun.from_file(args.suite, out=args.out, quiet=args.quiet)
     counts = run.run(executor=args.executor, address=args.address, workers=args.workers)
     board = render([run.run_dir], run.run_dir, stem="leaderboard")
     print(f"{counts['ok']} ok, {counts['error']} failed, {counts['over_budget']} over budget, "
@@ -149,6 +153,10 @@ def _leaderboard(args: argparse.Namespace) -> int:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    for run_dir in args.run_dirs:
+        if (RunDir(run_dir).meta()["suite"].get("evaluation") or {}).get("quick_test_images"):
+            raise BenchbedError(f"{run_dir} is a quick evaluation (`benchbed run --quick-eval`), for development; "
+                                "run the suite without --quick-eval to publish it")
     path = render([Path(d) for d in args.run_dirs], Path(args.to), overwrite=args.overwrite,
                   external=[Path(f) for f in args.external])
     print(f"published {path} (and its .json, .png, .html) from {len(args.run_dirs)} run "
@@ -336,6 +344,9 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=["local", "ray"], default="local",
                      help="run entries in this process, or as Ray tasks (pip install 'benchbed[ray]')")
     run.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+    run.add_argument("--quick-eval", type=_positive_int, metavar="N",
+                     help="for a plugin's development loop: evaluate clean accuracy on the first N test images, no "
+                          "robustness metric, into runs/<suite>-quick; such a run can never be published")
     run.add_argument("--dry-run", action="store_true", help="every entry's code path for a few steps at the real "
                                                             "shapes (synthetic data when the dataset is absent): time "
                                                             "and peak memory per phase; nothing is recorded")

@@ -233,6 +233,9 @@ class EvaluationSettings(BaseModel):
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
     batch_size: int = Field(512, ge=1)
+    quick_test_images: int | None = Field(
+        None, ge=1, description="development only (`benchbed run --quick-eval N`): clean accuracy on the first N test "
+                                "images, no robustness metric; a board of such a run can never be published")
 
     @property
     def metrics(self) -> dict[str, Any]:

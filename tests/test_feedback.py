@@ -57,3 +57,20 @@ def test_publish_never_overwrites_silently(write_suite, tmp_path, capsys):
     assert main(["publish", str(tmp_path / "run"), "--to", str(target)]) == 2
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main(["publish", str(tmp_path / "run"), "--to", str(target), "--overwrite"]) == 0
+
+
+def test_a_quick_evaluation_for_development_is_never_published(write_suite, tmp_path, capsys):
+    """`benchbed run --quick-eval N`: clean accuracy on the first N test images, no robustness metric, in a
+    run directory of its own; its board renders, `publish` refuses it in one line."""
+    from benchbed.files import read_json
+
+    suite = write_suite(methods=[{"name": "all_relu"}], budgets=[64], evaluation={"pgd": {"eps": 0.1, "images": 50}})
+    out = tmp_path / "quick"
+    assert main(["run", str(suite), "--quick-eval", "40", "--out", str(out), "--quiet"]) == 0
+    (record,) = [read_json(p) for p in (out / "entries").glob("*.json")]
+    assert record["metrics"]["columns"]["clean_accuracy"]["images"] == 40 and "pgd_accuracy" not in record["metrics"]
+    capsys.readouterr()
+    assert main(["publish", str(out), "--to", str(tmp_path / "boards")]) == 2
+    err = capsys.readouterr().err
+    assert "is a quick evaluation (`benchbed run --quick-eval`), for development" in err and err.count("\n") == 1
+    assert not (tmp_path / "boards").exists()

@@ -95,6 +95,11 @@ def test_load_model_from_a_run_a_board_and_a_url(run, tmp_path, monkeypatch):
         assert torch.equal(benchbed.load_model(url, entry)(x), expected(x))
     with pytest.raises(BenchbedError, match="lists no entry 'snl__64__s0'"):
         benchbed.load_model(board, "snl__64__s0")
+    # a plain-format folder, as `benchbed export` writes it and an outside lab submits it
+    assert main(["export", str(run_dir / entry), "--format", "plain", "--out", str(tmp_path / "plain")]) == 0
+    assert torch.equal(benchbed.load_model(tmp_path / "plain")(x), expected.eval()(x))
+    with pytest.raises(BenchbedError, match="name the entry to load"):
+        benchbed.load_model(run_dir)
 
 
 @contextlib.contextmanager

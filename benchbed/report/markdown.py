@@ -163,7 +163,10 @@ def compute_sentence(kinds: dict[str, str]) -> str:
     parts = []
     if simulated:
         parts.append(f"{', '.join(simulated)}: SPU's simulator on the machine that priced it, parties as threads of "
-                     "one process — machine-dependent, not a deployment's")
+                     "one process — machine-dependent, not a deployment's (their bytes and each primitive's rounds "
+                     "are SPU 0.9.5's implementation of the protocol, FM64 ring, as measured; where SPU runs a site's "
+                     "branches one after the other, the rounds here are the protocol's and the JSON keeps SPU's "
+                     "as `rounds_spu`)")
     if deployed:
         parts.append(f"{', '.join(deployed)}: the protocol's own implementation as its source measured it (its "
                      "JSON `latency_s` adds it to the network terms)")

@@ -70,8 +70,11 @@ class SuiteRun:
 
     def load_data(self) -> DataBundle:
         spec = self.suite.dataset
-        return self.methods.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction,
-                                          spec.split_seed).to(self.device)
+        data = self.methods.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
+        quick = self.suite.evaluation.quick_test_images
+        if quick:  # a development run's evaluation: the first images of the test split
+            data = replace(data, test_x=data.test_x[:quick], test_y=data.test_y[:quick])
+        return data.to(self.device)
 
     def parts(self, entry: Entry) -> list[tuple[str, str, BaseModel]]:
         """(hook stage, method, its options) for the entry's mask and its finetune."""

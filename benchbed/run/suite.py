@@ -6,7 +6,7 @@ unknown or mistyped fields, unknown datasets, models or methods, unknown method 
 budgets the model cannot meet."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -160,6 +160,14 @@ class LoadedSuite:
     teacher_checkpoint: CheckpointFile | None = None
 
 
+def quick_evaluation(loaded: LoadedSuite, test_images: int) -> LoadedSuite:
+    """The suite for a plugin's development loop: clean accuracy on the first ``test_images`` test
+    images and no robustness metric, everything else as the suite says. Its fingerprint differs from
+    the suite's, so its records never mix with a real run's, and `publish` refuses its run."""
+    evaluation = EvaluationSettings(batch_size=loaded.suite.evaluation.batch_size, quick_test_images=test_images)
+    return replace(loaded, suite=loaded.suite.model_copy(update={"evaluation": evaluation}))
+
+
 def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> LoadedSuite:
     """Parse and validate ``path`` against the schema and against what is installed (and, with
     ``need_data``, that its dataset is there or may be downloaded: a dry run does without it)."""
@@ -189,6 +197,7 @@ def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> Lo
         sections = {name: methods.metrics.settings(name, given).model_dump(mode="json")
                     for name, given in suite.evaluation.metrics.items()}
         suite = suite.model_copy(update={"evaluation": EvaluationSettings(batch_size=suite.evaluation.batch_size,
+                                                                          quick_test_images=suite.evaluation.quick_test_images,
                                                                           **sections)})
     checkpoint = None
     if not unknown_parts:

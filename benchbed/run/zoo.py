@@ -1,5 +1,7 @@
 """The model zoo: ``benchbed.load_model(board_or_run, entry)`` returns a published entry's linearized
-model, rebuilt by the core from its checkpoint and checked against the sha256 its record states.
+model, rebuilt by the core from its checkpoint and checked against the sha256 its record states;
+``benchbed.load_model(folder)`` one in the plain format (``manifest.json`` + ``arrays.npz``: what
+``benchbed export`` writes and ``benchbed verify`` takes from an outside lab).
 
 ``board_or_run`` is a run directory, a leaderboard's JSON twin (a path, or its name in
 ``leaderboards/``), or the URL of one (``https://…/smoke.json``, fetched with a 60 s timeout; a
@@ -22,7 +24,8 @@ from torch import nn
 from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
 from benchbed.files import atomic_write, read_json
-from benchbed.model.checkpoint import model_from_payload, read_checkpoint
+from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoint
+from benchbed.model.plain import MANIFEST, read_plain
 from benchbed.plugin.manager import Methods, plugin_manager
 from benchbed.run.rundir import RunDir
 
@@ -33,8 +36,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BENCHBED_CACHE", "~/.cache/benchbed")).expanduser() / "models"
 
 
-def load_model(board_or_run: str | Path, entry: str) -> nn.Module:
-    """The entry's model in eval mode, from a run directory, a leaderboard JSON (path, name or URL)."""
+def load_model(board_or_run: str | Path, entry: str | None = None) -> nn.Module:
+    """The entry's model in eval mode, from a run directory, a leaderboard JSON (path, name or URL); or
+    the model of a plain-format folder (no entry)."""
+    folder = Path(str(board_or_run)).expanduser()
+    if folder.is_dir() and (folder / MANIFEST).is_file():
+        if entry is not None:
+            raise BenchbedError(f"{folder} is one model in the plain format; load it without an entry name")
+        return model_from_payload(read_plain(folder, FORMAT), str(folder), models=Methods(plugin_manager()).models).eval()
+    if entry is None:
+        raise BenchbedError(f"name the entry to load from {board_or_run} (a plain-format folder needs none)")
     path, sha256 = _locate(str(board_or_run), entry)
     file = read_checkpoint(path)
     if file.sha256 != sha256:
