@@ -439,7 +439,7 @@ def price(model: nn.Module, input_shape: tuple[int, int, int], settings: SecureC
         if isinstance(module, nn.BatchNorm2d):
             if not folded:
                 cost = LayerCost(name, "affine", p.parties, secure_mults=outputs, products=[outputs])
-                cost.add(p.affine, outputs)
+                cost.add(p.affine.at(outputs), outputs)  # a product of ``outputs`` elements, priced at its size
                 layers.append(cost)
             continue
         layers.append(_linear_cost(name, module, shape_in, outputs, p))
