@@ -269,25 +269,31 @@ def _time_slope(protocol_name: str, sizes: Sequence[int], make: Make, units: Cal
     return max(slope, ys[-1] / xs[-1] * 1e-3)  # never negative on a noisy machine
 
 
-def _primitives(meter: Meter, sizes: Sequence[int], tolerance: float, log: Callable[[str], None]) -> dict[str, Fit]:
-    import jax.numpy as jnp
+def _product_makes() -> dict[str, Make]:
+    """The primitives made of secret products: a fixed-point product, a polynomial pixel as the export
+    computes it (per-pixel secret coefficients, gathered for free; or public ones), an unfolded BN."""
+    return {"mult_fxp": _elementwise(lambda x, y: x * y, inputs=2),
+            "poly": _elementwise(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4),
+            "poly_public": _public_poly(_image_shape),
+            "affine_secret": _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1], inputs=3)}
 
+
+def _fits(meter: Meter, sizes: Sequence[int], tolerance: float, makes: dict[str, Make],
+          log: Callable[[str], None]) -> dict[str, Fit]:
     fits: dict[str, Fit] = {}
-
-    def fit(name: str, make: Make) -> None:
+    for name, make in makes.items():
         fits[name] = f = Fit(meter, name, sizes, make, tolerance)
         log(f"  {name:14s} bytes {f.bytes} rounds {f.rounds_measured} -> {_num(f.a)} B/unit + {_num(f.b)} B, "
             f"shares {_shares(f.shares)}")
-
-    fit("relu", _elementwise(lambda x: jnp.maximum(x, 0)))
-    fit("compare", _elementwise(lambda x: x > 0))
-    fit("compare_select", _elementwise(lambda x, y: jnp.where(y > 0, x, 0), inputs=2))
-    fit("mult_fxp", _elementwise(lambda x, y: x * y, inputs=2))
-    # a polynomial pixel as the export computes it: per-pixel secret coefficients (gathered for free)
-    fit("poly", _elementwise(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4))
-    fit("poly_public", _public_poly(_image_shape))
-    fit("affine_secret", _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1], inputs=3))
     return fits
+
+
+def _primitives(meter: Meter, sizes: Sequence[int], tolerance: float, log: Callable[[str], None]) -> dict[str, Fit]:
+    import jax.numpy as jnp
+
+    comparisons = {"relu": _elementwise(lambda x: jnp.maximum(x, 0)), "compare": _elementwise(lambda x: x > 0),
+                   "compare_select": _elementwise(lambda x, y: jnp.where(y > 0, x, 0), inputs=2)}
+    return _fits(meter, sizes, tolerance, {**comparisons, **_product_makes()}, log)
 
 
 def _select(fits: dict[str, Fit]) -> tuple[float, float, list[float]]:
@@ -536,14 +542,7 @@ def polynomial_parts(protocol_name: str, delay_s: float | None = None, log: Call
     delay = delay_s if delay_s is not None else (0.05 if proto.name == "aby3" else 0.15)
     meter = Meter(proto.name, delay)
     sizes = (256, 1024, 4096) if proto.name == "aby3" else (256, 576, 1024)
-    fits = {}
-    for name, make in (("mult_fxp", _elementwise(lambda x, y: x * y, inputs=2)),
-                       ("poly", _elementwise(lambda x, c2, c1, c0: x * (c2 * x + c1) + c0, inputs=4)),
-                       ("poly_public", _public_poly(_image_shape)),
-                       ("affine_secret", _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1],
-                                                      inputs=3))):
-        fits[name] = f = Fit(meter, name, sizes, make, 0.0 if proto.name == "aby3" else 0.03)
-        log(f"  {name:14s} bytes {f.bytes} rounds {f.rounds_measured} -> {_num(f.a)} B/unit")
+    fits = _fits(meter, sizes, 0.0 if proto.name == "aby3" else 0.03, _product_makes(), log)
     op = lambda f: {"bytes": _num(f.a), "rounds": f.rounds, "shares": _shares(f.shares)}  # noqa: E731
     parts = {"poly": op(fits["poly"]), "poly_public": op(fits["poly_public"]), "affine": op(fits["affine_secret"])}
     if proto.name == "cheetah":
