@@ -115,10 +115,11 @@ def split_columns(cols: list[tuple[str, str]], profile_names: list[str], headlin
             ranked.append((key, title))
         else:
             by_profile[profile].append((key, title))
-    first = next((p for p in profile_names if (f"latency_{headline}@{p}", f"{p} {headline} s") in by_profile[p]), None)
-    if first is not None:
+    # the first profile's headline latency, as its cost table titles it
+    found = next((col for p in profile_names for col in by_profile[p] if col[0] == f"latency_{headline}@{p}"), None)
+    if found is not None:
         at = next((i for i, (k, _) in enumerate(ranked) if k == "epochs_used"), len(ranked))
-        ranked.insert(at, (f"latency_{headline}@{first}", f"{first} {headline} s"))
+        ranked.insert(at, found)
     return ranked, {p: c for p, c in by_profile.items() if c}
 
 
