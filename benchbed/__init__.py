@@ -2,7 +2,7 @@
 
 ``benchbed.load_model(board_or_run, entry)`` returns a published entry's linearized model (the zoo)."""
 
-from benchbed.run.zoo import load_model
+from benchbed.submissions.zoo import load_model
 
 __version__ = "0.1.0"
 __all__ = ["load_model"]

@@ -24,9 +24,9 @@ from benchbed.plugin.toolkit import distilled_finetune
 from benchbed.plugin.types import (Claim, ClaimSide, Condition, EntryContext, FinetuneResult, MaskResult, MethodInfo,
                                    PublishedResult)
 from benchbed.robustness.evaluate import evaluate_model
-from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.registry import Metric
 from benchbed.robustness.training import adversarial, augmix
-from benchbed.run.describe import Splits, build_model, suite_splits
+from benchbed.submissions.describe import Splits, build_model, suite_splits
 from benchbed.secure.cost import Beaver, CostProfile, Linear, Op, SetupStep
 from benchbed.train.loop import accuracy, fit, planned_steps
 from benchbed.train.losses import cross_entropy, distillation, kd_loss
@@ -36,7 +36,7 @@ __all__ = [
     "FORWARD_SHARE", "IDENTITY", "ZERO", "Beaver", "BenchbedError", "Claim", "ClaimSide", "Condition", "CostProfile", "DataBundle",
     "DatasetSpec", "Linear", "Op", "SetupStep",
     "DistillationOptions", "EntryContext", "EvaluationSettings", "FinetuneResult", "MaskResult", "MaskedKernel",
-    "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "RobustnessMetric",
+    "MethodInfo", "ModelSpec", "Normalize", "PatchKernel", "PublishedResult", "ReLUSite", "RobustTraining", "Metric",
     "SecureCostSettings", "SiteKernel", "Splits", "Strict", "TrainRecipe", "TrainingData", "accuracy", "adversarial", "augmix",
     "bn_path", "broadcast_like", "build_model", "bundle_from_arrays", "convert_dual_bn", "convert_relus", "counted_sites", "cross_entropy",
     "dapa_bypass", "dapa_coefficients", "distillation", "distilled_finetune", "drelu_count", "eval_mode",

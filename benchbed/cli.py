@@ -21,19 +21,19 @@ from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import load_checkpoint, read_checkpoint
 from benchbed.model.plain import ARRAYS, write_plain
 from benchbed.model.sites import drelu_count
-from benchbed.perf.bench import bench
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.preflight.bench import bench
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.report.board import render
 from benchbed.report.tables import flatten
-from benchbed.run.describe import describe
-from benchbed.run.dry import dry_run, phase_figures
-from benchbed.run.forecast import forecast
+from benchbed.submissions.describe import describe
+from benchbed.preflight.dry import dry_run, phase_figures
+from benchbed.preflight.forecast import forecast
 from benchbed.run.progress import Reporter
 from benchbed.run.reprice import reprice
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
-from benchbed.run.suite import load_suite, plan, quick_evaluation
-from benchbed.run.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
+from benchbed.run.suite import load_suite, suite_entries, quick_evaluation
+from benchbed.submissions.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
                                  submission_record, verdicts)
 from benchbed.secure.calibrate import calibrate, merged, polynomial_parts
 from benchbed.secure.profiles import PROFILE_FILES
@@ -43,8 +43,8 @@ from benchbed.secure.spu_runtime import DELAY_S, PROTOCOLS
 
 
 def _dry_run(args: argparse.Namespace) -> int:
-    found = Methods(plugin_manager())
-    rows = dry_run(load_suite(args.suite, found, need_data=False), found, log=lambda message: print(message, file=sys.stderr, flush=True))
+    plugins = Plugins(plugin_manager())
+    rows = dry_run(load_suite(args.suite, plugins, need_data=False), plugins, log=lambda message: print(message, file=sys.stderr, flush=True))
     phase = lambda row, name: phase_figures(row["phases"][name]) if row["phases"].get(name) else "—"  # noqa: E731
     table = [[r["entry"], r["status"], phase(r, "build_mask"), phase(r, "finetune"), phase(r, "evaluate"),
               phase(r, "price"), phase({"phases": {"export": r.get("phases_export")}}, "export"),
@@ -65,12 +65,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(args)
     if args.quick_eval:
-        loaded = quick_evaluation(load_suite(args.suite, Methods(plugin_manager())), args.quick_eval)
+        loaded = quick_evaluation(load_suite(args.suite, Plugins(plugin_manager())), args.quick_eval)
         run = SuiteRun(loaded, out=args.out or Path("runs") / f"{loaded.suite.name}-quick", quiet=args.quiet)
     else:
         run = SuiteRun.from_file(args.suite, out=args.out, quiet=args.quiet)
     counts = run.run(executor=args.executor, address=args.address, workers=args.workers)
-    board = render([run.run_dir], run.run_dir, stem="leaderboard")
+    board = render([run.rundir.path], run.rundir.path, stem="leaderboard")
     print(f"{counts['ok']} ok, {counts['error']} failed, {counts['over_budget']} over budget, "
           f"{counts['skipped']} already done; leaderboard: {board}")
     return 1 if counts["error"] else 0
@@ -87,9 +87,9 @@ def _positive_int(text: str) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    methods = Methods(plugin_manager())
-    suite = load_suite(args.suite, methods).suite
-    print(f"{args.suite}: valid — {count_entries(suite, methods)}")
+    plugins = Plugins(plugin_manager())
+    suite = load_suite(args.suite, plugins).suite
+    print(f"{args.suite}: valid — {count_entries(suite, plugins)}")
     return 0
 
 
@@ -97,9 +97,9 @@ def _plural(n: int, word: str, words: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
-def count_entries(suite, methods: Methods) -> str:
+def count_entries(suite, plugins: Plugins) -> str:
     """How a suite's entries arise: budgeted methods × budgets, plus reference rows run once, × seeds."""
-    budgeted = [m.name for m in suite.methods if methods.get(m.name).info.budgeted]
+    budgeted = [m.name for m in suite.methods if plugins.get(m.name).info.budgeted]
     once = [m.name for m in suite.methods if m.name not in budgeted]
     parts = []
     levels = len(suite.compute.levels())
@@ -109,7 +109,7 @@ def count_entries(suite, methods: Methods) -> str:
     if once:
         parts.append(f"{_plural(len(once), 'reference method')} without a budget ({', '.join(once)})")
     per_seed = "(" + " + ".join(parts) + ")" if len(parts) > 1 else parts[0]
-    return f"{_plural(len(plan(suite, methods)), 'entry', 'entries')} = {per_seed} × {_plural(len(suite.seeds), 'seed')}"
+    return f"{_plural(len(suite_entries(suite, plugins)), 'entry', 'entries')} = {per_seed} × {_plural(len(suite.seeds), 'seed')}"
 
 
 def _describe(args: argparse.Namespace) -> int:
@@ -118,16 +118,16 @@ def _describe(args: argparse.Namespace) -> int:
 
 
 def _plugins(args: argparse.Namespace) -> int:
-    found = Methods(plugin_manager())
-    methods = found.all
+    plugins = Plugins(plugin_manager())
+    methods = plugins.all
     contributions = {
         "datasets": [{"name": d.name, "input_shape": list(d.input_shape), "classes": d.num_classes,
-                      "description": d.description} for d in found.datasets.values()],
-        "models": [{"name": m.name, "description": m.description} for m in found.models.values()],
+                      "description": d.description} for d in plugins.datasets.values()],
+        "models": [{"name": m.name, "description": m.description} for m in plugins.models.values()],
         "cost_profiles": [{"name": p.name, "parties": p.parties, "description": p.description}
-                          for p in found.cost_profiles.values()],
-        "robustness_metrics": [{"name": m.name, "adversarial": m.adversarial, "description": m.description,
-                                "settings": m.settings.model_json_schema()} for m in found.metrics.values()]}
+                          for p in plugins.cost_profiles.values()],
+        "metrics": [{"name": m.name, "adversarial": m.adversarial, "description": m.description,
+                                "settings": m.settings.model_json_schema()} for m in plugins.metrics.values()]}
     if args.json:
         print(json.dumps({"methods": [{"name": m.name, "package": m.package, "version": m.version, "hooks": list(m.hooks),
                                        "description": m.info.description, "paper": m.info.paper,
@@ -166,15 +166,15 @@ def _publish(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     on_gpu = torch.cuda.is_available()
-    found = Methods(plugin_manager())
+    plugins = Plugins(plugin_manager())
     # Defaults that finish in seconds on a CPU; the CIFAR ResNet-18 on a GPU.
     model = args.model or ("resnet18_cifar" if on_gpu else "resnet_narrow")
     dataset = args.dataset or ("cifar100" if on_gpu else "digits")
     steps = args.steps or (20 if on_gpu else 5)
-    spec = found.datasets[dataset]
+    spec = plugins.datasets[dataset]
     print(f"bench: {model} on {dataset}-shaped synthetic data, batch {args.batch_size}, {steps} steps per measurement",
           file=sys.stderr)
-    result = bench(found.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
+    result = bench(plugins.models, model, spec.input_shape, spec.num_classes, batch_size=args.batch_size, steps=steps,
                    kinds=tuple(args.sites.split(",")), compile_model=args.compile, repeats=args.repeats,
                    infer_batch_size=args.infer_batch_size, min_seconds=args.min_seconds,
                    precision_choice=args.precision, log=lambda message: print(f"bench: {message}", file=sys.stderr, flush=True))
@@ -196,10 +196,10 @@ def _hours(seconds: float | None) -> str:
 
 
 def _plan(args: argparse.Namespace) -> int:
-    found = Methods(plugin_manager())
-    loaded = load_suite(args.suite, found)
+    plugins = Plugins(plugin_manager())
+    loaded = load_suite(args.suite, plugins)
     bench_file = read_json(Path(args.bench)) if args.bench else None
-    planned = forecast(loaded, found, bench_file)
+    planned = forecast(loaded, plugins, bench_file)
     images, memory, total = planned["images"], planned["memory"], planned["total"]
     print(f"{planned['suite']}: {planned['entries']:,} entries of {planned['model']} on {planned['dataset']} "
           f"({images['train']:,} train / {images['val']:,} val / {images['test']:,} test images; "
@@ -230,12 +230,12 @@ def _plan(args: argparse.Namespace) -> int:
 def _secure_infer(args: argparse.Namespace) -> int:
     if args.images < 1 or args.batch_size < 1 or args.delay_ms <= 0:
         raise BenchbedError("--images and --batch-size must be at least 1, --delay-ms above 0")
-    found = Methods(plugin_manager())
+    plugins = Plugins(plugin_manager())
     run_dir, entry = RunDir.of_entry(args.entry)
     predicted = recorded_price(run_dir.record(entry), args.protocol)
     spec = run_dir.meta()["suite"]["dataset"]
-    data = found.datasets.load(spec["name"], spec["root"], spec["download"], spec["val_fraction"], spec["split_seed"])
-    model = load_checkpoint(run_dir.checkpoint_path(entry), found.models).eval()
+    data = plugins.datasets.load(spec["name"], spec["root"], spec["download"], spec["val_fraction"], spec["split_seed"])
+    model = load_checkpoint(run_dir.checkpoint_path(entry), plugins.models).eval()
     measured = secure_inference(model, to_float(data.test_x[:args.images]), batch_size=args.batch_size,
                                 protocol_name=args.protocol, delay_s=args.delay_ms / 1e3,
                                 log=lambda message: print(f"secure-infer: {message}", file=sys.stderr, flush=True))
@@ -256,7 +256,7 @@ def _secure_infer(args: argparse.Namespace) -> int:
 
 
 def _reprice(args: argparse.Namespace) -> int:
-    counts = reprice(RunDir(args.run_dir), Methods(plugin_manager()),
+    counts = reprice(RunDir(args.run_dir), Plugins(plugin_manager()),
                      log=lambda message: print(f"reprice: {message}", file=sys.stderr, flush=True))
     print(f"repriced {counts['repriced']} finished entries of {args.run_dir}"
           + (f"; {counts['skipped']} left as they were (see above)" if counts["skipped"] else "")
@@ -272,8 +272,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    found = Methods(plugin_manager())
-    loaded = load_suite(args.suite, found)
+    plugins = Plugins(plugin_manager())
+    loaded = load_suite(args.suite, plugins)
     spec = loaded.suite.dataset
     try:
         given = read_json(Path(args.claims)) if args.claims else {}
@@ -282,13 +282,13 @@ def _verify(args: argparse.Namespace) -> int:
     if not isinstance(given, dict):
         raise BenchbedError(f"{args.claims} must hold a JSON object of claimed figures")
     claims, _ = split_claims(given)
-    data = found.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
-    model = load_submission(Path(args.submission), loaded, data, found)
+    data = plugins.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
+    model = load_submission(Path(args.submission), loaded, data, plugins)
     check_budget(model, claims)
     reporter = Reporter(quiet=True)  # the evaluation takes minutes: say where it stands, on stderr
     reporter.log(f"verifying {args.submission} under {loaded.suite.name}: {loaded.suite.model.name}, "
                  f"{drelu_count(model):,} DReLUs")
-    figures = measured_figures(flatten(submission_record(model, loaded, data, found, progress=reporter.progress)))
+    figures = measured_figures(flatten(submission_record(model, loaded, data, plugins, progress=reporter.progress)))
     found_verdicts = verdicts(claims, figures)
     if args.json:
         write_json(Path(args.json), external_result(Path(args.submission), loaded, given, figures, found_verdicts))
@@ -305,7 +305,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _prices(args: argparse.Namespace) -> int:
-    profiles = Methods(plugin_manager()).cost_profiles
+    profiles = Plugins(plugin_manager()).cost_profiles
     rows, linear = comparison(profiles), linearized(profiles)
     print(markdown(rows, linear), end="")
     if args.json:

@@ -13,7 +13,7 @@ import yaml
 from benchbed.data.datasets import builtin_datasets
 from benchbed.model import checkpoint
 from benchbed.model.architectures import builtin_models
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.run.rundir import RunDir
 
 # The built-in registries, as a run without third-party plugins has them.
@@ -79,12 +79,12 @@ def write_suite(tmp_path: Path):
 def methods_with():
     """``methods_with(plugin, ...)``: the installed methods plus test plugins registered by name."""
 
-    def make(*plugins: tuple[str, object]) -> Methods:
+    def make(*plugins: tuple[str, object]) -> Plugins:
         pm = plugin_manager()
         for name, plugin in plugins:
             pm.register(plugin, name=name)
         pm.check_pending()
-        return Methods(pm)
+        return Plugins(pm)
 
     return make
 

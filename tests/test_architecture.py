@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "benchbed"
 PLUGINS = ROOT / "plugins"
 # The packages from the bottom up; a package may import only those below it (and the base modules).
-LAYERS = ["data", "model", "train", "robustness", "secure", "plugin", "run", "report", "perf"]
+LAYERS = ["data", "model", "train", "robustness", "secure", "plugin", "run", "preflight", "submissions", "report"]
 BASE = {"benchbed.errors", "benchbed.files", "benchbed.config", "benchbed.schemas", "benchbed.registry"}
 RUN_DIR_NAMES = {"suite.json", "data.json", "run.lock", "teacher.pt", "teacher.json"}
 RUN_DIR_FOLDERS = {"entries", "secure_infer", "work"}

@@ -11,7 +11,7 @@ import pytest
 from benchbed.cli import main
 from benchbed.model.architectures import builtin_models
 from benchbed.model.sites import sites
-from benchbed.perf.bench import _conv_only, _rounds, bench
+from benchbed.preflight.bench import _conv_only, _rounds, bench
 from conftest import build_model
 
 

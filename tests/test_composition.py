@@ -59,7 +59,7 @@ def test_impossible_combinations_fail_validation(write_suite, methods_with, tmp_
     methods = methods_with(("patcher", _kind_method(produces={"patch"})),
                            ("poly_trainer", _kind_method(accepts={"relu", "masked"})),
                            ("coarse", _kind_method(produces={"relu"})))
-    monkeypatch.setattr("benchbed.cli.Methods", lambda pm: methods)
+    monkeypatch.setattr("benchbed.cli.Plugins", lambda pm: methods)
     suite = write_suite(methods=[{"name": "patcher", "finetune": "poly_trainer"},
                                  {"name": "coarse", "bypass": "dapa"},
                                  {"name": "random_mask", "finetune": "poly_trainer",

@@ -7,9 +7,9 @@ import pytest
 from benchbed.api import FinetuneResult, TrainRecipe, fit
 from benchbed.cli import main
 from benchbed.errors import SuiteError
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.run.runner import SuiteRun
-from benchbed.run.suite import load_suite, plan
+from benchbed.run.suite import load_suite, suite_entries
 from conftest import entry_records, keep_first_pixels, method_plugin
 
 
@@ -18,7 +18,7 @@ def test_validate_accepts_compute_lists_and_counts_the_levels(write_suite, capsy
     assert main(["validate", str(suite)]) == 0
     out = capsys.readouterr().out
     assert "5 entries" in out and "× 2 compute levels" in out  # random_mask × 2 budgets × 2 levels + all_relu
-    entries = plan(load_suite(suite, Methods(plugin_manager())).suite, Methods(plugin_manager()))
+    entries = suite_entries(load_suite(suite, Plugins(plugin_manager())).suite, Plugins(plugin_manager()))
     assert sorted(e.id for e in entries) == ["all_relu__all__s0", "random_mask__512__e1__s0",
                                              "random_mask__512__e2__s0", "random_mask__64__e1__s0",
                                              "random_mask__64__e2__s0"]
@@ -33,7 +33,7 @@ def test_validate_accepts_compute_lists_and_counts_the_levels(write_suite, capsy
                                               ({"seconds": float("nan")}, "finite")])
 def test_bad_compute_levels_name_the_field(write_suite, compute, message):
     with pytest.raises(SuiteError, match=message):
-        load_suite(write_suite(compute=compute), Methods(plugin_manager()))
+        load_suite(write_suite(compute=compute), Plugins(plugin_manager()))
 
 
 def test_a_two_level_suite_end_to_end(write_suite, tmp_path):
@@ -70,11 +70,11 @@ def test_a_split_budget_gives_every_finetune_exactly_its_part(write_suite, metho
         result = fit(model, ctx, TrainRecipe(epochs=100, lr=0.01, batch_size=64))
         return FinetuneResult(model, result.summary())
 
-    methods = methods_with(("nosearch", method_plugin(keep_first_pixels, finetune_all)),
+    plugins = methods_with(("nosearch", method_plugin(keep_first_pixels, finetune_all)),
                            ("greedy", method_plugin(greedy_search, finetune_all)))
     suite = write_suite(methods=[{"name": "nosearch"}, {"name": "greedy"}], compute={"epochs": 2, "finetune_share": 0.5},
                         budgets=[64])
-    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins).run()
     for r in entry_records(tmp_path / "run"):
         used = r["compute"]["used"]
         assert r["status"] == "ok", r.get("error")

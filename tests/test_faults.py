@@ -195,13 +195,13 @@ def test_a_wrong_method_info_answer_is_left_out(methods_with, capsys):
     from benchbed.api import hookimpl
     from conftest import plugin
 
-    methods = methods_with(("odd", plugin(method_info=hookimpl(lambda: {"description": "a dict"}),
+    plugins = methods_with(("odd", plugin(method_info=hookimpl(lambda: {"description": "a dict"}),
                                           build_mask=hookimpl(lambda ctx, model: None),
                                           finetune=hookimpl(lambda ctx, model: None))))
-    assert "odd" not in methods.all and "all_relu" in methods.all
+    assert "odd" not in plugins.all and "all_relu" in plugins.all
     assert "not a MethodInfo" in capsys.readouterr().err
     with pytest.raises(BenchbedError, match="not a MethodInfo"):
-        methods.get("odd")
+        plugins.get("odd")
 
 
 def test_zero_drelu_entries_stay_on_the_plot():

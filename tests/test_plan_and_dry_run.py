@@ -8,9 +8,9 @@ import json
 import pytest
 
 from benchbed.cli import main
-from benchbed.plugin.manager import Methods, plugin_manager
-from benchbed.run.dry import dry_run
-from benchbed.run.forecast import forecast
+from benchbed.plugin.manager import Plugins, plugin_manager
+from benchbed.preflight.dry import dry_run
+from benchbed.preflight.forecast import forecast
 from benchbed.run.suite import load_suite
 from benchbed.train.meter import forward_macs
 from conftest import build_model
@@ -23,12 +23,12 @@ SMALL = {"budgets": [64, 512], "compute": {"epochs": 3}, "teacher": {"recipe": {
 
 
 def test_plan_against_a_hand_computation(write_suite, tmp_path):
-    methods = Methods(plugin_manager())
-    loaded = load_suite(write_suite(**SMALL), methods)
+    plugins = Plugins(plugin_manager())
+    loaded = load_suite(write_suite(**SMALL), plugins)
     bench = {"model": "resnet_narrow", "input_shape": [1, 8, 8], "device": "cpu", "gpu": None, "batch_size": 64,
              "torch": "x", "compiled": False,
              "sites": {"masked": {"harness_train_images_per_s": 1000.0, "harness_infer_images_per_s": 4000.0}}}
-    planned = forecast(loaded, methods, bench)
+    planned = forecast(loaded, plugins, bench)
     n_train, n_val, n_test = 1222, 216, 359          # digits: 1,438 train less 15% validation, 359 test
     assert planned["images"] == {"train": n_train, "val": n_val, "test": n_test}
     macs = forward_macs(build_model("resnet_narrow", num_classes=10, input_shape=(1, 8, 8)), (1, 8, 8))
@@ -82,13 +82,13 @@ def test_dry_run_runs_every_phase_and_records_nothing(write_suite, tmp_path, mon
 
 
 def test_an_absent_dataset_gets_a_synthetic_stand_in_of_its_real_size(write_suite, tmp_path):
-    methods = Methods(plugin_manager())
+    plugins = Plugins(plugin_manager())
     suite = write_suite(dataset={"name": "cifar10", "root": str(tmp_path / "nothing"), "download": False,
                                  "val_fraction": 0.1},
                         budgets=[1000], methods=[{"name": "snl"}], evaluation={}, secure_cost={"profiles": ["aby3"]},
                         teacher={"recipe": {"epochs": 1, "batch_size": 64}})
     logged = []
-    rows = dry_run(load_suite(suite, methods, need_data=False), methods, log=logged.append)
+    rows = dry_run(load_suite(suite, plugins, need_data=False), plugins, log=logged.append)
     assert any("50,000 + 10,000 random images of its shape [3, 32, 32] stand in" in line for line in logged)
     assert [r["status"] for r in rows] == ["ok"] and rows[0]["export_agrees"], rows
     assert not (tmp_path / "nothing").exists(), "nothing downloaded"
@@ -99,9 +99,9 @@ def test_a_dry_run_runs_the_finetune_too(write_suite, compute, method):
     """A search may use all a few steps' budget (SNL's under paper recipes, DeepReDuce's stage networks);
     the dry run splits its cut level so that the finetune gets steps of its own (AutoReP's paper recipe
     has no finetune: its search trains)."""
-    methods = Methods(plugin_manager())
+    plugins = Plugins(plugin_manager())
     suite = write_suite(budgets=[256], compute=compute, methods=[{"name": method}], evaluation={},
                         secure_cost={"profiles": ["aby3"]}, teacher={"recipe": {"epochs": 1, "batch_size": 64}})
-    rows = dry_run(load_suite(suite, methods), methods, log=lambda line: None)
+    rows = dry_run(load_suite(suite, plugins), plugins, log=lambda line: None)
     assert [r["status"] for r in rows] == ["ok"], rows
     assert rows[0]["compute_used"]["search_epochs"] > 0 and rows[0]["compute_used"]["finetune_epochs"] > 0, rows

@@ -13,7 +13,7 @@ import pytest
 from benchbed.api import FinetuneResult, MaskResult, MethodInfo, hookimpl
 from benchbed.errors import BenchbedError
 from benchbed.plugin import hookspecs
-from benchbed.plugin.manager import DISABLE_ENV, Methods, plugin_manager
+from benchbed.plugin.manager import DISABLE_ENV, Plugins, plugin_manager
 from benchbed.run.runner import SuiteRun
 from conftest import entry_records, install_plugin, method_plugin, plugin
 
@@ -56,15 +56,15 @@ def test_every_hook_is_exercised_by_a_run(write_suite, tmp_path):
     called = Journal(tmp_path / "called")
     pm = plugin_manager()
     pm.add_hookcall_monitoring(lambda name, impls, kwargs: called.append(name), lambda *a: None)
-    SuiteRun.from_file(write_suite(), out=tmp_path / "run", quiet=True, methods=Methods(pm)).run()
+    SuiteRun.from_file(write_suite(), out=tmp_path / "run", quiet=True, plugins=Plugins(pm)).run()
     assert set(called.items()) == set(SPECS)
 
 
 def test_builtins_come_through_the_entry_point_group():
-    methods = Methods(plugin_manager()).all
-    assert {"all_relu", "random_mask"} <= set(methods)
-    assert methods["random_mask"].package == "benchbed"
-    assert methods["random_mask"].hooks == ("build_mask", "finetune", "method_info")
+    plugins = Plugins(plugin_manager()).all
+    assert {"all_relu", "random_mask"} <= set(plugins)
+    assert plugins["random_mask"].package == "benchbed"
+    assert plugins["random_mask"].hooks == ("build_mask", "finetune", "method_info")
 
 
 FAKE_PLUGIN = '''
@@ -104,7 +104,7 @@ def third_party(tmp_path, monkeypatch):
 
 
 def test_third_party_plugin_registers_through_an_entry_point(third_party, write_suite, tmp_path):
-    method = Methods(plugin_manager()).get("first_pixels")
+    method = Plugins(plugin_manager()).get("first_pixels")
     assert (method.package, method.version) == ("fake-bb-plugin", "0.3.0")
     suite = write_suite(methods=[{"name": "first_pixels", "options": {"keep_first": True}}])
     counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True).run()
@@ -123,9 +123,9 @@ def test_plugins_command_lists_the_third_party_method(third_party):
 
 def test_disable_env_blocks_a_plugin(monkeypatch):
     monkeypatch.setenv(DISABLE_ENV, "random_mask, nonexistent")
-    assert "random_mask" not in Methods(plugin_manager()).all
+    assert "random_mask" not in Plugins(plugin_manager()).all
     with pytest.raises(BenchbedError, match="unknown method 'random_mask'"):
-        Methods(plugin_manager()).get("random_mask")
+        Plugins(plugin_manager()).get("random_mask")
 
 
 def test_unknown_hook_is_caught_by_check_pending():
@@ -141,11 +141,11 @@ def test_unknown_hook_is_caught_by_check_pending():
 
 
 def test_method_missing_required_hooks_is_reported(methods_with, capsys):
-    methods = methods_with(("half", plugin(method_info=hookimpl(lambda: MethodInfo(description="x")))))
-    assert "half" not in methods.all and "random_mask" in methods.all, "the others still work"
+    plugins = methods_with(("half", plugin(method_info=hookimpl(lambda: MethodInfo(description="x")))))
+    assert "half" not in plugins.all and "random_mask" in plugins.all, "the others still work"
     assert "half" in capsys.readouterr().err
     with pytest.raises(BenchbedError, match="half.*does not implement build_mask, finetune"):
-        methods.get("half")
+        plugins.get("half")
 
 
 def _method(tag: str, calls: list, evaluate=None):
@@ -164,9 +164,9 @@ def test_dispatch_reaches_only_the_entrys_method_and_its_own_metrics_stand_besid
                                                                                              tmp_path):
     calls = Journal(tmp_path / "calls")
     own_metrics = lambda ctx, model, settings: {"clean_accuracy": 0.5, "val_accuracy": 0.5, "own": 1.0}  # noqa: E731
-    methods = methods_with(("alpha", _method("alpha", calls)), ("beta", _method("beta", calls, evaluate=own_metrics)))
+    plugins = methods_with(("alpha", _method("alpha", calls)), ("beta", _method("beta", calls, evaluate=own_metrics)))
     suite = write_suite(methods=[{"name": "alpha"}, {"name": "beta"}])
-    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins).run()
     assert sorted(calls.items()) == [("alpha", "build_mask"), ("alpha", "finetune"), ("beta", "build_mask"),
                                      ("beta", "finetune")]
     records = {r["method"]: r for r in entry_records(tmp_path / "run")}
@@ -190,7 +190,7 @@ def test_one_registry_refuses_a_second_package_and_suggests_a_name():
     with pytest.raises(BenchbedError, match=f"two packages register a dataset named '{spec.name}': benchbed and "
                                             "my-lab-data; disable one"):
         DatasetRegistry([("benchbed", spec), ("my-lab-data", spec)])
-    found = Methods(plugin_manager())
+    found = Plugins(plugin_manager())
     with pytest.raises(BenchbedError, match="unknown cost profile 'aby33'; installed: .*did you mean 'aby3'"):
         found.cost_profiles["aby33"]
     with pytest.raises(BenchbedError, match="unknown model 'resnet_narow'.*did you mean 'resnet_narrow'"):

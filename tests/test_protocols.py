@@ -2,7 +2,7 @@
 recipes run each method's published recipe without a limit and record the compute it used."""
 from __future__ import annotations
 
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.run.runner import SuiteRun
 from conftest import entry_records
 
@@ -13,7 +13,7 @@ def test_paper_protocol_runs_the_published_recipes_and_records_their_compute(wri
         {"name": "snl", "options": {"lambda_init": 3.0e-3, "alpha_lr": 0.01, "search": {"epochs": 3, "batch_size": 64},
                                     "finetune": {"epochs": 2, "batch_size": 64}}}])
     run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True)
-    recipe = Methods(plugin_manager()).get("snl").info.paper_recipe
+    recipe = Plugins(plugin_manager()).get("snl").info.paper_recipe
     assert run.options["snl"].lambda_schedule == recipe["lambda_schedule"] == "paper", "the paper's own lambda rule"
     assert run.options["snl"].search.epochs == 3 and run.options["snl"].search.lr == recipe["search"]["lr"]
     counts = run.run()

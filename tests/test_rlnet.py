@@ -13,7 +13,7 @@ from benchbed.config import EvaluationSettings
 from benchbed.errors import BenchbedError
 from benchbed.model.dual_bn import DualBatchNorm2d, bn_path, convert_dual_bn, has_dual_bn
 from benchbed.model.sites import counted_sites, drelu_count
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.robustness.evaluate import evaluate_model
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import validate_options
@@ -87,7 +87,7 @@ def test_finetune_and_evaluate_route_both_bn_paths(make_ctx):
     # the core evaluates a dual-BN model as RLNet's paper does
     metrics = evaluate_model(result.model.eval(), ctx.data, EvaluationSettings(pgd={"images": 50, "steps": 3,
                                                                                     "check_steps": 1}),
-                             ctx.seed, Methods(plugin_manager()).metrics)
+                             ctx.seed, Plugins(plugin_manager()).metrics)
     for key in ("clean_accuracy", "clean_accuracy_adv_bn", "pgd_accuracy", "val_accuracy"):
         assert 0 <= metrics[key] <= 1
     assert metrics["bn_paths"] == {"clean": "clean", "pgd": "adv"}

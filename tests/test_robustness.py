@@ -376,3 +376,34 @@ def test_robust_teacher_recipe_is_the_suites_with_the_authors_lr_and_scaled_epoc
                 {"augmix_groups": 8}):
         with pytest.raises(ValidationError):
             RobustTraining(**bad)
+
+
+def test_clean_accuracy_is_a_metric_of_the_registry_measured_first_and_always(trained):
+    """The metric hook takes any metric: clean accuracy is the core's, ``always`` on, measured before a
+    third party's metric that a suite turns on, with its images counted like every other's."""
+    from pydantic import BaseModel
+
+    from benchbed.config import EvaluationSettings
+    from benchbed.plugin.manager import Plugins, plugin_manager
+    from benchbed.robustness.evaluate import evaluate_model
+    from benchbed.robustness.registry import Metric, MetricRegistry
+
+    model, data = trained
+    seen = []
+
+    class Off(BaseModel):
+        pass
+
+    def flips(model, data, settings, batch_size, seed, progress):
+        seen.append("flips")
+        return {"flip_accuracy": accuracy(model, data.test_x.flip(-1), data.test_y, batch_size), "flip": {"n": 7}}
+
+    core = Plugins(plugin_manager()).metrics
+    assert core["clean"].always and [n for n, m in core.items() if m.always] == ["clean"]
+    registry = MetricRegistry([*[("benchbed", m) for m in core.values()],
+                               ("lab", Metric("flip", Off, flips, {"flip_accuracy": "flip %"}, lambda r: r["flip"]["n"]))])
+    out = evaluate_model(model, data, EvaluationSettings(flip={}), 0, registry)
+    assert out["clean_accuracy"] == accuracy(model, data.test_x, data.test_y) and "val_accuracy" in out
+    assert list(out["columns"]) == ["clean_accuracy", "flip_accuracy"], "clean first, then the suite's"
+    assert out["columns"]["clean_accuracy"]["images"] == len(data.test_y) and out["columns"]["flip_accuracy"]["images"] == 7
+    assert seen == ["flips"] and "pgd_accuracy" not in out, "a metric the suite leaves off is not measured"

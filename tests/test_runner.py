@@ -29,9 +29,9 @@ def test_greedy_method_is_held_to_the_epoch_budget(write_suite, methods_with, tm
             assert list(ctx.train_batches(64)) == []
         return FinetuneResult(model, result.summary())
 
-    methods = methods_with(("greedy", method_plugin(keep_first_pixels, greedy_finetune)))
+    plugins = methods_with(("greedy", method_plugin(keep_first_pixels, greedy_finetune)))
     suite = write_suite(methods=[{"name": "greedy"}], compute={"epochs": 1.5})
-    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins).run()
     for record in _records(tmp_path / "run").values():
         assert record["status"] == "ok"
         assert record["compute"]["limit"]["epochs"] == 1.5
@@ -55,10 +55,10 @@ def test_failures_are_recorded_and_the_others_go_on(write_suite, methods_with, t
         next(iter(sites(model).values())).set_kernel(Soft())
         return MaskResult(model)
 
-    methods = methods_with(("boom", method_plugin(boom)), ("too_many", method_plugin(too_many)), ("unfrozen", method_plugin(unfrozen)))
+    plugins = methods_with(("boom", method_plugin(boom)), ("too_many", method_plugin(too_many)), ("unfrozen", method_plugin(unfrozen)))
     suite = write_suite(methods=[{"name": "boom"}, {"name": "too_many"}, {"name": "unfrozen"}, {"name": "all_relu"}],
                         budgets=[64])
-    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods)
+    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins)
     lines: list[str] = []
     run.reporter.log = lines.append
     counts = run.run()

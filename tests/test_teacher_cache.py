@@ -10,9 +10,9 @@ from benchbed.run.teacher import cache_key
 from conftest import entry_records, keep_first_pixels, method_plugin
 
 
-def _run(suite, out, methods=None) -> list[str]:
+def _run(suite, out, plugins=None) -> list[str]:
     logs: list[str] = []
-    run = SuiteRun.from_file(suite, out=out, quiet=True, methods=methods)
+    run = SuiteRun.from_file(suite, out=out, quiet=True, plugins=plugins)
     run.reporter.log = logs.append
     run.run()
     return logs
@@ -32,16 +32,16 @@ def test_a_second_run_reuses_the_cached_teacher_and_its_cost(write_suite, tmp_pa
 
 
 def test_the_key_follows_the_recipe_and_the_variant(write_suite, tmp_path):
-    from benchbed.plugin.manager import Methods, plugin_manager
+    from benchbed.plugin.manager import Plugins, plugin_manager
     from benchbed.run.suite import load_suite
 
-    methods = Methods(plugin_manager())
-    a = load_suite(write_suite("a.yaml"), methods).suite
-    b = load_suite(write_suite("b.yaml", teacher={"recipe": {"epochs": 3}}), methods).suite
+    plugins = Plugins(plugin_manager())
+    a = load_suite(write_suite("a.yaml"), plugins).suite
+    b = load_suite(write_suite("b.yaml", teacher={"recipe": {"epochs": 3}}), plugins).suite
     data = SuiteRun.from_file(write_suite("c.yaml"), out=tmp_path / "r", quiet=True).load_data()
     keys = {cache_key(a, data, "standard"), cache_key(b, data, "standard"), cache_key(a, data, "robust")}
     assert len(keys) == 3
-    assert cache_key(a, data, "standard") == cache_key(load_suite(write_suite("d.yaml", seeds=[5]), methods).suite,
+    assert cache_key(a, data, "standard") == cache_key(load_suite(write_suite("d.yaml", seeds=[5]), plugins).suite,
                                                        data, "standard"), "the entries' seeds are not the teacher's"
 
 
@@ -50,9 +50,9 @@ def test_entries_record_the_setup_the_core_saw_and_the_method_reported(write_sui
         ctx.report_setup("probe_images", 12)
         return keep_first_pixels(ctx, model)
 
-    methods = methods_with(("reporter", method_plugin(reporting_mask)))
+    plugins = methods_with(("reporter", method_plugin(reporting_mask)))
     suite = write_suite(methods=[{"name": "reporter"}], budgets=[64])
-    _run(suite, tmp_path / "run", methods)
+    _run(suite, tmp_path / "run", plugins)
     (record,) = entry_records(tmp_path / "run")
     assert record["status"] == "ok"
     assert record["setup"]["observed"] == {"teacher": "standard", "finetune_teacher": "standard", "dual_bn": False}

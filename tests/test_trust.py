@@ -22,11 +22,11 @@ def _records(run_dir):
     return {r["entry"]: r for r in entry_records(run_dir)}
 
 
-def _run(write_suite, methods_with, tmp_path, plugins, names=None, **changes):
-    methods = methods_with(*plugins)
-    names = names or [name for name, _ in plugins]
+def _run(write_suite, methods_with, tmp_path, contributed, names=None, **changes):
+    plugins = methods_with(*contributed)
+    names = names or [name for name, _ in contributed]
     suite = write_suite(methods=[{"name": n} for n in names], budgets=[64], **changes)
-    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods)
+    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins)
     return run, run.run()
 
 
@@ -75,10 +75,10 @@ def test_a_swallowed_budget_stop_still_counts(write_suite, methods_with, tmp_pat
         run.timer.advance(100.0)
         return keep_first_pixels(ctx, model)
 
-    methods = methods_with(("ordinary", method_plugin(ordinary_handler)), ("greedy", method_plugin(greedy_handler)))
+    plugins = methods_with(("ordinary", method_plugin(ordinary_handler)), ("greedy", method_plugin(greedy_handler)))
     suite = write_suite(methods=[{"name": "ordinary"}, {"name": "greedy"}, {"name": "all_relu"}], budgets=[64],
                         compute={"epochs": None, "seconds": 10})
-    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods)
+    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins)
     run.timer = FakeTimer()
     counts = run.run()
     assert caught == []
@@ -196,8 +196,8 @@ def test_an_exiting_plugin_does_not_end_the_run(write_suite, methods_with, tmp_p
     def quitter(ctx, model):
         sys.exit(0)
 
-    methods = methods_with(("quitter", method_plugin(quitter, budgeted=False)))
-    monkeypatch.setattr("benchbed.run.runner.Methods", lambda pm: methods)
+    plugins = methods_with(("quitter", method_plugin(quitter, budgeted=False)))
+    monkeypatch.setattr("benchbed.run.runner.Plugins", lambda pm: plugins)
     suite = write_suite(methods=[{"name": "quitter"}, {"name": "all_relu"}], budgets=[64])
     code = main(["run", str(suite), "--out", str(tmp_path / "run"), "--quiet"])
     assert code == 1, "a failed entry makes the run exit non-zero"

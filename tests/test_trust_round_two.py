@@ -16,7 +16,7 @@ from benchbed.cli import main
 from benchbed.errors import BenchbedError, SuiteError
 from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import checkpoint_payload, write_checkpoint
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.report.board import render
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite
@@ -27,11 +27,11 @@ def _records(run_dir):
     return {r["entry"]: r for r in entry_records(run_dir)}
 
 
-def _run(write_suite, methods_with, tmp_path, plugins, names=None, **changes):
-    methods = methods_with(*plugins)
-    names = names or [name for name, _ in plugins]
+def _run(write_suite, methods_with, tmp_path, contributed, names=None, **changes):
+    plugins = methods_with(*contributed)
+    names = names or [name for name, _ in contributed]
     suite = write_suite(methods=[{"name": n} for n in names], budgets=[64], **changes)
-    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods).run()
+    counts = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins).run()
     return _records(tmp_path / "run"), counts
 
 
@@ -167,9 +167,9 @@ def test_a_seconds_budget_passes_as_ok_only_within_five_percent(write_suite, met
         run.timer.advance(11.0)  # 10% over a budget of 10 s: inside the alarm's grace, outside the ok margin
         return keep_first_pixels(ctx, model)
 
-    methods = methods_with(("slow", method_plugin(slow)))
+    plugins = methods_with(("slow", method_plugin(slow)))
     suite = write_suite(methods=[{"name": "slow"}], budgets=[64], compute={"epochs": None, "seconds": 10})
-    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, methods=methods)
+    run = SuiteRun.from_file(suite, out=tmp_path / "run", quiet=True, plugins=plugins)
     run.timer = FakeTimer()
     run.run()
     row = _records(tmp_path / "run")["slow__64__s0"]
@@ -363,7 +363,7 @@ def test_a_plugin_upgraded_mid_suite_has_its_old_entries_redone(write_suite, met
 @pytest.mark.parametrize("name", ["/abs/path", "../../x", ".", "..", "a" * 240, "-dash"])
 def test_a_suite_name_that_is_no_plain_file_name_is_refused(write_suite, name):
     with pytest.raises(SuiteError, match="name"):
-        load_suite(write_suite(name=name), Methods(plugin_manager()))
+        load_suite(write_suite(name=name), Plugins(plugin_manager()))
 
 
 def test_publish_never_writes_outside_its_folder(write_suite, tmp_path, capsys):
@@ -383,8 +383,8 @@ def test_an_entry_point_name_that_could_climb_out_is_left_out(tmp_path, monkeypa
 
     site = install_plugin(tmp_path / "site", "evil", "1.0", "../evil", "evil_mod", "")
     monkeypatch.syspath_prepend(str(site))
-    methods = Methods(plugin_manager())
-    assert "../evil" not in methods.all and "is left out" in capsys.readouterr().err
+    plugins = Plugins(plugin_manager())
+    assert "../evil" not in plugins.all and "is left out" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("text, message", [

@@ -1,5 +1,5 @@
 """The core's own contributions, registered through the same hooks as any plugin's: the built-in
-datasets, models, protocol profiles and robustness metrics."""
+datasets, models, protocol profiles and metrics (clean accuracy among them)."""
 from __future__ import annotations
 
 from benchbed.data.datasets import BUILTIN_DATASETS
@@ -8,9 +8,10 @@ from benchbed.model.architectures import BUILTIN_MODELS
 from benchbed.model.registry import ModelSpec
 from benchbed.plugin.hookspecs import hookimpl
 from benchbed.robustness.autoattack_accuracy import AUTOATTACK_METRIC
+from benchbed.robustness.clean_accuracy import CLEAN_METRIC
 from benchbed.robustness.corruption_accuracy import CORRUPTION_METRIC
 from benchbed.robustness.pgd_accuracy import PGD_METRIC
-from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.registry import Metric
 from benchbed.secure import profiles
 from benchbed.secure.cost import CostProfile
 
@@ -31,5 +32,5 @@ def models() -> list[ModelSpec]:
 
 
 @hookimpl
-def robustness_metrics() -> list[RobustnessMetric]:
-    return [PGD_METRIC, AUTOATTACK_METRIC, CORRUPTION_METRIC]
+def metrics() -> list[Metric]:
+    return [CLEAN_METRIC, PGD_METRIC, AUTOATTACK_METRIC, CORRUPTION_METRIC]

@@ -8,7 +8,7 @@ extra measurements: the core measures every entry itself, and records what a met
 its own figures, never in their place.
 
 Any plugin, method or not, may also contribute what suites name: ``datasets``, ``models``,
-``cost_profiles`` (protocol profiles) and ``robustness_metrics``. The core's built-ins arrive
+``cost_profiles`` (protocol profiles) and ``metrics``. The core's built-ins arrive
 through the same hooks (``benchbed.plugin.defaults``).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from benchbed.config import EvaluationSettings, SecureCostSettings
 from benchbed.data.registry import DatasetSpec
 from benchbed.model.registry import ModelSpec
 from benchbed.plugin.types import EntryContext, FinetuneResult, MaskResult, MethodInfo
-from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.registry import Metric
 from benchbed.secure.cost import CostProfile
 
 PROJECT = "benchbed"
@@ -96,7 +96,7 @@ def models() -> list[ModelSpec]:
 
 
 @hookspec
-def robustness_metrics() -> list[RobustnessMetric]:
-    """Contribute robustness metrics (``benchbed.api.RobustnessMetric``: a name, a settings model, the
+def metrics() -> list[Metric]:
+    """Contribute metrics (``benchbed.api.Metric``: a name, a settings model, the
     measurement, its column titles and whether a dual-BN model is measured through its adversarial
     BatchNorms) that a suite turns on under ``evaluation.<name>``; every entry is then measured with it."""

@@ -97,7 +97,7 @@ class Method:
     hooks: tuple[str, ...]
 
 
-class Methods:
+class Plugins:
     """What the installed plugins contribute: the methods, with hook callers restricted to one of them,
     and the registries of datasets, models, protocol profiles and robustness metrics."""
 
@@ -169,7 +169,7 @@ class Methods:
 
     @cached_property
     def metrics(self) -> MetricRegistry:
-        return MetricRegistry(self._contributed("robustness_metrics"))
+        return MetricRegistry(self._contributed("metrics"))
 
     def get(self, name: str) -> Method:
         if name not in self.all:

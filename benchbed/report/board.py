@@ -21,7 +21,7 @@ from benchbed.report.pareto import HEADLINE_NETWORK
 from benchbed.report.findings import findings_lines
 from benchbed.report.html import write_html
 from benchbed.run.rundir import RunDir
-from benchbed.run.verify import inconsistencies, protocol_sha256
+from benchbed.submissions.verify import inconsistencies, protocol_sha256
 
 GRID_METRICS = ["clean_accuracy", "pgd_accuracy", "autoattack_accuracy", "corruption_accuracy"]
 

@@ -336,7 +336,7 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     repriced = {(r["priced"]["source_commit"].get("commit") or "unknown", bool(r["priced"]["source_commit"].get("dirty")))
                 for r in records if r.get("priced")}
     if repriced:
-        lines.append(f"- **Prices made again** from the entries' checkpoints by `benchbed reprice` at commit "
+        lines.append("- **Prices made again** from the entries' checkpoints by `benchbed reprice` at commit "
                      + ", ".join(f"{c}{' (dirty)' if d else ''}" for c, d in sorted(repriced))
                      + f" ({sum(1 for r in records if r.get('priced'))} of {len(records)} records); the training is "
                        "the commit above's.")

@@ -22,7 +22,7 @@ from torch import nn
 
 from benchbed.config import Strict
 from benchbed.data.bundle import DataBundle, to_float
-from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.registry import Metric
 
 STANDARD = ["apgd-ce", "apgd-t", "fab-t", "square"]
 GRADIENT_FREE = {"square"}
@@ -151,7 +151,7 @@ def _measure(model: nn.Module, data: DataBundle, settings: AutoAttackSettings, b
     return autoattack_accuracy(model, data, settings, batch_size, seed)
 
 
-AUTOATTACK_METRIC = RobustnessMetric(
+AUTOATTACK_METRIC = Metric(
     "autoattack", AutoAttackSettings, _measure,
     columns={"autoattack_accuracy": "AutoAttack acc %"}, sample_size=lambda result: result["autoattack"]["images"],
     adversarial=True, judge=reliability, cost=lambda s, classes: upper_cost(s, classes),

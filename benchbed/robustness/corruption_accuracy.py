@@ -16,7 +16,7 @@ from torch import nn
 from benchbed.config import Strict
 from benchbed.data.bundle import DataBundle
 from benchbed.robustness.corruptions import corrupt
-from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.registry import Metric
 from benchbed.train.loop import accuracy
 
 CIFAR_C = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -114,7 +114,7 @@ def corruption_accuracy(model: nn.Module, data: DataBundle, settings: Corruption
                             "per_severity": per_severity}}
 
 
-CORRUPTION_METRIC = RobustnessMetric(
+CORRUPTION_METRIC = Metric(
     "corruptions", CorruptionSettings,
     lambda model, data, settings, batch_size, seed, progress: corruption_accuracy(
         model, data, settings, batch_size, lambda done, total: progress("evaluating: corruptions", done, total)),

@@ -1,5 +1,5 @@
-"""The one evaluation every entry gets: clean and validation accuracy, then every robustness metric the
-suite turns on. A dual-BN model (RLNet's) is measured as its paper measures it: clean accuracy,
+"""The one evaluation every entry gets: every metric of the registry the suite turns on, clean
+accuracy (with validation accuracy) always and first. A dual-BN model (RLNet's) is measured as its paper measures it: clean accuracy,
 validation accuracy and the non-adversarial metrics through its clean BatchNorms, the adversarial
 metrics (and a second clean accuracy) through its adversarial ones — so a metric added to the registry
 reaches every method, whatever its BatchNorms."""
@@ -30,25 +30,20 @@ def inference_model(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[nn.
 
 def evaluate_model(model: nn.Module, data: DataBundle, settings: EvaluationSettings, seed: int,
                    metrics: MetricRegistry, progress: Progress = lambda label, done, total: None) -> dict[str, Any]:
-    """Every metric of ``model`` (in eval mode) on ``data``'s test and validation splits. ``columns``
-    names each accuracy's leaderboard title and the number of test images it was measured on."""
+    """Every metric the suite turns on (clean accuracy always) of ``model`` (in eval mode) on ``data``.
+    ``columns`` names each accuracy's leaderboard title and the number of test images it was measured on."""
     model, folded = inference_model(model, data.input_shape)
     size = settings.batch_size
     dual = has_dual_bn(model)
-    n_test = len(data.test_y)
     out: dict[str, Any] = {}
-    columns = {"clean_accuracy": {"title": "clean acc %", "images": n_test}}
-    chosen = {name: metrics.settings(name, given) for name, given in settings.metrics.items()}
+    columns: dict[str, dict] = {}
+    chosen = metrics.chosen(settings.metrics)
     for adversarial in (False, True):
         path = bn_path(model, "adv" if adversarial else "clean") if dual else nullcontext()
         with path:
-            if not adversarial:
-                progress("evaluating: clean and validation accuracy", 0, 1)
-                out["clean_accuracy"] = accuracy(model, data.test_x, data.test_y, size)
-                out["val_accuracy"] = accuracy(model, data.val_x, data.val_y, size)
-            elif dual:
+            if adversarial and dual:  # the clean accuracy of the path the adversarial metrics are measured on
                 out["clean_accuracy_adv_bn"] = accuracy(model, data.test_x, data.test_y, size)
-                columns["clean_accuracy_adv_bn"] = {"title": "clean acc, adv BN %", "images": n_test}
+                columns["clean_accuracy_adv_bn"] = {"title": "clean acc, adv BN %", "images": len(data.test_y)}
             for name, options in chosen.items():
                 metric = metrics[name]
                 if metric.adversarial != adversarial:
@@ -61,7 +56,7 @@ def evaluate_model(model: nn.Module, data: DataBundle, settings: EvaluationSetti
         if metrics[name].judge is not None:
             out.update(metrics[name].judge(out))
     if dual:
-        out["bn_paths"] = {"clean": "clean", **{name: "adv" if metrics[name].adversarial else "clean" for name in chosen}}
+        out["bn_paths"] = {name: "adv" if metrics[name].adversarial else "clean" for name in chosen}
     out["columns"] = columns
     out["inference"] = {"batchnorms_folded": folded}  # how the model was run (not a figure)
     return out

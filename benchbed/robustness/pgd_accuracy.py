@@ -11,7 +11,7 @@ from torch import nn
 from benchbed.config import Strict
 from benchbed.data.bundle import DataBundle, eval_batches
 from benchbed.robustness.attacks import pgd
-from benchbed.robustness.registry import RobustnessMetric
+from benchbed.robustness.registry import Metric
 
 
 class PGDSettings(Strict):
@@ -58,7 +58,7 @@ def _measure(model: nn.Module, data: DataBundle, settings: PGDSettings, batch_si
     return pgd_accuracy(model, data, settings, batch_size, seed)
 
 
-PGD_METRIC = RobustnessMetric(
+PGD_METRIC = Metric(
     "pgd", PGDSettings, _measure,
     columns={"pgd_accuracy": "PGD acc %"}, sample_size=lambda result: result["pgd"]["images"], adversarial=True,
     # both attacks' steps (a forward and a backward to the input: two thirds of a training image), three forwards

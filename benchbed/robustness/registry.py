@@ -1,6 +1,7 @@
-"""Robustness metrics by name. Any plugin contributes metrics through the ``robustness_metrics`` hook
-(the core's PGD, corruption and AutoAttack metrics arrive the same way); a suite turns one on by giving
-its settings under ``evaluation.<name>``, and every entry, dual-BN ones included, is measured with it."""
+"""Metrics by name. Any plugin contributes metrics through the ``metrics`` hook (the core's clean
+accuracy, PGD, corruption and AutoAttack metrics arrive the same way); a suite turns one on by giving
+its settings under ``evaluation.<name>`` (a metric marked ``always``, clean accuracy, is on in every
+suite), and every entry, dual-BN ones included, is measured with it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ Progress = Callable[[str, float, float], None]
 
 
 @dataclass(frozen=True)
-class RobustnessMetric:
+class Metric:
     """``measure(model, data, settings, batch_size, seed, progress)`` returns flat metrics (fractions) and
     nested detail, reading only the test split, in eval mode. ``columns`` titles the flat accuracies the
     leaderboard shows (key -> title); ``sample_size(result)`` is the number of test images they were
@@ -37,28 +38,36 @@ class RobustnessMetric:
     # ``cost(settings, classes)``: (gradient passes in training images, no-grad forwards in images) one
     # model's measurement makes at most — what ``benchbed plan`` charges an entry's evaluation
     cost: Callable[[Any, int], tuple[float, float]] | None = None
+    # measured on every entry, whether the suite names it or not (clean accuracy); first, before the rest
+    always: bool = False
 
 
-class MetricRegistry(Registry[RobustnessMetric]):
-    def __init__(self, entries: Iterable[tuple[str, RobustnessMetric]]):
+class MetricRegistry(Registry[Metric]):
+    def __init__(self, entries: Iterable[tuple[str, Metric]]):
         entries = list(entries)
         reserved = [package for package, metric in entries if metric.name == "batch_size"]
         if reserved:  # evaluation.batch_size is the evaluation's own setting
             raise BenchbedError(f"{reserved[0]} registers a robustness metric named 'batch_size', which is "
                                 "evaluation's own setting; rename it")
-        super().__init__("robustness metric", "robustness_metrics", entries)
+        super().__init__("metric", "metrics", entries)
 
     def settings(self, name: str, given: Any) -> BaseModel:
         """``given`` (a mapping from a suite, or the settings model itself) validated against metric ``name``."""
         model = self[name].settings
         return given if isinstance(given, model) else model.model_validate(given or {})
 
+    def chosen(self, sections: dict[str, Any]) -> dict[str, BaseModel]:
+        """The metrics a suite's ``evaluation`` sections turn on, with their settings: those measured on
+        every entry first, then the suite's in its order."""
+        always = {name: self.settings(name, sections.get(name)) for name, metric in self.items() if metric.always}
+        return {**always, **{name: self.settings(name, given) for name, given in sections.items() if name not in always}}
+
     def problems(self, sections: dict[str, Any]) -> list[str]:
         """Why a suite's ``evaluation`` sections do not validate, each with its field path."""
         found = []
         for name, given in sections.items():
             if name not in self:
-                found.append(f"evaluation.{name}: unknown robustness metric; installed: {', '.join(self)}"
+                found.append(f"evaluation.{name}: unknown metric; installed: {', '.join(self)}"
                              + did_you_mean(name, self))
                 continue
             try:

@@ -13,14 +13,13 @@ from benchbed.config import SecureCostSettings
 from benchbed.errors import BenchbedError
 from benchbed.files import write_json
 from benchbed.model.checkpoint import load_checkpoint
-from benchbed.plugin.manager import Methods
-from benchbed.run import provenance
+from benchbed.plugin.manager import Plugins
+from benchbed.run import provenance, record as entry_record
 from benchbed.run.rundir import RunDir
-from benchbed.run.runner import disagreements_of
-from benchbed.secure.cost import price
+from benchbed.run.scoring import prices
 
 
-def reprice(run_dir: RunDir, methods: Methods, log: Callable[[str], None] = print) -> dict[str, int]:
+def reprice(run_dir: RunDir, plugins: Plugins, log: Callable[[str], None] = print) -> dict[str, int]:
     """Every finished entry of ``run_dir`` priced again; returns counts of what was done."""
     meta = run_dir.meta()
     if meta.get("in_use"):
@@ -29,10 +28,10 @@ def reprice(run_dir: RunDir, methods: Methods, log: Callable[[str], None] = prin
     if not suite["secure_cost"]["enabled"]:
         raise BenchbedError(f"{run_dir.path}'s suite prices nothing (secure_cost.enabled: false)")
     settings = SecureCostSettings(**suite["secure_cost"])
-    unknown = [p for p in settings.profiles if p not in methods.cost_profiles]
+    unknown = [p for p in settings.profiles if p not in plugins.cost_profiles]
     if unknown:
         raise BenchbedError(f"profiles {unknown} of {run_dir.path}'s suite are not installed; installed: "
-                            f"{', '.join(sorted(methods.cost_profiles))}")
+                            f"{', '.join(sorted(plugins.cost_profiles))}")
     input_shape = tuple((meta.get("data") or {}).get("input_shape") or ())
     if len(input_shape) != 3:
         raise BenchbedError(f"{run_dir.data_file} does not give the input shape; run the suite again with this --out")
@@ -47,14 +46,10 @@ def reprice(run_dir: RunDir, methods: Methods, log: Callable[[str], None] = prin
             log(f"{entry}: its checkpoint is missing or not the one its record's hash names; left as it was")
             counts["skipped"] += 1
             continue
-        model = load_checkpoint(run_dir.checkpoint_path(entry), methods.models).eval()
-        record["secure_cost"] = {name: price(model, input_shape, settings, methods.cost_profiles[name])
-                                 for name in settings.profiles}
+        model = load_checkpoint(run_dir.checkpoint_path(entry), plugins.models).eval()
+        record["secure_cost"] = prices(model, input_shape, settings, plugins.cost_profiles)
         record["priced"] = stamp
-        record.pop("disagreements", None)
-        found = disagreements_of(record)  # a method's own price, from its run, against today's
-        if found:
-            record["disagreements"] = found
+        entry_record.mark_disagreements(record)  # a method's own price, from its run, against today's
         write_json(run_dir.record_path(entry), record)
         counts["repriced"] += 1
     return counts

@@ -3,9 +3,7 @@ compute budget, each written to the run directory as soon as it finishes."""
 from __future__ import annotations
 
 import copy
-import re
 import time
-import traceback
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -22,22 +20,20 @@ from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import fingerprint, model_from_payload, write_checkpoint
 from benchbed.model.dual_bn import has_dual_bn
 from benchbed.model.polynomials import dapa_bypass
-from benchbed.model.sites import capacity, drelu_count, foreign_kernels, relu_count, sites
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.model.sites import capacity, drelu_count, foreign_kernels, sites
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.plugin.types import EntryContext
-from benchbed.robustness.evaluate import evaluate_model
-from benchbed.run import provenance, teacher
+from benchbed.run import rebuild, record, scoring, teacher
 from benchbed.run.isolation import run_isolated, start_method
 from benchbed.run.phases import PhaseLog
 from benchbed.run.progress import Relay, Reporter
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir
 from benchbed.run.scheduling import run_on_ray
-from benchbed.run.suite import Entry, LoadedSuite, load_suite, plan
-from benchbed.secure.cost import price
+from benchbed.run.suite import Entry, LoadedSuite, load_suite, suite_entries
 from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import resolve_device, set_precision
-from benchbed.train.meter import meter_entry
-from benchbed.train.reproducibility import determinism, seed_everything
+from benchbed.train.meter import Meter, meter_entry
+from benchbed.train.reproducibility import seed_everything
 
 # Training images whose teacher pre-activations the DaPa bypass is fitted to.
 DAPA_IMAGES = 512
@@ -47,30 +43,29 @@ class SuiteRun:
     """One validated suite bound to a run directory."""
 
     def __init__(self, loaded: LoadedSuite, *, out: str | Path | None = None, quiet: bool = False,
-                 methods: Methods | None = None):
+                 plugins: Plugins | None = None):
         self.loaded = loaded
         self.suite, self.suite_path = loaded.suite, loaded.path
         # by entry key: the options of the method that builds the entry's mask (and, alone, finetunes),
         # and those of a composed entry's finetune method
         self.options, self.finetune_options = loaded.options, loaded.finetune_options
-        self.methods = methods or Methods(plugin_manager())
-        self.run_dir = Path(out) if out else Path("runs") / self.suite.name
-        self.rundir = RunDir(self.run_dir)
+        self.plugins = plugins or Plugins(plugin_manager())
+        self.rundir = RunDir(Path(out) if out else Path("runs") / self.suite.name)
         self.reporter = Reporter(quiet)
         self.device = resolve_device(self.suite.device)
         self.timer = time.perf_counter  # the seconds budget's clock; tests drive it by hand
-        self.dry_run = False  # ``benchbed run --dry-run`` (``benchbed.run.dry``) sets it
+        self.dry_run = False  # ``benchbed run --dry-run`` (``benchbed.preflight.dry``) sets it
         self._seals: dict[int, str] = {}
 
     @classmethod
     def from_file(cls, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
-                  methods: Methods | None = None) -> "SuiteRun":
-        methods = methods or Methods(plugin_manager())
-        return cls(load_suite(suite_path, methods), out=out, quiet=quiet, methods=methods)
+                  plugins: Plugins | None = None) -> "SuiteRun":
+        plugins = plugins or Plugins(plugin_manager())
+        return cls(load_suite(suite_path, plugins), out=out, quiet=quiet, plugins=plugins)
 
     def load_data(self) -> DataBundle:
         spec = self.suite.dataset
-        data = self.methods.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
+        data = self.plugins.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
         quick = self.suite.evaluation.quick_test_images
         if quick:  # a development run's evaluation: the first images of the test split
             data = replace(data, test_x=data.test_x[:quick], test_y=data.test_y[:quick])
@@ -83,15 +78,15 @@ class SuiteRun:
                 ("finetune", entry.finetune_method, finetune_options)]
 
     def teacher_variant(self, method: str, options: BaseModel) -> str:
-        return self.methods.get(method).info.teacher(options)
+        return self.plugins.get(method).info.teacher(options)
 
-    def teachers(self, data: DataBundle, entries: Iterable[Entry], loaded: nn.Module | None) -> dict[str, nn.Module]:
-        """Every teacher variant the entries ask for, each prepared once; ``loaded`` is the suite's own
+    def teachers(self, data: DataBundle, entries: Iterable[Entry], given_teacher: nn.Module | None) -> dict[str, nn.Module]:
+        """Every teacher variant the entries ask for, each prepared once; ``given_teacher`` is the suite's own
         teacher checkpoint, built when the run started."""
         variants = sorted({STANDARD_TEACHER} | {self.teacher_variant(m, o) for e in entries for _, m, o in self.parts(e)})
         # a dry run's teachers train a few steps: nothing a real run should ever reuse from the cache
-        return {v: teacher.prepare(self.suite, data, self.rundir, self.device, self.reporter, self.methods.models, v,
-                                   self.loaded.teacher_checkpoint, loaded, cache=not self.dry_run) for v in variants}
+        return {v: teacher.prepare(self.suite, data, self.rundir, self.device, self.reporter, self.plugins.models, v,
+                                   self.loaded.teacher_checkpoint, given_teacher, cache=not self.dry_run) for v in variants}
 
     # -- entries ----------------------------------------------------------------------------------
     def run_entry(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module]) -> tuple[dict[str, Any], dict | None]:
@@ -100,7 +95,34 @@ class SuiteRun:
         exits, alters its teacher, hands back kernels of its own — the record says so."""
         set_precision(self.suite.precision)  # in the process that runs the entry (a forked or Ray worker)
         keep_freed_pages()
-        mask_method, finetune_method = self.methods.get(entry.mask_method), self.methods.get(entry.finetune_method)
+        life = self._begin(entry, data, teachers)
+        payload = None
+        try:
+            model = self._train(entry, life)
+            # What is saved, copied off the method's model; what the core counts, measures and prices is the
+            # model rebuilt from it by the core's own architecture and kernels — never the method's object.
+            payload = rebuild.payload(model, self.suite, data)
+            final = rebuild.rebuilt(payload, self.suite, data, self.plugins.models, self.device,
+                                    f"{entry.method}'s model")
+            self._check_budget(final, entry)
+            life.observed["dual_bn"] = has_dual_bn(final)
+            life.record.update(scoring.score(final, self.suite, data, self.plugins, entry.seed,
+                                             progress=life.ctx.progress, phase=life.phases))
+            life.record.update(self._own_measurements(entry, final, life.ctx, data))
+            record.mark_disagreements(life.record)
+            life.record.update(checkpoint=f"{entry.id}.pt", status="ok")
+        except BudgetExceeded as exc:
+            payload = None
+            life.record.update(status="over_budget", error=str(exc))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # one entry's failure, or its sys.exit, must not take the suite down
+            payload = None
+            life.record.update(record.error_fields(exc))
+        return self._closed(entry, life), payload
+
+    def _begin(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module]) -> "EntryLife":
+        """An entry's contexts, its own copies of its teachers, its meter and the record's opening fields."""
         level = entry.level
         limits = {} if level is None else {"epochs": level.epochs, "seconds": level.seconds}
         (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
@@ -116,135 +138,126 @@ class SuiteRun:
                                   workdir=self.rundir.work_dir(entry.id), log=self.reporter.log,
                                   progress=self.reporter.progress, protocol=self.suite.protocol,
                                   dry_run=self.dry_run, **limits)
-        clock = ctx.clock
-        clock.finetune_epochs = entry.finetune_epochs
-        phases = PhaseLog(self.device)
-        # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
-        finetune_ctx = replace(ctx, options=finetune_options, teacher=own_teachers["finetune"])
-        record: dict[str, Any] = {
-            "schema_version": schemas.ENTRY_VERSION, "entry": entry.id, "suite": self.suite.name, "fingerprint": self.suite.fingerprint(),
-            "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget, "seed": entry.seed,
-            "mask_method": entry.mask_method, "finetune_method": entry.finetune_method,
+        ctx.clock.finetune_epochs = entry.finetune_epochs
+        student = copy.deepcopy(shared["build_mask"]).train()
+        for p in student.parameters():
+            p.requires_grad_(True)
+        opened = {**record.header(entry, self.suite), **self._described(entry, mask_options, finetune_options, sealed)}
+        return EntryLife(
+            record=opened, ctx=ctx,
+            # The finetune's view: its own options and teacher; the same clock, data, notes and cuts.
+            finetune_ctx=replace(ctx, options=finetune_options, teacher=own_teachers["finetune"]),
+            student=student, own_teachers=own_teachers, sealed=sealed,
+            # Everything the student and the entry's teachers compute is counted, however it is called.
+            meter=meter_entry(ctx.clock, student, list(own_teachers.values()), data.input_shape),
+            phases=PhaseLog(self.device),
+            # What a claim's conditions read: facts the core saw itself, beside those the method reports
+            observed={"teacher": opened["teachers"]["build_mask"]["variant"],
+                      "finetune_teacher": opened["teachers"]["finetune"]["variant"]})
+
+    def _described(self, entry: Entry, mask_options: BaseModel, finetune_options: BaseModel,
+                   sealed: dict[str, str]) -> dict[str, Any]:
+        """What the entry is: its plugins and options, its compute level, teachers, one-time assets,
+        composition, and the claims, stated setup and published figure it can speak to."""
+        mask_method, finetune_method = self.plugins.get(entry.mask_method), self.plugins.get(entry.finetune_method)
+        level = entry.level
+        found: dict[str, Any] = {
             "method_package": mask_method.package, "method_version": mask_method.version,
             "options": mask_options.model_dump(mode="json"), "stem_relu": self.suite.model.stem_relu,
-            "protocol": self.suite.protocol, "started": provenance.now(),
+            "protocol": self.suite.protocol,
             "compute_level": None if level is None else {"index": level.index, "label": level.label,
                                                          "epochs": level.epochs, "seconds": level.seconds,
-                                                         "finetune_epochs": entry.finetune_epochs}}
-        record["teachers"] = {stage: {"variant": self.teacher_variant(m, o), "fingerprint": sealed[stage]}
-                              for stage, m, o in self.parts(entry)}
+                                                         "finetune_epochs": entry.finetune_epochs},
+            "teachers": {stage: {"variant": self.teacher_variant(m, o), "fingerprint": sealed[stage]}
+                         for stage, m, o in self.parts(entry)}}
         # A teacher only some methods use (the robust one) is that method's one-time asset: its cost is
         # shown on the method's rows, beside the per-entry compute that every method gets alike
-        assets = {v: self.teacher_compute(v) for v in {t["variant"] for t in record["teachers"].values()}
+        assets = {v: self.teacher_compute(v) for v in {t["variant"] for t in found["teachers"].values()}
                   if v != STANDARD_TEACHER}
         if assets:
-            record["method_assets"] = {f"{v} teacher": {"epochs": epochs, "once": True} for v, epochs in assets.items()}
+            found["method_assets"] = {f"{v} teacher": {"epochs": epochs, "once": True} for v, epochs in assets.items()}
         if entry.composed:
-            record["composition"] = {
+            found["composition"] = {
                 "mask_method": entry.mask_method, "finetune_method": entry.finetune_method, "bypass": entry.bypass,
                 "finetune_package": finetune_method.package, "finetune_version": finetune_method.version,
                 "finetune_options": finetune_options.model_dump(mode="json")}
         # the papers' claims this entry can speak to travel with it, so a board is made from records alone
-        record["claims"] = [asdict(c) for m in {mask_method.name: mask_method, finetune_method.name: finetune_method}.values()
-                            for c in m.info.claims]
+        found["claims"] = [asdict(c) for m in {mask_method.name: mask_method, finetune_method.name: finetune_method}.values()
+                           for c in m.info.claims]
         # the setup the method's paper states its figures for; a composed entry runs no method as its paper does
-        record["stated_setup"] = [] if entry.composed else [asdict(c) for c in mask_method.info.setup]
+        found["stated_setup"] = [] if entry.composed else [asdict(c) for c in mask_method.info.setup]
         published = [asdict(p) for p in mask_method.info.published
                      if not entry.composed and p.matches(self.suite.dataset.name, self.suite.model.name,
                                                          self.suite.model.stem_relu, entry.budget)]
         if published:
-            record["published"] = published[0]
-        payload = None
-        # What a claim's conditions read: facts the core saw itself, beside those the method reports
-        observed: dict[str, Any] = {"teacher": record["teachers"]["build_mask"]["variant"],
-                                    "finetune_teacher": record["teachers"]["finetune"]["variant"]}
-        student = copy.deepcopy(shared["build_mask"]).train()
-        for p in student.parameters():
-            p.requires_grad_(True)
-        # Everything the student and the entry's teachers compute is counted, however it is called.
-        meter = meter_entry(clock, student, list(own_teachers.values()), data.input_shape)
-        mask_call = lambda hook: self.methods.caller(hook, entry.mask_method)  # noqa: E731
-        # The model's final form is the finetune's: its own extra metrics and price are recorded.
-        call = lambda hook: self.methods.caller(hook, entry.finetune_method)  # noqa: E731
+            found["published"] = published[0]
+        return found
+
+    def _train(self, entry: Entry, life: "EntryLife") -> nn.Module:
+        """The mask search (and the DaPa bypass) and the finetune, under the clock and the meter; the
+        finetuned model once the core's rules hold: its meter intact, its compute within the budget, its
+        teachers untouched."""
+        clock, meter, phases, ctx = life.ctx.clock, life.meter, life.phases, life.ctx
         try:
-            try:
-                with clock.running():
-                    with phases("build_mask"):
-                        masked = mask_call("build_mask")(ctx=ctx, model=student)
-                        model = self._frozen_model(masked, entry, "build_mask")
-                        record["build_mask"] = masked.info
-                        if entry.bypass == "dapa":
-                            record["bypass"] = self._dapa_bypass(ctx, model)
-                    clock.begin_finetune(meter.total())
-                    with phases("finetune"):
-                        tuned = call("finetune")(ctx=finetune_ctx, model=model)
-                        model = self._frozen_model(tuned, entry, "finetune")
-                    record["finetune"] = tuned.info
-            finally:
-                intact = meter.intact()
-                meter.stop()
-            if not intact:
-                raise BenchbedError(f"method {entry.method!r} removed the core's compute meter from the model's layers")
-            overrun = clock.overrun(meter.total())
-            if overrun:
-                raise BudgetExceeded(overrun)
-            if any(fingerprint(own_teachers[stage]) != sealed[stage] for stage in own_teachers):
-                raise BenchbedError(f"method {entry.method!r} changed its teacher (weights, buffers or train/eval "
-                                    "mode); the suite's teacher is read-only")
-            foreign = foreign_kernels(model)
-            if foreign:
-                record["rebuilt_from_spec"] = foreign
-            # What is saved, copied off the method's model; what the core counts, measures and prices is the
-            # model rebuilt from it by the core's own architecture and kernels — never the method's object.
-            payload = teacher.payload(model, self.suite, data)
-            final = self._rebuilt(payload, entry, data)
-            self._check_budget(final, entry)
-            observed["dual_bn"] = has_dual_bn(final)
-            record["relus"], record["drelus"] = relu_count(final), drelu_count(final)
-            record["relus_all_sites"], record["drelus_all_sites"] = relu_count(final, False), drelu_count(final, False)
-            with phases("evaluate"):
-                record["metrics"] = evaluate_model(final, data, self.suite.evaluation, entry.seed,
-                                                   self.methods.metrics, progress=ctx.progress)
-                # A method's own measurements see a copy of their own: they may add, never change, the core's.
-                eval_ctx = replace(ctx, data=data, teacher=None)
-                own = call("evaluate")(ctx=eval_ctx, model=self._rebuilt(payload, entry, data),
-                                       settings=self.suite.evaluation)
-            if own is not None:
-                record["method_metrics"] = _checked_metrics(own, entry)
-            if self.suite.secure_cost.enabled:
-                settings, profiles = self.suite.secure_cost, self.methods.cost_profiles
-                with phases("price"):
-                    record["secure_cost"] = {name: price(final, data.input_shape, settings, profiles[name])
-                                             for name in settings.profiles}
-                own_prices = {name: call("secure_cost")(model=self._rebuilt(payload, entry, data),
-                                                        input_shape=data.input_shape, settings=settings,
-                                                        profile=profiles[name]) for name in settings.profiles}
-                if any(p is not None for p in own_prices.values()):
-                    record["method_secure_cost"] = own_prices
-            disagreements = disagreements_of(record)
-            if disagreements:
-                record["disagreements"] = disagreements
-            record["checkpoint"] = f"{entry.id}.pt"
-            record["status"] = "ok"
-        except BudgetExceeded as exc:
-            payload = None
-            record.update(status="over_budget", error=str(exc))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # one entry's failure, or its sys.exit, must not take the suite down
-            payload = None
-            record.update(status="error", error=f"{type(exc).__name__}: {exc}",
-                          traceback=traceback.format_exc(limit=8).splitlines()[-12:])
-        record["notes"] = ctx.notes
-        record["cuts"] = ctx.cuts
-        record["setup"] = {"observed": observed, "reported": {k: v for k, v in ctx.setup.items() if isinstance(k, str)
-                                                              and (v is None or isinstance(v, (bool, int, float, str)))}}
-        record["phases"] = phases.phases
-        record["compute"] = clock.record(meter.total(), meter.breakdown())
-        record.update(finished=provenance.now(), versions=provenance.versions(),
-                      source_commit=provenance.source_commit(), hardware=provenance.hardware(self.device),
-                      determinism=determinism(self.device, timed=level is not None and level.seconds is not None))
-        return record, payload
+            with clock.running():
+                with phases("build_mask"):
+                    masked = self.plugins.caller("build_mask", entry.mask_method)(ctx=ctx, model=life.student)
+                    model = self._frozen_model(masked, entry, "build_mask")
+                    life.record["build_mask"] = masked.info
+                    if entry.bypass == "dapa":
+                        life.record["bypass"] = self._dapa_bypass(ctx, model)
+                clock.begin_finetune(meter.total())
+                with phases("finetune"):
+                    # The model's final form is the finetune's: its own extra metrics and price are recorded.
+                    tuned = self.plugins.caller("finetune", entry.finetune_method)(ctx=life.finetune_ctx, model=model)
+                    model = self._frozen_model(tuned, entry, "finetune")
+                life.record["finetune"] = tuned.info
+        finally:
+            intact = meter.intact()
+            meter.stop()
+        if not intact:
+            raise BenchbedError(f"method {entry.method!r} removed the core's compute meter from the model's layers")
+        overrun = clock.overrun(meter.total())
+        if overrun:
+            raise BudgetExceeded(overrun)
+        if any(fingerprint(life.own_teachers[stage]) != life.sealed[stage] for stage in life.own_teachers):
+            raise BenchbedError(f"method {entry.method!r} changed its teacher (weights, buffers or train/eval "
+                                "mode); the suite's teacher is read-only")
+        foreign = foreign_kernels(model)
+        if foreign:
+            life.record["rebuilt_from_spec"] = foreign
+        return model
+
+    def _own_measurements(self, entry: Entry, final: nn.Module, ctx: EntryContext, data: DataBundle) -> dict[str, Any]:
+        """The finetune method's own ``evaluate`` and ``secure_cost`` answers, made after the core's on a
+        copy of the final model: they may add to the core's figures, never change them."""
+        call = lambda hook: self.plugins.caller(hook, entry.finetune_method)  # noqa: E731
+        own_model = copy.deepcopy(final)
+        found: dict[str, Any] = {}
+        own = call("evaluate")(ctx=replace(ctx, data=data, teacher=None), model=own_model,
+                               settings=self.suite.evaluation)
+        if own is not None:
+            found["method_metrics"] = record.checked_metrics(own, entry)
+        if self.suite.secure_cost.enabled:
+            settings, profiles = self.suite.secure_cost, self.plugins.cost_profiles
+            own_prices = {name: call("secure_cost")(model=own_model, input_shape=data.input_shape, settings=settings,
+                                                    profile=profiles[name]) for name in settings.profiles}
+            if any(p is not None for p in own_prices.values()):
+                found["method_secure_cost"] = own_prices
+        return found
+
+    def _closed(self, entry: Entry, life: "EntryLife") -> dict[str, Any]:
+        """The record with what closes it, finished or not: the method's notes, cuts and setup, the
+        phases, the compute used and provenance."""
+        ctx, level = life.ctx, entry.level
+        life.record.update(
+            notes=ctx.notes, cuts=ctx.cuts, phases=life.phases.phases,
+            setup={"observed": life.observed,
+                   "reported": {k: v for k, v in ctx.setup.items() if isinstance(k, str)
+                                and (v is None or isinstance(v, (bool, int, float, str)))}},
+            compute=ctx.clock.record(life.meter.total(), life.meter.breakdown()),
+            **record.closing(self.device, timed=level is not None and level.seconds is not None))
+        return life.record
 
     def teacher_compute(self, variant: str) -> float | None:
         """The epochs (of this suite's training split) the teacher ``variant`` cost where it was trained."""
@@ -280,12 +293,6 @@ class SuiteRun:
                                 "freeze them to relu/masked/patch kernels")
         return result.model
 
-    def _rebuilt(self, payload: dict, entry: Entry, data: DataBundle) -> nn.Module:
-        """The entry's model as the core rebuilds it from the saved payload, in eval mode on the device."""
-        model = model_from_payload(payload, f"{entry.method}'s model", models=self.methods.models,
-                                   **teacher.expectations(self.suite, data))
-        return model.to(self.device).eval()
-
     def _check_budget(self, model: nn.Module, entry: Entry) -> None:
         if entry.budget is not None and drelu_count(model) > entry.budget:
             raise BenchbedError(f"{entry.method} returned {drelu_count(model):,} DReLUs, over the budget of {entry.budget:,}")
@@ -297,15 +304,15 @@ class SuiteRun:
         the teacher checkpoint are known to load."""
         data = self.load_data()
         checkpoint = self.loaded.teacher_checkpoint
-        loaded = teacher.from_checkpoint(checkpoint, self.suite, data, self.methods.models) if checkpoint else None
+        given_teacher = teacher.from_checkpoint(checkpoint, self.suite, data, self.plugins.models) if checkpoint else None
         with self.rundir.locked():
             self.rundir.claim(self.suite, self.suite_path, {
                 **{k: v.model_dump(mode="json") for k, v in self.options.items()},
                 **{f"{k} (finetune)": v.model_dump(mode="json") for k, v in self.finetune_options.items()}})
             self.rundir.write_data(data.describe())
-            entries = plan(self.suite, self.methods)
+            entries = suite_entries(self.suite, self.plugins)
             self.rundir.write_plan([e.id for e in entries])
-            teachers = self.teachers(data, entries, loaded)
+            teachers = self.teachers(data, entries, given_teacher)
             compute = ("each method's paper recipe" if self.suite.protocol == "paper"
                        else self.suite.compute.model_dump(exclude_none=True))
             self.reporter.log(f"{len(entries)} entries; {capacity(teachers['standard']):,} ReLUs "
@@ -321,15 +328,15 @@ class SuiteRun:
                 if entry not in todo:
                     advance(f"{entry.id}: finished earlier, skipped")
             shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
-            task = EntryTask(self.loaded, str(self.run_dir))
+            task = EntryTask(self.loaded, str(self.rundir.path))
             if executor == "ray":
                 results = run_on_ray(task, todo, shared, address=address, device=self.suite.device)
             else:
                 results = self._isolated(todo, data, teachers, task, shared, workers)
-            for entry, (record, payload) in results:
-                record = self._save(entry, record, payload)
-                counts[record["status"]] += 1
-                advance(_summary_line(record))
+            for entry, (made, payload) in results:
+                saved = self._save(entry, made, payload)
+                counts[saved["status"]] += 1
+                advance(record.summary_line(saved))
         return counts
 
     def _todo(self, entries: list[Entry], teachers: dict[str, nn.Module]) -> list[Entry]:
@@ -350,7 +357,7 @@ class SuiteRun:
                 self.reporter.log(f"{entry.id}: made by {stale}; redone")
                 todo.append(entry)
         if other_teacher:
-            raise BenchbedError(f"{len(other_teacher)} entries in {self.run_dir} ({', '.join(other_teacher[:2])}, …) "
+            raise BenchbedError(f"{len(other_teacher)} entries in {self.rundir.path} ({', '.join(other_teacher[:2])}, …) "
                                 "were made with another teacher than the run's now (its checkpoint changed); pass "
                                 "--out with a new directory, or delete those entries to redo them")
         return todo
@@ -360,8 +367,8 @@ class SuiteRun:
         made = {entry.mask_method: record.get("method_version"),
                 entry.finetune_method: (record.get("composition") or {}).get("finetune_version",
                                                                              record.get("method_version"))}
-        return ", ".join(f"{name} {version} (installed: {self.methods.get(name).version})"
-                         for name, version in made.items() if version != self.methods.get(name).version)
+        return ", ".join(f"{name} {version} (installed: {self.plugins.get(name).version})"
+                         for name, version in made.items() if version != self.plugins.get(name).version)
 
     def _isolated(self, todo: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], task: "EntryTask",
                   shared: dict[str, dict], workers: int | None) -> Iterator[tuple[Entry, tuple[dict, dict | None]]]:
@@ -372,7 +379,7 @@ class SuiteRun:
                  self.rundir.work_dir(entry.id) / "result.pt") for entry in todo)
         relay = lambda kind, args: getattr(self.reporter, kind)(*args)  # noqa: E731
         for entry, result, why in run_isolated(jobs, method, workers, relay):
-            yield entry, (result if result is not None else (self._failed(entry, why), None))
+            yield entry, (result if result is not None else (record.failed(entry, self.suite, why), None))
 
     def _in_child(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module],
                   send: Callable[..., None]) -> tuple[dict, dict | None]:
@@ -380,37 +387,46 @@ class SuiteRun:
         self.reporter = Relay(send)
         return self.run_entry(entry, data, teachers)
 
-    def _failed(self, entry: Entry, why: str) -> dict:
-        """The record of an entry whose process gave no result."""
-        return {"schema_version": schemas.ENTRY_VERSION, "entry": entry.id, "suite": self.suite.name,
-                "fingerprint": self.suite.fingerprint(), "method": entry.method, "label": entry.label or entry.method, "budget": entry.budget,
-                "seed": entry.seed, "status": "error", "error": why, "started": provenance.now(),
-                "finished": provenance.now(), "compute": {"used": {"epochs": 0.0, "seconds": 0.0}}}
-
-    def _save(self, entry: Entry, record: dict, payload: dict | None) -> dict:
+    def _save(self, entry: Entry, made: dict, payload: dict | None) -> dict:
         """Write the entry's checkpoint, then its record; a failed write fails this entry only. A record
         the result format does not accept (a plugin's odd figure) is written as this entry's error."""
-        hashed = {**record, "checkpoint_sha256": "0" * 64} if payload is not None else record  # the hash comes below
+        hashed = {**made, "checkpoint_sha256": "0" * 64} if payload is not None else made  # the hash comes below
         found = schemas.problems(hashed, "entry")
         if found:
-            record = {**record, "status": "error", "error": f"the record breaks the result format: {found[0]}"}
+            made = {**made, "status": "error", "error": f"the record breaks the result format: {found[0]}"}
             payload = None
-            self.reporter.log(f"{entry.id}: {record['error']}")
+            self.reporter.log(f"{entry.id}: {made['error']}")
         try:
             if payload is not None:  # the checkpoint first: a finished record always has its checkpoint
-                record["checkpoint_sha256"] = write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
-            write_json(self.rundir.record_path(entry.id), record)
+                made["checkpoint_sha256"] = write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
+            write_json(self.rundir.record_path(entry.id), made)
         except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
             self.reporter.log(f"{entry.id}: could not be saved ({why}); nothing else was lost, `benchbed run` redoes it")
-            failed = {**record, "status": "error", "error": f"not saved: {why}"}
+            failed = {**made, "status": "error", "error": f"not saved: {why}"}
             failed.pop("checkpoint_sha256", None)
             try:  # a small error record may still fit; an error entry is redone on resume either way
                 write_json(self.rundir.record_path(entry.id), failed)
             except (OSError, RuntimeError):
                 pass
             return failed
-        return record
+        return made
+
+
+@dataclass
+class EntryLife:
+    """One entry while it runs: its record so far, the method's contexts, the student, the entry's own
+    copies of its teachers and their seals, the meter, the phases' log, and what the core observed."""
+
+    record: dict[str, Any]
+    ctx: EntryContext
+    finetune_ctx: EntryContext
+    student: nn.Module
+    own_teachers: dict[str, nn.Module]
+    sealed: dict[str, str]
+    meter: Meter
+    phases: PhaseLog
+    observed: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -427,57 +443,6 @@ class EntryTask:
         if send is not None:  # in an entry's own (spawned) process: report through the parent
             run.reporter = Relay(send)
         data = run.load_data()
-        teachers = {v: teacher.frozen(model_from_payload(p, f"the shared {v} teacher", models=run.methods.models),
+        teachers = {v: teacher.frozen(model_from_payload(p, f"the shared {v} teacher", models=run.plugins.models),
                                       run.device) for v, p in teacher_payloads.items()}
         return run.run_entry(entry, data, teachers)
-
-
-def _checked_metrics(metrics: Any, entry: Entry) -> dict:
-    """A method's own ``evaluate`` answer the record can hold: a dict whose accuracies are fractions."""
-    if not isinstance(metrics, dict):
-        raise BenchbedError(f"evaluate of {entry.method!r} returned a {type(metrics).__name__}; it must return a dict "
-                            "of metrics")
-    bad = [k for k, v in metrics.items() if k.endswith("accuracy")
-           and not (isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1)]
-    if bad:
-        raise BenchbedError(f"evaluate of {entry.method!r} returned accuracies outside [0, 1]: {', '.join(bad)}")
-    return metrics
-
-
-# How far a method's own figure may sit from the core's before the record flags it.
-AGREEMENT_TOLERANCE = 1e-6
-
-
-def disagreements_of(record: dict) -> list[str]:
-    """Where a method's own metrics or prices differ from the core's measurement of the same thing."""
-    found = []
-    core, own = record.get("metrics") or {}, record.get("method_metrics") or {}
-    for key, value in own.items():
-        if isinstance(value, (int, float)) and isinstance(core.get(key), (int, float)) \
-                and abs(value - core[key]) > AGREEMENT_TOLERANCE:
-            found.append(f"{key}: the method says {value:.6g}, the core measured {core[key]:.6g}")
-    for profile, price_ in (record.get("method_secure_cost") or {}).items():
-        mine = (record.get("secure_cost") or {}).get(profile, {})
-        for key in ("drelus", "comm_mb", "rounds"):
-            if isinstance(price_, dict) and key in price_ and key in mine \
-                    and abs(float(price_[key]) - float(mine[key])) > AGREEMENT_TOLERANCE * max(1.0, abs(mine[key])):
-                found.append(f"{profile} {key}: the method prices {price_[key]:.6g}, the core {mine[key]:.6g}")
-    return found
-
-
-def _raised_at(record: dict) -> str:
-    """Where the error of a failed entry was raised (the traceback's last frame), for its console line."""
-    frames = [line.strip() for line in record.get("traceback") or [] if line.strip().startswith('File "')]
-    if not frames:
-        return ""
-    match = re.match(r'File "(.+)", line (\d+), in (.+)', frames[-1])
-    where = f"{match.group(1)}:{match.group(2)} in {match.group(3)}" if match else frames[-1]
-    return f" (raised at {where}; the record's `traceback` has the rest)"
-
-
-def _summary_line(record: dict) -> str:
-    if record["status"] != "ok":
-        return f"{record['entry']}: {record['status'].upper()} — {record.get('error', '')}{_raised_at(record)}"
-    metrics = record["metrics"]
-    return (f"{record['entry']}: acc {metrics['clean_accuracy']:.4f}, {record['drelus']:,} DReLUs, "
-            f"{record['compute']['used']['epochs']:.2f} epochs / {record['compute']['used']['seconds']:.1f} s")

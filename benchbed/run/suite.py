@@ -18,7 +18,7 @@ from benchbed.config import ComputeLevel, DatasetConfig, EvaluationSettings, Met
 from benchbed.errors import BenchbedError, SuiteError
 from benchbed.model.checkpoint import CheckpointFile, model_from_payload, read_checkpoint
 from benchbed.model.sites import capacity
-from benchbed.plugin.manager import Methods
+from benchbed.plugin.manager import Plugins
 from benchbed.run.locate import did_you_mean, fields_at, located, yaml_lines
 from benchbed.run.rundir import entry_id
 from benchbed.run.teacher import all_relu
@@ -51,7 +51,7 @@ class Entry:
         return self.mask_method != self.finetune_method or self.bypass != "identity"
 
 
-def plan(suite: Suite, methods: Methods) -> list[Entry]:
+def suite_entries(suite: Suite, plugins: Plugins) -> list[Entry]:
     """Every entry of the suite: a budgeted method at each budget and compute level (so its
     ``ctx.budget`` is always an int), a reference method once, for every seed."""
     levels = suite.compute.levels()
@@ -60,7 +60,7 @@ def plan(suite: Suite, methods: Methods) -> list[Entry]:
         for m in suite.methods:
             share = m.finetune_share if m.finetune_share is not None else suite.compute.finetune_share
             parts = dict(mask_method=m.name, finetune_method=m.finetune or m.name, bypass=m.bypass, label=m.label)
-            if not methods.get(m.name).info.budgeted:
+            if not plugins.get(m.name).info.budgeted:
                 entries.append(Entry(m.key, None, seed, **parts))
                 continue
             entries += [Entry(m.key, b, seed, **parts, level=level, finetune_epochs=level.finetune_epochs(share),
@@ -168,7 +168,7 @@ def quick_evaluation(loaded: LoadedSuite, test_images: int) -> LoadedSuite:
     return replace(loaded, suite=loaded.suite.model_copy(update={"evaluation": evaluation}))
 
 
-def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> LoadedSuite:
+def load_suite(path: str | Path, plugins: Plugins, need_data: bool = True) -> LoadedSuite:
     """Parse and validate ``path`` against the schema and against what is installed (and, with
     ``need_data``, that its dataset is there or may be downloaded: a dry run does without it)."""
     raw, text = _read_raw(str(path))
@@ -176,40 +176,40 @@ def load_suite(path: str | Path, methods: Methods, need_data: bool = True) -> Lo
     try:
         suite = Suite.model_validate(raw)
     except ValidationError as exc:  # every other part that parses on its own is checked too: one pass
-        raise SuiteError(str(path), where(_errors(exc, model=Suite) + _partial_problems(raw, methods))) from None
+        raise SuiteError(str(path), where(_errors(exc, model=Suite) + _partial_problems(raw, plugins))) from None
     except RecursionError:
         raise SuiteError(str(path), ["nested too deeply to be a suite"]) from None
-    unknown_parts = _registry_problems(suite, methods)
+    unknown_parts = _registry_problems(suite, plugins)
     problems = list(unknown_parts)
-    method_problems, options, finetune_options = _method_problems(suite.methods, methods, suite.protocol)
+    method_problems, options, finetune_options = _method_problems(suite.methods, plugins, suite.protocol)
     problems += method_problems
     for i, name in enumerate(suite.secure_cost.profiles if suite.secure_cost.enabled else []):
-        if name not in methods.cost_profiles:
+        if name not in plugins.cost_profiles:
             problems.append(f"secure_cost.profiles.{i}: unknown profile {name!r}; "
-                            f"installed: {', '.join(sorted(methods.cost_profiles))}")
+                            f"installed: {', '.join(sorted(plugins.cost_profiles))}")
     for name in suite.secure_cost.polynomial_coefficients:
         if name not in suite.secure_cost.profiles:
             problems.append(f"secure_cost.polynomial_coefficients.{name}: not one of this suite's profiles "
                             f"({', '.join(suite.secure_cost.profiles)}); name a profile it prices")
-    metric_problems = methods.metrics.problems(suite.evaluation.metrics)
+    metric_problems = plugins.metrics.problems(suite.evaluation.metrics)
     problems += metric_problems
     if not metric_problems:  # every metric's settings in full, defaults included: what the fingerprint covers
-        sections = {name: methods.metrics.settings(name, given).model_dump(mode="json")
+        sections = {name: plugins.metrics.settings(name, given).model_dump(mode="json")
                     for name, given in suite.evaluation.metrics.items()}
         suite = suite.model_copy(update={"evaluation": EvaluationSettings(batch_size=suite.evaluation.batch_size,
                                                                           quick_test_images=suite.evaluation.quick_test_images,
                                                                           **sections)})
     checkpoint = None
     if not unknown_parts:
-        problems += _budget_problems(suite, methods)
-        data_problems, checkpoint = _data_problems(suite, methods, need_data)
+        problems += _budget_problems(suite, plugins)
+        data_problems, checkpoint = _data_problems(suite, plugins, need_data)
         problems += data_problems
     if problems:
         raise SuiteError(str(path), where(problems))
     return LoadedSuite(suite, options, finetune_options, str(path), checkpoint)
 
 
-def _method_problems(entries: list[MethodEntry], methods: Methods, protocol: str
+def _method_problems(entries: list[MethodEntry], plugins: Plugins, protocol: str
                      ) -> tuple[list[str], dict[str, BaseModel], dict[str, BaseModel]]:
     """Every method entry's problems (unknown methods, options, compositions), and the options of those
     that validate, by entry key: the mask method's, and a composed entry's finetune method's."""
@@ -221,22 +221,22 @@ def _method_problems(entries: list[MethodEntry], methods: Methods, protocol: str
         if entry.finetune is not None:
             parts.append(("finetune", entry.finetune, entry.finetune_options, "finetune_options", finetune_options))
         for field, name, given, options_field, into in parts:
-            problem = _unknown_method(methods, name)
+            problem = _unknown_method(plugins, name)
             if problem:
                 problems.append(f"methods.{i}.{field}: {problem}")
                 continue
-            info = methods.all[name].info
+            info = plugins.all[name].info
             given = _deep_merge(info.paper_recipe, given) if protocol == "paper" else given
             try:
                 into[entry.key] = validate_options(info.options, given)
             except ValidationError as exc:
                 problems.extend(_errors(exc, ("methods", i, options_field), model=info.options))
         if not any(p.startswith(f"methods.{i}.") for p in problems):
-            problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, methods)]
+            problems += [f"methods.{i}: {p}" for p in _composition_problems(entry, plugins)]
     return problems, options, finetune_options
 
 
-def _partial_problems(raw: dict, methods: Methods) -> list[str]:
+def _partial_problems(raw: dict, plugins: Plugins) -> list[str]:
     """The problems of a suite that fails its schema, in the parts that parse on their own: each method
     entry's options, and the budgets against the model (a schema error is not the only one reported)."""
     entries = raw.get("methods") if isinstance(raw.get("methods"), list) else []
@@ -250,7 +250,7 @@ def _partial_problems(raw: dict, methods: Methods) -> list[str]:
     protocol = "paper" if compute == "paper" or (isinstance(compute, dict) and compute.get("paper")) else "matched"
     problems = []
     for i, entry in parsed.items():
-        found, _, _ = _method_problems([entry], methods, protocol)
+        found, _, _ = _method_problems([entry], plugins, protocol)
         problems += [p.replace("methods.0", f"methods.{i}", 1) for p in found]
     try:
         partial = SimpleNamespace(dataset=DatasetConfig.model_validate(raw.get("dataset")),
@@ -258,25 +258,25 @@ def _partial_problems(raw: dict, methods: Methods) -> list[str]:
                                   budgets=[b for b in raw.get("budgets") or [] if isinstance(b, int) and b > 0])
     except (ValidationError, TypeError):
         return problems
-    if not _registry_problems(partial, methods):
-        problems += _budget_problems(partial, methods)
+    if not _registry_problems(partial, plugins):
+        problems += _budget_problems(partial, plugins)
     return problems
 
 
-def _unknown_method(methods: Methods, name: str) -> str | None:
-    if name in methods.broken:
-        return methods.broken[name]
-    if name not in methods.all:
-        return f"unknown method {name!r}; installed: {', '.join(methods.all) or 'none'}"
+def _unknown_method(plugins: Plugins, name: str) -> str | None:
+    if name in plugins.broken:
+        return plugins.broken[name]
+    if name not in plugins.all:
+        return f"unknown method {name!r}; installed: {', '.join(plugins.all) or 'none'}"
     return None
 
 
-def _composition_problems(entry: MethodEntry, methods: Methods) -> list[str]:
+def _composition_problems(entry: MethodEntry, plugins: Plugins) -> list[str]:
     """Why ``entry``'s mask cannot go with its finetune or its bypass, before any work starts."""
-    mask = methods.all[entry.name].info
+    mask = plugins.all[entry.name].info
     problems = []
     if entry.finetune is not None:
-        finetune = methods.all[entry.finetune].info
+        finetune = plugins.all[entry.finetune].info
         if not mask.budgeted and finetune.budgeted:
             problems.append(f"{entry.name} makes no mask to finetune (it is a reference row)")
         refused = sorted(set(mask.produces) - set(finetune.accepts))
@@ -289,27 +289,27 @@ def _composition_problems(entry: MethodEntry, methods: Methods) -> list[str]:
     return problems
 
 
-def _registry_problems(suite: Suite, methods: Methods) -> list[str]:
+def _registry_problems(suite: Suite, plugins: Plugins) -> list[str]:
     problems = []
-    if suite.dataset.name not in methods.datasets:
+    if suite.dataset.name not in plugins.datasets:
         problems.append(f"dataset.name: unknown dataset {suite.dataset.name!r}; choose one of "
-                        f"{', '.join(methods.datasets.names())}")
-    if suite.model.name not in methods.models:
-        problems.append(f"model.name: unknown model {suite.model.name!r}; choose one of {', '.join(methods.models.names())}")
+                        f"{', '.join(plugins.datasets.names())}")
+    if suite.model.name not in plugins.models:
+        problems.append(f"model.name: unknown model {suite.model.name!r}; choose one of {', '.join(plugins.models.names())}")
     return problems
 
 
-def _data_problems(suite: Suite, methods: Methods, need_data: bool) -> tuple[list[str], CheckpointFile | None]:
+def _data_problems(suite: Suite, plugins: Plugins, need_data: bool) -> tuple[list[str], CheckpointFile | None]:
     """The dataset is there (or may be downloaded), and a teacher checkpoint loads and fits the suite;
     the checkpoint as read, for the run to use."""
-    spec, problems, checkpoint = methods.datasets[suite.dataset.name], [], None
+    spec, problems, checkpoint = plugins.datasets[suite.dataset.name], [], None
     if need_data and not suite.dataset.download and not spec.present(Path(suite.dataset.root)):
         problems.append(f"dataset.root: no {suite.dataset.name} under {suite.dataset.root}; set `dataset.download: true` "
                         "or point `dataset.root` at the folder that holds it")
     if suite.teacher.checkpoint:
         try:
             checkpoint = read_checkpoint(suite.teacher.checkpoint)
-            all_relu(model_from_payload(checkpoint.payload, checkpoint.path, models=methods.models,
+            all_relu(model_from_payload(checkpoint.payload, checkpoint.path, models=plugins.models,
                                         expect_model=suite.model.name, expect_classes=spec.num_classes,
                                         expect_input_shape=spec.input_shape), checkpoint.path)
         except BenchbedError as exc:
@@ -317,9 +317,9 @@ def _data_problems(suite: Suite, methods: Methods, need_data: bool) -> tuple[lis
     return problems, checkpoint
 
 
-def _budget_problems(suite: Suite, methods: Methods) -> list[str]:
-    spec = methods.datasets[suite.dataset.name]
-    model = methods.models.build(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
+def _budget_problems(suite: Suite, plugins: Plugins) -> list[str]:
+    spec = plugins.datasets[suite.dataset.name]
+    model = plugins.models.build(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
                                  stem_relu=suite.model.stem_relu)
     limit = capacity(model)
     return [f"budgets.{i}: {b:,} exceeds the {limit:,} ReLUs of {suite.model.name} on "

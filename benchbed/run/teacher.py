@@ -22,14 +22,14 @@ from benchbed.config import RobustTraining, Suite
 from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError
 from benchbed.files import read_json, write_json
-from benchbed.model.checkpoint import (CheckpointFile, checkpoint_payload, load_checkpoint, model_from_payload,
-                                       write_checkpoint)
+from benchbed.model.checkpoint import CheckpointFile, load_checkpoint, model_from_payload, write_checkpoint
 from benchbed.model.dual_bn import convert_dual_bn, has_dual_bn
 from benchbed.model.registry import ModelRegistry
 from benchbed.model.sites import relu_count, sites
 from benchbed.robustness.training import robust_teacher_cost, robust_teacher_loss, robust_teacher_recipe
 from benchbed.run import provenance
 from benchbed.run.progress import Reporter
+from benchbed.run.rebuild import expectations, new_model, payload
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir, teacher_cache_files
 from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import set_precision
@@ -42,7 +42,7 @@ VARIANTS = (STANDARD_TEACHER, "robust")
 # The code a teacher's weights depend on (its architecture, kernels, data pipeline, loop and robust
 # recipe): a change to any of it trains the teacher anew.
 _TRAINING_CODE = ("model", "train", "data", "robustness/training.py", "robustness/attacks.py", "run/teacher.py",
-                  "config.py")
+                  "run/rebuild.py", "config.py")
 
 
 def _code_digest() -> str:
@@ -72,15 +72,8 @@ def cache_key(suite: Suite, data: DataBundle, variant: str) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def new_model(suite: Suite, data: DataBundle, models: ModelRegistry) -> nn.Module:
-    return models.build(suite.model.name, num_classes=data.num_classes, input_shape=data.input_shape,
-                        mean=data.mean, std=data.std, stem_relu=suite.model.stem_relu)
 
 
-def payload(model: nn.Module, suite: Suite, data: DataBundle) -> dict:
-    """The checkpoint payload of a model of this suite."""
-    return checkpoint_payload(model, model_name=suite.model.name, num_classes=data.num_classes,
-                              input_shape=data.input_shape, mean=data.mean, std=data.std)
 
 
 def frozen(model: nn.Module, device: torch.device) -> nn.Module:
@@ -98,10 +91,6 @@ def robust_recipe(suite: Suite, variant: str) -> RobustTraining | None:
     return suite.teacher.robust
 
 
-def expectations(suite: Suite, data: DataBundle) -> dict:
-    """What a teacher checkpoint must match to serve this suite on this dataset."""
-    return dict(expect_model=suite.model.name, expect_classes=data.num_classes, expect_input_shape=data.input_shape,
-                expect_mean=data.mean, expect_std=data.std)
 
 
 def all_relu(model: nn.Module, source: str) -> nn.Module:
@@ -122,8 +111,8 @@ def from_checkpoint(file: CheckpointFile, suite: Suite, data: DataBundle, models
 
 def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device, reporter: Reporter,
             models: ModelRegistry, variant: str = STANDARD_TEACHER, checkpoint: CheckpointFile | None = None,
-            loaded: nn.Module | None = None, cache: bool = True) -> nn.Module:
-    """The frozen teacher ``variant`` of the suite: the suite's checkpoint (``loaded`` from ``checkpoint``),
+            given_teacher: nn.Module | None = None, cache: bool = True) -> nn.Module:
+    """The frozen teacher ``variant`` of the suite: the suite's checkpoint (``given_teacher`` from ``checkpoint``),
     or the cached one trained with the same recipe, data and code (with ``cache``), or trained once per
     run directory and then reused."""
     set_precision(suite.precision)
@@ -136,7 +125,7 @@ def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device
     path, record_path = rundir.teacher_files(variant)
     model = None
     if cfg.checkpoint and variant == STANDARD_TEACHER:
-        model = loaded if loaded is not None else from_checkpoint(checkpoint, suite, data, models)
+        model = given_teacher if given_teacher is not None else from_checkpoint(checkpoint, suite, data, models)
         source = {"checkpoint": cfg.checkpoint, "sha256": checkpoint.sha256}
     elif path.exists():
         try:

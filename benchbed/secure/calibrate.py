@@ -66,7 +66,7 @@ class Cost:
         return Cost(self.bytes - other.bytes, self.shares, self.rounds - other.rounds)
 
 
-class Meter:
+class ProtocolMeter:
     """Runs functions in SPU under one protocol; ``cost`` is a warm run's (the second in a session).
     ``warmup`` (a function and its arguments) runs first in every session, so that a measured
     function finds what it sets up (keys, triples) already there."""
@@ -141,7 +141,7 @@ SHARE_REPEATS = 8
 class Fit:
     """Bytes ``a·n + b`` at several sizes, the rank shares and the rounds of one function."""
 
-    def __init__(self, meter: Meter, name: str, sizes: Sequence[int], make: Make, tolerance: float = 0.0,
+    def __init__(self, meter: ProtocolMeter, name: str, sizes: Sequence[int], make: Make, tolerance: float = 0.0,
                  rounds_slack: float = 1.5):
         self.name, self.sizes = name, list(sizes)
         self.bytes = [meter.bytes(*make(n)) for n in self.sizes]
@@ -278,7 +278,7 @@ def _product_makes() -> dict[str, Make]:
             "affine_secret": _elementwise(lambda x, s, t: x * s[:, :, :1, :1] + t[:, :, :1, :1], inputs=3)}
 
 
-def _fits(meter: Meter, sizes: Sequence[int], tolerance: float, makes: dict[str, Make],
+def _fits(meter: ProtocolMeter, sizes: Sequence[int], tolerance: float, makes: dict[str, Make],
           log: Callable[[str], None]) -> dict[str, Fit]:
     fits: dict[str, Fit] = {}
     for name, make in makes.items():
@@ -288,7 +288,7 @@ def _fits(meter: Meter, sizes: Sequence[int], tolerance: float, makes: dict[str,
     return fits
 
 
-def _primitives(meter: Meter, sizes: Sequence[int], tolerance: float, log: Callable[[str], None]) -> dict[str, Fit]:
+def _primitives(meter: ProtocolMeter, sizes: Sequence[int], tolerance: float, log: Callable[[str], None]) -> dict[str, Fit]:
     import jax.numpy as jnp
 
     comparisons = {"relu": _elementwise(lambda x: jnp.maximum(x, 0)), "compare": _elementwise(lambda x: x > 0),
@@ -318,7 +318,7 @@ def _ops(fits: dict[str, Fit], constant_rounds: float = 0.0, constant_b: float =
             "poly": op(fits["poly"]), "poly_public": op(fits["poly_public"]), "affine": op(fits["affine_secret"])}
 
 
-def _calibrate_aby3(meter: Meter, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
+def _calibrate_aby3(meter: ProtocolMeter, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
     import jax.numpy as jnp
 
     fits = _primitives(meter, (256, 1024, 4096), 0.0, log)
@@ -363,7 +363,7 @@ def _beaver(delay_s: float, mult: Fit, log: Callable[[str], None]) -> dict:
     the triples) set up the HE keys: a product of T + 1 elements draws one batch more than one of T."""
     big = np.random.default_rng(3).standard_normal((2, 4 * BEAVER_TRIPLES)).astype(np.float32)
     # one warm run: a second would find the first's leftover triples
-    meter = Meter("cheetah", delay_s, (lambda a: a[0] * a[1], [big]), warm_runs=1)
+    meter = ProtocolMeter("cheetah", delay_s, (lambda a: a[0] * a[1], [big]), warm_runs=1)
     product = lambda n: (lambda a: a[0] * a[1], [np.random.default_rng(n).standard_normal((2, n)).astype(np.float32)])  # noqa: E731
     one, more = meter.cost(*product(BEAVER_TRIPLES)), meter.cost(*product(BEAVER_TRIPLES + 1))
     batch = more - one
@@ -391,7 +391,7 @@ def _setup_steps(delay_s: float, calls: Sequence[int], log: Callable[[str], None
     steps, measured = [], {}
     for n in calls:
         x = rng.standard_normal((1, n)).astype(np.float32)
-        c = Meter("cheetah", delay_s, warm_runs=1).cost(lambda u, k, x: (u @ k, jnp.maximum(x, 0)), [u, k, x])
+        c = ProtocolMeter("cheetah", delay_s, warm_runs=1).cost(lambda u, k, x: (u @ k, jnp.maximum(x, 0)), [u, k, x])
         measured[str(n)] = {"bytes": _num(c.setup_bytes), "rounds": round(c.setup_rounds, 2)}
         log(f"  setup, largest comparison {n:7d}: {c.setup_bytes:.0f} B, {c.setup_rounds:.1f} rounds on the wire")
         cost = {"bytes": _num(c.setup_bytes), "rounds": round(c.setup_rounds), "shares": _shares(c.setup_shares)}
@@ -407,8 +407,8 @@ def _mult_setup(delay_s: float, log: Callable[[str], None]) -> dict:
     rng = np.random.default_rng(8)
     u, k = rng.standard_normal((1, 1024)).astype(np.float32), rng.standard_normal((1024, 2)).astype(np.float32) / 32
     x = rng.standard_normal((1, 1024)).astype(np.float32)
-    plain = Meter("cheetah", delay_s, warm_runs=1).cost(lambda u, k, x: (u @ k, jnp.maximum(x, 0)), [u, k, x])
-    product = Meter("cheetah", delay_s, warm_runs=1).cost(lambda u, k, x: (u @ k, jnp.maximum(x, 0), x * x),
+    plain = ProtocolMeter("cheetah", delay_s, warm_runs=1).cost(lambda u, k, x: (u @ k, jnp.maximum(x, 0)), [u, k, x])
+    product = ProtocolMeter("cheetah", delay_s, warm_runs=1).cost(lambda u, k, x: (u @ k, jnp.maximum(x, 0), x * x),
                                                           [u, k, x])
     extra = product.setup_bytes - plain.setup_bytes
     rounds = product.setup_rounds - plain.setup_rounds
@@ -416,7 +416,7 @@ def _mult_setup(delay_s: float, log: Callable[[str], None]) -> dict:
     return {"bytes": _num(max(extra, 0.0)), "rounds": round(max(rounds, 0.0)), "shares": _shares(product.setup_shares)}
 
 
-def _linear_measured(meter: Meter, models, log: Callable[[str], None]) -> dict:
+def _linear_measured(meter: ProtocolMeter, models, log: Callable[[str], None]) -> dict:
     """Every conv and dense layer shape of ``models``, measured warm. The first model's layers (small)
     have their rounds measured too; the later ones' runs take seconds each (ResNet-18's), so they are
     measured for bytes and shares only and take the median rounds of the measured layers (an HE
@@ -501,7 +501,7 @@ def scale_check(relu_bytes: float, steps: list[dict], log: Callable[[str], None]
     executable = compile_spu(lambda u, k, *xs: (u @ k, *(jnp.maximum(x, 0) for x in xs)), args)
     with Parties("cheetah", fxp_fraction_bits=FXP_BITS, delay_s=0.0) as parties:
         first, warm = parties.run(executable, args), parties.run(executable, args)
-    product = Meter("cheetah", 0.0, warm_runs=1).bytes(lambda u, k: u @ k, [u, k])
+    product = ProtocolMeter("cheetah", 0.0, warm_runs=1).bytes(lambda u, k: u @ k, [u, k])
     setup = float(sum(first.sent_by_rank) - sum(warm.sent_by_rank))
     priced_setup = max((s["cost"]["bytes"] for s in steps if max(sizes) >= s["from_call"]), default=0.0)
     result = {"relus": int(sum(sizes)), "largest_call": int(max(sizes)), "calls": len(sizes),
@@ -519,7 +519,7 @@ DIRECT_MIN = 4 * BEAVER_TRIPLES
 LARGE_CALLS = (DIRECT_MIN, 2 * DIRECT_MIN, 4 * DIRECT_MIN)
 
 
-def _large_calls(meter: Meter, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
+def _large_calls(meter: ProtocolMeter, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
     """The price per element of products in calls of at least ``DIRECT_MIN`` elements, which SPU's
     Cheetah computes another way: a ``by_call`` step for every primitive made of secret products."""
     fits = {}
@@ -540,7 +540,7 @@ def polynomial_parts(protocol_name: str, delay_s: float | None = None, log: Call
     size and its triple batches), to merge into a calibrated profile (``calibrate --only polynomials``)."""
     proto = protocol(protocol_name)
     delay = delay_s if delay_s is not None else (0.05 if proto.name == "aby3" else 0.15)
-    meter = Meter(proto.name, delay)
+    meter = ProtocolMeter(proto.name, delay)
     sizes = (256, 1024, 4096) if proto.name == "aby3" else (256, 576, 1024)
     fits = _fits(meter, sizes, 0.0 if proto.name == "aby3" else 0.03, _product_makes(), log)
     op = lambda f: {"bytes": _num(f.a), "rounds": f.rounds, "shares": _shares(f.shares)}  # noqa: E731
@@ -569,7 +569,7 @@ def merged(profile: dict, parts: dict, today: str) -> dict:
     return out
 
 
-def _calibrate_cheetah(meter: Meter, quick: bool, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
+def _calibrate_cheetah(meter: ProtocolMeter, quick: bool, log: Callable[[str], None]) -> tuple[dict, dict[str, Fit]]:
     fits = _primitives(meter, (256, 576, 1024), 0.03, log)
     profile = _ops(fits)
     steps, large = _large_calls(meter, log)
@@ -611,7 +611,7 @@ def calibrate(*, protocol_name: str = "aby3", quick: bool = False, delay_s: floa
     delay = delay_s if delay_s is not None else (0.05 if proto.name == "aby3" else 0.15)
     log(f"measuring communication ({proto.name}, {FIELD}, fxp {FXP_BITS}, all {proto.parties} parties profiled, "
         f"rounds on links delayed {delay * 1e3:.0f} ms)")
-    meter = Meter(proto.name, delay)
+    meter = ProtocolMeter(proto.name, delay)
     if proto.name == "aby3":
         profile, fits = _calibrate_aby3(meter, log)
     else:

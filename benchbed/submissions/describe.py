@@ -13,7 +13,7 @@ from torch import nn
 
 from benchbed.errors import BenchbedError
 from benchbed.model.sites import capacity, relu_count, sites
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.run.suite import load_suite
 
 
@@ -21,7 +21,7 @@ def build_model(name: str, *, num_classes: int, input_shape: Sequence[int], mean
                 std: Sequence[float] | None = None, stem_relu: bool = True) -> nn.Module:
     """Any registered model (the built-ins and every installed plugin's), its sites' shapes traced for
     ``input_shape`` = (C, H, W); the same architecture a suite's teacher and entries are."""
-    return Methods(plugin_manager()).models.build(name, num_classes=num_classes, input_shape=input_shape, mean=mean,
+    return Plugins(plugin_manager()).models.build(name, num_classes=num_classes, input_shape=input_shape, mean=mean,
                                                   std=std, stem_relu=stem_relu)
 
 
@@ -42,9 +42,9 @@ class Splits:
 
 def suite_splits(suite: str | Path) -> Splits:
     """The splits a suite's run makes of its dataset (the dataset must be present, or downloadable)."""
-    methods = Methods(plugin_manager())
-    spec = load_suite(suite, methods).suite.dataset
-    data = methods.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
+    plugins = Plugins(plugin_manager())
+    spec = load_suite(suite, plugins).suite.dataset
+    data = plugins.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
     if data.train_index is None or data.val_index is None:
         raise BenchbedError(f"the {spec.name} loader does not say which of its training images it held out; "
                             "build its bundle with benchbed.api.bundle_from_arrays")
@@ -60,10 +60,10 @@ def split_rule(val_fraction: float, split_seed: int) -> str:
 
 def describe(suite: str | Path) -> list[str]:
     """The lines ``benchbed describe SUITE`` prints: the model to train, its sites, and the splits' rule."""
-    methods = Methods(plugin_manager())
-    loaded = load_suite(suite, methods, need_data=False)
-    cfg, spec = loaded.suite, methods.datasets[loaded.suite.dataset.name]
-    model = methods.models.build(cfg.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
+    plugins = Plugins(plugin_manager())
+    loaded = load_suite(suite, plugins, need_data=False)
+    cfg, spec = loaded.suite, plugins.datasets[loaded.suite.dataset.name]
+    model = plugins.models.build(cfg.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
                                  stem_relu=cfg.model.stem_relu)
     lines = [f"{cfg.name}: {cfg.model.name} (stem_relu={cfg.model.stem_relu}) on {cfg.dataset.name}, input "
              f"{'x'.join(map(str, spec.input_shape))}, {spec.num_classes} classes",

@@ -26,7 +26,7 @@ from benchbed.errors import BenchbedError
 from benchbed.files import atomic_write, read_json
 from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoint
 from benchbed.model.plain import MANIFEST, read_plain
-from benchbed.plugin.manager import Methods, plugin_manager
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.run.rundir import RunDir
 
 BOARDS = Path("leaderboards")
@@ -43,7 +43,7 @@ def load_model(board_or_run: str | Path, entry: str | None = None) -> nn.Module:
     if folder.is_dir() and (folder / MANIFEST).is_file():
         if entry is not None:
             raise BenchbedError(f"{folder} is one model in the plain format; load it without an entry name")
-        return model_from_payload(read_plain(folder, FORMAT), str(folder), models=Methods(plugin_manager()).models).eval()
+        return model_from_payload(read_plain(folder, FORMAT), str(folder), models=Plugins(plugin_manager()).models).eval()
     if entry is None:
         raise BenchbedError(f"name the entry to load from {board_or_run} (a plain-format folder needs none)")
     path, sha256 = _locate(str(board_or_run), entry)
@@ -51,7 +51,7 @@ def load_model(board_or_run: str | Path, entry: str | None = None) -> nn.Module:
     if file.sha256 != sha256:
         raise BenchbedError(f"{path} is not the checkpoint {entry!r} was published with (sha256 {file.sha256[:12]}…, "
                             f"the record's {sha256[:12]}…); fetch it again or rerun the entry")
-    return model_from_payload(file.payload, file.path, models=Methods(plugin_manager()).models).eval()
+    return model_from_payload(file.payload, file.path, models=Plugins(plugin_manager()).models).eval()
 
 
 def _locate(source: str, entry: str) -> tuple[Path, str]:

@@ -21,9 +21,9 @@ from benchbed.config import TrainRecipe
 from benchbed.errors import BenchbedError
 from benchbed.model.passes import probe_forward
 from benchbed.model.sites import counted_sites, relu_count
-from benchbed.plugin.manager import Methods
+from benchbed.plugin.manager import Plugins
 from benchbed.robustness.training import robust_teacher_cost, robust_teacher_recipe
-from benchbed.run.suite import LoadedSuite, plan
+from benchbed.run.suite import LoadedSuite, suite_entries
 from benchbed.run.teacher import robust_recipe
 from benchbed.train.meter import FORWARD_SHARE, forward_macs
 
@@ -68,12 +68,12 @@ def largest_batch(loaded: LoadedSuite) -> int:
                + [r.batch_size for o in loaded.options.values() for r in recipes(o)])
 
 
-def evaluation_cost(loaded: LoadedSuite, methods: Methods, n_val: int, n_test: int, classes: int) -> Cost:
+def evaluation_cost(loaded: LoadedSuite, plugins: Plugins, n_val: int, n_test: int, classes: int) -> Cost:
     """One entry's evaluation: clean test and validation accuracy, then every robustness metric's own cost."""
     cost = Cost(forwards=n_val + n_test)
     for name, given in loaded.suite.evaluation.metrics.items():
-        metric = methods.metrics[name]
-        settings = methods.metrics.settings(name, given)
+        metric = plugins.metrics[name]
+        settings = plugins.metrics.settings(name, given)
         if metric.cost is None:
             raise BenchbedError(f"robustness metric {name!r} states no cost; its plugin must give `cost`")
         train, forwards = metric.cost(settings, classes)
@@ -99,16 +99,16 @@ def _rate(bench: dict | None, kind: str, key: str) -> float | None:
     return bench["sites"].get(kind, next(iter(bench["sites"].values())))[key]
 
 
-def forecast(loaded: LoadedSuite, methods: Methods, bench: dict | None = None) -> dict:
+def forecast(loaded: LoadedSuite, plugins: Plugins, bench: dict | None = None) -> dict:
     """The plan of ``loaded``'s suite: groups of entries (method × compute level), the teachers, totals."""
     suite = loaded.suite
-    spec = methods.datasets[suite.dataset.name]
+    spec = plugins.datasets[suite.dataset.name]
     if spec.sizes is None:
         raise BenchbedError(f"dataset {spec.name!r} states no sizes; its plugin must give `sizes` to plan a suite")
     train_total, n_test = spec.sizes
     n_val = round(train_total * suite.dataset.val_fraction)
     n_train = train_total - n_val
-    model = methods.models.build(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
+    model = plugins.models.build(suite.model.name, num_classes=spec.num_classes, input_shape=spec.input_shape,
                                  stem_relu=suite.model.stem_relu)
     if bench is not None and (bench["model"] != suite.model.name or tuple(bench["input_shape"]) != spec.input_shape):
         raise BenchbedError(f"the bench file measured {bench['model']} at {bench['input_shape']}, the suite runs "
@@ -118,13 +118,13 @@ def forecast(loaded: LoadedSuite, methods: Methods, bench: dict | None = None) -
     params = sum(p.numel() for p in model.parameters())
     relus = relu_count(model)
     channels = sum(site.shape[0] for site in counted_sites(model).values())
-    evaluation = evaluation_cost(loaded, methods, n_val, n_test, spec.num_classes)
-    entries = plan(suite, methods)
+    evaluation = evaluation_cost(loaded, plugins, n_val, n_test, spec.num_classes)
+    entries = suite_entries(suite, plugins)
     groups: dict[tuple[str, str], dict] = {}
     variants = set()
     for entry in entries:
         level, options = entry.level, loaded.options[entry.method]
-        variants.add(methods.get(entry.mask_method).info.teacher(options))
+        variants.add(plugins.get(entry.mask_method).info.teacher(options))
         if level is None:                 # a reference row computes nothing but its evaluation
             training, budget_seconds = Cost(), None
         elif level.epochs is not None or level.seconds is not None:

@@ -28,12 +28,12 @@ from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError, first_line
 from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoint
 from benchbed.model.plain import read_plain
-from benchbed.model.sites import drelu_count, relu_count
-from benchbed.plugin.manager import Methods
-from benchbed.robustness.evaluate import evaluate_model
+from benchbed.model.sites import drelu_count
+from benchbed.plugin.manager import Plugins
 from benchbed.run import provenance
+from benchbed.run.rebuild import expectations
+from benchbed.run.scoring import score
 from benchbed.run.suite import LoadedSuite
-from benchbed.secure.cost import price
 
 # how far a measured figure may sit from the claim and still match it
 ACCURACY_TOLERANCE = 0.005   # half a point: the same model and images give the same accuracy
@@ -62,7 +62,7 @@ class Verdict:
                 f"({self.measured - self.claimed:+.4g}) — {word} (tolerance {self.tolerance})")
 
 
-def load_submission(path: Path, loaded: LoadedSuite, data: DataBundle, methods: Methods) -> nn.Module:
+def load_submission(path: Path, loaded: LoadedSuite, data: DataBundle, plugins: Plugins) -> nn.Module:
     """The submitted model, rebuilt by the core and checked against the suite's model and data."""
     path = Path(path)
     payload = read_plain(path, FORMAT) if path.is_dir() else read_checkpoint(path).payload
@@ -74,24 +74,16 @@ def load_submission(path: Path, loaded: LoadedSuite, data: DataBundle, methods: 
     if stem != loaded.suite.model.stem_relu:
         raise BenchbedError(f"{path} was built {'with' if stem else 'without'} the stem ReLU, the suite's model "
                             f"{'with' if loaded.suite.model.stem_relu else 'without'} it; submit the suite's model")
-    model = model_from_payload(payload, str(path), models=methods.models, expect_model=loaded.suite.model.name,
-                               expect_classes=data.num_classes, expect_input_shape=data.input_shape,
-                               expect_mean=data.mean, expect_std=data.std)
+    model = model_from_payload(payload, str(path), models=plugins.models, **expectations(loaded.suite, data))
     return model.eval()
 
 
-def submission_record(model: nn.Module, loaded: LoadedSuite, data: DataBundle, methods: Methods,
+def submission_record(model: nn.Module, loaded: LoadedSuite, data: DataBundle, plugins: Plugins,
                       seed: int = 0, progress: Callable[[str, float, float], None] = lambda *a: None) -> dict:
-    """The record the suite would make of ``model``: its counts, the suite's evaluation and prices (a
-    leaderboard's ``flatten`` turns it into the figures claims name)."""
-    suite = loaded.suite
-    record = {"method": "submission", "budget": None, "seed": seed, "status": "ok",
-              "relus": relu_count(model), "drelus": drelu_count(model), "compute": {"used": {"epochs": 0.0}},
-              "metrics": evaluate_model(model, data, suite.evaluation, seed, methods.metrics, progress=progress)}
-    if suite.secure_cost.enabled:
-        record["secure_cost"] = {name: price(model, data.input_shape, suite.secure_cost, methods.cost_profiles[name])
-                                 for name in suite.secure_cost.profiles}
-    return record
+    """The record the suite would make of ``model``, scored as every entry of a run is (a leaderboard's
+    ``flatten`` turns it into the figures claims name)."""
+    return {"method": "submission", "budget": None, "seed": seed, "status": "ok", "compute": {"used": {"epochs": 0.0}},
+            **score(model, loaded.suite, data, plugins, seed, progress=progress)}
 
 
 def _tolerance(figure: str) -> tuple[float, str, bool]:

@@ -25,13 +25,14 @@ from pydantic import BaseModel
 from benchbed.data.bundle import DataBundle, bundle_from_arrays, to_float
 from benchbed.errors import BenchbedError, first_line
 from benchbed.model.plain import write_plain
-from benchbed.plugin.manager import Methods
-from benchbed.run.forecast import largest_batch
+from benchbed.plugin.manager import Plugins
+from benchbed.preflight.forecast import largest_batch
 from benchbed.run.phases import PhaseLog
 from benchbed.run.isolation import run_isolated
 from benchbed.run.progress import Relay
+from benchbed.run.rebuild import rebuilt
 from benchbed.run.runner import SuiteRun
-from benchbed.run.suite import Entry, LoadedSuite, plan
+from benchbed.run.suite import Entry, LoadedSuite, suite_entries
 from benchbed.secure.export import export
 
 STEPS = 2      # batches of the suite's largest batch size, per part of an entry (search, finetune)
@@ -40,12 +41,12 @@ VAL_IMAGES = 256  # validation and test, cut: model selection's passes are charg
                   # accuracy on all of test would outlast them
 
 
-def stand_in(loaded: LoadedSuite, methods: Methods, log: Callable[[str], None]) -> DataBundle:
+def stand_in(loaded: LoadedSuite, plugins: Plugins, log: Callable[[str], None]) -> DataBundle:
     """The suite's dataset, or where it is absent random images of its real size and shape."""
     spec_cfg = loaded.suite.dataset
-    spec = methods.datasets[spec_cfg.name]
+    spec = plugins.datasets[spec_cfg.name]
     if spec.present(Path(spec_cfg.root).expanduser()):
-        return methods.datasets.load(spec_cfg.name, spec_cfg.root, False, spec_cfg.val_fraction, spec_cfg.split_seed)
+        return plugins.datasets.load(spec_cfg.name, spec_cfg.root, False, spec_cfg.val_fraction, spec_cfg.split_seed)
     if spec.sizes is None:
         raise BenchbedError(f"dataset {spec.name!r} is absent and states no sizes for a stand-in; put it under "
                             f"{spec_cfg.root} or give its plugin `sizes`")
@@ -66,7 +67,7 @@ def _sliced(settings: BaseModel, images: int) -> BaseModel:
         else settings
 
 
-def dry_suite(loaded: LoadedSuite, methods: Methods, n_train: int, steps: int, images: int) -> LoadedSuite:
+def dry_suite(loaded: LoadedSuite, plugins: Plugins, n_train: int, steps: int, images: int) -> LoadedSuite:
     """The suite cut to a few steps: one level of ``steps`` batches per part, the teacher likewise, the
     first seed, every robustness metric on ``images`` test images. Options, budgets and shapes stay."""
     suite = loaded.suite
@@ -79,7 +80,7 @@ def dry_suite(loaded: LoadedSuite, methods: Methods, n_train: int, steps: int, i
     if teacher.recipe is not None:
         teacher = teacher.model_copy(update={"recipe": teacher.recipe.model_copy(
             update={"epochs": steps * teacher.recipe.batch_size / n_train})})
-    metrics = {name: _sliced(methods.metrics.settings(name, given), images)
+    metrics = {name: _sliced(plugins.metrics.settings(name, given), images)
                for name, given in suite.evaluation.metrics.items()}
     evaluation = type(suite.evaluation).model_validate({"batch_size": suite.evaluation.batch_size, **metrics})
     cut = suite.model_copy(update={"compute": compute, "teacher": teacher, "evaluation": evaluation,
@@ -93,20 +94,20 @@ def phase_figures(phase: dict) -> str:
     return f"{phase['seconds']:.1f} s / {phase['peak_mb']:,.0f} MB{own}"
 
 
-def dry_run(loaded: LoadedSuite, methods: Methods, *, steps: int = STEPS, images: int = IMAGES,
+def dry_run(loaded: LoadedSuite, plugins: Plugins, *, steps: int = STEPS, images: int = IMAGES,
             log: Callable[[str], None] = print) -> list[dict]:
     """One row per entry: its status, one-line error, and per phase its seconds and peak memory."""
-    full = stand_in(loaded, methods, log)
+    full = stand_in(loaded, plugins, log)
     data = replace(full, val_x=full.val_x[:VAL_IMAGES], val_y=full.val_y[:VAL_IMAGES],
                    test_x=full.test_x[:VAL_IMAGES], test_y=full.test_y[:VAL_IMAGES])
-    cut = dry_suite(loaded, methods, len(data.train_y), steps, images)
+    cut = dry_suite(loaded, plugins, len(data.train_y), steps, images)
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchbed-dry-") as tmp:
-        run = SuiteRun(cut, out=Path(tmp) / "run", quiet=True, methods=methods)
+        run = SuiteRun(cut, out=Path(tmp) / "run", quiet=True, plugins=plugins)
         run.rundir.entries.mkdir(parents=True)
         run.dry_run = True
         data = data.to(run.device)
-        entries = [e for e in plan(cut.suite, methods) if e.level is None or e.level.index == 0]
+        entries = [e for e in suite_entries(cut.suite, plugins) if e.level is None or e.level.index == 0]
         phases = PhaseLog(run.device)
         with phases("teacher"):
             teachers = run.teachers(data, entries, None)
@@ -152,7 +153,7 @@ def _exported(run: SuiteRun, entry: Entry, payload: dict, data: DataBundle, fold
     try:
         with phases("export"):
             write_plain(payload, folder)
-            model = run._rebuilt(payload, entry, data).cpu().eval()
+            model = rebuilt(payload, run.suite, data, run.plugins.models, torch.device("cpu"), entry.id)
             fn, weights = export(model, data.input_shape)
             x = to_float(data.test_x[:1].cpu())
             ours = np.asarray(fn(fn.preprocess(x.numpy()), *weights))
