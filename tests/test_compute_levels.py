@@ -53,7 +53,7 @@ def test_a_two_level_suite_end_to_end(write_suite, tmp_path):
     from benchbed.report.board import render
 
     text = render([tmp_path / "run"], tmp_path / "board", stem="b").read_text()
-    assert "### Compute: 0.5 epochs per entry" in text and "### Compute: 1.5 epochs per entry" in text
+    assert "### 0.5 epochs per entry · 64 DReLUs" in text and "### 1.5 epochs per entry · 64 DReLUs" in text
     assert "at each compute level: 0.5, 1.5 epochs" in text
     assert (tmp_path / "board" / "b.compute.png").exists()
     assert "at 0.5 epochs:" in text or "not tested here" in text

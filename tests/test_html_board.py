@@ -65,12 +65,14 @@ def read_table(dom: str) -> list[list[str]]:
 def _page(tmp_path: Path) -> Path:
     png = tmp_path / "plot.png"
     png.write_bytes(bytes.fromhex("89504e470d0a1a0a") + b"\x00" * 32)
-    rows = [[("snl", "snl"), ("93.10", 0.931), ("1,024", 1024)],
-            [("autorep", "autorep"), ("95.00 ± 0.20", 0.95), ("1,024", 1024)],
-            [("all_relu", "all_relu"), ("98.30", 0.983), ("—", None)]]
+    rows = [{"cells": [("snl", "snl"), ("93.10", 0.931), ("1,024", 1024)], "external": False},
+            {"cells": [("autorep", "autorep"), ("95.00 ±0.2", 0.95), ("1,024", 1024)], "external": False},
+            {"cells": [("Lab X (external)", "Lab X (external)"), ("94.00", 0.94), ("1,024", 1024)], "external": True},
+            {"cells": [("all_relu", "all_relu"), ("98.30", 0.983), ("—", None)], "external": False}]
     path = tmp_path / "board.html"
-    write_html(path, "tiny", ["- **Data:** digits"], [("method", "method"), ("clean_accuracy", "clean acc %"),
-                                                      ("drelus", "DReLUs")], rows, [png], ["## Claims", "- a claim"])
+    write_html(path, "tiny", ["- **Data:** digits"],
+               [("method", "method", ""), ("clean_accuracy", "clean acc %", "clean accuracy"),
+                ("drelus", "DReLUs", "ReLU counts")], rows, [png], ["## Claims", "- a claim"])
     return path
 
 
@@ -79,11 +81,18 @@ def test_the_html_table_renders_and_sorts(tmp_path):
     page = _page(tmp_path)
     as_written = read_table(rendered_dom(page))
     assert as_written[0] == ["method", "clean acc %", "DReLUs"]
-    assert [r[0] for r in as_written[1:]] == ["snl", "autorep", "all_relu"]
+    assert [r[0] for r in as_written[1:]] == ["snl", "autorep", "Lab X (external)", "all_relu"]
     by_accuracy = read_table(rendered_dom(page, "#sort=clean_accuracy"))
-    assert [r[0] for r in by_accuracy[1:]] == ["all_relu", "autorep", "snl"], "descending by default"
+    assert [r[0] for r in by_accuracy[1:]] == ["all_relu", "autorep", "Lab X (external)", "snl"], \
+        "descending by default, the external row among the others by its number"
     by_drelus = read_table(rendered_dom(page, "#sort=drelus:asc"))
     assert [r[0] for r in by_drelus[1:]][-1] == "all_relu", "empty cells sort last"
+
+
+def test_column_groups_can_be_hidden_and_external_rows_are_styled_apart(tmp_path):
+    text = _page(tmp_path).read_text()
+    assert text.count('type="checkbox"') == 2, "one switch per group of columns; the method column has none"
+    assert text.count('<td data-group="clean accuracy"') == 4 and text.count('<tr class="external">') == 1
 
 
 def test_the_page_is_self_contained(tmp_path):

@@ -45,7 +45,9 @@ def run(tmp_path_factory):
 
 @pytest.mark.parametrize("board", sorted((ROOT / "leaderboards").glob("*.json")), ids=lambda p: p.stem)
 def test_every_published_leaderboard_validates(board):
-    assert schemas.problems(read_json(board), "leaderboard") == []
+    version = read_json(board)["schema_version"]
+    assert schemas.problems(read_json(board), "leaderboard" if version == 2 else "leaderboard.v1") == []
+    assert benchbed.read_leaderboard(board)["rows"], "and reads back as version 2"
 
 
 def test_records_and_board_validate_and_carry_their_hashes(run):
@@ -171,15 +173,22 @@ def test_submission_flow_export_verify_publish_as_external(run, tmp_path, capsys
     out = tmp_path / "boards"
     assert main(["publish", str(run_dir), "--to", str(out), "--external", str(result)]) == 0
     md = (out / "tiny.md").read_text()
-    assert "| Lab X mask (external) | 64 " in md and "## External submissions" in md and "https://example.org/code" in md
+    assert md.startswith("# Leaderboard: tiny")
+    row = next(line for line in md.splitlines() if "| Lab X mask (external) |" in line)
+    assert row.rstrip(" |").endswith("external") and row.split("|")[3].strip() == "64", "ranked, flagged, its DReLUs"
+    assert "## External submissions" in md and "https://example.org/code" in md
     board = read_json(out / "tiny.json")
     assert schemas.problems(board, "leaderboard") == []
     external = [r for r in board["rows"] if r["external"]]
     assert len(external) == 1 and external[0]["label"] == "Lab X mask (external)"
-    assert external[0]["epochs_used"] is None, "its compute is unknown"
+    assert "epochs_used" not in external[0].get("compute", {}), "its compute is unknown"
     assert sum(not r["external"] for r in board["rows"]) == 2, "the suite's own rows, unchanged"
     assert board["external"][0]["name"] == "Lab X mask"
     assert all(e["method"] != "external" for e in board["entries"])
+    # the board says where the submission lies: the external row loads back, checked against its hash
+    assert board["external"][0]["submission"]["sha256"] == verified["submission_sha256"]
+    theirs, ours = benchbed.load_model(out / "tiny.json", "Lab X mask"), benchbed.load_model(run_dir, "random_mask__64__s0")
+    assert all(torch.equal(a, b) for a, b in zip(theirs.state_dict().values(), ours.state_dict().values()))
 
     # refused: a claim that does not hold, no source, another suite's protocol
     code, failing = _verified(run, tmp_path, capsys, {"name": "n", "source": source, **figures,
@@ -212,3 +221,23 @@ def test_submission_flow_export_verify_publish_as_external(run, tmp_path, capsys
         assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external",
                      str(tmp_path / "edited.json")]) == 2, what
         assert "disagrees with itself" in capsys.readouterr().err, what
+
+
+def test_a_version_1_board_is_still_read():
+    flat = read_json(ROOT / "tests" / "data" / "leaderboard_v1.json")
+    board = benchbed.read_leaderboard(ROOT / "tests" / "data" / "leaderboard_v1.json")
+    assert board["schema_version"] == 2 and board["upgraded_from"] == 1
+    old, new = flat["rows"][1], board["rows"][1]
+    assert new["label"] == old["label"] and new["budget"] == old["budget"]
+    assert new["metrics"]["clean_accuracy"] == {"mean": old["clean_accuracy"], "ci95": old["clean_accuracy_ci"],
+                                                "images": int(old["n:clean_accuracy"])}
+    assert new["secure_cost"]["aby3"]["latency_s"]["WAN"]["mean"] == old["latency_WAN@aby3"]
+    assert new["secure_cost"]["cheetah"]["setup"]["mb"]["mean"] == old["setup_mb@cheetah"]
+    assert new["counts"]["relus"]["mean"] == old["relus"] != new["counts"]["drelus"]["mean"], "knapsack's patches"
+
+
+def test_a_board_of_an_unknown_version_is_refused_in_one_line(tmp_path):
+    board = read_json(ROOT / "tests" / "data" / "leaderboard_v1.json")
+    (tmp_path / "b.json").write_text(json.dumps({**board, "schema_version": 7}))
+    with pytest.raises(BenchbedError, match="schema version 7; this benchbed reads versions 1 and 2"):
+        benchbed.read_leaderboard(tmp_path / "b.json")

@@ -16,7 +16,7 @@ from benchbed import schemas
 from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
 from benchbed.files import read_json, write_json, write_text
-from benchbed.report import claims, figure, markdown, tables
+from benchbed.report import board_json, claims, columns, figure, markdown, tables
 from benchbed.report.pareto import HEADLINE_NETWORK
 from benchbed.report.findings import findings_lines
 from benchbed.report.html import write_html
@@ -94,6 +94,16 @@ def _checkpoint(record: dict, run_dir: str, out_dir: Path) -> dict | None:
             "sha256": record["checkpoint_sha256"]}
 
 
+def _submission(result: dict, out_dir: Path) -> dict | None:
+    """Where an external row's submission lies, relative to the board (``benchbed.load_model`` follows it),
+    and its sha256; None when its result does not say or the files are gone."""
+    where = result.get("submission_path")
+    if not where or not Path(where).exists():
+        return None
+    return {"path": Path(os.path.relpath(Path(where).resolve(), out_dir.resolve())).as_posix(),
+            "sha256": result["submission_sha256"]}
+
+
 def _scalars(record: dict) -> dict[str, object]:
     """The plain (number, string, bool) fields of a record's ``build_mask`` and ``finetune`` info."""
     found = {}
@@ -147,6 +157,9 @@ def external_results(paths: list[Path], meta: dict) -> list[dict]:
         if not result["source"]:
             raise BenchbedError(f'{path} names no source; add "source": {{"paper": URL, "code": URL}} to its claims '
                                 "and verify it again")
+        if any(r["name"] == result["name"] for r in found):
+            raise BenchbedError(f"{path}: two external results are named {result['name']!r}; rename one in its "
+                                "claims and verify it again")
         found.append(result)
     return found
 
@@ -171,6 +184,7 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise BenchbedError(f"cannot create {out_dir} ({exc.strerror or exc}); pass --to a writable folder") from None
+    located = {r["name"]: _submission(r, out_dir) for r in outside}
     n_test = (meta.get("data") or {}).get("test")
     titles = tables.accuracy_titles(records)
     accuracies = set(titles)
@@ -182,8 +196,8 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     kinds = tables.compute_kinds(records)
     explained = [] if frame.empty else markdown.explanation_lines(frame, profile_names, n_test, kinds)
     title = f"Leaderboard: {meta['suite']['name']}"
-    cols = [] if frame.empty else markdown.columns(frame, titles, profile_names, networks)
-    cols, constant = ([], []) if frame.empty else markdown.constant_columns(frame, cols, accuracies)
+    declared = [] if frame.empty else columns.declared(frame, titles, profile_names, networks)
+    cols, constant = columns.constant(frame, declared)
     explained += constant
     sections = markdown.grid_lines(tables.grid(records, GRID_METRICS), titles)
     if outside:
@@ -193,9 +207,12 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
                      "every claim of theirs held, and their compute is unknown, so they are in no claim's test."]
         sections += [f"- **{r['name']}**: " + ", ".join(f"{k} {v}" for k, v in r["source"].items())
                      + f"; {len(r['verdicts'])} claims hold; submission sha256 `{r['submission_sha256'][:16]}…`, "
-                       f"verified {r['verified'] if 'verified' in r else '?'}" for r in outside]
+                       f"verified {r['verified'] if 'verified' in r else '?'}"
+                     + (f"; `benchbed.load_model(\"{stem}.json\", \"{r['name']}\")` loads it" if located[r["name"]]
+                        else "; not loadable from this board (its result does not say where the submission lies)")
+                     for r in outside]
     detailed = [{**r, "details": _scalars(r)} for r in records]
-    for field, title, intro in (
+    for field, heading, intro in (
             ("notes", "Notes from the methods", "What each entry's method said about its run (SNL: how many kept "
              "pixels its search chose and how many top-k filled in; DeepReDuce: the DReLUs its coarse choice used; "
              "RLNet: stage 1's start)"),
@@ -205,7 +222,7 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
             ("cuts", "Cut to fit the budget", "Parts of a method's published recipe that did not fit")):
         having = [r for r in detailed if r.get(field)]
         if having:
-            sections += ["", f"## {title}", "", f"{intro}; once per method, budget and level, with the seeds and each "
+            sections += ["", f"## {heading}", "", f"{intro}; once per method, budget and level, with the seeds and each "
                          "distinct value.", ""] + grouped_lines(having, field)
     unfinished = [r for r in records if r["status"] != "ok"]
     if unfinished:
@@ -218,20 +235,19 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), findings=found,
                                       protocol=protocol,
                                       table="" if frame.empty else markdown.results_tables(
-                                          frame, cols, accuracies, tables.levels(frame), profile_names,
-                                          HEADLINE_NETWORK),
+                                          frame, cols, tables.levels(frame), HEADLINE_NETWORK, len(meta["seeds"])),
                                       explained=explained, sections=[""] + sections))
     board = {
         "schema_version": schemas.LEADERBOARD_VERSION, "suite": meta["suite"], "seeds": meta["seeds"],
         "run_dirs": meta["run_dirs"], "records_sha256": schemas.records_sha256(records), "claims": claims.as_json(tested),
-        "protocol": protocol, "how_to_read": explained, "columns": [{"key": k, "title": t} for k, t in cols],
-        "rows": [] if frame.empty else frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
+        "protocol": protocol, "how_to_read": explained, "columns": [c.as_json() for c in declared],
+        "rows": [] if frame.empty else board_json.rows(frame, declared),
         "entries": [{"schema_version": versions[r["entry"]],
                      **{k: r.get(k) for k in ("entry", "method", "label", "budget", "seed", "status", "error", "relus",
                                               "drelus", "metrics", "secure_cost", "compute", "notes", "cuts",
                                               "composition", "published")},
                      "checkpoint": _checkpoint(r, where[r["entry"]], out_dir)} for r in records],
-        "external": outside}
+        "external": [{**r, "submission": located[r["name"]]} for r in outside]}
     schemas.check(board, "leaderboard", f"the leaderboard for {out_dir / f'{stem}.json'}")
     write_json(out_dir / f"{stem}.json", board)
     images = []
@@ -244,12 +260,29 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
         if len(level_names) > 1:
             images.append(out_dir / f"{stem}.compute.png")
             figure.save(figure.compute_figure(internal, meta), images[-1])
-    rows = [] if frame.empty else [
-        [(markdown.row_label(row), row["label"]), ("—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}",
-                                        None if pd.isna(row["budget"]) else int(row["budget"])),
-         (str(int(row["seeds"])), int(row["seeds"]))]
-        + [(markdown.cell(row, k, accuracies), None if pd.isna(row.get(k)) else float(row[k])) for k, _ in cols]
-        for _, row in frame.iterrows()]
-    write_html(out_dir / f"{stem}.html", title, protocol + explained,
-               [("method", "method"), ("budget", "budget"), ("seeds", "seeds")] + cols, rows, images, sections, found)
+    several_levels = len(tables.levels(frame)) > 1 if not frame.empty else False
+    write_html(out_dir / f"{stem}.html", title, protocol + explained, html_columns(cols, several_levels),
+               html_rows(frame, cols, several_levels), images, sections, found)
     return md_path
+
+
+def html_columns(cols: list[columns.Column], several_levels: bool) -> list[tuple[str, str, str]]:
+    """(key, title, group) of the HTML table's columns: the row's identity, then every declared column."""
+    identity = [("method", "method", "")] + ([("level", "compute", "")] if several_levels else [])
+    identity += [("budget", "budget", ""), ("seeds", "seeds", "")]
+    return identity + [(c.key, c.title, columns.GROUPS[c.group] + (f": {c.profile}" if c.profile else ""))
+                       for c in cols]
+
+
+def html_rows(frame: pd.DataFrame, cols: list[columns.Column], several_levels: bool) -> list[dict]:
+    """Per row, its cells as (text shown, value sorted by) and whether it is an external submission."""
+    out = []
+    for _, row in frame.iterrows():
+        budget = None if pd.isna(row["budget"]) else int(row["budget"])
+        cells = [(markdown.row_label(row), row["label"])]
+        if several_levels:
+            cells.append((row["level"], None if pd.isna(row.get("level_epochs")) else float(row["level_epochs"])))
+        cells += [("—" if budget is None else f"{budget:,}", budget), (str(int(row["seeds"])), int(row["seeds"]))]
+        cells += [(columns.cell(row, c), None if pd.isna(row.get(c.key)) else float(row[c.key])) for c in cols]
+        out.append({"cells": cells, "external": bool(row.get("external"))})
+    return out

@@ -2,158 +2,103 @@
 page rendered from ``templates/board.md.j2``."""
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from pathlib import Path
 
 import jinja2
 import pandas as pd
 from tabulate import tabulate
 
-from benchbed.report.tables import PAPER_COLUMNS, costs, profiles
+from benchbed.report.columns import Column, cell, missing
+from benchbed.report.tables import costs, profiles
 
 TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).with_name("templates")),
                                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                                undefined=jinja2.StrictUndefined, autoescape=False)
-# Row identity and bookkeeping: never a column of its own.
-NOT_SHOWN = {"method", "label", "budget", "seed", "status", "seeds", "val_accuracy", "level", "level_index",
-             "level_epochs", "unreliable", "external"}
 UNRELIABLE = "⚠ unreliable"
 
 
-def value_text(key: str, value: float, accuracies: set[str]) -> str:
-    if key in accuracies or key in PAPER_COLUMNS:
-        return f"{100 * value:.2f}"
-    if key in ("relus", "drelus") or key.startswith("rounds@"):
-        return f"{value:,.0f}"
-    if key.startswith(("comm_mb@", "setup_mb@", "storage_mb@")):
-        return f"{value:.3f}"
-    if key.startswith(("latency_", "setup_latency_", "compute_s@")):
-        return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
-    if key in ("epochs_used", "asset_epochs"):
-        return f"{value:.2f}"
-    return f"{value:.4g}"
-
-
-def _missing(value) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
-
-
-def cell(row: pd.Series, key: str, accuracies: set[str]) -> str:
-    """A table cell: the mean, ± the seeds' standard deviation (several seeds) or the binomial interval."""
-    value = row.get(key)
-    if _missing(value):
-        return "—"
-    text = value_text(key, value, accuracies)
-    spread = row.get(f"{key}_std") if row["seeds"] > 1 else row.get(f"{key}_ci")
-    if not _missing(spread) and spread > 0:
-        shown = value_text(key, spread, accuracies)
-        if shown.strip("0.,"):  # a spread that rounds to nothing at the value's precision says nothing
-            text += f" ± {shown}"
-    return text
-
-
-def columns(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str],
-            networks: list[str]) -> list[tuple[str, str]]:
-    """(key, title) of every column the table shows, in order."""
-    cols = [("relus", "ReLUs"), ("drelus", "DReLUs"), ("clean_accuracy", titles["clean_accuracy"])]
-    if "paper_accuracy" in frame.columns:
-        cols += list(PAPER_COLUMNS.items())
-    known = {k for k, _ in cols} | set(PAPER_COLUMNS) | {"epochs_used", "asset_epochs"} | NOT_SHOWN
-    cols += [(k, titles.get(k, k)) for k in frame.columns
-             if k not in known and "@" not in k and not k.startswith("n:") and not k.endswith(("_std", "_ci"))]
-    for profile in profile_names:
-        if f"comm_mb@{profile}" in frame.columns:
-            cols += [(f"comm_mb@{profile}", f"{profile} MB"), (f"rounds@{profile}", f"{profile} rounds")]
-            cols += [(f"latency_{n}@{profile}", f"{profile} {n} s") for n in networks]
-            if f"compute_s@{profile}" in frame.columns:
-                cols.append((f"compute_s@{profile}", f"{profile} compute s"))
-        if f"storage_mb@{profile}" in frame.columns:
-            cols.append((f"storage_mb@{profile}", f"{profile} client storage MB"))
-        if f"setup_mb@{profile}" in frame.columns:
-            cols += [(f"setup_mb@{profile}", f"{profile} setup MB")]
-            cols += [(f"setup_latency_{n}@{profile}", f"{profile} setup {n} s") for n in networks]
-    cols.append(("epochs_used", "compute used (epochs)"))
-    if "asset_epochs" in frame.columns:  # the robust teacher RLNet alone uses: its cost, once, beside the entry's
-        cols.append(("asset_epochs", "one-time method teacher (epochs)"))
-    return cols
-
-
-def constant_columns(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str]
-                     ) -> tuple[list[tuple[str, str]], list[str]]:
-    """The columns worth a place in the table, and a line stating those whose cell is the same in every
-    row (a profile's setup, say) once."""
-    if len(frame) < 2:
-        return cols, []
-    kept, same = [], []
-    for key, title in cols:
-        cells = {cell(row, key, accuracies) for _, row in frame.iterrows()}
-        if len(cells) == 1 and key not in ("clean_accuracy", "drelus", "relus") and cells != {"—"}:
-            same.append(f"{title} {cells.pop()}")
-        else:
-            kept.append((key, title))
-    return kept, ([f"- The same in every row, so not a column: {'; '.join(same)}."] if same else [])
+def flags(row: pd.Series, seeds: int) -> str:
+    """What a row's figures alone do not say: robustness flagged unreliable, a model trained elsewhere,
+    fewer seeds than the board's, a one-time teacher only this method uses."""
+    found = []
+    if not missing(row.get("unreliable")) and row["unreliable"] > 0:
+        found.append(UNRELIABLE)
+    if bool(row.get("external")) is True:
+        found.append("external")
+    if int(row["seeds"]) < seeds and not bool(row.get("external")):
+        found.append(f"{int(row['seeds'])} of {seeds} seeds")
+    if not missing(row.get("asset_epochs")):
+        found.append(f"+{row['asset_epochs']:,.0f} ep. teacher")
+    return ", ".join(found)
 
 
 def row_label(row: pd.Series) -> str:
     """The row's name, marked when the robustness of any of its seeds was flagged unreliable."""
     flagged = row.get("unreliable")
-    return row["label"] + (f" {UNRELIABLE}" if not _missing(flagged) and flagged > 0 else "")
+    return row["label"] + (f" {UNRELIABLE}" if not missing(flagged) and flagged > 0 else "")
 
 
-def _profile_of(key: str, profile_names: list[str]) -> str | None:
-    return next((p for p in profile_names if key.endswith(f"@{p}")), None)
+def ranked_columns(cols: list[Column], headline: str) -> list[Column]:
+    """The ranked table's columns: DReLUs (and ReLUs where a row's differ), the accuracies, one headline
+    latency (the first profile's, on the ``headline`` network) and the compute used."""
+    picked = [c for c in cols if c.key in ("relus", "drelus") or c.group in ("accuracy", "robustness", "paper")]
+    latency = next((c for c in cols if c.group == "cost" and c.path[-1] == headline and c.path[-2] == "latency_s"), None)
+    if latency is not None:
+        picked.append(replace(latency, short=latency.title))
+    return picked + [c for c in cols if c.key == "epochs_used"]
 
 
-def split_columns(cols: list[tuple[str, str]], profile_names: list[str], headline: str
-                  ) -> tuple[list[tuple[str, str]], dict[str, list[tuple[str, str]]]]:
-    """The ranked table's columns (accuracies, counts, compute and one headline latency) and, per
-    profile, its secure-cost table's."""
-    ranked, by_profile = [], {p: [] for p in profile_names}
-    for key, title in cols:
-        profile = _profile_of(key, profile_names)
-        if profile is None:
-            ranked.append((key, title))
+def _by_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
+    # the reference rows (no budget) first and unranked; the rest by clean accuracy, an external row
+    # among them by its numbers, never pinned
+    return frame.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="first", kind="stable")
+
+
+def table_text(rows: pd.DataFrame, cols: list[Column], seeds: int, ranked: bool) -> str:
+    """A ranked table (rank, method, columns, flags) or, not ``ranked``, a plain one (method, columns)."""
+    body, rank = [], 0
+    for _, row in _by_accuracy(rows).iterrows():
+        cells = [cell(row, c) for c in cols]
+        if ranked:
+            budgeted = bool(pd.notna(row["budget"]))
+            rank += budgeted
+            body.append([str(rank) if budgeted else "—", row["label"], *cells, flags(row, seeds)])
         else:
-            by_profile[profile].append((key, title))
-    # the first profile's headline latency, as its cost table titles it
-    found = next((col for p in profile_names for col in by_profile[p] if col[0] == f"latency_{headline}@{p}"), None)
-    if found is not None:
-        at = next((i for i, (k, _) in enumerate(ranked) if k == "epochs_used"), len(ranked))
-        ranked.insert(at, found)
-    return ranked, {p: c for p, c in by_profile.items() if c}
+            body.append([row["label"], *cells])
+    headers = (["#", "method"] if ranked else ["method"]) + [c.heading for c in cols] + (["flags"] if ranked else [])
+    if ranked and not any(r[-1] for r in body):
+        headers, body = headers[:-1], [r[:-1] for r in body]
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
 
 
-def _ranked(frame: pd.DataFrame) -> pd.DataFrame:
-    # by budget, then clean accuracy: an external row among the others by its numbers, never pinned
-    frame = frame.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="first", kind="stable")
-    return frame.assign(rank=frame.groupby("budget", dropna=False).cumcount() + 1)
-
-
-def results_table(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str], ranks: bool = True) -> str:
-    frame = _ranked(frame)
-    body = [([str(row["rank"])] if ranks else []) + [row_label(row),
-            "—" if pd.isna(row["budget"]) else f"{int(row['budget']):,}", int(row["seeds"])]
-            + [cell(row, key, accuracies) for key, _ in cols] for _, row in frame.iterrows()]
-    return tabulate(body, headers=(["#"] if ranks else []) + ["method", "budget", "seeds"] + [t for _, t in cols],
-                    tablefmt="github", disable_numparse=True)
-
-
-def results_tables(frame: pd.DataFrame, cols: list[tuple[str, str]], accuracies: set[str], level_names: list[str],
-                   profile_names: list[str] = (), headline: str = "WAN") -> str:
-    """Per compute level (the reference rows, which compute nothing, in each): a ranked table of the
-    entries' accuracies, compute and one headline latency, then one secure-cost table per profile."""
-    ranked, by_profile = split_columns(cols, list(profile_names), headline)
-    shared = frame[frame["level"] == "—"]
+def results_tables(frame: pd.DataFrame, cols: list[Column], level_names: list[str], headline: str = "WAN",
+                   seeds: int = 1) -> str:
+    """Per compute level and budget (the reference rows, which compute nothing, in each): a ranked table
+    of accuracies, one headline latency and compute, then a secure-cost table per profile."""
+    ranked = ranked_columns(cols, headline)
+    if "relus" not in frame.columns or (frame["relus"] == frame["drelus"]).all():
+        ranked = [c for c in ranked if c.key != "relus"]  # the same figure twice says nothing
+    by_profile: dict[str, list[Column]] = {}
+    for c in cols:
+        if c.profile is not None:
+            by_profile.setdefault(c.profile, []).append(c)
+    reference = frame[frame["budget"].isna()]
+    # rows of no compute level (external submissions: their compute is unknown) stand beside every level
+    levelless = frame[frame["budget"].notna() & (frame["level"] == "—")]
     parts = []
     for level in level_names or [None]:
-        rows = frame if level is None else pd.concat([shared, frame[frame["level"] == level]])
-        head = "" if level is None or len(level_names) <= 1 else f"### Compute: {level} per entry\n\n"
-        part = [head + results_table(rows, ranked, accuracies)]
-        for profile, profile_cols in by_profile.items():
-            part.append(f"Secure cost under `{profile}`"
-                        + (f" ({level})" if level is not None and len(level_names) > 1 else "") + ":\n\n"
-                        + results_table(rows, profile_cols, accuracies, ranks=False))
-        parts.append("\n\n".join(part))
+        at = frame[frame["budget"].notna()] if level is None else pd.concat([frame[frame["level"] == level], levelless])
+        budgets = sorted(int(b) for b in at["budget"].dropna().unique())
+        for budget in budgets or [None]:
+            rows = reference if budget is None else pd.concat([reference, at[at["budget"] == budget]])
+            where = [f"{budget:,} DReLUs"] if budget is not None else []
+            if level is not None and len(level_names) > 1:
+                where.insert(0, f"{level} per entry")
+            part = [(f"### {' · '.join(where)}\n\n" if where else "") + table_text(rows, ranked, seeds, True)]
+            part += [f"Secure cost under `{p}`:\n\n" + table_text(rows, profile_cols, seeds, False)
+                     for p, profile_cols in by_profile.items()]
+            parts.append("\n\n".join(part))
     return "\n\n".join(parts)
 
 
@@ -191,13 +136,19 @@ def coefficients_sentence(records: list[dict]) -> str:
 def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int | None,
                       kinds: dict[str, str]) -> list[str]:
     """What the columns mean, so that the table reads without the source code."""
-    lines = ["- **ReLUs** are the pixels whose output passes through a comparison-gated nonlinearity; **DReLUs** are "
+    lines = ["- **The tables**: per compute level and budget, the entries ranked (**#**) by clean accuracy, the "
+             "all-ReLU reference (**—**) above them, with one headline latency (the first profile's WAN); then per "
+             "protocol profile its secure cost. **flags**: robustness flagged unreliable, an external submission, "
+             "fewer seeds than the board's, the epochs of a teacher only that method uses (paid once per suite). "
+             "The HTML page has every column in one sortable table whose groups can be hidden.",
+             "- **ReLUs** are the pixels whose output passes through a comparison-gated nonlinearity; **DReLUs** are "
              "the secure comparisons one image costs. They differ for patch ReLUs (knapsack: one DReLU gates a whole "
              "patch), so budgets are in DReLUs.",
              "- **Accuracies** are on the test split, read once after the weights were chosen on validation. "
              + (f"One test image is {100 / n_test:.2f} points. " if n_test else "")
              + "With one seed, ± is the 95% binomial (Wilson) interval on the images the accuracy was measured on; "
-               "with several, ± is the sample standard deviation over seeds. Differences inside them are noise."]
+               "with several, ± is the sample standard deviation over seeds, written one digit shorter than the figure. "
+               "Differences inside them are noise."]
     if "clean_accuracy_adv_bn" in frame.columns:
         lines.append("- **clean acc, adv BN** is a dual-BN model's (RLNet's) clean accuracy through its adversarial "
                      "BatchNorms, the path its PGD accuracy is measured on; the other accuracies use the clean BNs.")

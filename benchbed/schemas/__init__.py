@@ -1,7 +1,8 @@
 """The result format, versioned: a JSON Schema for each document benchbed publishes — an entry's record
-(``entry.schema.json``), a leaderboard's JSON twin (``leaderboard.schema.json``) and a verified
-external result (``external.schema.json``) — and the one digest a leaderboard carries of the records
-it was built from. A document states its ``schema_version``; a change of fields is a new version."""
+(``entry.schema.json``), a leaderboard's JSON twin (``leaderboard.schema.json``; version 1's, still
+read, in ``leaderboard.v1.schema.json``) and a verified external result (``external.schema.json``) — and
+the one digest a leaderboard carries of the records it was built from. A document states its
+``schema_version``; a change of fields is a new version (an optional field added is not)."""
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,10 @@ from typing import Any, Literal
 
 from benchbed.errors import BenchbedError
 
-ENTRY_VERSION = LEADERBOARD_VERSION = EXTERNAL_VERSION = 1
-Kind = Literal["entry", "leaderboard", "external"]
+ENTRY_VERSION = EXTERNAL_VERSION = 1
+LEADERBOARD_VERSION = 2
+Kind = Literal["entry", "leaderboard", "leaderboard.v1", "external"]
+KINDS = ("entry", "leaderboard", "leaderboard.v1", "external")
 HERE = Path(__file__).parent
 
 
@@ -28,7 +31,7 @@ def _validator(kind: Kind):
     from referencing import Registry, Resource
 
     registry = Registry().with_resources(
-        (schema(k)["$id"], Resource.from_contents(schema(k))) for k in ("entry", "leaderboard", "external"))
+        (schema(k)["$id"], Resource.from_contents(schema(k))) for k in KINDS)
     return jsonschema.Draft202012Validator(schema(kind), registry=registry)
 
 

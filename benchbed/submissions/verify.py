@@ -189,20 +189,27 @@ def protocol_sha256(suite: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+def submission_sha256(path: Path) -> str:
+    """sha256 over a submission: a plain folder's files (each its relative name, then its bytes, in name
+    order) or a checkpoint file's name and bytes."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.relative_to(path if path.is_dir() else path.parent).as_posix().encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
 def external_result(submission: Path, loaded: LoadedSuite, claims: dict, measured: dict,
                     found: list[Verdict]) -> dict:
     """The verified result as ``external.schema.json`` has it."""
     figures, described = split_claims(claims)
     path = Path(submission)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256()
-    for file in files:  # the submission's bytes, file by file, in name order
-        digest.update(file.relative_to(path if path.is_dir() else path.parent).as_posix().encode())
-        digest.update(file.read_bytes())
     result = {"schema_version": schemas.EXTERNAL_VERSION, "name": described["name"] or path.name,
               "source": described["source"], "suite": loaded.suite.name,
               "protocol_sha256": protocol_sha256(loaded.suite.model_dump(mode="json")),
-              "submission_sha256": digest.hexdigest(), "budget": figures.get("budget"),
+              "submission_sha256": submission_sha256(path), "submission_path": str(path.resolve()),
+              "budget": figures.get("budget"),
               "claims": {k: v for k, v in figures.items()}, "measured": measured,
               "verdicts": [asdict(v) for v in found], "holds": bool(found) and all(v.holds for v in found),
               "verified": provenance.now(), "source_commit": provenance.source_commit()}

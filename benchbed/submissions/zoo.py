@@ -1,7 +1,9 @@
 """The model zoo: ``benchbed.load_model(board_or_run, entry)`` returns a published entry's linearized
 model, rebuilt by the core from its checkpoint and checked against the sha256 its record states;
 ``benchbed.load_model(folder)`` one in the plain format (``manifest.json`` + ``arrays.npz``: what
-``benchbed export`` writes and ``benchbed verify`` takes from an outside lab).
+``benchbed export`` writes and ``benchbed verify`` takes from an outside lab);
+``benchbed.load_model(board, name)`` an external row's submission, where the board says it lies, checked
+against the hash it was verified with.
 
 ``board_or_run`` is a run directory, a leaderboard's JSON twin (a path, or its name in
 ``leaderboards/``), or the URL of one (``https://…/smoke.json``, fetched with a 60 s timeout; a
@@ -28,6 +30,7 @@ from benchbed.model.checkpoint import FORMAT, model_from_payload, read_checkpoin
 from benchbed.model.plain import MANIFEST, read_plain
 from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.run.rundir import RunDir
+from benchbed.submissions.verify import submission_sha256
 
 BOARDS = Path("leaderboards")
 
@@ -46,7 +49,9 @@ def load_model(board_or_run: str | Path, entry: str | None = None) -> nn.Module:
         return model_from_payload(read_plain(folder, FORMAT), str(folder), models=Plugins(plugin_manager()).models).eval()
     if entry is None:
         raise BenchbedError(f"name the entry to load from {board_or_run} (a plain-format folder needs none)")
-    path, sha256 = _locate(str(board_or_run), entry)
+    path, sha256, external = _locate(str(board_or_run), entry)
+    if external:
+        return _submission(path, sha256, entry)
     file = read_checkpoint(path)
     if file.sha256 != sha256:
         raise BenchbedError(f"{path} is not the checkpoint {entry!r} was published with (sha256 {file.sha256[:12]}…, "
@@ -54,8 +59,21 @@ def load_model(board_or_run: str | Path, entry: str | None = None) -> nn.Module:
     return model_from_payload(file.payload, file.path, models=Plugins(plugin_manager()).models).eval()
 
 
-def _locate(source: str, entry: str) -> tuple[Path, str]:
-    """The local checkpoint file of ``entry`` (fetched into the cache from a URL) and its stated sha256."""
+def _submission(path: Path, sha256: str, name: str) -> nn.Module:
+    """An external row's model, from the submission it was verified with (a plain folder or a checkpoint)."""
+    if not path.exists():
+        raise BenchbedError(f"{path}, where the board says {name!r}'s submission lies, does not exist; fetch the "
+                            "submission beside the board")
+    if submission_sha256(path) != sha256:
+        raise BenchbedError(f"{path} is not the submission {name!r} was verified with (sha256 mismatch); fetch it "
+                            "again, or verify and publish it again")
+    payload = read_plain(path, FORMAT) if path.is_dir() else read_checkpoint(path).payload
+    return model_from_payload(payload, str(path), models=Plugins(plugin_manager()).models).eval()
+
+
+def _locate(source: str, entry: str) -> tuple[Path, str, bool]:
+    """The local checkpoint file of ``entry`` (fetched into the cache from a URL) and its stated sha256;
+    or, for an external row, its submission's path and sha256 (``True``)."""
     url = urlparse(source)
     if url.scheme in ("http", "https"):
         try:
@@ -63,7 +81,10 @@ def _locate(source: str, entry: str) -> tuple[Path, str]:
         except ValueError:
             raise BenchbedError(f"{source} is no leaderboard JSON; pass the .json twin of a board") from None
         item = _board_entry(board, entry, source)
-        return _cached(urljoin(source, item["path"]), item["sha256"]), item["sha256"]
+        if item.get("external"):
+            raise BenchbedError(f"{entry!r} on {source} is an external submission, which a URL cannot serve file by "
+                                f"file; download {urljoin(source, item['path'])} and pass its local path")
+        return _cached(urljoin(source, item["path"]), item["sha256"]), item["sha256"], False
     # a file:// address is a local path: read as one, so that only regular files are ever opened
     path = Path(urllib.request.url2pathname(url.path) if url.scheme == "file" else source).expanduser()
     if not path.exists() and re.fullmatch(PLAIN_NAME, source):
@@ -72,7 +93,7 @@ def _locate(source: str, entry: str) -> tuple[Path, str]:
         record = RunDir(path).finished(entry)
         if record is None or record["status"] != "ok":
             raise BenchbedError(f"no finished entry {entry!r} in the run {path}; pass one listed in {path}/entries")
-        return RunDir(path).checkpoint_path(entry), record["checkpoint_sha256"]
+        return RunDir(path).checkpoint_path(entry), record["checkpoint_sha256"], False
     if not path.is_file():  # a FIFO or a device is no board: never opened, never waited on
         raise BenchbedError(f"{source} is no run directory, leaderboard JSON or URL; pass one")
     try:
@@ -80,16 +101,27 @@ def _locate(source: str, entry: str) -> tuple[Path, str]:
     except (ValueError, UnicodeDecodeError):
         raise BenchbedError(f"{path} is no leaderboard JSON; pass the .json twin of a board") from None
     item = _board_entry(board, entry, str(path))
+    if item.get("external"):
+        return path.parent / item["path"], item["sha256"], True
     checkpoint = path.parent / item["path"]
     if not checkpoint.is_file():
         raise BenchbedError(f"{checkpoint}, where {path} says {entry!r}'s checkpoint lies, is no file; fetch the run "
                             "directory the board was published from beside it")
-    return checkpoint, item["sha256"]
+    return checkpoint, item["sha256"], False
 
 
 def _board_entry(board: object, entry: str, where: str) -> dict:
     if not isinstance(board, dict) or not isinstance(board.get("entries"), list):
         raise BenchbedError(f"{where} is no leaderboard JSON; pass the .json twin of a board")
+    outside = [r for r in board.get("external") or [] if isinstance(r, dict)]
+    for result in outside:
+        if entry in (result.get("name"), f"{result.get('name')} (external)"):
+            submission = result.get("submission")
+            if not (isinstance(submission, dict) and isinstance(submission.get("path"), str)
+                    and isinstance(submission.get("sha256"), str)):
+                raise BenchbedError(f"{where} does not say where the external submission {entry!r} lies (verified "
+                                    "before results recorded it); ask its lab for the files")
+            return {**submission, "external": True}
     items = [i for i in board["entries"] if isinstance(i, dict)]
     for item in items:
         if item.get("entry") == entry:
@@ -101,7 +133,7 @@ def _board_entry(board: object, entry: str, where: str) -> dict:
                 raise BenchbedError(f"{where} is a malformed board: {entry!r}'s checkpoint has no path and sha256; "
                                     "publish the board again")
             return checkpoint
-    listed = [i.get("entry") for i in items if i.get("checkpoint")]
+    listed = [i.get("entry") for i in items if i.get("checkpoint")] + [r.get("name") for r in outside]
     raise BenchbedError(f"{where} lists no entry {entry!r}; it has {', '.join(listed[:8])}"
                         + (" …" if len(listed) > 8 else ""))
 
