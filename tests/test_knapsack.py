@@ -145,8 +145,8 @@ def test_the_catalogue_in_use_is_recorded(make_ctx):
 
 
 def test_choice_respects_the_budget_and_matches_the_chosen_sizes(make_ctx):
-    for budget in (0, 100, 700, 3000):
-        ctx, model = make_ctx(_opts(distortion_images=16), budget=budget, epochs=20.0)
+    for budget in (0, 100, 700, 3000):  # what is checked is the choice: a few probe images, wide probe batches
+        ctx, model = make_ctx(_opts(distortion_images=4, probe_batch=16), budget=budget, epochs=20.0)
         model = knapsack.build_mask(ctx=ctx, model=model).model
         assert drelu_count(model) <= budget
         recount = 0

@@ -48,7 +48,7 @@ def test_publish_merges_seeds_into_mean_and_std(two_seeds, capsys):
     assert md.index("### 64 DReLUs") < md.index("Secure cost under `aby3`") < md.index("### 512 DReLUs")
     ranked = next(line for line in md.splitlines() if line.startswith("| #"))
     assert [h.strip() for h in ranked.strip("|").split("|")] == ["#", "method", "DReLUs", "clean %", "aby3 WAN s",
-                                                                  "epochs used"]
+                                                                  "epochs"]
     cost = next(line for line in md.splitlines() if line.startswith("| method"))
     same = next(line for line in md.splitlines() if line.startswith("- The same in every row"))
     assert "aby3 rounds" in same, "a column constant in every row is stated once, not repeated"
@@ -146,5 +146,5 @@ def test_the_mask_by_finetune_grid_shows_only_the_methods_a_composition_involves
     cells = {("clean_accuracy", 600): {("snl", "snl"): 0.8, ("random_mask", "snl"): 0.6, ("autorep", "autorep"): 0.9,
                                        ("knapsack", "knapsack"): 0.85, ("random_mask", "random_mask"): 0.5}}
     text = "\n".join(grid_lines(cells, {"clean_accuracy": "clean acc %"}))
-    assert "| mask ↓ / finetune →   | random_mask   | snl   |" in text
+    assert "| mask ↓ / finetune → | random_mask | snl   |" in text
     assert "autorep" not in text and "knapsack" not in text

@@ -28,4 +28,4 @@ def test_paper_protocol_runs_the_published_recipes_and_records_their_compute(wri
     from benchbed.report.board import render
 
     text = render([tmp_path / "run"], tmp_path / "run", stem="leaderboard").read_text()
-    assert board.exists() and "Protocol: paper recipes" in text and "epochs used" in text
+    assert board.exists() and "Protocol: paper recipes" in text and "| epochs |" in text

@@ -16,6 +16,11 @@ GROUPS = {"counts": "ReLU counts", "accuracy": "clean accuracy", "robustness": "
           "paper": "paper's figures", "compute": "compute", "cost": "secure cost", "setup": "session setup"}
 TITLES = {"clean_accuracy": "clean acc %"}  # the fallback where the records title no accuracy
 ROBUSTNESS_ORDER = ("pgd_accuracy", "autoattack_accuracy", "corruption_accuracy")
+# Titles in the ranked table, where width is short (the full title heads the HTML page's column).
+SHORT = {"autoattack_accuracy": "AA %", "corruption_accuracy": "corr. %", "clean_accuracy_adv_bn": "adv-BN"}
+# Figures few rows have (a dual-BN model's clean accuracy through its adversarial BNs): in the ranked
+# table they are a row's flag, not a column of dashes.
+FLAGGED = {"clean_accuracy_adv_bn"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class Column:
     higher_is_better: bool | None = None
     profile: str | None = None
     short: str = ""  # its title in the ranked table, where width is short
+    ranked: bool = True  # a column of the ranked table (else, where it has a figure, one of the row's flags)
 
     @property
     def heading(self) -> str:
@@ -36,8 +42,8 @@ class Column:
 
     def text(self, value: float) -> str:
         """``value`` as a cell writes it, at the precision its unit carries."""
-        if self.format == "percent":
-            return f"{100 * value:.2f}"
+        if self.format == "percent":  # 0.1 point: a tenth of a percent is more than most test splits resolve
+            return f"{100 * value:.1f}"
         if self.format == "count":
             return f"{value:,.0f}"
         if self.format == "megabytes":
@@ -47,9 +53,6 @@ class Column:
         return f"{value:.2f}"
 
     def spread_text(self, value: float) -> str:
-        """A ± spread one digit shorter than its value: it bounds the value, nobody reads its second digit."""
-        if self.format == "percent":
-            return f"{100 * value:.1f}"
         return self.text(value)
 
     def as_json(self) -> dict:
@@ -85,7 +88,7 @@ def cell(row: pd.Series, column: Column) -> str:
 def _accuracy(key: str, title: str) -> Column:
     group = "accuracy" if key == "clean_accuracy" else "robustness"
     return Column(key, title, "percent", group, ("metrics", key), unit="%", higher_is_better=True,
-                  short=title.replace(" acc %", " %").replace(" acc, ", ", "))
+                  short=SHORT.get(key, title.replace(" acc %", " %")), ranked=key not in FLAGGED)
 
 
 def declared(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[str],
@@ -93,7 +96,7 @@ def declared(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[st
     """Every column the frame has a figure for, in the order the board shows them."""
     have = set(frame.columns)
     titles = {**TITLES, **titles}
-    cols = [Column("relus", "ReLUs", "count", "counts", ("counts", "relus")),
+    cols = [Column("relus", "ReLUs", "count", "counts", ("counts", "relus"), ranked=False),
             Column("drelus", "DReLUs", "count", "counts", ("counts", "drelus"), higher_is_better=False),
             _accuracy("clean_accuracy", titles["clean_accuracy"])]
     others = [k for k in titles if k != "clean_accuracy" and k in have]
@@ -119,7 +122,7 @@ def declared(frame: pd.DataFrame, titles: dict[str, str], profile_names: list[st
         cols += [Column(f"setup_latency_{n}@{p}", f"{p} setup {n} s", "seconds", "setup",
                         cost + ("setup", "latency_s", n), "s", False, p, f"setup {n} s") for n in networks]
     cols.append(Column("epochs_used", "compute used (epochs)", "epochs", "compute", ("compute", "epochs_used"),
-                       "epochs", short="epochs used"))
+                       "epochs", short="epochs"))
     # the robust teacher RLNet alone uses: its cost, once, beside the entry's
     cols.append(Column("asset_epochs", "one-time method teacher (epochs)", "epochs", "compute",
                        ("compute", "one_time_teacher_epochs"), "epochs"))

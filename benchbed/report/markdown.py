@@ -7,7 +7,6 @@ from pathlib import Path
 
 import jinja2
 import pandas as pd
-from tabulate import tabulate
 
 from benchbed.report.columns import Column, cell, missing
 from benchbed.report.tables import costs, profiles
@@ -18,9 +17,9 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
 UNRELIABLE = "⚠ unreliable"
 
 
-def flags(row: pd.Series, seeds: int) -> str:
+def flags(row: pd.Series, seeds: int, unranked: list[Column] = ()) -> str:
     """What a row's figures alone do not say: robustness flagged unreliable, a model trained elsewhere,
-    fewer seeds than the board's, a one-time teacher only this method uses."""
+    fewer seeds than the board's, and the figures of columns too sparse for the ranked table (``unranked``)."""
     found = []
     if not missing(row.get("unreliable")) and row["unreliable"] > 0:
         found.append(UNRELIABLE)
@@ -28,8 +27,7 @@ def flags(row: pd.Series, seeds: int) -> str:
         found.append("external")
     if int(row["seeds"]) < seeds and not bool(row.get("external")):
         found.append(f"{int(row['seeds'])} of {seeds} seeds")
-    if not missing(row.get("asset_epochs")):
-        found.append(f"+{row['asset_epochs']:,.0f} ep. teacher")
+    found += [f"{c.heading} {c.text(row[c.key])}" for c in unranked if not missing(row.get(c.key))]
     return ", ".join(found)
 
 
@@ -40,13 +38,24 @@ def row_label(row: pd.Series) -> str:
 
 
 def ranked_columns(cols: list[Column], headline: str) -> list[Column]:
-    """The ranked table's columns: DReLUs (and ReLUs where a row's differ), the accuracies, one headline
-    latency (the first profile's, on the ``headline`` network) and the compute used."""
-    picked = [c for c in cols if c.key in ("relus", "drelus") or c.group in ("accuracy", "robustness", "paper")]
+    """The ranked table's columns: DReLUs, the accuracies, one headline latency (the first profile's, on
+    the ``headline`` network) and the compute used."""
+    picked = [c for c in cols if c.ranked and (c.key == "drelus" or c.group in ("accuracy", "robustness", "paper"))]
     latency = next((c for c in cols if c.group == "cost" and c.path[-1] == headline and c.path[-2] == "latency_s"), None)
     if latency is not None:
         picked.append(replace(latency, short=latency.title))
     return picked + [c for c in cols if c.key == "epochs_used"]
+
+
+def markdown_table(headers: list[str], body: list[list[str]]) -> str:
+    """A GitHub markdown table as narrow as its cells: one space either side, no more (tabulate pads a
+    header by two, which costs a ranked table a tenth of its width)."""
+    widths = [max([len(h)] + [len(row[i]) for row in body]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, body)])
 
 
 def _by_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
@@ -55,7 +64,8 @@ def _by_accuracy(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["budget", "clean_accuracy"], ascending=[True, False], na_position="first", kind="stable")
 
 
-def table_text(rows: pd.DataFrame, cols: list[Column], seeds: int, ranked: bool) -> str:
+def table_text(rows: pd.DataFrame, cols: list[Column], seeds: int, ranked: bool,
+               unranked: list[Column] = ()) -> str:
     """A ranked table (rank, method, columns, flags) or, not ``ranked``, a plain one (method, columns)."""
     body, rank = [], 0
     for _, row in _by_accuracy(rows).iterrows():
@@ -63,13 +73,13 @@ def table_text(rows: pd.DataFrame, cols: list[Column], seeds: int, ranked: bool)
         if ranked:
             budgeted = bool(pd.notna(row["budget"]))
             rank += budgeted
-            body.append([str(rank) if budgeted else "—", row["label"], *cells, flags(row, seeds)])
+            body.append([str(rank) if budgeted else "—", row["label"], *cells, flags(row, seeds, unranked)])
         else:
             body.append([row["label"], *cells])
     headers = (["#", "method"] if ranked else ["method"]) + [c.heading for c in cols] + (["flags"] if ranked else [])
     if ranked and not any(r[-1] for r in body):
         headers, body = headers[:-1], [r[:-1] for r in body]
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    return markdown_table(headers, body)
 
 
 def results_tables(frame: pd.DataFrame, cols: list[Column], level_names: list[str], headline: str = "WAN",
@@ -77,12 +87,14 @@ def results_tables(frame: pd.DataFrame, cols: list[Column], level_names: list[st
     """Per compute level and budget (the reference rows, which compute nothing, in each): a ranked table
     of accuracies, one headline latency and compute, then a secure-cost table per profile."""
     ranked = ranked_columns(cols, headline)
-    if "relus" not in frame.columns or (frame["relus"] == frame["drelus"]).all():
-        ranked = [c for c in ranked if c.key != "relus"]  # the same figure twice says nothing
+    unranked = [c for c in cols if not c.ranked and c.group in ("accuracy", "robustness")]
+    # ReLUs beside DReLUs where a row's differ (a patch's one comparison gates many): they size what a
+    # profile stores and garbles per ReLU, so they head each profile's table
+    relus = [c for c in cols if c.key == "relus"] if (frame["relus"] != frame["drelus"]).any() else []
     by_profile: dict[str, list[Column]] = {}
     for c in cols:
         if c.profile is not None:
-            by_profile.setdefault(c.profile, []).append(c)
+            by_profile.setdefault(c.profile, list(relus)).append(c)
     reference = frame[frame["budget"].isna()]
     # rows of no compute level (external submissions: their compute is unknown) stand beside every level
     levelless = frame[frame["budget"].notna() & (frame["level"] == "—")]
@@ -95,7 +107,7 @@ def results_tables(frame: pd.DataFrame, cols: list[Column], level_names: list[st
             where = [f"{budget:,} DReLUs"] if budget is not None else []
             if level is not None and len(level_names) > 1:
                 where.insert(0, f"{level} per entry")
-            part = [(f"### {' · '.join(where)}\n\n" if where else "") + table_text(rows, ranked, seeds, True)]
+            part = [(f"### {' · '.join(where)}\n\n" if where else "") + table_text(rows, ranked, seeds, True, unranked)]
             part += [f"Secure cost under `{p}`:\n\n" + table_text(rows, profile_cols, seeds, False)
                      for p, profile_cols in by_profile.items()]
             parts.append("\n\n".join(part))
@@ -139,7 +151,8 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
     lines = ["- **The tables**: per compute level and budget, the entries ranked (**#**) by clean accuracy, the "
              "all-ReLU reference (**—**) above them, with one headline latency (the first profile's WAN); then per "
              "protocol profile its secure cost. **flags**: robustness flagged unreliable, an external submission, "
-             "fewer seeds than the board's, the epochs of a teacher only that method uses (paid once per suite). "
+             "fewer seeds than the board's, a dual-BN model's clean accuracy through its adversarial BNs "
+             "(**adv-BN**). "
              "The HTML page has every column in one sortable table whose groups can be hidden.",
              "- **ReLUs** are the pixels whose output passes through a comparison-gated nonlinearity; **DReLUs** are "
              "the secure comparisons one image costs. They differ for patch ReLUs (knapsack: one DReLU gates a whole "
@@ -147,8 +160,7 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
              "- **Accuracies** are on the test split, read once after the weights were chosen on validation. "
              + (f"One test image is {100 / n_test:.2f} points. " if n_test else "")
              + "With one seed, ± is the 95% binomial (Wilson) interval on the images the accuracy was measured on; "
-               "with several, ± is the sample standard deviation over seeds, written one digit shorter than the figure. "
-               "Differences inside them are noise."]
+               "with several, ± is the sample standard deviation over seeds. Differences inside them are noise."]
     if "clean_accuracy_adv_bn" in frame.columns:
         lines.append("- **clean acc, adv BN** is a dual-BN model's (RLNet's) clean accuracy through its adversarial "
                      "BatchNorms, the path its PGD accuracy is measured on; the other accuracies use the clean BNs.")
@@ -166,7 +178,11 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
                          "first inference and never again: it is in no per-image figure. **client storage** is what "
                          "the client keeps from one inference's offline phase for its online phase (Delphi's garbled "
                          "circuits).")
-    lines.append("- **compute used** is the entry's whole mask search and finetune in epochs of training-image "
+    if "asset_epochs" in frame.columns and frame["asset_epochs"].notna().any():
+        paid = frame.dropna(subset=["asset_epochs"]).groupby("method")["asset_epochs"].max()
+        lines.append("- **One-time teachers**, trained once per suite and used by one method's entries alone (not in "
+                     "their **epochs**): " + "; ".join(f"{m} {e:,.1f} epochs" for m, e in paid.items()) + ".")
+    lines.append("- **epochs** (compute used) is the entry's whole mask search and finetune in epochs of training-image "
                  "equivalents (a forward-only image counts a third), the unit the matched-compute budget is set in. "
                  "Wall time is in the JSON records; it depends on the machine and its load, so it is not ranked here.")
     return lines
@@ -311,7 +327,7 @@ def grid_lines(cells: dict[tuple[str, int], dict[tuple[str, str], float]], title
         finetunes = sorted({f for _, f in pairs if f in involved})
         body = [[m] + [f"{100 * pairs[(m, f)]:.2f}" if (m, f) in pairs else "—" for f in finetunes] for m in masks]
         lines += ["", f"**{titles.get(metric, metric)}, {budget:,} DReLUs**", "",
-                  tabulate(body, headers=["mask ↓ / finetune →"] + finetunes, tablefmt="github", disable_numparse=True)]
+                  markdown_table(["mask ↓ / finetune →"] + finetunes, body)]
     return lines
 
 
