@@ -20,11 +20,10 @@ from benchbed.errors import BenchbedError, SuiteError
 from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import load_checkpoint, read_checkpoint
 from benchbed.model.plain import ARRAYS, write_plain
-from benchbed.model.sites import drelu_count
 from benchbed.preflight.bench import bench
 from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.report.board import render
-from benchbed.report.tables import flatten
+from benchbed.report.external import measure
 from benchbed.submissions.describe import describe
 from benchbed.preflight.dry import dry_run, phase_figures
 from benchbed.preflight.forecast import forecast
@@ -33,8 +32,7 @@ from benchbed.run.reprice import reprice
 from benchbed.run.rundir import RunDir
 from benchbed.run.runner import SuiteRun
 from benchbed.run.suite import load_suite, suite_entries, quick_evaluation
-from benchbed.submissions.verify import (check_budget, external_result, load_submission, measured_figures, split_claims,
-                                 submission_record, verdicts)
+from benchbed.submissions.verify import external_result, split_claims, verdicts
 from benchbed.secure.calibrate import calibrate, merged, polynomial_parts
 from benchbed.secure.profiles import PROFILE_FILES
 from benchbed.secure.measure import against_price, recorded_price, secure_inference
@@ -274,7 +272,6 @@ def _export(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     plugins = Plugins(plugin_manager())
     loaded = load_suite(args.suite, plugins)
-    spec = loaded.suite.dataset
     try:
         given = read_json(Path(args.claims)) if args.claims else {}
     except ValueError as exc:
@@ -282,13 +279,8 @@ def _verify(args: argparse.Namespace) -> int:
     if not isinstance(given, dict):
         raise BenchbedError(f"{args.claims} must hold a JSON object of claimed figures")
     claims, _ = split_claims(given)
-    data = plugins.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
-    model = load_submission(Path(args.submission), loaded, data, plugins)
-    check_budget(model, claims)
     reporter = Reporter(quiet=True)  # the evaluation takes minutes: say where it stands, on stderr
-    reporter.log(f"verifying {args.submission} under {loaded.suite.name}: {loaded.suite.model.name}, "
-                 f"{drelu_count(model):,} DReLUs")
-    figures = measured_figures(flatten(submission_record(model, loaded, data, plugins, progress=reporter.progress)))
+    figures = measure(Path(args.submission), loaded, plugins, claims, progress=reporter.progress, log=reporter.log)
     found_verdicts = verdicts(claims, figures)
     if args.json:
         write_json(Path(args.json), external_result(Path(args.submission), loaded, given, figures, found_verdicts))

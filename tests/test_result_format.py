@@ -222,6 +222,25 @@ def test_submission_flow_export_verify_publish_as_external(run, tmp_path, capsys
                      str(tmp_path / "edited.json")]) == 2, what
         assert "disagrees with itself" in capsys.readouterr().err, what
 
+    # refused: a result edited consistently (claims, measured figures and verdicts agree with each other),
+    # a submission changed since it was verified, and one whose result does not say where it lies
+    forged = json.loads(json.dumps(verified))  # the first, good result: `result` now holds the last one verified
+    forged["claims"]["clean_accuracy"] = forged["measured"]["clean_accuracy"] = 0.999
+    forged["verdicts"] = [{**v, "claimed": 0.999, "measured": 0.999} if v["figure"] == "clean_accuracy" else v
+                          for v in forged["verdicts"]]
+    (tmp_path / "forged.json").write_text(json.dumps(forged))
+    assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(tmp_path / "forged.json")]) == 2
+    assert "not what its submission measures now (clean_accuracy)" in capsys.readouterr().err
+    unplaced = {k: v for k, v in verified.items() if k != "submission_path"}
+    (tmp_path / "unplaced.json").write_text(json.dumps(unplaced))
+    assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(tmp_path / "unplaced.json")]) == 2
+    assert "does not say where its submission lies" in capsys.readouterr().err
+    arrays = tmp_path / "submission" / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes() + b"\0")
+    (tmp_path / "good.json").write_text(json.dumps(verified))
+    assert main(["publish", str(run_dir), "--to", str(out), "--overwrite", "--external", str(tmp_path / "good.json")]) == 2
+    assert "sha256 mismatch" in capsys.readouterr().err
+
 
 def test_a_version_1_board_is_still_read():
     flat = read_json(ROOT / "tests" / "data" / "leaderboard_v1.json")

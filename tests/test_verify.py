@@ -71,7 +71,7 @@ def test_export_then_verify_every_claim(digits, write_suite, tmp_path, capsys):
     assert main(["verify", str(plain), "--suite", str(suite), "--json", str(tmp_path / "measured.json")]) == 0
     printed = capsys.readouterr()
     assert "clean_accuracy:" in printed.out and "level_index" not in printed.out and "seed" not in printed.out
-    assert "verifying" in printed.err, "it says what it measures before the minutes of evaluation"
+    assert "measuring" in printed.err, "it says what it measures before the minutes of evaluation"
     measured = read_json(tmp_path / "measured.json")["measured"]
     claims = {"budget": measured["drelus"], **{k: measured[k] for k in ("relus", "drelus", "clean_accuracy",
                                                                           "comm_mb@aby3", "rounds@aby3",

@@ -15,13 +15,14 @@ import pandas as pd
 from benchbed import schemas
 from benchbed.config import PLAIN_NAME
 from benchbed.errors import BenchbedError
-from benchbed.files import read_json, write_json, write_text
+from benchbed.files import write_json, write_text
+from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.report import board_json, claims, columns, figure, markdown, tables
+from benchbed.report.external import external_results
 from benchbed.report.pareto import HEADLINE_NETWORK
 from benchbed.report.findings import findings_lines
 from benchbed.report.html import write_html
 from benchbed.run.rundir import RunDir
-from benchbed.submissions.verify import inconsistencies, protocol_sha256
 
 GRID_METRICS = ["clean_accuracy", "pgd_accuracy", "autoattack_accuracy", "corruption_accuracy"]
 
@@ -131,46 +132,15 @@ def grouped_lines(records: list[dict], field: str) -> list[str]:
             for (label, budget, level, part), g in groups.items()]
 
 
-def external_results(paths: list[Path], meta: dict) -> list[dict]:
-    """Verified external results fit for this board: valid, verified under this suite's protocol, every
-    claim holding, and naming their source."""
-    found = []
-    for path in paths:
-        try:
-            result = read_json(Path(path))
-        except (OSError, ValueError) as exc:
-            raise BenchbedError(f"{path} is unreadable ({type(exc).__name__}); pass the file `benchbed verify --json` "
-                                "wrote") from None
-        schemas.check(result, "external", str(path))
-        if result["suite"] != meta["suite"]["name"] or result["protocol_sha256"] != protocol_sha256(meta["suite"]):
-            raise BenchbedError(f"{path} was verified under another suite configuration than "
-                                f"{meta['suite']['name']}'s; verify it with this run's suite file")
-        problems = inconsistencies(result)
-        if problems:
-            raise BenchbedError(f"{path} disagrees with itself: {'; '.join(problems)}; publish the file "
-                                "`benchbed verify --json` wrote, unedited")
-        if not result["holds"]:
-            failed = [v["figure"] for v in result["verdicts"] if not v["holds"]]
-            raise BenchbedError(f"{path}: an external row shows verified claims only, and "
-                                + (f"these do not hold: {', '.join(failed)}" if failed else "it claims nothing")
-                                + "; verify it with --claims")
-        if not result["source"]:
-            raise BenchbedError(f'{path} names no source; add "source": {{"paper": URL, "code": URL}} to its claims '
-                                "and verify it again")
-        if any(r["name"] == result["name"] for r in found):
-            raise BenchbedError(f"{path}: two external results are named {result['name']!r}; rename one in its "
-                                "claims and verify it again")
-        found.append(result)
-    return found
-
-
 def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwrite: bool = True,
            external: list[Path] = ()) -> Path:
     """Write ``<stem>.md``, ``.json``, ``.png`` and ``.html`` into ``out_dir``; return the markdown path.
     Without ``overwrite``, a leaderboard already there is an error rather than silently replaced.
-    ``external``: verified results (``benchbed verify --json``) shown as rows marked external."""
+    ``external``: verified results (``benchbed verify --json``), their submissions measured again, shown
+    as rows marked external."""
     meta, records, where = load_runs([Path(d) for d in run_dirs])
-    outside = external_results(list(external), meta)
+    # each external result's submission measured again: what its row shows is the core's measurement now
+    outside = external_results(list(external), meta, Plugins(plugin_manager())) if external else []
     versions = {r["entry"]: record_version(r, where[r["entry"]]) for r in records}
     stem = stem or str(meta["suite"].get("name", ""))
     if not re.fullmatch(PLAIN_NAME, stem):  # a tampered suite.json must not write outside the folder
