@@ -160,6 +160,43 @@ def test_a_clock_rewritten_by_the_plugin_is_not_the_clock_the_core_reads(write_s
     assert row["status"] == "over_budget" and row["compute"]["used"]["epochs"] > 1.5
 
 
+def test_a_meter_whose_total_was_rewritten_fails_its_entry(write_suite, methods_with, tmp_path):
+    def uncounted(ctx, model):
+        from benchbed.train import meter
+
+        meter.Meter.total = lambda self: 0.0  # in its own process: the record would say 0 epochs used
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        x_all, y_all = ctx.data.train_x.float() / 255, ctx.data.train_y
+        for start in range(0, len(x_all) // 2, 64):
+            F.cross_entropy(model(x_all[start:start + 64]), y_all[start:start + 64]).backward()
+            optimizer.step()
+        return FinetuneResult(model)
+
+    records, _ = _run(write_suite, methods_with, tmp_path, [("uncounted", method_plugin(keep_first_pixels, uncounted))])
+    row = records["uncounted__64__s0"]
+    assert row["status"] == "error" and "not the sum of what it counted by kind" in row["error"]
+
+
+def test_a_thread_left_training_after_the_hook_returns_fails_its_entry(write_suite, methods_with, tmp_path):
+    import threading
+    import time
+
+    def background(ctx, model):
+        def steps():  # changes the weights after the hook returned, while the core takes the checkpoint
+            for _ in range(20):
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(0.001)
+                time.sleep(0.05)
+
+        threading.Thread(target=steps, name="sgd-behind-the-meter", daemon=True).start()
+        return FinetuneResult(model)
+
+    records, _ = _run(write_suite, methods_with, tmp_path, [("threaded", method_plugin(keep_first_pixels, background))])
+    row = records["threaded__64__s0"]
+    assert row["status"] == "error" and "left 1 thread(s) running (sgd-behind-the-meter)" in row["error"]
+
+
 def test_a_seconds_budget_passes_as_ok_only_within_five_percent(write_suite, methods_with, tmp_path):
     from test_trust import FakeTimer
 
@@ -446,3 +483,25 @@ def test_a_full_disk_while_writing_the_teacher_is_a_one_line_error(write_suite, 
     assert main(["run", str(write_suite(budgets=[64])), "--out", str(tmp_path / "run"), "--quiet"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "No space left on device" in last and "teacher" in last and "Traceback" not in last
+
+
+def test_a_kernel_state_that_disagrees_with_its_spec_is_refused_and_shares_no_memory(digits):
+    """A patch site counted from its spec's sizes but computing others (the state dict rewrote them), and
+    a rebuilt kernel that would change with the payload it was read from."""
+    from benchbed.model.architectures import builtin_models
+    from benchbed.model.checkpoint import model_from_payload
+
+    model = build_model("resnet_narrow", num_classes=10, input_shape=digits.input_shape, mean=digits.mean, std=digits.std)
+    site = next(iter(counted_sites(model).values()))
+    site.set_patches([(2, 2)] * site.shape[0])
+    payload = checkpoint_payload(model, model_name="resnet_narrow", num_classes=10, input_shape=digits.input_shape,
+                                 mean=digits.mean, std=digits.std)
+    rebuilt = model_from_payload(payload, models=builtin_models())
+    name = next(iter(counted_sites(rebuilt)))
+    payload["sites"][name]["sizes"].fill_(1)  # the payload changes after the rebuild: the model does not
+    assert (counted_sites(rebuilt)[name].kernel.sizes == 2).all()
+    key = f"{name}.kernel.sizes"
+    payload["sites"][name]["sizes"].fill_(2)
+    payload["state_dict"][key] = torch.full_like(payload["state_dict"][key], 4)
+    with pytest.raises(BenchbedError, match=f"the state of site {name} disagrees with its spec"):
+        model_from_payload(payload, models=builtin_models())

@@ -156,4 +156,28 @@ def _rebuild(payload: dict, source: str, models: ModelRegistry, expect_model, ex
                                         (("it lacks", missing), ("it has unexpected", unexpected)) if keys)
                             + f". Build the model with benchbed.api.build_model({payload['model']!r}, ...), load your "
                             "weights into it and save its state_dict(): its keys are the ones expected")
+    # the kernels compute what their specs say; a state dict that rewrote a kernel's counted state (a patch
+    # site's sizes, a mask) after the spec built it would make the site count one thing and compute another
+    stated, loaded = payload["sites"], site_specs(model)
+    changed = [name for name in stated if not _same_spec(stated[name], loaded[name])]
+    if changed:
+        raise BenchbedError(f"checkpoint {source}: the state of site {changed[0]} disagrees with its spec"
+                            + (f" (and {len(changed) - 1} more)" if len(changed) > 1 else "")
+                            + "; save the model with benchbed, whose spec and state come from one kernel")
     return model
+
+
+def _same_spec(stated: dict, rebuilt: dict) -> bool:
+    """Whether every field a site's spec states is what the rebuilt kernel holds (a field an older spec
+    lacks, the rebuilt kernel's default, is not compared)."""
+    for key, value in stated.items():
+        if key not in rebuilt:
+            return False
+        other = rebuilt[key]
+        if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
+            x, y = torch.as_tensor(value), torch.as_tensor(other)
+            if x.shape != y.shape or not torch.equal(x.to(y.dtype), y):
+                return False
+        elif value != other:
+            return False
+    return True

@@ -423,13 +423,14 @@ def apply_site_specs(model: nn.Module, specs: dict[str, dict]) -> None:
         if kind == "relu":
             site.set_relu()
             continue
-        coeffs = None if spec.get("coeffs") is None else torch.as_tensor(spec["coeffs"], dtype=torch.float32)
+        # copies, never views: the rebuilt kernel shares no memory with the payload it was read from
+        coeffs = None if spec.get("coeffs") is None else torch.as_tensor(spec["coeffs"], dtype=torch.float32).clone()
         if coeffs is not None and not torch.isfinite(coeffs).all():
             raise BenchbedError(f"site {name}: its polynomial has NaN or infinite coefficients")
         if kind == "masked":
-            site.set_mask(torch.as_tensor(spec["mask"]), coeffs, bool(spec.get("trainable", False)))
+            site.set_mask(torch.as_tensor(spec["mask"]).clone(), coeffs, bool(spec.get("trainable", False)))
         elif kind == "patch":
-            site.set_patches(torch.as_tensor(spec["sizes"]), coeffs, bool(spec.get("trainable", False)))
+            site.set_patches(torch.as_tensor(spec["sizes"]).clone(), coeffs, bool(spec.get("trainable", False)))
         else:
             raise BenchbedError(f"site {name}: unknown kernel kind {kind!r}")
 

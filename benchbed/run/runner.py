@@ -3,6 +3,7 @@ compute budget, each written to the run directory as soon as it finishes."""
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -198,6 +199,7 @@ class SuiteRun:
         finetuned model once the core's rules hold: its meter intact, its compute within the budget, its
         teachers untouched."""
         clock, meter, phases, ctx = life.ctx.clock, life.meter, life.phases, life.ctx
+        threads_before = set(threading.enumerate())
         try:
             with clock.running():
                 with phases("build_mask"):
@@ -214,9 +216,19 @@ class SuiteRun:
                 life.record["finetune"] = tuned.info
         finally:
             intact = meter.intact()
+            # a thread the method left running could go on training the model after the meter stops
+            running = [t.name for t in threading.enumerate() if t not in threads_before and t.is_alive()]
             meter.stop()
+        if running:
+            raise BenchbedError(f"method {entry.method!r} left {len(running)} thread(s) running ({', '.join(running[:3])}); "
+                                "join every thread it starts before its hook returns")
         if not intact:
             raise BenchbedError(f"method {entry.method!r} removed the core's compute meter from the model's layers")
+        total, by_kind = meter.total(), sum(meter.breakdown().values())
+        # the kinds are rounded to a thousandth of an image each; a total that is not their sum was rewritten
+        if abs(total - by_kind) > 1e-3 * (1 + len(meter.breakdown())) + 1e-6 * by_kind:
+            raise BenchbedError(f"method {entry.method!r}: the compute meter's total ({total:,.1f} images) is not the "
+                                f"sum of what it counted by kind ({by_kind:,.1f}); the core's meter is read-only")
         overrun = clock.overrun(meter.total())
         if overrun:
             raise BudgetExceeded(overrun)

@@ -29,6 +29,11 @@ def _ephemeral_range() -> tuple[int, int]:
         return 32768, 60999
 
 
+# Every port ``free_port`` gave in this process: two sessions open side by side (``measure_rounds``' delayed
+# and undelayed ones) must never be given one port between its check and its bind.
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A free port outside the kernel's ephemeral range: a party binds its port only when its link is
     created, and meanwhile the proxy's own outgoing connections take ephemeral ports — one of which
@@ -37,11 +42,14 @@ def free_port() -> int:
     rng = random.Random()
     for _ in range(200):
         port = rng.randrange(10_000, low) if low > 11_000 else 0
+        if port in _HANDED_OUT:  # free now, but promised to a link of this process that has not bound it yet
+            continue
         with closing(socket.socket()) as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(s.getsockname()[1])
             return s.getsockname()[1]
     with closing(socket.socket()) as s:
         s.bind(("127.0.0.1", 0))

@@ -26,8 +26,8 @@ from benchbed.errors import BenchbedError
 from benchbed.model.passes import eval_mode
 from benchbed.secure.cost import expected_busiest_party, recorded_prices
 from benchbed.secure.export import export
-from benchbed.secure.spu_runtime import (DELAY_S, FIELD, Parties, compile_spu, least_rounds, measure_rounds, protocol,
-                                         run_executable, spu_version)
+from benchbed.secure.spu_runtime import (DELAY_S, FIELD, Parties, SpuRun, compile_spu, least_rounds, measure_rounds,
+                                         protocol, run_executable, spu_version)
 
 # how far a measurement may sit from the price and still agree with it
 TOLERANCE = {"bytes": 0.05, "busiest_party": 0.10, "setup": 0.25, "rounds": 0.10, "setup_rounds": 0.5}
@@ -81,11 +81,12 @@ def _plaintext_logits(model: nn.Module, images: torch.Tensor) -> np.ndarray:
 WARM_RUNS = 2  # warm runs per session: their least rounds and each rank's mean bytes
 
 
-def _phases(executable, args: list, protocol_name: str, fxp_fraction_bits: int, delay_s: float) -> dict:
+def _phases(executable, args: list, protocol_name: str, fxp_fraction_bits: int, delay_s: float) -> tuple[dict, SpuRun]:
     """Setup and per-inference cost of one batch, measured over delayed links (see the module's
-    docstring). Each rank's bytes are the mean over the warm runs of both sessions: protocols that
-    draw a party's role per call (SPU's ABY3 truncation) make one run's busiest party a sample, the
-    mean its expected load, which is what a link carries over many inferences."""
+    docstring), and the batch's last warm undelayed run (what a further session would measure of it).
+    Each rank's bytes are the mean over the warm runs of both sessions: protocols that draw a party's
+    role per call (SPU's ABY3 truncation) make one run's busiest party a sample, the mean its expected
+    load, which is what a link carries over many inferences."""
     timed, base = measure_rounds(executable, args, protocol_name=protocol_name, runs=1 + WARM_RUNS,
                                  delay_s=delay_s, fxp_fraction_bits=fxp_fraction_bits)
     first, warm = timed[0], timed[1:]
@@ -99,7 +100,7 @@ def _phases(executable, args: list, protocol_name: str, fxp_fraction_bits: int, 
                       "bytes_by_rank": [float(s) for s in setup]},
             "inference": {"bytes": size, "rounds": rounds, "rounds_per_run": [run.rounds for run in warm],
                           "busiest_party_bytes": busiest, "shares_by_rank": shares.tolist()},
-            "delay_s": delay_s}
+            "delay_s": delay_s}, base[-1]
 
 
 def secure_inference(model: nn.Module, images: torch.Tensor, *, batch_size: int = 1, protocol_name: str = "aby3",
@@ -127,21 +128,25 @@ def secure_inference(model: nn.Module, images: torch.Tensor, *, batch_size: int 
         return cache[x.shape], args
 
     log(f"measuring setup and rounds of the first batch over links delayed {delay_s * 1e3:.0f} ms")
-    phases = _phases(*program(images[:batch_size]), proto.name, fxp_fraction_bits, delay_s)
+    phases, first_batch = _phases(*program(images[:batch_size]), proto.name, fxp_fraction_bits, delay_s)
+    runs = [first_batch]  # a warm run of the first batch, undelayed: not run a third time
+    if n > batch_size:
+        with Parties(proto.name, fxp_fraction_bits=fxp_fraction_bits) as parties:
+            parties.run(*program(images[:batch_size]))  # the session's setup, measured above
+            for start in range(batch_size, n, batch_size):
+                log(f"images {start + 1}-{min(start + batch_size, n)} of {n}")
+                runs.append(parties.run(*program(images[start:start + batch_size])))
     logits, seconds, total_bytes = [], 0.0, 0
     per_op: dict[str, dict] = {}
-    with Parties(proto.name, fxp_fraction_bits=fxp_fraction_bits) as parties:
-        parties.run(*program(images[:batch_size]))  # the session's setup, measured above
-        for start in range(0, n, batch_size):
-            log(f"images {start + 1}-{min(start + batch_size, n)} of {n}")
-            m = _measurement(parties.run(*program(images[start:start + batch_size])))
-            logits.append(m.logits)
-            total_bytes += m.bytes_total
-            seconds += m.seconds
-            for name, op in m.per_op.items():
-                agg = per_op.setdefault(name, {"bytes_per_image": 0.0, "count": 0})
-                agg["bytes_per_image"] += op["bytes"] / n
-                agg["count"] = max(agg["count"], op["count"])
+    for run in runs:
+        m = _measurement(run)
+        logits.append(m.logits)
+        total_bytes += m.bytes_total
+        seconds += m.seconds
+        for name, op in m.per_op.items():
+            agg = per_op.setdefault(name, {"bytes_per_image": 0.0, "count": 0})
+            agg["bytes_per_image"] += op["bytes"] / n
+            agg["count"] = max(agg["count"], op["count"])
     secure = np.concatenate(logits)
     plain = _plaintext_logits(model, images)
     first = min(batch_size, n)
