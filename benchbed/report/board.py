@@ -167,6 +167,7 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     explained = [] if frame.empty else markdown.explanation_lines(frame, profile_names, n_test, kinds)
     title = f"Leaderboard: {meta['suite']['name']}"
     declared = [] if frame.empty else columns.declared(frame, titles, profile_names, networks)
+    level_names = [] if frame.empty else tables.levels(frame)
     cols, constant = columns.constant(frame, declared)
     explained += constant
     sections = markdown.grid_lines(tables.grid(records, GRID_METRICS), titles)
@@ -205,7 +206,7 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     write_text(md_path, markdown.page(title=title, description=meta["suite"].get("description", ""), findings=found,
                                       protocol=protocol,
                                       table="" if frame.empty else markdown.results_tables(
-                                          frame, cols, tables.levels(frame), HEADLINE_NETWORK, len(meta["seeds"])),
+                                          frame, cols, level_names, HEADLINE_NETWORK, len(meta["seeds"])),
                                       explained=explained, sections=[""] + sections))
     board = {
         "schema_version": schemas.LEADERBOARD_VERSION, "suite": meta["suite"], "seeds": meta["seeds"],
@@ -223,14 +224,13 @@ def render(run_dirs: list[Path], out_dir: Path, stem: str | None = None, overwri
     images = []
     if not internal.empty:
         images.append(out_dir / f"{stem}.png")
-        level_names = tables.levels(frame)
         # with several compute levels the DReLU and cost panels show the largest one
         shown = internal[internal["level"].isin(["—", level_names[-1]])] if level_names else internal
         figure.save(figure.figure(shown, meta, profile_names), images[0])
         if len(level_names) > 1:
             images.append(out_dir / f"{stem}.compute.png")
             figure.save(figure.compute_figure(internal, meta), images[-1])
-    several_levels = len(tables.levels(frame)) > 1 if not frame.empty else False
+    several_levels = len(level_names) > 1
     write_html(out_dir / f"{stem}.html", title, protocol + explained, html_columns(cols, several_levels),
                html_rows(frame, cols, several_levels), images, sections, found)
     return md_path

@@ -52,9 +52,6 @@ class Column:
             return f"{value:.3f}" if value < 100 else f"{value:,.1f}"
         return f"{value:.2f}"
 
-    def spread_text(self, value: float) -> str:
-        return self.text(value)
-
     def as_json(self) -> dict:
         return {"key": self.key, "title": self.title, "unit": self.unit, "format": self.format,
                 "higher_is_better": self.higher_is_better, "group": self.group, "profile": self.profile,
@@ -79,7 +76,7 @@ def cell(row: pd.Series, column: Column) -> str:
     text = column.text(value)
     around = spread(row, column.key)
     if around is not None:
-        shown = column.spread_text(around)
+        shown = column.text(around)
         if shown.strip("0.,"):  # a spread that rounds to nothing says nothing
             text += f" ±{shown}"
     return text

@@ -224,9 +224,10 @@ class SuiteRun:
                                 "join every thread it starts before its hook returns")
         if not intact:
             raise BenchbedError(f"method {entry.method!r} removed the core's compute meter from the model's layers")
-        total, by_kind = meter.total(), sum(meter.breakdown().values())
+        total, kinds = meter.total(), meter.breakdown()
+        by_kind = sum(kinds.values())
         # the kinds are rounded to a thousandth of an image each; a total that is not their sum was rewritten
-        if abs(total - by_kind) > 1e-3 * (1 + len(meter.breakdown())) + 1e-6 * by_kind:
+        if abs(total - by_kind) > 1e-3 * (1 + len(kinds)) + 1e-6 * by_kind:
             raise BenchbedError(f"method {entry.method!r}: the compute meter's total ({total:,.1f} images) is not the "
                                 f"sum of what it counted by kind ({by_kind:,.1f}); the core's meter is read-only")
         overrun = clock.overrun(meter.total())
