@@ -29,14 +29,19 @@ def entry_records(run_dir, warn=None) -> list[dict]:
     return RunDir(run_dir).records(warn)
 
 
-# No test reads or fills the user's teacher cache: module and session fixtures share one of this session's
-# own, and every test gets its own (below), so a test trains the teachers it asks for, whatever ran before.
+# No test reads or fills the user's teacher cache: the tests share one of this session's own. Its key covers
+# everything a teacher's weights depend on (recipe, model, seed, data, the training code), so the tiny suite's
+# teacher is trained once, not once per test. A test that must see a teacher trained, or tests the cache,
+# asks for ``fresh_teacher_cache``; one that changes how teachers train in its process (a monkeypatch the key
+# cannot see) must too.
 os.environ["BENCHBED_CACHE"] = tempfile.mkdtemp(prefix="benchbed-test-cache-")
 
 
-@pytest.fixture(autouse=True)
-def _own_teacher_cache(tmp_path: Path, monkeypatch) -> None:
+@pytest.fixture
+def fresh_teacher_cache(tmp_path: Path, monkeypatch) -> Path:
+    """An empty teacher cache of this test's own."""
     monkeypatch.setenv("BENCHBED_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 TINY_SUITE = {

@@ -219,14 +219,14 @@ def test_zero_drelu_entries_stay_on_the_plot():
 
 def test_a_child_that_fails_after_its_entry_names_its_error(tmp_path):
     """A full disk while the entry's process writes its result: the record gets the error, not only the code."""
-    from benchbed.run.isolation import run_isolated
+    from benchbed.run.isolation import Job, run_isolated
 
     def work(send):
         raise OSError(28, "No space left on device")
 
-    ((key, result, why),) = list(run_isolated([("e", work, tmp_path / "result.pt")], method="fork", workers=1))
-    assert key == "e" and result is None
-    assert "exited with code 1" in why and "No space left on device" in why, why
+    (done,) = list(run_isolated([Job("e", work, tmp_path / "result.pt", "fork")], workers=1))
+    assert done.key == "e" and done.result is None
+    assert "exited with code 1" in done.why and "No space left on device" in done.why, done.why
 
 
 def test_written_files_have_the_mode_of_any_new_file(tmp_path):

@@ -8,6 +8,7 @@ from benchbed.cli import main, parser
 from benchbed.run.runner import SuiteRun
 
 
+@pytest.mark.usefixtures("fresh_teacher_cache")  # the teacher's training is what it reports
 def test_quiet_run_reports_teacher_training_and_evaluation(write_suite, tmp_path, capsys):
     suite = write_suite(methods=[{"name": "random_mask"}], budgets=[64],
                         evaluation={"pgd": {"eps": 0.1, "step": 0.05, "steps": 2, "check_steps": 1, "images": 16},

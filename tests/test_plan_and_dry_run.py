@@ -57,12 +57,15 @@ def test_plan_refuses_a_bench_of_another_model(write_suite, tmp_path, capsys):
 
 
 def test_dry_run_runs_every_phase_and_records_nothing(write_suite, tmp_path, monkeypatch, capsys):
+    import benchbed.secure.export_check as export_check
     import benchbed_plugins.knapsack as knapsack
 
     def out_of_memory(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\n(more lines of the allocator's report)")
 
     monkeypatch.setattr(knapsack, "extract_distortions", out_of_memory)  # the entries' forked processes see it too
+    # the export (JAX, which starts threads) runs in the measuring process: were it here, it would fail
+    monkeypatch.setattr(export_check, "export", out_of_memory)
     monkeypatch.chdir(tmp_path)
     code = main(["run", str(write_suite(**SMALL)), "--dry-run", "--json", str(tmp_path / "dry.json")])
     out = capsys.readouterr().out

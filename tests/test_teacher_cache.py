@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from benchbed.run.runner import SuiteRun
 from benchbed.run.rundir import teacher_cache_files
 from benchbed.run.teacher import cache_key
 from conftest import entry_records, keep_first_pixels, method_plugin
+
+pytestmark = pytest.mark.usefixtures("fresh_teacher_cache")  # each test sees what its own runs cache
 
 
 def _run(suite, out, plugins=None) -> list[str]:

@@ -471,6 +471,7 @@ def test_secure_infer_refuses_a_negative_image_count(tmp_path, capsys):
     assert "at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("fresh_teacher_cache")  # a teacher trained here, written to a full disk
 def test_a_full_disk_while_writing_the_teacher_is_a_one_line_error(write_suite, tmp_path, monkeypatch, capsys):
     import errno
 

@@ -55,12 +55,29 @@ class DataBundle(TrainingData):
     train_index: torch.Tensor | None = None
     val_index: torch.Tensor | None = None
 
+    # the size of a test split left out (``withheld``): the data of a process that runs plugin code
+    test_images: int | None = None
+
     def for_methods(self) -> TrainingData:
         """The same data without the test split: what ``build_mask`` and ``finetune`` get."""
         return TrainingData(**{f.name: getattr(self, f.name) for f in fields(TrainingData)})
 
+    def withheld(self) -> "DataBundle":
+        """The same data with its test split left out (empty, of the images' shape), its size kept:
+        what the run's own processes hold; only the measuring process has the test images."""
+        return replace(self, test_x=self.test_x[:0].clone(), test_y=self.test_y[:0].clone(),
+                       test_images=len(self.test_y) if self.test_images is None else self.test_images)
+
     def describe(self) -> dict:
-        return {**super().describe(), "test": len(self.test_y)}
+        return {**super().describe(), "test": len(self.test_y) if self.test_images is None else self.test_images}
+
+    def as_payload(self) -> dict:
+        """Plain data and tensors (what ``torch.load(weights_only=True)`` reads back): ``from_payload``'s input."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_payload(cls, payload: dict) -> "DataBundle":
+        return cls(**{**payload, "mean": tuple(payload["mean"]), "std": tuple(payload["std"])})
 
 
 def to_float(x_u8: torch.Tensor) -> torch.Tensor:

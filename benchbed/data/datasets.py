@@ -3,6 +3,7 @@ learn's 8x8 digits (shipped, no download), CIFAR-10/100 through torchvision, and
 Debian's ``dataset-fashion-mnist`` files or torchvision."""
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Callable
@@ -14,12 +15,24 @@ from benchbed.data.registry import DatasetRegistry, DatasetSpec
 from benchbed.errors import BenchbedError
 
 
-def _digits(root: Path, download: bool, val_fraction: float, split_seed: int) -> DataBundle:
-    from sklearn.datasets import load_digits
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's digits as (N, 8, 8) pixels in 0..16 and labels, read from the file scikit-learn ships
+    without importing it (a second per process: every measuring process loads the data afresh)."""
+    spec = importlib.util.find_spec("sklearn")
+    shipped = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if shipped is None or not shipped.is_file():  # another layout: scikit-learn's own loader
+        from sklearn.datasets import load_digits
 
-    digits = load_digits()
-    x = np.round(digits.images * (255 / 16)).astype(np.uint8)[:, None]
-    y = digits.target.astype(np.int64)
+        digits = load_digits()
+        return digits.images, digits.target
+    table = np.loadtxt(shipped, delimiter=",")
+    return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(np.int64)
+
+
+def _digits(root: Path, download: bool, val_fraction: float, split_seed: int) -> DataBundle:
+    images, target = _digits_arrays()
+    x = np.round(images * (255 / 16)).astype(np.uint8)[:, None]
+    y = target.astype(np.int64)
     # scikit-learn ships no test split: a fixed stratified 20% (seed 0) is ours, whatever the suite.
     train, test = split_stratified(x, y, 0.2, seed=0)
     return bundle_from_arrays("digits", x[train], y[train], x[test], y[test], 10, val_fraction, split_seed,

@@ -2,64 +2,31 @@
 before a day of GPU time is spent on it. Each method at each budget (first compute level, first
 seed) runs its mask search, probes (sampled: ``EntryContext.dry_run``), finetune, the evaluation on a
 slice of the test split (every robustness metric on ``images`` images; validation and test cut
-to ``VAL_IMAGES``), the price of the real model
-and its export to JAX (run once, in the parent process: JAX does not survive a fork, and compared
-with the torch model) and to the plain format; per
-phase the time and the peak memory. The teacher is trained for the same few steps. When the dataset
+to ``VAL_IMAGES``), the price of the real model and its export to JAX (compared with the torch model)
+and to the plain format, all three in the measuring process as a real run measures; per phase the
+time and the peak memory. The teacher is trained for the same few steps. When the dataset
 is absent, synthetic images of its real size stand in; nothing is downloaded and nothing is recorded
 as a result (everything is written to a temporary folder and removed)."""
 from __future__ import annotations
 
-import math
 import tempfile
-import time
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import torch
 from pydantic import BaseModel
 
-from benchbed.data.bundle import DataBundle, bundle_from_arrays, to_float
-from benchbed.errors import BenchbedError, first_line
-from benchbed.model.plain import write_plain
+from benchbed.data.stand_in import VAL_IMAGES
+from benchbed.errors import first_line
 from benchbed.plugin.manager import Plugins
 from benchbed.preflight.forecast import largest_batch
+from benchbed.run import teacher
 from benchbed.run.phases import PhaseLog
-from benchbed.run.isolation import run_isolated
-from benchbed.run.progress import Relay
-from benchbed.run.rebuild import rebuilt
-from benchbed.run.runner import SuiteRun
-from benchbed.run.suite import Entry, LoadedSuite, suite_entries
-from benchbed.secure.export import export
+from benchbed.run.runner import EntryTask, SuiteRun
+from benchbed.run.suite import LoadedSuite, suite_entries
 
 STEPS = 2      # batches of the suite's largest batch size, per part of an entry (search, finetune)
 IMAGES = 8     # test images per robustness metric
-VAL_IMAGES = 256  # validation and test, cut: model selection's passes are charged to the few steps, and clean
-                  # accuracy on all of test would outlast them
-
-
-def stand_in(loaded: LoadedSuite, plugins: Plugins, log: Callable[[str], None]) -> DataBundle:
-    """The suite's dataset, or where it is absent random images of its real size and shape."""
-    spec_cfg = loaded.suite.dataset
-    spec = plugins.datasets[spec_cfg.name]
-    if spec.present(Path(spec_cfg.root).expanduser()):
-        return plugins.datasets.load(spec_cfg.name, spec_cfg.root, False, spec_cfg.val_fraction, spec_cfg.split_seed)
-    if spec.sizes is None:
-        raise BenchbedError(f"dataset {spec.name!r} is absent and states no sizes for a stand-in; put it under "
-                            f"{spec_cfg.root} or give its plugin `sizes`")
-    n_train, n_test = spec.sizes
-    log(f"dry run: {spec.name} is not under {spec_cfg.root}; {n_train:,} + {n_test:,} random images of its shape "
-        f"{list(spec.input_shape)} stand in")
-    rng = np.random.default_rng(0)
-    x = lambda n: rng.integers(0, 256, (n, *spec.input_shape), dtype=np.uint8)  # noqa: E731
-    y = lambda n: rng.integers(0, spec.num_classes, n).astype(np.int64)  # noqa: E731
-    big = spec.input_shape[1] >= 32
-    return bundle_from_arrays(f"{spec.name} (synthetic)", x(n_train), y(n_train), x(n_test), y(n_test),
-                              spec.num_classes, spec_cfg.val_fraction, spec_cfg.split_seed,
-                              crop_padding=4 if big else 2, flip=True)
 
 
 def _sliced(settings: BaseModel, images: int) -> BaseModel:
@@ -97,71 +64,47 @@ def phase_figures(phase: dict) -> str:
 def dry_run(loaded: LoadedSuite, plugins: Plugins, *, steps: int = STEPS, images: int = IMAGES,
             log: Callable[[str], None] = print) -> list[dict]:
     """One row per entry: its status, one-line error, and per phase its seconds and peak memory."""
-    full = stand_in(loaded, plugins, log)
-    data = replace(full, val_x=full.val_x[:VAL_IMAGES], val_y=full.val_y[:VAL_IMAGES],
-                   test_x=full.test_x[:VAL_IMAGES], test_y=full.test_y[:VAL_IMAGES])
-    cut = dry_suite(loaded, plugins, len(data.train_y), steps, images)
     rows = []
     with tempfile.TemporaryDirectory(prefix="benchbed-dry-") as tmp:
+        probe = SuiteRun(loaded, out=Path(tmp) / "data", quiet=True, plugins=plugins)
+        probe.dry_run = True
+        probe.reporter.log = log
+        data = probe.load_data()  # the stand-in where the dataset is absent, validation and test cut
+        cut = dry_suite(loaded, plugins, len(data.train_y), steps, images)
         run = SuiteRun(cut, out=Path(tmp) / "run", quiet=True, plugins=plugins)
         run.rundir.entries.mkdir(parents=True)
         run.dry_run = True
-        data = data.to(run.device)
+        run.training_cost, run.train_size = probe.training_cost, probe.train_size
         entries = [e for e in suite_entries(cut.suite, plugins) if e.level is None or e.level.index == 0]
         phases = PhaseLog(run.device)
         with phases("teacher"):
             teachers = run.teachers(data, entries, None)
         log(f"dry run: {len(entries)} entries of {cut.suite.name}, {steps} steps of each part, {images} test images "
             f"per robustness metric; teachers {phases.phases['teacher']['seconds']:.1f} s")
-        jobs = ((entry, partial(_dry_entry, run, entry, data, teachers),
-                 run.rundir.work_dir(entry.id) / "result.pt") for entry in entries)
-        relay = lambda kind, args: getattr(run.reporter, kind)(*args)  # noqa: E731
+        shared = {v: teacher.payload(t, cut.suite, data) for v, t in teachers.items()}
+        task = EntryTask(cut, str(run.rundir.path), dry_run=True)
         # one entry at a time, each in a process of its own as in a real run: its peak memory is its own, and
-        # a crash (out of memory, a kernel's abort) is that entry's one-line error
-        for entry, result, why in run_isolated(jobs, workers=1, relay=relay):
-            row, payload = result if result is not None else ({"entry": entry.id, "status": "error", "error": why,
-                                                                "phases": {}}, None)
-            if payload is not None:  # here, not in the entry's forked process: JAX does not survive a fork
-                row.update(_exported(run, entry, payload, data, Path(tmp) / entry.id))
+        # a crash (out of memory, a kernel's abort) is that entry's one-line error; the measuring process
+        # exports it (JAX starts threads: never in a process that forks entries)
+        for entry, made in run._isolated(entries, data, teachers, task, shared, 1, export_to=Path(tmp) / "export"):
+            row = _row(made)
             spent = ", ".join(f"{name} {phase_figures(p)}"
                               for name, p in {**row["phases"], "export": row.get("phases_export")}.items() if p)
             log(f"dry run: {entry.id}: {row['status']}" + (f" — {row['error']}" if row["error"] else "")
-                + (f" ({row['seconds']:.1f} s: {spent})" if "seconds" in row else ""))
+                + (f" ({row['seconds']:.1f} s: {spent})" if row["phases"] else ""))
             rows.append(row)
-    return rows
+    order = [e.id for e in entries]  # a failed entry ends before the measured ones: rows in the suite's order
+    return sorted(rows, key=lambda r: order.index(r["entry"]))
 
 
-def _dry_entry(run: SuiteRun, entry: Entry, data: DataBundle, teachers: dict,
-               send: Callable[..., None]) -> tuple[dict, dict | None]:
-    """One entry's dry run, in its own process: the entry as a run runs it; its checkpoint payload goes
-    back for the exports."""
-    run.reporter = Relay(send)
-    started = time.perf_counter()
-    record, payload = run.run_entry(entry, data, teachers)
-    error = record.get("error")
-    row = {"entry": entry.id, "status": record["status"], "error": first_line(error) if error else "",
-           "phases": dict(record.get("phases", {})), "relus": record.get("relus"), "drelus": record.get("drelus"),
-           "cuts": record.get("cuts", {}), "compute_used": record.get("compute", {}).get("used"),
-           "seconds": round(time.perf_counter() - started, 2)}
-    return row, payload
-
-
-def _exported(run: SuiteRun, entry: Entry, payload: dict, data: DataBundle, folder: Path) -> dict:
-    """The real model exported to the plain format and to JAX (run on one image against torch)."""
-    phases = PhaseLog(run.device)
-    out: dict = {}
-    try:
-        with phases("export"):
-            write_plain(payload, folder)
-            model = rebuilt(payload, run.suite, data, run.plugins.models, torch.device("cpu"), entry.id)
-            fn, weights = export(model, data.input_shape)
-            x = to_float(data.test_x[:1].cpu())
-            ours = np.asarray(fn(fn.preprocess(x.numpy()), *weights))
-            with torch.no_grad():
-                theirs = model(x).numpy()
-        out["export_max_logit_error"] = float(np.abs(ours - theirs).max())
-        out["export_agrees"] = bool(ours.argmax(1) == theirs.argmax(1)) and math.isfinite(out["export_max_logit_error"])
-    except Exception as exc:  # an export failure is this entry's finding, not the dry run's end
-        out["export_error"] = f"{type(exc).__name__}: {first_line(exc)}"
-    out["phases_export"] = phases.phases.get("export")
-    return out
+def _row(made: dict) -> dict:
+    """A dry run's row of an entry's record: status, error, phases, counts, cuts, compute and export."""
+    error = made.get("error")
+    phases = dict(made.get("phases") or {})
+    row = {"entry": made["entry"], "status": made["status"], "error": first_line(error) if error else "",
+           "phases": phases, "relus": made.get("relus"), "drelus": made.get("drelus"), "cuts": made.get("cuts", {}),
+           "compute_used": (made.get("compute") or {}).get("used"),
+           "seconds": round(sum(p["seconds"] for p in phases.values()), 2)}
+    row.update({k: made[k] for k in ("export_max_logit_error", "export_agrees", "export_error", "phases_export")
+                if k in made})
+    return row

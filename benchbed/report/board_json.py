@@ -51,6 +51,7 @@ def rows(frame: pd.DataFrame, cols: list[Column]) -> list[dict]:
         found["budget"] = None if found["budget"] is None else int(found["budget"])
         found["seeds"], found["external"] = int(found["seeds"]), bool(found["external"])
         found["unreliable"] = _plain(row.get("unreliable"))
+        found["unmetered"] = _plain(row.get("unmetered"))
         for column in cols:
             if not missing(row.get(column.key)):
                 _put(found, column.path, _figure(row, column.key))

@@ -15,14 +15,18 @@ TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).wit
                                keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
                                undefined=jinja2.StrictUndefined, autoescape=False)
 UNRELIABLE = "⚠ unreliable"
+UNMETERED = "⚠ unmetered compute"  # its process's CPU time was far beyond what its metered compute needs
 
 
 def flags(row: pd.Series, seeds: int, unranked: list[Column] = ()) -> str:
-    """What a row's figures alone do not say: robustness flagged unreliable, a model trained elsewhere,
+    """What a row's figures alone do not say: robustness flagged unreliable, CPU time its metered compute does
+    not explain (``benchbed.run.cpu_check``), a model trained elsewhere,
     fewer seeds than the board's, and the figures of columns too sparse for the ranked table (``unranked``)."""
     found = []
     if not missing(row.get("unreliable")) and row["unreliable"] > 0:
         found.append(UNRELIABLE)
+    if not missing(row.get("unmetered")) and row["unmetered"] > 0:
+        found.append(UNMETERED)
     if bool(row.get("external")) is True:
         found.append("external")
     if int(row["seeds"]) < seeds and not bool(row.get("external")):
@@ -150,7 +154,8 @@ def explanation_lines(frame: pd.DataFrame, profile_names: list[str], n_test: int
     """What the columns mean, so that the table reads without the source code."""
     lines = ["- **The tables**: per compute level and budget, the entries ranked (**#**) by clean accuracy, the "
              "all-ReLU reference (**—**) above them, with one headline latency (the first profile's WAN); then per "
-             "protocol profile its secure cost. **flags**: robustness flagged unreliable, an external submission, "
+             "protocol profile its secure cost. **flags**: robustness flagged unreliable, CPU time far beyond what the "
+             "entry's metered compute needs (**unmetered compute**), an external submission, "
              "fewer seeds than the board's, a dual-BN model's clean accuracy through its adversarial BNs "
              "(**adv-BN**). "
              "The HTML page has every column in one sortable table whose groups can be hidden.",

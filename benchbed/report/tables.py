@@ -71,6 +71,9 @@ def flatten(record: dict) -> dict[str, Any]:
             row[key] = value
     if "robustness_unreliable" in metrics:  # averaged over seeds: the share of seeds flagged
         row["unreliable"] = float(metrics["robustness_unreliable"])
+    cpu = record["compute"].get("cpu")
+    if cpu:  # likewise: the share of seeds whose CPU time was far beyond their metered compute
+        row["unmetered"] = float(bool(cpu.get("flagged")))
     for key, column in (metrics.get("columns") or {}).items():
         row[f"n:{key}"] = column.get("images")
     if record.get("published"):

@@ -3,6 +3,9 @@ compute budget, each written to the run directory as soon as it finishes."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
@@ -19,13 +22,12 @@ from benchbed.data.bundle import DataBundle
 from benchbed.errors import BenchbedError, BudgetExceeded, first_line
 from benchbed.files import read_json, write_json
 from benchbed.model.checkpoint import fingerprint, model_from_payload, write_checkpoint
-from benchbed.model.dual_bn import has_dual_bn
 from benchbed.model.polynomials import dapa_bypass
-from benchbed.model.sites import capacity, drelu_count, foreign_kernels, sites
+from benchbed.model.sites import capacity, foreign_kernels, sites
 from benchbed.plugin.manager import Plugins, plugin_manager
 from benchbed.plugin.types import EntryContext
-from benchbed.run import rebuild, record, scoring, teacher
-from benchbed.run.isolation import run_isolated, start_method
+from benchbed.run import cpu_check, measurer, rebuild, record, teacher
+from benchbed.run.isolation import Finished, Job, Pool, default_workers, run_isolated, start_method
 from benchbed.run.phases import PhaseLog
 from benchbed.run.progress import Relay, Reporter
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir
@@ -38,6 +40,9 @@ from benchbed.train.reproducibility import seed_everything
 
 # Training images whose teacher pre-activations the DaPa bypass is fitted to.
 DAPA_IMAGES = 512
+# What the measuring process finds of an entry: never taken from the entry's own process.
+MEASURED = ("relus", "drelus", "relus_all_sites", "drelus_all_sites", "metrics", "secure_cost", "checkpoint",
+            "checkpoint_sha256", "disagreements")
 
 
 class SuiteRun:
@@ -57,6 +62,10 @@ class SuiteRun:
         self.timer = time.perf_counter  # the seconds budget's clock; tests drive it by hand
         self.dry_run = False  # ``benchbed run --dry-run`` (``benchbed.preflight.dry``) sets it
         self._seals: dict[int, str] = {}
+        # what one training image costs on this machine in CPU seconds, and the training split's size
+        # (``load_data``): what an entry's metered compute needs, against which its CPU time is read
+        self.training_cost: float | None = None
+        self.train_size = 0
 
     @classmethod
     def from_file(cls, suite_path: str | Path, out: str | Path | None = None, quiet: bool = False,
@@ -64,13 +73,36 @@ class SuiteRun:
         plugins = plugins or Plugins(plugin_manager())
         return cls(load_suite(suite_path, plugins), out=out, quiet=quiet, plugins=plugins)
 
+    @property
+    def measuring(self) -> measurer.Setting:
+        """What the measuring process needs of this run: the suite and the plugins that provide its parts."""
+        return measurer.Setting(self.suite, measurer.providers(self.suite, self.plugins), dry=self.dry_run)
+
+    def measured(self, work: Callable[[Callable[..., None]], tuple[dict, dict | None]], what: str) -> tuple[dict, dict | None]:
+        """``work`` (a function of ``benchbed.run.measurer``) run now in a measuring process of its own."""
+        relay = lambda kind, args: getattr(self.reporter, kind)(*args)  # noqa: E731
+        with tempfile.TemporaryDirectory(prefix="benchbed-measure-") as folder:  # the run directory may not exist yet
+            job = Job(what, work, Path(folder) / f"{what}.pt", measurer.start_method(), os.cpu_count())
+            (done,) = run_isolated([job], workers=1, relay=relay)
+        if done.result is None:
+            raise BenchbedError(done.error or f"measuring {what}: {done.why}")
+        return done.result
+
     def load_data(self) -> DataBundle:
-        spec = self.suite.dataset
-        data = self.plugins.datasets.load(spec.name, spec.root, spec.download, spec.val_fraction, spec.split_seed)
-        quick = self.suite.evaluation.quick_test_images
-        if quick:  # a development run's evaluation: the first images of the test split
-            data = replace(data, test_x=data.test_x[:quick], test_y=data.test_y[:quick])
+        """The suite's training and validation splits on the device, loaded by the measuring process: the
+        test split never enters a process that runs plugin code (its size comes along). What a training
+        image costs on this machine comes with them (``training_cost``)."""
+        found, payload = self.measured(partial(measurer.training_data, self.measuring), "data")
+        self.training_cost = float(found["training_cost"])
+        data = DataBundle.from_payload(payload)
+        self.train_size = len(data.train_y)
         return data.to(self.device)
+
+    def teacher_figures(self, file: str, source: str) -> dict:
+        """The accuracies and ReLUs of the teacher saved in ``file``, from the measuring process."""
+        sha = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        found, _ = self.measured(partial(measurer.measure_teacher, self.measuring, file, sha, source), "teacher")
+        return found
 
     def parts(self, entry: Entry) -> list[tuple[str, str, BaseModel]]:
         """(hook stage, method, its options) for the entry's mask and its finetune."""
@@ -86,32 +118,29 @@ class SuiteRun:
         teacher checkpoint, built when the run started."""
         variants = sorted({STANDARD_TEACHER} | {self.teacher_variant(m, o) for e in entries for _, m, o in self.parts(e)})
         # a dry run's teachers train a few steps: nothing a real run should ever reuse from the cache
-        return {v: teacher.prepare(self.suite, data, self.rundir, self.device, self.reporter, self.plugins.models, v,
-                                   self.loaded.teacher_checkpoint, given_teacher, cache=not self.dry_run) for v in variants}
+        return {v: teacher.prepare(self.suite, data, self.rundir, self.device, self.reporter, self.plugins.models,
+                                   self.teacher_figures, v, self.loaded.teacher_checkpoint, given_teacher,
+                                   cache=not self.dry_run) for v in variants}
 
     # -- entries ----------------------------------------------------------------------------------
     def run_entry(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module]) -> tuple[dict[str, Any], dict | None]:
-        """Run one entry under the core's rules; return its record and, when it finished, its checkpoint
-        payload. Whatever the method does — trains on a loop of its own, swallows the budget stop,
-        exits, alters its teacher, hands back kernels of its own — the record says so."""
+        """Train one entry under the core's rules; return its record and, when it trained, its checkpoint
+        payload (status ``trained``: the measuring process counts, evaluates and prices the saved
+        checkpoint, ``finish``). Whatever the method does — trains on a loop of its own, swallows the
+        budget stop, exits, alters its teacher, hands back kernels of its own — the record says so."""
         set_precision(self.suite.precision)  # in the process that runs the entry (a forked or Ray worker)
         keep_freed_pages()
         life = self._begin(entry, data, teachers)
         payload = None
         try:
             model = self._train(entry, life)
-            # What is saved, copied off the method's model; what the core counts, measures and prices is the
-            # model rebuilt from it by the core's own architecture and kernels — never the method's object.
+            # What is saved, copied off the method's model; what is measured is the model the measuring
+            # process rebuilds from it by the core's own architecture and kernels — never the method's object.
             payload = rebuild.payload(model, self.suite, data)
             final = rebuild.rebuilt(payload, self.suite, data, self.plugins.models, self.device,
                                     f"{entry.method}'s model")
-            self._check_budget(final, entry)
-            life.observed["dual_bn"] = has_dual_bn(final)
-            life.record.update(scoring.score(final, self.suite, data, self.plugins, entry.seed,
-                                             progress=life.ctx.progress, phase=life.phases))
-            life.record.update(self._own_measurements(entry, final, life.ctx, data))
-            record.mark_disagreements(life.record)
-            life.record.update(checkpoint=f"{entry.id}.pt", status="ok")
+            life.record.update(self._own_measurements(entry, final, life.ctx))
+            life.record["status"] = "trained"
         except BudgetExceeded as exc:
             payload = None
             life.record.update(status="over_budget", error=str(exc))
@@ -241,14 +270,15 @@ class SuiteRun:
             life.record["rebuilt_from_spec"] = foreign
         return model
 
-    def _own_measurements(self, entry: Entry, final: nn.Module, ctx: EntryContext, data: DataBundle) -> dict[str, Any]:
-        """The finetune method's own ``evaluate`` and ``secure_cost`` answers, made after the core's on a
-        copy of the final model: they may add to the core's figures, never change them."""
+    def _own_measurements(self, entry: Entry, final: nn.Module, ctx: EntryContext) -> dict[str, Any]:
+        """The finetune method's own ``evaluate`` (on the training and validation splits: its process
+        never holds the test split) and ``secure_cost`` answers, on a copy of the final model: they may
+        add to the core's figures, never change them."""
         call = lambda hook: self.plugins.caller(hook, entry.finetune_method)  # noqa: E731
+        data = ctx.data
         own_model = copy.deepcopy(final)
         found: dict[str, Any] = {}
-        own = call("evaluate")(ctx=replace(ctx, data=data, teacher=None), model=own_model,
-                               settings=self.suite.evaluation)
+        own = call("evaluate")(ctx=replace(ctx, teacher=None), model=own_model, settings=self.suite.evaluation)
         if own is not None:
             found["method_metrics"] = record.checked_metrics(own, entry)
         if self.suite.secure_cost.enabled:
@@ -306,10 +336,6 @@ class SuiteRun:
                                 "freeze them to relu/masked/patch kernels")
         return result.model
 
-    def _check_budget(self, model: nn.Module, entry: Entry) -> None:
-        if entry.budget is not None and drelu_count(model) > entry.budget:
-            raise BenchbedError(f"{entry.method} returned {drelu_count(model):,} DReLUs, over the budget of {entry.budget:,}")
-
     # -- the whole suite --------------------------------------------------------------------------
     def run(self, executor: str = "local", address: str | None = None, workers: int | None = None) -> dict[str, int]:
         """Run every unfinished entry, locally or as Ray tasks; records land in the run directory
@@ -341,13 +367,15 @@ class SuiteRun:
                 if entry not in todo:
                     advance(f"{entry.id}: finished earlier, skipped")
             shared = {v: teacher.payload(t, self.suite, data) for v, t in teachers.items()}
-            task = EntryTask(self.loaded, str(self.rundir.path))
+            task = EntryTask(self.loaded, str(self.rundir.path), self.dry_run)
             if executor == "ray":
-                results = run_on_ray(task, todo, shared, address=address, device=self.suite.device)
+                results = self._measured_after(((e, result, None) for e, result in
+                                                run_on_ray(task, todo, shared, address=address, device=self.suite.device)),
+                                               workers, data, teachers)
             else:
                 results = self._isolated(todo, data, teachers, task, shared, workers)
-            for entry, (made, payload) in results:
-                saved = self._save(entry, made, payload)
+            for entry, made in results:
+                saved = self._save(entry, made)
                 counts[saved["status"]] += 1
                 advance(record.summary_line(saved))
         return counts
@@ -384,15 +412,102 @@ class SuiteRun:
                          for name, version in made.items() if version != self.plugins.get(name).version)
 
     def _isolated(self, todo: list[Entry], data: DataBundle, teachers: dict[str, nn.Module], task: "EntryTask",
-                  shared: dict[str, dict], workers: int | None) -> Iterator[tuple[Entry, tuple[dict, dict | None]]]:
-        """Every entry's ``run_entry`` in a process of its own: forked with this run in memory where it can
-        be, else spawned to rebuild it (``task``); whatever a process does, its entry gets a record."""
+                  shared: dict[str, dict], workers: int | None, export_to: Path | None = None) -> Iterator[tuple[Entry, dict]]:
+        """Every entry's ``run_entry`` in a process of its own — forked with this run in memory where it can
+        be, else spawned to rebuild it (``task``) — then its saved checkpoint measured in the measuring
+        process (and, with ``export_to``, exported there: a dry run); whatever a process does, its entry
+        gets a record."""
         method = start_method()
-        jobs = ((entry, partial(self._in_child, entry, data, teachers) if method == "fork" else partial(task, entry, shared),
-                 self.rundir.work_dir(entry.id) / "result.pt") for entry in todo)
         relay = lambda kind, args: getattr(self.reporter, kind)(*args)  # noqa: E731
-        for entry, result, why in run_isolated(jobs, method, workers, relay):
-            yield entry, (result if result is not None else (record.failed(entry, self.suite, why), None))
+        pool = Pool(workers or default_workers(method), relay)
+        for entry in todo:
+            work = partial(self._in_child, entry, data, teachers) if method == "fork" else partial(task, entry, shared)
+            pool.add(Job(("train", entry), work, self.rundir.work_dir(entry.id) / "result.pt", method))
+        trained: dict[str, dict] = {}
+        for done in pool.finished():
+            stage, entry = done.key
+            if stage == "train":
+                made, payload = done.result if done.result is not None else (record.failed(entry, self.suite, done.why), None)
+                job = self._trained(entry, made, payload, done.cpu_seconds, pool.workers, teachers, export_to)
+                if job is None:
+                    yield entry, made
+                else:
+                    trained[entry.id] = made
+                    pool.add(job)
+            else:
+                yield entry, self._finish(entry, trained.pop(entry.id), done)
+
+    def _measured_after(self, results: Iterable[tuple[Entry, tuple[dict, dict | None], float | None]],
+                        workers: int | None, data: DataBundle, teachers: dict[str, nn.Module]) -> Iterator[tuple[Entry, dict]]:
+        """Entries trained elsewhere (Ray's workers), each measured here as it comes back."""
+        pool = Pool(1)
+        for entry, (made, payload), cpu in results:
+            job = self._trained(entry, made, payload, cpu, workers or 1, teachers)
+            if job is None:
+                yield entry, made
+                continue
+            pool.add(job)
+            (done,) = pool.finished()
+            yield entry, self._finish(entry, made, done)
+
+    def _trained(self, entry: Entry, made: dict, payload: dict | None, cpu_seconds: float | None, workers: int,
+                 teachers: dict[str, nn.Module], export_to: Path | None = None) -> Job | None:
+        """A trained entry's record made trustworthy — what the core knows of the entry itself (header,
+        description, teachers) replaces what its process said, and the figures it will measure are dropped —
+        its CPU time read against its metered compute, its checkpoint saved; and the job that measures the
+        checkpoint. None when there is nothing to measure (the entry failed, or its checkpoint could not be saved)."""
+        for key in MEASURED:
+            made.pop(key, None)
+        (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
+        sealed = {stage: self._seal(teachers[self.teacher_variant(m, o)]) for stage, m, o in self.parts(entry)}
+        made.update({**record.header(entry, self.suite), "started": made.get("started") or record.header(entry, self.suite)["started"],
+                     **self._described(entry, mask_options, finetune_options, sealed)})
+        compute = made.get("compute") or {"used": {"epochs": 0.0, "seconds": 0.0}}
+        made["compute"] = compute
+        checked = cpu_check.read(compute, cpu_seconds, self.training_cost, self.train_size, self.device)
+        if checked is not None:
+            compute["cpu"] = checked
+        if made.get("status") in ("over_budget", "error"):
+            return None
+        if made.get("status") != "trained" or payload is None:  # "ok" is the core's word, never a process's
+            made.update(status="error", error=f"the entry's process reported {str(made.get('status'))[:40]!r} "
+                                              "without a trained model to measure")
+            return None
+        try:
+            made["checkpoint_sha256"] = write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
+        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
+            made.update(status="error", error=f"not saved: {why}")
+            self.reporter.log(f"{entry.id}: could not be saved ({why}); nothing else was lost, `benchbed run` redoes it")
+            return None
+        work = partial(measurer.measure, self.measuring, str(self.rundir.checkpoint_path(entry.id)),
+                       made["checkpoint_sha256"], f"{entry.method}'s model", entry.seed,
+                       export_to=None if export_to is None else str(export_to / entry.id))
+        threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        return Job(("measure", entry), work, self.rundir.work_dir(entry.id) / "measured.pt", measurer.start_method(),
+                   threads)
+
+    def _finish(self, entry: Entry, made: dict, done: Finished) -> dict:
+        """A trained entry's record completed with what the measuring process found, under the core's
+        rules: within its budget of DReLUs, its method's own figures checked against the core's."""
+        if done.result is None:
+            self.rundir.checkpoint_path(entry.id).unlink(missing_ok=True)
+            made.pop("checkpoint_sha256", None)
+            made.update(status="error", error=f"measuring the checkpoint failed: {done.error or done.why}")
+            return made
+        found, _ = done.result
+        phases = {**(made.get("phases") or {}), **found.pop("phases")}
+        made.setdefault("setup", {}).setdefault("observed", {})["dual_bn"] = found.pop("dual_bn")
+        made.update(found, phases=phases)
+        if entry.budget is not None and made["drelus"] > entry.budget:
+            self.rundir.checkpoint_path(entry.id).unlink(missing_ok=True)
+            made.pop("checkpoint_sha256", None)
+            made.update(status="error", error=f"{entry.method} returned {made['drelus']:,} DReLUs, over the budget "
+                                              f"of {entry.budget:,}")
+            return made
+        record.mark_disagreements(made)
+        made.update(checkpoint=f"{entry.id}.pt", status="ok")
+        return made
 
     def _in_child(self, entry: Entry, data: DataBundle, teachers: dict[str, nn.Module],
                   send: Callable[..., None]) -> tuple[dict, dict | None]:
@@ -400,20 +515,19 @@ class SuiteRun:
         self.reporter = Relay(send)
         return self.run_entry(entry, data, teachers)
 
-    def _save(self, entry: Entry, made: dict, payload: dict | None) -> dict:
-        """Write the entry's checkpoint, then its record; a failed write fails this entry only. A record
-        the result format does not accept (a plugin's odd figure) is written as this entry's error."""
-        hashed = {**made, "checkpoint_sha256": "0" * 64} if payload is not None else made  # the hash comes below
-        found = schemas.problems(hashed, "entry")
+    def _save(self, entry: Entry, made: dict) -> dict:
+        """Write the entry's record (its checkpoint is already saved); a failed write fails this entry only.
+        A record the result format does not accept (a plugin's odd figure) is written as this entry's error."""
+        found = schemas.problems(made, "entry")
         if found:
             made = {**made, "status": "error", "error": f"the record breaks the result format: {found[0]}"}
-            payload = None
             self.reporter.log(f"{entry.id}: {made['error']}")
+        if made["status"] != "ok":
+            made.pop("checkpoint_sha256", None)
+            self.rundir.checkpoint_path(entry.id).unlink(missing_ok=True)
         try:
-            if payload is not None:  # the checkpoint first: a finished record always has its checkpoint
-                made["checkpoint_sha256"] = write_checkpoint(payload, self.rundir.checkpoint_path(entry.id))
             write_json(self.rundir.record_path(entry.id), made)
-        except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        except (OSError, RuntimeError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
             self.reporter.log(f"{entry.id}: could not be saved ({why}); nothing else was lost, `benchbed run` redoes it")
             failed = {**made, "status": "error", "error": f"not saved: {why}"}
@@ -449,10 +563,12 @@ class EntryTask:
 
     loaded: LoadedSuite
     run_dir: str
+    dry_run: bool = False
 
     def __call__(self, entry: Entry, teacher_payloads: dict[str, dict],
                  send: Callable[..., None] | None = None) -> tuple[dict, dict | None]:
         run = SuiteRun(self.loaded, out=self.run_dir, quiet=True)
+        run.dry_run = self.dry_run
         if send is not None:  # in an entry's own (spawned) process: report through the parent
             run.reporter = Relay(send)
         data = run.load_data()

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from benchbed.run.rebuild import expectations, new_model, payload
 from benchbed.run.rundir import STANDARD_TEACHER, RunDir, teacher_cache_files
 from benchbed.train.allocator import keep_freed_pages
 from benchbed.train.devices import set_precision
-from benchbed.train.loop import accuracy, fit
+from benchbed.train.loop import fit
 from benchbed.train.meter import meter_entry
 from benchbed.train.reproducibility import seed_everything
 from benchbed.train.session import Session
@@ -110,11 +111,13 @@ def from_checkpoint(file: CheckpointFile, suite: Suite, data: DataBundle, models
 
 
 def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device, reporter: Reporter,
-            models: ModelRegistry, variant: str = STANDARD_TEACHER, checkpoint: CheckpointFile | None = None,
-            given_teacher: nn.Module | None = None, cache: bool = True) -> nn.Module:
+            models: ModelRegistry, measure: Callable[[str, str], dict], variant: str = STANDARD_TEACHER,
+            checkpoint: CheckpointFile | None = None, given_teacher: nn.Module | None = None,
+            cache: bool = True) -> nn.Module:
     """The frozen teacher ``variant`` of the suite: the suite's checkpoint (``given_teacher`` from ``checkpoint``),
     or the cached one trained with the same recipe, data and code (with ``cache``), or trained once per
-    run directory and then reused."""
+    run directory and then reused. ``measure(file, source)`` gives the accuracies and ReLUs of the
+    teacher saved in ``file``: the measuring process's, the only one with the test split."""
     set_precision(suite.precision)
     keep_freed_pages()
     if variant not in VARIANTS:
@@ -149,11 +152,9 @@ def prepare(suite: Suite, data: DataBundle, rundir: RunDir, device: torch.device
     elif "trained" in source:
         write_checkpoint(payload(model, suite, data), path)
     if "reused" not in source or not _readable(record_path):
+        saved = checkpoint.path if "checkpoint" in source else str(path)
         write_json(record_path, {"variant": variant, "source": source, "seed": cfg.seed, "cache_key": key,
-                                 "compute": source.get("compute"),
-                                 "val_accuracy": accuracy(model, data.val_x, data.val_y),
-                                 "clean_accuracy": accuracy(model, data.test_x, data.test_y),
-                                 "relus": relu_count(model), "relus_all_sites": relu_count(model, False),
+                                 "compute": source.get("compute"), **measure(saved, f"the {variant} teacher"),
                                  "versions": provenance.versions(), "source_commit": provenance.source_commit(),
                                  "hardware": provenance.hardware(device), "finished": provenance.now()})
     if key is not None and "cached" not in source:
