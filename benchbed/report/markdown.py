@@ -256,7 +256,9 @@ def metering_line() -> str:
             "and linear layer of the student and of the entry's copies of the teacher counts its multiply-accumulates "
             "three times when its weights train (forward and both backwards), twice when only its input needs a "
             "gradient (an attack step), once otherwise (a teacher's distillation pass, a validation pass, a probe of "
-            "the layers after a site), in training images of the student. The per-kind totals are in each record.")
+            "the layers after a site), in training images of the student. The per-kind totals are in each record; "
+            "the CPU time the kernel counted for each entry's process is read against what its metered compute "
+            "needs on the machine, and a row beyond it is flagged **⚠ unmetered compute**.")
 
 
 def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
@@ -271,7 +273,8 @@ def protocol_lines(meta: dict, records: list[dict]) -> list[str]:
     lines = [
         f"- **Data:** {suite['dataset']['name']}: {data.get('train', '?')} train / {data.get('val', '?')} validation "
         f"(split seed {suite['dataset']['split_seed']}) / {data.get('test', '?')} test images. "
-        "Checkpoints are selected on validation; test is read once, at the end.",
+        "Checkpoints are selected on validation; test is read once, at the end, by a measuring process in "
+        "which no plugin code ran (the only process that holds it).",
         f"- **Model:** {suite['model']['name']}; ReLU convention: "
         + ("every ReLU counted, the stem ReLU included (the knapsack/RLNet model)." if suite["model"]["stem_relu"]
            else "built without a stem ReLU, every ReLU counted (the SNL/AutoReP model)."),
