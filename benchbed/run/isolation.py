@@ -7,8 +7,8 @@ with ``weights_only=True``), and turns any other ending into that entry's error.
 On a CPU the children are forked: they start with the parent's data and plugins in memory (plugins a
 test registered by hand included), one torch thread each — OpenMP's thread pool does not survive a
 fork, so a child that used more threads would hang in it — and as many run side by side as there are
-cores. CUDA cannot be forked once the parent has used it, nor can a process with threads of its own,
-so there the children are spawned one at a time, and each rebuilds the run from the validated suite
+cores. CUDA cannot be forked once the parent has used it, so a GPU run spawns its children one at a
+time, and each rebuilds the run from the validated suite
 (``EntryTask``). The measuring process's jobs are children of a fork server (``benchbed.run.measurer``)
 that share the same pool of slots (``Pool``); the parent reads each direct child's CPU time from the
 kernel as it ends (``Finished.cpu_seconds``)."""
@@ -21,7 +21,6 @@ import multiprocessing
 import os
 import signal
 import sys
-import threading
 from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait
@@ -41,13 +40,11 @@ Work = Callable[[Send], Result]  # the work gets ``send(kind, *args)``: messages
 
 
 def start_method() -> str:
-    """``fork`` where the platform has it and this process holds no threads a fork would leave
-    stranded: CUDA's, or a Python thread that is not a daemon (a daemon's is a sampler or a progress
-    bar's, which a child never needs); ``spawn`` otherwise. JAX never starts here in a run: SPU's
-    pricing and a dry run's export run in the measuring process, and an entry's child never uses JAX."""
-    own = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
-    threads = torch.cuda.is_initialized() or bool(own)
-    if "fork" in multiprocessing.get_all_start_methods() and not threads:
+    """``fork`` where the platform has it and CUDA is untouched in this process; ``spawn`` otherwise.
+    The threads a fork would strand are kept out of this process instead: JAX never starts here in a
+    run (SPU's pricing and a dry run's export run in the measuring process, and an entry's child never
+    uses JAX), and OpenMP's pool is not used by a child (one torch thread each)."""
+    if "fork" in multiprocessing.get_all_start_methods() and not torch.cuda.is_initialized():
         return "fork"
     return "spawn"
 
