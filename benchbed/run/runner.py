@@ -371,7 +371,7 @@ class SuiteRun:
             if executor == "ray":
                 results = self._measured_after(((e, result, None) for e, result in
                                                 run_on_ray(task, todo, shared, address=address, device=self.suite.device)),
-                                               workers, data, teachers)
+                                               workers, teachers)
             else:
                 results = self._isolated(todo, data, teachers, task, shared, workers)
             for entry, made in results:
@@ -438,7 +438,7 @@ class SuiteRun:
                 yield entry, self._finish(entry, trained.pop(entry.id), done)
 
     def _measured_after(self, results: Iterable[tuple[Entry, tuple[dict, dict | None], float | None]],
-                        workers: int | None, data: DataBundle, teachers: dict[str, nn.Module]) -> Iterator[tuple[Entry, dict]]:
+                        workers: int | None, teachers: dict[str, nn.Module]) -> Iterator[tuple[Entry, dict]]:
         """Entries trained elsewhere (Ray's workers), each measured here as it comes back."""
         pool = Pool(1)
         for entry, (made, payload), cpu in results:
@@ -460,7 +460,8 @@ class SuiteRun:
             made.pop(key, None)
         (_, _, mask_options), (_, _, finetune_options) = self.parts(entry)
         sealed = {stage: self._seal(teachers[self.teacher_variant(m, o)]) for stage, m, o in self.parts(entry)}
-        made.update({**record.header(entry, self.suite), "started": made.get("started") or record.header(entry, self.suite)["started"],
+        header = record.header(entry, self.suite)
+        made.update({**header, "started": made.get("started") or header["started"],
                      **self._described(entry, mask_options, finetune_options, sealed)})
         compute = made.get("compute") or {"used": {"epochs": 0.0, "seconds": 0.0}}
         made["compute"] = compute
